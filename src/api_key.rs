@@ -1,0 +1,171 @@
+//! The API key: a secret that only ever leaves the process in the `x-api-key` header of a request
+//! to the key's own origin. Everywhere else (Debug, logs, errors, output files) it is represented by
+//! its [`fingerprint`](ApiKey::fingerprint).
+
+use std::fmt;
+use std::path::Path;
+
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// The environment variable the key is read from.
+pub const API_KEY_ENV: &str = "FABRAIX_API_KEY";
+
+/// A Fabraix API key, held as a secret (zeroed on drop by `secrecy`).
+#[derive(Clone)]
+pub struct ApiKey {
+    secret: SecretString,
+    fingerprint: String,
+}
+
+impl ApiKey {
+    /// Wraps a key. Errors if it is empty or cannot be sent in an HTTP header (control characters,
+    /// non-ASCII); the error never contains the key.
+    ///
+    /// ```
+    /// use fabraix_scheduler::ApiKey;
+    /// let key = ApiKey::new("fbx_live_0123456789abcdef").unwrap();
+    /// assert!(!format!("{key:?}").contains("0123456789abcdef"));
+    /// assert!(ApiKey::new("").is_err());
+    /// ```
+    pub fn new(key: impl Into<String>) -> Result<Self, ApiKeyError> {
+        let key: String = key.into();
+        let trimmed = key.trim();
+        if trimmed.is_empty() {
+            return Err(ApiKeyError::Empty);
+        }
+        if HeaderValue::from_str(trimmed).is_err() || !trimmed.is_ascii() {
+            return Err(ApiKeyError::InvalidCharacters);
+        }
+        let digest = Sha256::digest(trimmed.as_bytes());
+        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self {
+            fingerprint: format!("key#{hex}"),
+            secret: SecretString::from(trimmed.to_string()),
+        })
+    }
+
+    /// The key from `FABRAIX_API_KEY`; if unset, from a `FABRAIX_API_KEY=` line of `.env` in the
+    /// current directory (the file is read, the process environment is not changed).
+    pub fn from_env() -> Result<Self, ApiKeyError> {
+        match std::env::var(API_KEY_ENV) {
+            Ok(v) => Self::new(v),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ApiKeyError::InvalidCharacters),
+            Err(std::env::VarError::NotPresent) => Self::from_dotenv(Path::new(".env")),
+        }
+    }
+
+    /// The key from a `FABRAIX_API_KEY=` line of a dotenv file.
+    pub fn from_dotenv(path: &Path) -> Result<Self, ApiKeyError> {
+        let iter = match dotenvy::from_path_iter(path) {
+            Ok(iter) => iter,
+            Err(_) => return Err(ApiKeyError::Missing),
+        };
+        for item in iter {
+            match item {
+                Ok((name, value)) if name == API_KEY_ENV => return Self::new(value),
+                Ok(_) => {}
+                Err(e) => return Err(ApiKeyError::DotEnv(dotenv_error_without_values(&e))),
+            }
+        }
+        Err(ApiKeyError::Missing)
+    }
+
+    /// A short, stable, non-reversible name for the key (`key#` + 8 hex digits of its SHA-256):
+    /// what logs, errors and output files show instead of the key.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The `x-api-key` header value, marked sensitive (hyper and reqwest then keep it out of
+    /// their debug output and HPACK tables).
+    pub(crate) fn header_value(&self) -> HeaderValue {
+        let mut value = HeaderValue::from_str(self.secret.expose_secret())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        value
+    }
+}
+
+fn dotenv_error_without_values(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(_, index) => format!("cannot parse .env at byte {index}"),
+        dotenvy::Error::Io(io) => format!("cannot read .env: {}", io.kind()),
+        _ => "cannot read .env".to_string(),
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({})", self.fingerprint)
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint)
+    }
+}
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret.expose_secret() == other.secret.expose_secret()
+    }
+}
+
+impl Eq for ApiKey {}
+
+/// Why no usable key was found. Never contains the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiKeyError {
+    /// Neither the environment nor `.env` has `FABRAIX_API_KEY`.
+    #[error("no API key: set FABRAIX_API_KEY (or put FABRAIX_API_KEY=... in .env)")]
+    Missing,
+    /// The key is empty.
+    #[error("the API key is empty")]
+    Empty,
+    /// The key has characters an HTTP header cannot carry.
+    #[error("the API key has characters an HTTP header cannot carry (control or non-ASCII)")]
+    InvalidCharacters,
+    /// The `.env` file is malformed.
+    #[error("{0}")]
+    DotEnv(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_not_the_key() {
+        let a = ApiKey::new("secret-value-123").unwrap();
+        let b = ApiKey::new("secret-value-123").unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert!(a.fingerprint().starts_with("key#"));
+        assert!(!a.fingerprint().contains("secret"));
+        assert!(a.header_value().is_sensitive());
+        assert_eq!(format!("{a}"), a.fingerprint());
+        assert_ne!(ApiKey::new("other").unwrap().fingerprint(), a.fingerprint());
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        assert_eq!(ApiKey::new("  ").unwrap_err(), ApiKeyError::Empty);
+        assert_eq!(ApiKey::new("a\nb").unwrap_err(), ApiKeyError::InvalidCharacters);
+        assert_eq!(ApiKey::new("ключ").unwrap_err(), ApiKeyError::InvalidCharacters);
+    }
+
+    #[test]
+    fn dotenv_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("fbx-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(&path, "OTHER=1\nFABRAIX_API_KEY=from-dotenv-file\n").unwrap();
+        let key = ApiKey::from_dotenv(&path).unwrap();
+        assert_eq!(key, ApiKey::new("from-dotenv-file").unwrap());
+        std::fs::write(&path, "OTHER=1\n").unwrap();
+        assert_eq!(ApiKey::from_dotenv(&path).unwrap_err(), ApiKeyError::Missing);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,99 @@
+//! Time, injected. Core code reads time only through a [`Clock`], never from
+//! `std::time::Instant` or `SystemTime` directly, so that tests can run an hour of quota in
+//! milliseconds on tokio's paused clock (`#[tokio::test(start_paused = true)]`).
+//!
+//! Instants are [`tokio::time::Instant`]: they follow tokio's clock, which a test can pause and
+//! advance. Wall-clock time ([`Clock::wall_now`]) is needed only at the edge, to turn an HTTP-date
+//! `Retry-After` into a duration.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+pub use tokio::time::Instant;
+
+/// A boxed, sendable future that completes at an instant.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A source of time and a way to wait for it.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current instant (monotonic).
+    fn now(&self) -> Instant;
+
+    /// The current wall-clock time, for HTTP dates only.
+    fn wall_now(&self) -> SystemTime;
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> Sleep;
+}
+
+/// The default clock: tokio's. Pausing tokio's clock in a test pauses this clock too, and the wall
+/// clock moves with it (it is anchored once, at construction, and then follows tokio's instants).
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    anchor_instant: Instant,
+    anchor_wall: SystemTime,
+}
+
+impl TokioClock {
+    /// A clock on tokio's time, anchored to the system's wall clock now.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{Clock, TokioClock};
+    /// let clock = TokioClock::new();
+    /// let a = clock.now();
+    /// assert!(clock.now() >= a);
+    /// ```
+    pub fn new() -> Self {
+        Self {
+            anchor_instant: Instant::now(),
+            anchor_wall: SystemTime::now(),
+        }
+    }
+
+    /// A clock on tokio's time whose wall clock reads `wall` now (tests of HTTP dates).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{Clock, TokioClock};
+    /// use std::time::{Duration, SystemTime};
+    /// let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let clock = TokioClock::with_wall_time(wall);
+    /// assert!(clock.wall_now() >= wall);
+    /// ```
+    pub fn with_wall_time(wall: SystemTime) -> Self {
+        Self {
+            anchor_instant: Instant::now(),
+            anchor_wall: wall,
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall_now(&self) -> SystemTime {
+        self.anchor_wall + Instant::now().saturating_duration_since(self.anchor_instant)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Box::pin(tokio::time::sleep_until(deadline))
+    }
+}
+
+/// Nanoseconds from `origin` to `t`, saturating at 0 (for `t` before `origin`) and `u64::MAX`.
+pub(crate) fn nanos_since(origin: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `origin` plus `nanos` nanoseconds.
+pub(crate) fn at_nanos(origin: Instant, nanos: u64) -> Instant {
+    origin + Duration::from_nanos(nanos)
+}

@@ -1,0 +1,113 @@
+//! Where a key's calls go: one origin, checked once, so the key is never sent anywhere else.
+
+use std::net::IpAddr;
+
+use reqwest::Url;
+
+/// The Fabraix API's production base URL.
+pub const FABRAIX_BASE_URL: &str = "https://api.fabraix.com/v1";
+
+/// A base URL (`https://api.fabraix.com/v1`) that every job's path is joined to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    base: Url,
+}
+
+impl Endpoint {
+    /// Checks a base URL: `https`, or plain `http` only to a loopback host (127.0.0.0/8, ::1,
+    /// localhost) unless `allow_insecure_http` is set. No credentials, query or fragment.
+    ///
+    /// ```
+    /// use fabraix_scheduler::Endpoint;
+    /// assert!(Endpoint::new("https://api.fabraix.com/v1", false).is_ok());
+    /// assert!(Endpoint::new("http://127.0.0.1:8080/v1", false).is_ok());
+    /// assert!(Endpoint::new("http://api.example.com/v1", false).is_err());
+    /// assert!(Endpoint::new("http://api.example.com/v1", true).is_ok());
+    /// ```
+    pub fn new(base_url: &str, allow_insecure_http: bool) -> Result<Self, EndpointError> {
+        let base = Url::parse(base_url.trim())
+            .map_err(|e| EndpointError(format!("base URL {base_url:?} does not parse: {e}")))?;
+        match base.scheme() {
+            "https" => {}
+            "http" if allow_insecure_http || is_loopback(&base) => {}
+            "http" => {
+                return Err(EndpointError(format!(
+                    "refusing to send the API key over plain http to {} (not a loopback host); use https, or allow insecure http explicitly",
+                    base.host_str().unwrap_or("?")
+                )))
+            }
+            other => {
+                return Err(EndpointError(format!(
+                    "base URL scheme {other:?} is not http or https"
+                )))
+            }
+        }
+        if base.host_str().is_none_or(str::is_empty) {
+            return Err(EndpointError("base URL has no host".into()));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(EndpointError("base URL must not carry credentials".into()));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(EndpointError("base URL must not have a query or fragment".into()));
+        }
+        Ok(Self { base })
+    }
+
+    /// The base URL as given (normalised).
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The absolute URL of `path` (`/event`, or `event`; a query string is allowed). Errors if the
+    /// result would leave the base's origin or path.
+    pub fn url_for(&self, path: &str) -> Result<Url, String> {
+        if path.contains("://") || path.starts_with("//") || path.contains('\\') {
+            return Err(format!("path {path:?} must be relative to the base URL"));
+        }
+        if path.split(['/', '?']).any(|seg| seg == "..") {
+            return Err(format!("path {path:?} must not contain '..'"));
+        }
+        let base = self.base.as_str().trim_end_matches('/');
+        let joined = format!("{base}/{}", path.trim_start_matches('/'));
+        let url = Url::parse(&joined).map_err(|e| format!("path {path:?} does not form a URL: {e}"))?;
+        if url.origin() != self.base.origin() {
+            return Err(format!("path {path:?} leaves the key's origin"));
+        }
+        Ok(url)
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// A base URL that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EndpointError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_on_the_origin() {
+        let e = Endpoint::new("https://api.fabraix.com/v1/", false).unwrap();
+        assert_eq!(e.url_for("/event").unwrap().as_str(), "https://api.fabraix.com/v1/event");
+        assert_eq!(e.url_for("check").unwrap().as_str(), "https://api.fabraix.com/v1/check");
+        assert!(e.url_for("https://evil.example/x").is_err());
+        assert!(e.url_for("//evil.example/x").is_err());
+        assert!(e.url_for("/../admin").is_err());
+        assert!(Endpoint::new("ftp://x/v1", false).is_err());
+        assert!(Endpoint::new("https://user:pw@x/v1", false).is_err());
+        assert!(Endpoint::new("http://[::1]:80/v1", false).is_ok());
+        assert!(Endpoint::new("http://localhost:80/v1", false).is_ok());
+        assert!(Endpoint::new("http://10.0.0.1/v1", false).is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The Fabraix API: its documented bodies and a typed client.
+
+mod bodies;
+mod client;
+
+pub use bodies::{ActionCheck, AgentRun, CheckVerdict, Event, EventAck, EventType, RegisterAgentRun};
+pub use client::{ClientError, FabraixClient};

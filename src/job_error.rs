@@ -1,0 +1,174 @@
+//! Why a job failed, and why a submission was not taken.
+
+use crate::api_error::ApiError;
+use crate::job::Job;
+use crate::key_id::KeyId;
+use crate::ledger::StoreError;
+
+/// A job's failure outcome. Carries the server's type, code and message where there was one;
+/// never the key (only its fingerprint).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// 400, 404, 422 or another 4xx: the request is wrong and retrying cannot help.
+    #[error("rejected by the server: {0}")]
+    Rejected(ApiError),
+    /// 401: the key is invalid or revoked.
+    #[error("key {key} is invalid or revoked: {api}")]
+    Unauthorized {
+        /// The key's fingerprint.
+        key: String,
+        /// The server's error.
+        api: ApiError,
+    },
+    /// 403: the key may not make this call.
+    #[error("key {key} may not make this call: {api}")]
+    Forbidden {
+        /// The key's fingerprint.
+        key: String,
+        /// The server's error.
+        api: ApiError,
+    },
+    /// Not sent: another call of the same key was answered 401, so the key is treated as
+    /// revoked until it is rotated.
+    #[error("not sent: key {key} was refused with 401 (rotate the key to resume)")]
+    KeyRevoked {
+        /// The key's fingerprint.
+        key: String,
+    },
+    /// The server answered 429 more often than the retry policy allows for one job.
+    #[error("gave up after {attempts} attempts, {rate_limited} of them answered 429: {last}")]
+    RateLimited {
+        /// Times the call was sent.
+        attempts: u32,
+        /// Of those, answered 429.
+        rate_limited: u32,
+        /// The last 429's error.
+        last: ApiError,
+    },
+    /// A transient failure (5xx, 408, timeout, connection error) that was not retried further:
+    /// retries exhausted, the retry budget spent, or at-most-once delivery.
+    #[error("failed after {attempts} attempts ({why}): {message}")]
+    Transient {
+        /// Times the call was sent.
+        attempts: u32,
+        /// The HTTP status, if there was a response.
+        status: Option<u16>,
+        /// The server's error code, if any.
+        code: Option<String>,
+        /// What happened last.
+        message: String,
+        /// Why it was not retried again.
+        why: &'static str,
+    },
+    /// The job cannot be sent as given (its path would leave the key's origin, say).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Cancelled through its ticket before it was sent.
+    #[error("cancelled before it was sent")]
+    Cancelled,
+    /// The scheduler shut down before the job was sent; the job was handed back in the
+    /// shutdown report.
+    #[error("not sent: the scheduler shut down and handed the job back")]
+    ShutDown,
+    /// The quota store failed.
+    #[error("quota store: {0}")]
+    Store(StoreError),
+    /// The task carrying the job ended without an outcome (a bug; reported, never silent).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl JobError {
+    /// A short stable name for the kind of failure (for output files and metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::Rejected(_) => "rejected",
+            JobError::Unauthorized { .. } => "unauthorized",
+            JobError::Forbidden { .. } => "forbidden",
+            JobError::KeyRevoked { .. } => "key_revoked",
+            JobError::RateLimited { .. } => "rate_limited",
+            JobError::Transient { .. } => "transient",
+            JobError::InvalidRequest(_) => "invalid_request",
+            JobError::Cancelled => "cancelled",
+            JobError::ShutDown => "shut_down",
+            JobError::Store(_) => "store",
+            JobError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status of the last response, if any.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            JobError::Rejected(api)
+            | JobError::Unauthorized { api, .. }
+            | JobError::Forbidden { api, .. } => Some(api.status),
+            JobError::RateLimited { last, .. } => Some(last.status),
+            JobError::Transient { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// The server's error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            JobError::Rejected(api)
+            | JobError::Unauthorized { api, .. }
+            | JobError::Forbidden { api, .. } => api.code.as_deref(),
+            JobError::RateLimited { last, .. } => last.code.as_deref(),
+            JobError::Transient { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Scheduler::submit`](crate::Scheduler::submit) did not take a job. The job is handed back.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The key's queue is full and its overflow policy is to reject.
+    #[error("the queue of key {key} is full ({capacity} jobs)")]
+    QueueFull {
+        /// The key.
+        key: KeyId,
+        /// The queue's capacity.
+        capacity: usize,
+        /// The job, handed back.
+        job: Job,
+    },
+    /// The scheduler is shutting down and takes no new jobs.
+    #[error("the scheduler is shutting down")]
+    ShuttingDown {
+        /// The job, handed back.
+        job: Job,
+    },
+    /// No key with this id was added.
+    #[error("no key {key} was added to the scheduler")]
+    UnknownKey {
+        /// The key id.
+        key: KeyId,
+        /// The job, handed back.
+        job: Job,
+    },
+    /// The job's path cannot be sent to the key's origin.
+    #[error("invalid job: {reason}")]
+    InvalidJob {
+        /// What is wrong.
+        reason: String,
+        /// The job, handed back.
+        job: Job,
+    },
+}
+
+impl SubmitError {
+    /// The job that was not taken.
+    pub fn into_job(self) -> Job {
+        match self {
+            SubmitError::QueueFull { job, .. }
+            | SubmitError::ShuttingDown { job }
+            | SubmitError::UnknownKey { job, .. }
+            | SubmitError::InvalidJob { job, .. } => job,
+        }
+    }
+}
+
+/// The outcome of every job: exactly one per submitted job.
+pub type Outcome = Result<crate::response::Response, JobError>;

@@ -1,0 +1,50 @@
+//! The name of one key's queue and ledger.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Names one key's queue and quota ledger inside a scheduler. Not the secret: a label you choose
+/// (`"default"`, `"tenant-42"`), kept when the key behind it rotates.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(Arc<str>);
+
+impl KeyId {
+    /// A key id from a label.
+    ///
+    /// ```
+    /// use fabraix_scheduler::KeyId;
+    /// assert_eq!(KeyId::new("tenant-42").as_str(), "tenant-42");
+    /// ```
+    pub fn new(label: impl AsRef<str>) -> Self {
+        Self(Arc::from(label.as_ref()))
+    }
+
+    /// The label.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for KeyId {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for KeyId {
+    fn from(s: String) -> Self {
+        Self(Arc::from(s))
+    }
+}

@@ -1,0 +1,329 @@
+//! The per-key ledger: every limit of a key's quota, checked and committed together.
+
+use std::time::Duration;
+
+use super::window_log::WindowLog;
+use crate::clock::{at_nanos, nanos_since, Instant};
+use crate::quota::Quota;
+
+/// The default safety guard: 100 ms, but never more than 1 % of the key's shortest window.
+pub const DEFAULT_GUARD: Duration = Duration::from_millis(100);
+
+/// How a [`Ledger`] spaces calls beyond the quota itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Extra time added after a window frees a slot, so that two calls sent exactly W apart still
+    /// arrive at least W apart despite latency jitter. `None`: [`DEFAULT_GUARD`], capped at 1 % of
+    /// the shortest window (a 1-second demo window gets 10 ms).
+    pub guard: Option<Duration>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { guard: None }
+    }
+}
+
+impl LedgerConfig {
+    /// The guard this config gives for `quota`.
+    pub fn guard_for(&self, quota: &Quota) -> Duration {
+        match self.guard {
+            Some(g) => g,
+            None => quota
+                .limits()
+                .first()
+                .map_or(Duration::ZERO, |l| DEFAULT_GUARD.min(l.window() / 100)),
+        }
+    }
+}
+
+/// A temporary cap the server announced through `RateLimit-*` headers: at most `remaining` more
+/// calls before `reset_ns`.
+#[derive(Clone, Copy, Debug)]
+struct ServerCap {
+    remaining: u32,
+    reset_ns: u64,
+}
+
+/// When the next calls of one key may go, for every limit of its quota at once.
+///
+/// Invariant: the slots it hands out never put more than N calls in any window of length W, for
+/// every limit (N, W) of the quota, whatever sequence of [`reserve`](Ledger::reserve),
+/// [`refund`](Ledger::refund), [`block_until`](Ledger::block_until) and the other operations.
+/// A reservation either commits to every window or to none.
+///
+/// Decisions are synchronous and return *when*; waiting is the caller's business. Slots are handed
+/// out in time order. Memory: at most `min(N, 1,026)` entries of 8 bytes per limit — about 13 KiB
+/// for a Production key (600/1m + 10,000/1h), 8.5 KiB for a Development key.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    origin: Instant,
+    logs: Vec<WindowLog>,
+    guard_ns: u64,
+    last_slot_ns: Option<u64>,
+    blocked_until_ns: u64,
+    pace_ns: Option<u64>,
+    server_cap: Option<ServerCap>,
+}
+
+impl Ledger {
+    /// A ledger for `quota`, with nothing sent yet. `origin` is any instant not later than the
+    /// first call (usually the clock's now).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{Ledger, LedgerConfig, Quota, Instant};
+    /// use std::time::Duration;
+    /// let now = Instant::now();
+    /// let mut ledger = Ledger::new(&"2/1s".parse::<Quota>().unwrap(), LedgerConfig::default(), now);
+    /// assert_eq!(ledger.reserve(now), now); // an idle key sends at once
+    /// assert_eq!(ledger.reserve(now), now);
+    /// // The third call waits for the window (plus a 10 ms guard: 1 % of the 1 s window).
+    /// assert_eq!(ledger.reserve(now), now + Duration::from_millis(1010));
+    /// ```
+    pub fn new(quota: &Quota, config: LedgerConfig, origin: Instant) -> Self {
+        let logs = quota
+            .limits()
+            .iter()
+            .map(|l| WindowLog::new(l.count(), duration_ns(l.window())))
+            .collect();
+        Self {
+            origin,
+            logs,
+            guard_ns: duration_ns(config.guard_for(quota)),
+            last_slot_ns: None,
+            blocked_until_ns: 0,
+            pace_ns: None,
+            server_cap: None,
+        }
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        nanos_since(self.origin, t)
+    }
+
+    fn instant(&self, ns: u64) -> Instant {
+        at_nanos(self.origin, ns)
+    }
+
+    fn earliest_ns(&self, now_ns: u64) -> u64 {
+        let mut t = now_ns.max(self.blocked_until_ns);
+        if let Some(last) = self.last_slot_ns {
+            t = t.max(last);
+            if let Some(pace) = self.pace_ns {
+                t = t.max(last.saturating_add(pace));
+            }
+        }
+        for log in &self.logs {
+            let e = log.earliest_ns();
+            if e > 0 {
+                t = t.max(e.saturating_add(self.guard_ns));
+            }
+        }
+        if let Some(cap) = self.server_cap {
+            if cap.remaining == 0 && t < cap.reset_ns {
+                t = cap.reset_ns;
+            }
+        }
+        t
+    }
+
+    /// The earliest instant (not before `now`) at which one more call keeps every limit, without
+    /// committing anything.
+    pub fn earliest(&self, now: Instant) -> Instant {
+        self.instant(self.earliest_ns(self.ns(now)))
+    }
+
+    /// Commits the earliest slot not before `now` to every window at once and returns it.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let now_ns = self.ns(now);
+        let t = self.earliest_ns(now_ns);
+        self.commit(t, now_ns);
+        self.instant(t)
+    }
+
+    fn commit(&mut self, t: u64, now_ns: u64) {
+        for log in &mut self.logs {
+            log.record(t, now_ns);
+        }
+        self.last_slot_ns = Some(t);
+        if let Some(cap) = &mut self.server_cap {
+            if t >= cap.reset_ns {
+                self.server_cap = None;
+            } else {
+                cap.remaining = cap.remaining.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Gives back a slot whose call was never sent. Refunding a slot that was not reserved, or
+    /// twice, at worst leaves the ledger more cautious; it never lets more calls through.
+    pub fn refund(&mut self, slot: Instant) {
+        let t = self.ns(slot);
+        for log in &mut self.logs {
+            log.forget(t);
+        }
+        if let Some(cap) = &mut self.server_cap {
+            if t < cap.reset_ns {
+                cap.remaining = cap.remaining.saturating_add(1);
+            }
+        }
+    }
+
+    /// When the next `k` calls could go, if reserved now one after another; commits nothing.
+    /// O(k × limits). `plan(now, 0)` is empty.
+    pub fn plan(&self, now: Instant, k: usize) -> Vec<Instant> {
+        let mut shadow = self.clone();
+        let now_ns = self.ns(now);
+        (0..k)
+            .map(|_| {
+                let t = shadow.earliest_ns(now_ns);
+                shadow.commit(t, now_ns);
+                shadow.instant(t)
+            })
+            .collect()
+    }
+
+    /// When the `k`-th next call (1-based) could go; `now` for `k == 0`. Commits nothing.
+    pub fn nth_slot(&self, now: Instant, k: usize) -> Instant {
+        if k <= 1 {
+            return self.earliest(now);
+        }
+        let mut shadow = self.clone();
+        let now_ns = self.ns(now);
+        let mut t = now_ns;
+        for _ in 0..k {
+            t = shadow.earliest_ns(now_ns);
+            shadow.commit(t, now_ns);
+        }
+        self.instant(t)
+    }
+
+    /// No slot before `until` (after a 429, or a server that announced it is out of quota).
+    /// A block never shortens an earlier, longer one.
+    pub fn block_until(&mut self, until: Instant) {
+        self.blocked_until_ns = self.blocked_until_ns.max(self.ns(until));
+    }
+
+    /// The instant before which no slot is handed out because of a block.
+    pub fn blocked_until(&self) -> Instant {
+        self.instant(self.blocked_until_ns)
+    }
+
+    /// What a server's `RateLimit-Remaining` / `RateLimit-Reset` said: at most `remaining` more
+    /// calls before `reset_at`. Only ever tightens: a larger figure than the ledger's own is ignored.
+    pub fn apply_server_window(&mut self, remaining: u32, reset_at: Instant) {
+        let reset_ns = self.ns(reset_at);
+        if remaining == 0 {
+            self.block_until(reset_at);
+            return;
+        }
+        match &mut self.server_cap {
+            Some(cap) if cap.reset_ns >= reset_ns => cap.remaining = cap.remaining.min(remaining),
+            _ => {
+                self.server_cap = Some(ServerCap {
+                    remaining,
+                    reset_ns,
+                })
+            }
+        }
+    }
+
+    /// A minimum spacing between consecutive slots (`None`: none). The scheduler sets it when a
+    /// server counts more strictly than the quota says (see the scheduler's pacing).
+    pub fn set_pace(&mut self, spacing: Option<Duration>) {
+        self.pace_ns = spacing.map(duration_ns).filter(|&p| p > 0);
+    }
+
+    /// The minimum spacing in force, if any.
+    pub fn pace(&self) -> Option<Duration> {
+        self.pace_ns.map(Duration::from_nanos)
+    }
+
+    /// For each limit, the fraction of its count used in the two windows before `now`
+    /// (0.0 ..= 1.0 in normal use): which limit a server most likely enforced when it refused.
+    pub fn recent_utilisation(&self, now: Instant) -> Vec<f64> {
+        let now_ns = self.ns(now);
+        self.logs
+            .iter()
+            .map(|log| {
+                let from = now_ns.saturating_sub(log.window_ns().saturating_mul(2));
+                log.calls_after(from) as f64 / (2.0 * f64::from(log.count()))
+            })
+            .collect()
+    }
+
+    /// Heap bytes this ledger holds (its window logs).
+    pub fn heap_bytes(&self) -> usize {
+        self.logs.iter().map(WindowLog::heap_bytes).sum::<usize>()
+            + self.logs.capacity() * std::mem::size_of::<WindowLog>()
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(spec: &str, guard_ms: u64) -> (Ledger, Instant) {
+        let now = Instant::now();
+        let config = LedgerConfig {
+            guard: Some(Duration::from_millis(guard_ms)),
+        };
+        (Ledger::new(&spec.parse().unwrap(), config, now), now)
+    }
+
+    #[test]
+    fn both_windows_hold() {
+        let (mut l, t0) = ledger("2/1s,3/10s", 0);
+        let slots: Vec<_> = (0..4).map(|_| l.reserve(t0)).collect();
+        assert_eq!(slots[0], t0);
+        assert_eq!(slots[1], t0);
+        assert!(slots[2] >= t0 + Duration::from_secs(1));
+        assert!(slots[3] >= t0 + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn plan_commits_nothing_and_matches_reserve() {
+        let (mut l, t0) = ledger("3/1s,5/4s", 5);
+        let plan = l.plan(t0, 7);
+        assert_eq!(l.earliest(t0), t0);
+        let real: Vec<_> = (0..7).map(|_| l.reserve(t0)).collect();
+        assert_eq!(plan, real);
+        assert_eq!(l.nth_slot(t0, 1), l.earliest(t0));
+    }
+
+    #[test]
+    fn block_and_server_window() {
+        let (mut l, t0) = ledger("100/1s", 0);
+        l.block_until(t0 + Duration::from_secs(3));
+        assert_eq!(l.reserve(t0), t0 + Duration::from_secs(3));
+        let reset = t0 + Duration::from_secs(10);
+        l.apply_server_window(1, reset);
+        assert!(l.reserve(t0) < reset);
+        assert_eq!(l.reserve(t0), reset);
+    }
+
+    #[test]
+    fn pace_spaces_slots() {
+        let (mut l, t0) = ledger("100/1s", 0);
+        l.set_pace(Some(Duration::from_millis(50)));
+        let a = l.reserve(t0);
+        let b = l.reserve(t0);
+        assert_eq!(b - a, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn production_key_fits_in_16_kib() {
+        let now = Instant::now();
+        let mut l = Ledger::new(&crate::Quota::production(), LedgerConfig::default(), now);
+        let mut t = now;
+        for _ in 0..40_000 {
+            let slot = l.reserve(t);
+            t = t.max(slot);
+        }
+        assert!(l.heap_bytes() <= 16 * 1024, "{} bytes", l.heap_bytes());
+    }
+}

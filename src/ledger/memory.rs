@@ -1,0 +1,99 @@
+//! The in-process ledger store: one [`Ledger`] per key in a concurrent map.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::{Ledger, LedgerConfig, LedgerStore, StoreError};
+use crate::clock::Instant;
+use crate::key_id::KeyId;
+use crate::quota::Quota;
+
+/// Ledgers kept in this process. Each key's ledger sits behind its own short-held mutex; the map's
+/// guard is released before the ledger is touched and nothing is held across an `.await`.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryLedgerStore {
+    ledgers: Arc<DashMap<KeyId, Arc<Mutex<Ledger>>>>,
+}
+
+impl MemoryLedgerStore {
+    /// An empty store.
+    ///
+    /// ```
+    /// use fabraix_scheduler::MemoryLedgerStore;
+    /// let store = MemoryLedgerStore::new();
+    /// # let _ = store;
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, key: &KeyId, f: impl FnOnce(&mut Ledger) -> R) -> Result<R, StoreError> {
+        let ledger = self
+            .ledgers
+            .get(key)
+            .map(|entry| Arc::clone(entry.value()))
+            .ok_or_else(|| StoreError::UnknownKey(key.clone()))?;
+        let mut guard = ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(f(&mut guard))
+    }
+
+    /// A copy of one key's ledger (for inspection and tests).
+    pub fn snapshot(&self, key: &KeyId) -> Option<Ledger> {
+        self.with(key, |l| l.clone()).ok()
+    }
+}
+
+impl LedgerStore for MemoryLedgerStore {
+    async fn register(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        self.ledgers.insert(
+            key.clone(),
+            Arc::new(Mutex::new(Ledger::new(quota, config, now))),
+        );
+        Ok(())
+    }
+
+    async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
+        self.with(key, |l| l.reserve(now))
+    }
+
+    async fn refund(&self, key: &KeyId, slot: Instant) -> Result<(), StoreError> {
+        self.with(key, |l| l.refund(slot))
+    }
+
+    async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
+        self.with(key, |l| l.nth_slot(now, k))
+    }
+
+    async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {
+        self.with(key, |l| l.plan(now, k))
+    }
+
+    async fn block_until(&self, key: &KeyId, until: Instant) -> Result<(), StoreError> {
+        self.with(key, |l| l.block_until(until))
+    }
+
+    async fn apply_server_window(
+        &self,
+        key: &KeyId,
+        remaining: u32,
+        reset_at: Instant,
+    ) -> Result<(), StoreError> {
+        self.with(key, |l| l.apply_server_window(remaining, reset_at))
+    }
+
+    async fn set_pace(&self, key: &KeyId, spacing: Option<Duration>) -> Result<(), StoreError> {
+        self.with(key, |l| l.set_pace(spacing))
+    }
+
+    async fn recent_utilisation(&self, key: &KeyId, now: Instant) -> Result<Vec<f64>, StoreError> {
+        self.with(key, |l| l.recent_utilisation(now))
+    }
+}

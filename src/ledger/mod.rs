@@ -1,0 +1,18 @@
+//! Per-key quota accounting: when may the next call of a key go so that every window holds?
+//!
+//! [`Ledger`] is the pure, synchronous decision for one key; [`LedgerStore`] is where the
+//! scheduler keeps ledgers ([`MemoryLedgerStore`] in this process; a shared store later).
+//!
+//! Why not governor: governor's GCRA is one window per limiter and admits a burst of N on top of the
+//! steady rate, so `Quota::per_minute(60)` can let through up to 2N − 1 calls in one sliding minute,
+//! which a sliding-log server refuses; and two stacked limiters cannot reserve atomically (the first
+//! one consumes even when the second refuses). This ledger checks and commits all windows at once.
+
+mod key_ledger;
+mod memory;
+mod store;
+mod window_log;
+
+pub use key_ledger::{Ledger, LedgerConfig, DEFAULT_GUARD};
+pub use memory::MemoryLedgerStore;
+pub use store::{LedgerStore, StoreError};

@@ -1,0 +1,99 @@
+//! The interface between the scheduler and wherever quota state lives.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::clock::Instant;
+use crate::key_id::KeyId;
+use crate::quota::Quota;
+
+use super::LedgerConfig;
+
+/// Where the scheduler keeps each key's [`Ledger`](super::Ledger) state. The in-process
+/// [`MemoryLedgerStore`](super::MemoryLedgerStore) is the default; a shared store (Redis, for one key
+/// used by many processes) implements the same trait, with its own atomic reservation, without any
+/// change to the scheduler. Every method is async for that reason; the memory store's futures are
+/// ready at once.
+///
+/// The semantics of each method are those of the same-named method of [`Ledger`](super::Ledger).
+pub trait LedgerStore: Send + Sync + 'static {
+    /// Creates (or replaces the quota of) the ledger of `key`.
+    fn register(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Commits the earliest slot not before `now`.
+    fn reserve(
+        &self,
+        key: &KeyId,
+        now: Instant,
+    ) -> impl Future<Output = Result<Instant, StoreError>> + Send;
+
+    /// Gives back a slot whose call was never sent.
+    fn refund(
+        &self,
+        key: &KeyId,
+        slot: Instant,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// When the `k`-th next call (1-based) could go; commits nothing.
+    fn nth_slot(
+        &self,
+        key: &KeyId,
+        now: Instant,
+        k: usize,
+    ) -> impl Future<Output = Result<Instant, StoreError>> + Send;
+
+    /// When the next `k` calls could go; commits nothing.
+    fn plan(
+        &self,
+        key: &KeyId,
+        now: Instant,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<Instant>, StoreError>> + Send;
+
+    /// No slot before `until`.
+    fn block_until(
+        &self,
+        key: &KeyId,
+        until: Instant,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// At most `remaining` more calls before `reset_at` (from `RateLimit-*` headers).
+    fn apply_server_window(
+        &self,
+        key: &KeyId,
+        remaining: u32,
+        reset_at: Instant,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Minimum spacing between slots, or none.
+    fn set_pace(
+        &self,
+        key: &KeyId,
+        spacing: Option<Duration>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Per-limit utilisation over the two windows before `now` (see
+    /// [`Ledger::recent_utilisation`](super::Ledger::recent_utilisation)).
+    fn recent_utilisation(
+        &self,
+        key: &KeyId,
+        now: Instant,
+    ) -> impl Future<Output = Result<Vec<f64>, StoreError>> + Send;
+}
+
+/// A ledger store could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No ledger was registered for the key.
+    #[error("no quota ledger is registered for key {0}")]
+    UnknownKey(KeyId),
+    /// The store itself failed (a shared store's connection, say).
+    #[error("quota store unavailable: {0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,13 @@
+//! Classification, backoff, retry budget, and the server's rate-limit signals.
+
+mod budget;
+mod classify;
+mod policy;
+mod rate_limit_headers;
+mod retry_after;
+
+pub use budget::RetryBudget;
+pub use classify::{classify_status, Class};
+pub use policy::{Delivery, RetryPolicy};
+pub use rate_limit_headers::{parse_rate_limit_headers, ServerWindow};
+pub use retry_after::{parse_retry_after, RetryAfter, RetryAfterProblem};

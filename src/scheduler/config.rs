@@ -1,0 +1,123 @@
+//! How a key is added, and what the scheduler does when a queue is full or shutting down.
+
+use std::time::Duration;
+
+use crate::api_key::ApiKey;
+use crate::endpoint::{Endpoint, EndpointError};
+use crate::key_id::KeyId;
+use crate::ledger::LedgerConfig;
+use crate::quota::Quota;
+
+/// What `submit` does when a key's queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Wait for room (backpressure). The default.
+    #[default]
+    Wait,
+    /// Return [`SubmitError::QueueFull`](crate::SubmitError::QueueFull) with the job at once.
+    Reject,
+}
+
+/// One key as the scheduler needs it: its secret, where its calls go, and its quota.
+#[derive(Clone, Debug)]
+pub struct KeyConfig {
+    pub(crate) id: KeyId,
+    pub(crate) api_key: ApiKey,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) quota: Quota,
+    pub(crate) ledger: LedgerConfig,
+    pub(crate) max_in_flight: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) overflow: Overflow,
+}
+
+impl KeyConfig {
+    /// A key named `id`, sending to `base_url` under `quota`. The base URL is checked here (https,
+    /// or http to loopback only; see [`Endpoint::new`]).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
+    /// let config = KeyConfig::new("default", ApiKey::new("k").unwrap(), "https://api.fabraix.com/v1", Quota::development()).unwrap();
+    /// assert_eq!(config.capacity(), 10_000);
+    /// assert!(KeyConfig::new("x", ApiKey::new("k").unwrap(), "http://api.fabraix.com/v1", Quota::development()).is_err());
+    /// ```
+    pub fn new(
+        id: impl Into<KeyId>,
+        api_key: ApiKey,
+        base_url: &str,
+        quota: Quota,
+    ) -> Result<Self, EndpointError> {
+        Self::with_endpoint(id, api_key, Endpoint::new(base_url, false)?, quota)
+    }
+
+    /// Like [`new`](Self::new) with an endpoint checked elsewhere (for example one that allows
+    /// plain http to a non-loopback host).
+    pub fn with_endpoint(
+        id: impl Into<KeyId>,
+        api_key: ApiKey,
+        endpoint: Endpoint,
+        quota: Quota,
+    ) -> Result<Self, EndpointError> {
+        Ok(Self {
+            id: id.into(),
+            api_key,
+            endpoint,
+            quota,
+            ledger: LedgerConfig::default(),
+            max_in_flight: 16,
+            queue_capacity: 10_000,
+            overflow: Overflow::Wait,
+        })
+    }
+
+    /// Calls of this key on the wire at once, at most (1 ..). Default 16.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Jobs waiting in this key's queue, at most (1 ..). Default 10,000.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// What `submit` does on a full queue. Default [`Overflow::Wait`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// The latency guard (see [`LedgerConfig::guard`]).
+    pub fn guard(mut self, guard: Duration) -> Self {
+        self.ledger.guard = Some(guard);
+        self
+    }
+
+    /// The key id.
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    /// The quota.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
+    }
+}
+
+/// How [`Scheduler::shutdown`](crate::Scheduler::shutdown) ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Send everything queued (as the quota allows), then stop.
+    Drain,
+    /// Send nothing more: every queued job is handed back in the report (its ticket resolves to
+    /// [`JobError::ShutDown`](crate::JobError::ShutDown)); calls already on the wire finish.
+    ReturnUnsent,
+    /// Drain until the deadline, then hand back what is left.
+    DrainUntil(crate::clock::Instant),
+}

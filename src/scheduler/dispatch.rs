@@ -1,0 +1,395 @@
+//! The per-key dispatcher (slot → job → send task) and one send attempt with its classification.
+//!
+//! The dispatcher reserves the key's next slot *before* choosing a job and binds the job only when
+//! the slot is due, so that the highest-priority job waiting at that moment takes it (an agent's
+//! `/check` overtakes a backlog of `/event`s), and a cancelled job never holds a slot.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::key_queue::{KeyQueue, Queued};
+use super::stats::Counters;
+use super::Inner;
+use crate::api_error::ApiError;
+use crate::clock::Instant;
+use crate::job_error::JobError;
+use crate::ledger::LedgerStore;
+use crate::response::Response;
+use crate::retry::{
+    classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
+};
+use crate::transport::{HttpRequest, HttpResponse, TransportError};
+
+pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<KeyQueue>) {
+    loop {
+        // 1. Wait for a job and room on the wire.
+        loop {
+            let notified = q.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = q.lock();
+                if st.finished() {
+                    return;
+                }
+                if st.has_jobs() && st.in_flight < q.max_in_flight {
+                    break;
+                }
+            }
+            notified.await;
+        }
+
+        // 2. Reserve the key's next slot and wait for it.
+        let epoch = q.reslot_epoch.load(Ordering::SeqCst);
+        let reslot = q.reslot.notified();
+        tokio::pin!(reslot);
+        reslot.as_mut().enable();
+        let now = inner.clock.now();
+        let slot = match inner.store.reserve(&q.id, now).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                // The store cannot answer: fail the head job rather than spin.
+                let job = q.lock().pop_highest();
+                if let Some(job) = job {
+                    finish_unsent(&q, job, Err(JobError::Store(e)));
+                }
+                continue;
+            }
+        };
+        q.lock().pending_slot = Some(slot);
+        let mut keep = q.reslot_epoch.load(Ordering::SeqCst) == epoch;
+        if keep && slot > now {
+            tokio::select! {
+                () = inner.clock.sleep_until(slot) => {}
+                () = &mut reslot => keep = false,
+            }
+        }
+
+        // 3. Bind the highest-priority job waiting now, or give the slot back.
+        let job = {
+            let mut st = q.lock();
+            st.pending_slot = None;
+            let job = if keep && !st.hand_back {
+                st.pop_highest()
+            } else {
+                None
+            };
+            if job.is_some() {
+                st.in_flight += 1;
+            }
+            job
+        };
+        match job {
+            Some(job) => {
+                q.space.notify_one();
+                tokio::spawn(send(Arc::clone(&inner), Arc::clone(&q), job, slot));
+            }
+            None => {
+                if let Err(e) = inner.store.refund(&q.id, slot).await {
+                    tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
+                }
+            }
+        }
+    }
+}
+
+/// Ends a job that never went on the wire.
+fn finish_unsent(q: &KeyQueue, job: Queued, outcome: crate::job_error::Outcome) {
+    Counters::bump(&q.counters.failed);
+    let _ = job.outcome.send(outcome);
+    q.space.notify_one();
+    q.work.notify_one();
+}
+
+/// Ends a job that was on the wire: frees its in-flight place and delivers its outcome.
+fn finish(q: &KeyQueue, job: Queued, outcome: crate::job_error::Outcome) {
+    match &outcome {
+        Ok(_) => Counters::bump(&q.counters.succeeded),
+        Err(_) => Counters::bump(&q.counters.failed),
+    }
+    q.lock().in_flight -= 1;
+    let _ = job.outcome.send(outcome);
+    q.work.notify_one();
+}
+
+/// Puts a job back at the front of its lane (or hands it back if the queue is being emptied).
+fn requeue_front(q: &KeyQueue, job: Queued, from_backoff: bool) {
+    let mut st = q.lock();
+    if from_backoff {
+        st.backing_off -= 1;
+    } else {
+        st.in_flight -= 1;
+    }
+    if st.hand_back {
+        q.hand_back(&mut st, job);
+    } else {
+        st.push_front(job);
+    }
+    drop(st);
+    q.work.notify_one();
+}
+
+fn build_request(q: &KeyQueue, job: &Queued) -> Result<HttpRequest, String> {
+    let url = q.endpoint.url_for(&job.job.path)?;
+    let api_key = q.lock().api_key.header_value();
+    let mut request = http::Request::builder()
+        .method(job.job.method.clone())
+        .uri(url.as_str())
+        .body(job.job.body.clone())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let headers = request.headers_mut();
+    headers.extend(job.job.headers.clone());
+    headers.insert("x-api-key", api_key);
+    if !headers.contains_key(http::header::USER_AGENT) {
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("fabraix-scheduler/", env!("CARGO_PKG_VERSION"))),
+        );
+    }
+    Ok(request)
+}
+
+async fn send<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<KeyQueue>, mut job: Queued, slot: Instant) {
+    let request = match build_request(&q, &job) {
+        Ok(r) => r,
+        Err(message) => return finish(&q, job, Err(JobError::InvalidRequest(message))),
+    };
+    job.attempts += 1;
+    Counters::bump(&q.counters.sent);
+    if job.attempts == 1 {
+        inner.budget.deposit();
+    }
+    let span = tracing::debug_span!("send", key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path);
+    let _enter = span.enter();
+    let late = inner.clock.now().saturating_duration_since(slot);
+    tracing::trace!(late_us = late.as_micros() as u64, "sending");
+    drop(_enter);
+    let result = inner.transport.send(request).await;
+    let now = inner.clock.now();
+    match result {
+        Ok(response) => on_response(&inner, &q, job, response, now).await,
+        Err(error) => on_transport_error(&inner, &q, job, error, now).await,
+    }
+}
+
+async fn on_response<S: LedgerStore>(
+    inner: &Arc<Inner<S>>,
+    q: &Arc<KeyQueue>,
+    job: Queued,
+    response: HttpResponse,
+    now: Instant,
+) {
+    let (parts, body) = response.into_parts();
+    if let Some(window) = parse_rate_limit_headers(&parts.headers, inner.clock.wall_now()) {
+        // Calls of ours still on the wire will count against what the server says is left.
+        let others = q.lock().in_flight.saturating_sub(1);
+        let remaining = window.remaining.saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
+        if let Err(e) = inner
+            .store
+            .apply_server_window(&q.id, remaining, now + window.reset_in)
+            .await
+        {
+            tracing::warn!(key = %q.id, error = %e, "could not apply the server's rate-limit headers");
+        }
+    }
+    let status = parts.status;
+    match classify_status(status) {
+        Class::Success => {
+            let spacing = {
+                let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
+                pacer.on_success(now, &q.quota)
+            };
+            if let Some(spacing) = spacing {
+                tracing::debug!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "pace raised after a quiet window");
+                let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
+            }
+            let attempts = job.attempts;
+            finish(
+                q,
+                job,
+                Ok(Response {
+                    status,
+                    headers: parts.headers,
+                    body,
+                    attempts,
+                }),
+            );
+        }
+        Class::RateLimited => on_rate_limited(inner, q, job, &parts.headers, &body, now).await,
+        Class::Transient => {
+            let api = ApiError::from_body(status.as_u16(), &body);
+            let message = api.to_string();
+            retry_or_fail(inner, q, job, Some(status.as_u16()), api.code, message, true, now).await;
+        }
+        Class::Unauthorized => {
+            let api = ApiError::from_body(status.as_u16(), &body);
+            revoke(q, job, api);
+        }
+        Class::Forbidden => {
+            let api = ApiError::from_body(status.as_u16(), &body);
+            let key = q.lock().api_key.fingerprint().to_string();
+            tracing::warn!(key = %q.id, fingerprint = %key, status = 403, "call forbidden for this key");
+            finish(q, job, Err(JobError::Forbidden { key, api }));
+        }
+        Class::Fatal => {
+            let api = ApiError::from_body(status.as_u16(), &body);
+            finish(q, job, Err(JobError::Rejected(api)));
+        }
+    }
+}
+
+/// 401: this job fails, and so does every job queued for the key, at once, until the key rotates.
+fn revoke(q: &KeyQueue, job: Queued, api: ApiError) {
+    let (key, queued) = {
+        let mut st = q.lock();
+        st.revoked = true;
+        (st.api_key.fingerprint().to_string(), st.take_all())
+    };
+    tracing::error!(key = %q.id, fingerprint = %key, failed_fast = queued.len(), "401: key invalid or revoked");
+    for other in queued {
+        finish_unsent(
+            q,
+            other,
+            Err(JobError::KeyRevoked { key: key.clone() }),
+        );
+    }
+    finish(q, job, Err(JobError::Unauthorized { key, api }));
+}
+
+async fn on_rate_limited<S: LedgerStore>(
+    inner: &Arc<Inner<S>>,
+    q: &Arc<KeyQueue>,
+    mut job: Queued,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    now: Instant,
+) {
+    Counters::bump(&q.counters.rate_limited);
+    job.rate_limited += 1;
+    let policy = &inner.retry;
+    let cap = policy.retry_after_cap_for(q.quota.longest_window());
+    let (retry_after, problems) = parse_retry_after(headers, body, inner.clock.wall_now(), cap);
+    for p in &problems {
+        tracing::warn!(key = %q.id, source = p.source, reason = %p.reason, "unusable retry_after");
+    }
+    let (unit_a, unit_b) = inner.random_pair();
+    let wait = match retry_after {
+        RetryAfter::Wait { wait, clamped_from } => {
+            if let Some(asked) = clamped_from {
+                tracing::warn!(key = %q.id, asked_s = asked.as_secs_f64(), cap_s = cap.as_secs_f64(), "retry_after clamped");
+            }
+            wait
+        }
+        RetryAfter::Unusable => {
+            // No usable value: exponential backoff with "equal jitter" (never near zero).
+            let ceiling = policy.backoff(job.rate_limited - 1, 1.0);
+            ceiling.mul_f64(0.5 + 0.5 * unit_a)
+        }
+    };
+    let jitter = policy.retry_after_jitter.mul_f64(unit_b);
+    let resume = now + wait + jitter;
+    tracing::info!(key = %q.id, job = job.id, wait_ms = (wait + jitter).as_millis() as u64, "429: pausing the key");
+    if let Err(e) = inner.store.block_until(&q.id, resume).await {
+        tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
+    }
+    if inner.adaptive_pacing {
+        let utilisation = inner
+            .store
+            .recent_utilisation(&q.id, now)
+            .await
+            .unwrap_or_default();
+        let spacing = {
+            let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
+            pacer.on_rate_limited(now, &q.quota, &utilisation)
+        };
+        if let Some(spacing) = spacing {
+            tracing::info!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "server counts more strictly than the quota: pacing evenly");
+            let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
+        }
+    }
+    q.reslot();
+    if job.rate_limited > policy.max_rate_limited {
+        let last = ApiError::from_body(429, body);
+        let (attempts, rate_limited) = (job.attempts, job.rate_limited);
+        finish(
+            q,
+            job,
+            Err(JobError::RateLimited {
+                attempts,
+                rate_limited,
+                last,
+            }),
+        );
+    } else {
+        requeue_front(q, job, false);
+    }
+}
+
+async fn on_transport_error<S: LedgerStore>(
+    inner: &Arc<Inner<S>>,
+    q: &Arc<KeyQueue>,
+    job: Queued,
+    error: TransportError,
+    now: Instant,
+) {
+    tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
+    if !error.kind.is_transient() {
+        return finish(q, job, Err(JobError::InvalidRequest(error.to_string())));
+    }
+    let reached = error.kind.may_have_reached_server();
+    retry_or_fail(inner, q, job, None, None, error.to_string(), reached, now).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn retry_or_fail<S: LedgerStore>(
+    inner: &Arc<Inner<S>>,
+    q: &Arc<KeyQueue>,
+    mut job: Queued,
+    status: Option<u16>,
+    code: Option<String>,
+    message: String,
+    may_have_reached_server: bool,
+    now: Instant,
+) {
+    let delivery = job.job.delivery.unwrap_or(inner.retry.delivery);
+    let why = if delivery == Delivery::AtMostOnce && may_have_reached_server {
+        Some("at-most-once delivery: the server may have processed it")
+    } else if job.transient_retries >= inner.retry.max_transient_retries {
+        Some("retries exhausted")
+    } else if !inner.budget.withdraw() {
+        Some("retry budget spent")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        let attempts = job.attempts;
+        return finish(
+            q,
+            job,
+            Err(JobError::Transient {
+                attempts,
+                status,
+                code,
+                message,
+                why,
+            }),
+        );
+    }
+    Counters::bump(&q.counters.retries);
+    let delay: Duration = inner
+        .retry
+        .backoff(job.transient_retries, inner.random_pair().0);
+    job.transient_retries += 1;
+    tracing::debug!(key = %q.id, job = job.id, delay_ms = delay.as_millis() as u64, "transient failure: backing off");
+    {
+        let mut st = q.lock();
+        st.in_flight -= 1;
+        st.backing_off += 1;
+    }
+    q.work.notify_one();
+    inner.clock.sleep_until(now + delay).await;
+    requeue_front(q, job, true);
+}

@@ -1,0 +1,205 @@
+//! One key's queue: priority lanes, in-flight count, and the state shared by its dispatcher, its
+//! send tasks and its tickets. Every lock here is short and never held across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::config::{KeyConfig, Overflow};
+use super::pacing::Pacer;
+use super::stats::{Counters, KeyStats};
+use crate::api_key::ApiKey;
+use crate::clock::Instant;
+use crate::endpoint::Endpoint;
+use crate::job::{Job, Priority};
+use crate::job_error::{JobError, Outcome};
+use crate::key_id::KeyId;
+use crate::quota::Quota;
+
+/// A job in a queue, with what its attempts so far have cost.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) id: u64,
+    pub(crate) job: Job,
+    pub(crate) attempts: u32,
+    pub(crate) rate_limited: u32,
+    pub(crate) transient_retries: u32,
+    pub(crate) outcome: oneshot::Sender<Outcome>,
+}
+
+/// A job handed back at shutdown.
+#[derive(Debug)]
+pub struct ReturnedJob {
+    /// The key it was queued for.
+    pub key: KeyId,
+    /// The job, as submitted.
+    pub job: Job,
+    /// Times it had been sent already (non-zero if it was waiting to be retried).
+    pub attempts: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    lanes: [VecDeque<Queued>; 3],
+    pub(crate) in_flight: usize,
+    pub(crate) backing_off: usize,
+    pub(crate) closed: bool,
+    pub(crate) hand_back: bool,
+    pub(crate) revoked: bool,
+    pub(crate) api_key: ApiKey,
+    pub(crate) pending_slot: Option<Instant>,
+    pub(crate) returned: Vec<ReturnedJob>,
+}
+
+impl QueueState {
+    pub(crate) fn len(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    pub(crate) fn has_jobs(&self) -> bool {
+        self.lanes.iter().any(|l| !l.is_empty())
+    }
+
+    /// Jobs that go before a new job of `priority`.
+    pub(crate) fn ahead_of(&self, priority: Priority) -> usize {
+        self.lanes[priority.lane()..].iter().map(VecDeque::len).sum()
+    }
+
+    pub(crate) fn push_back(&mut self, q: Queued) {
+        self.lanes[q.job.priority.lane()].push_back(q);
+    }
+
+    pub(crate) fn push_front(&mut self, q: Queued) {
+        self.lanes[q.job.priority.lane()].push_front(q);
+    }
+
+    pub(crate) fn pop_highest(&mut self) -> Option<Queued> {
+        self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Queued> {
+        for lane in &mut self.lanes {
+            if let Some(i) = lane.iter().position(|q| q.id == id) {
+                return lane.remove(i);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn take_all(&mut self) -> Vec<Queued> {
+        let mut all = Vec::with_capacity(self.len());
+        for lane in self.lanes.iter_mut().rev() {
+            all.extend(lane.drain(..));
+        }
+        all
+    }
+
+    /// Whether the dispatcher may exit: closed, nothing queued, nothing on the wire or waiting to
+    /// be retried.
+    pub(crate) fn finished(&self) -> bool {
+        self.closed && !self.has_jobs() && self.in_flight == 0 && self.backing_off == 0
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct KeyQueue {
+    pub(crate) id: KeyId,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) quota: Quota,
+    pub(crate) max_in_flight: usize,
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
+    state: Mutex<QueueState>,
+    /// Wakes the dispatcher: a job arrived, a call finished, the queue closed.
+    pub(crate) work: Notify,
+    /// Wakes submitters waiting for room.
+    pub(crate) space: Notify,
+    /// Wakes the dispatcher out of its wait for a slot: the key was paused, or the slot's job
+    /// was cancelled.
+    pub(crate) reslot: Notify,
+    pub(crate) reslot_epoch: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) pacer: Mutex<Pacer>,
+}
+
+impl KeyQueue {
+    pub(crate) fn new(config: &KeyConfig) -> Self {
+        Self {
+            id: config.id.clone(),
+            endpoint: config.endpoint.clone(),
+            quota: config.quota.clone(),
+            max_in_flight: config.max_in_flight,
+            capacity: config.queue_capacity,
+            overflow: config.overflow,
+            state: Mutex::new(QueueState {
+                lanes: Default::default(),
+                in_flight: 0,
+                backing_off: 0,
+                closed: false,
+                hand_back: false,
+                revoked: false,
+                api_key: config.api_key.clone(),
+                pending_slot: None,
+                returned: Vec::new(),
+            }),
+            work: Notify::new(),
+            space: Notify::new(),
+            reslot: Notify::new(),
+            reslot_epoch: AtomicU64::new(0),
+            counters: Counters::default(),
+            pacer: Mutex::new(Pacer::default()),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the dispatcher drop the slot it waits for and reserve again.
+    pub(crate) fn reslot(&self) {
+        self.reslot_epoch.fetch_add(1, Ordering::SeqCst);
+        self.reslot.notify_waiters();
+    }
+
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        let removed = {
+            let mut st = self.lock();
+            let removed = st.remove(id);
+            if removed.is_some() && !st.has_jobs() && st.pending_slot.is_some() {
+                // The held slot has no job left: give it back now.
+                drop(st);
+                self.reslot();
+            }
+            removed
+        };
+        match removed {
+            Some(q) => {
+                Counters::bump(&self.counters.cancelled);
+                Counters::bump(&self.counters.failed);
+                let _ = q.outcome.send(Err(JobError::Cancelled));
+                self.space.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands a job back (shutdown): its ticket resolves to `ShutDown`, the job goes to the report.
+    pub(crate) fn hand_back(&self, st: &mut QueueState, q: Queued) {
+        Counters::bump(&self.counters.handed_back);
+        Counters::bump(&self.counters.failed);
+        st.returned.push(ReturnedJob {
+            key: self.id.clone(),
+            job: q.job,
+            attempts: q.attempts,
+        });
+        let _ = q.outcome.send(Err(JobError::ShutDown));
+    }
+
+    pub(crate) fn stats(&self) -> KeyStats {
+        let st = self.lock();
+        self.counters.snapshot(st.len(), st.in_flight)
+    }
+}

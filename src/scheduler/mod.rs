@@ -1,0 +1,432 @@
+//! The scheduler: per-key queues with priority lanes, planned dispatch, retries, shutdown.
+//!
+//! ```text
+//! submit(job) ─▶ key queue (lanes: interactive > normal > bulk; FIFO within a lane; bounded)
+//!                  │ dispatcher: ledger.reserve(now) ─▶ sleep until the slot ─▶ bind the best job
+//!                  ▼
+//!              transport.send ─▶ classify: success │ 429 │ transient │ 401 │ 403 │ fatal
+//! ```
+//! Every submitted job ends with exactly one outcome, delivered through its [`Ticket`].
+//!
+//! Delivery is **at-least-once** by default: a call whose outcome is unknown (timeout, 5xx,
+//! connection dropped after sending) is retried, so the server may see it twice. Choose
+//! [`Delivery::AtMostOnce`](crate::Delivery::AtMostOnce) per job or per scheduler to fail such a
+//! call instead. Calls refused with 429 or never connected are always retried: the server did not
+//! process them.
+
+mod config;
+mod dispatch;
+mod key_queue;
+mod pacing;
+mod stats;
+mod ticket;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{KeyConfig, Overflow, ShutdownMode};
+pub use key_queue::ReturnedJob;
+pub use stats::KeyStats;
+pub use ticket::Ticket;
+
+use crate::api_key::ApiKey;
+use crate::clock::{Clock, Instant, TokioClock};
+use crate::job::Job;
+use crate::job_error::{JobError, SubmitError};
+use crate::key_id::KeyId;
+use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
+use crate::retry::{RetryBudget, RetryPolicy};
+use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
+use key_queue::{KeyQueue, Queued};
+
+pub(crate) struct Inner<S> {
+    pub(crate) store: S,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) budget: RetryBudget,
+    pub(crate) adaptive_pacing: bool,
+    rng: Mutex<fastrand::Rng>,
+    keys: DashMap<KeyId, Arc<KeyQueue>>,
+    dispatchers: Mutex<Vec<JoinHandle<()>>>,
+    next_id: AtomicU64,
+}
+
+impl<S> Inner<S> {
+    /// Two uniform samples in [0, 1) from the scheduler's (seedable) generator.
+    pub(crate) fn random_pair(&self) -> (f64, f64) {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        (rng.f64(), rng.f64())
+    }
+}
+
+/// Sends jobs for any number of keys, each as fast as its quota allows and never faster.
+/// Cheap to clone (a handle). Call [`shutdown`](Scheduler::shutdown) to stop it.
+pub struct Scheduler<S: LedgerStore = MemoryLedgerStore> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: LedgerStore> Clone for Scheduler<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: LedgerStore> std::fmt::Debug for Scheduler<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("keys", &self.inner.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Scheduler`].
+pub struct SchedulerBuilder<S: LedgerStore = MemoryLedgerStore> {
+    store: S,
+    transport: Option<Arc<dyn Transport>>,
+    transport_config: TransportConfig,
+    clock: Option<Arc<dyn Clock>>,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    seed: Option<u64>,
+    adaptive_pacing: bool,
+}
+
+impl Scheduler {
+    /// A builder with the defaults: in-memory ledgers, reqwest transport, tokio's clock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use fabraix_scheduler::Scheduler;
+    /// let scheduler = Scheduler::builder().seed(7).build().unwrap();
+    /// # let _ = scheduler; }
+    /// ```
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::with_store(MemoryLedgerStore::new())
+    }
+}
+
+impl<S: LedgerStore> SchedulerBuilder<S> {
+    /// A builder whose ledgers live in `store`.
+    pub fn with_store(store: S) -> Self {
+        Self {
+            store,
+            transport: None,
+            transport_config: TransportConfig::default(),
+            clock: None,
+            retry: RetryPolicy::default(),
+            budget: RetryBudget::default(),
+            seed: None,
+            adaptive_pacing: true,
+        }
+    }
+
+    /// The transport (default: [`ReqwestTransport`]).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Timeouts of the default transport.
+    pub fn transport_config(mut self, config: TransportConfig) -> Self {
+        self.transport_config = config;
+        self
+    }
+
+    /// The clock (default: [`TokioClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The retry rules.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry budget shared by all keys.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Seeds the jitter generator (deterministic tests).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Whether a key slows to even spacing when the server refuses what the quota allows
+    /// (default true; see the pacing notes in the crate docs).
+    pub fn adaptive_pacing(mut self, on: bool) -> Self {
+        self.adaptive_pacing = on;
+        self
+    }
+
+    /// Builds the scheduler. Fails only if the default transport cannot be built.
+    pub fn build(self) -> Result<Scheduler<S>, TransportError> {
+        let transport = match self.transport {
+            Some(t) => t,
+            None => Arc::new(ReqwestTransport::new(self.transport_config)?),
+        };
+        let rng = match self.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                store: self.store,
+                transport,
+                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                retry: self.retry,
+                budget: self.budget,
+                adaptive_pacing: self.adaptive_pacing,
+                rng: Mutex::new(rng),
+                keys: DashMap::new(),
+                dispatchers: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+/// What [`Scheduler::shutdown`] returns.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Jobs that were not sent and are handed back to the caller.
+    pub returned: Vec<ReturnedJob>,
+}
+
+impl<S: LedgerStore> Scheduler<S> {
+    /// Adds a key (or replaces its quota and base URL if the id exists: queued jobs stay). Must be
+    /// called inside a tokio runtime: it starts the key's dispatcher.
+    pub async fn add_key(&self, config: KeyConfig) -> Result<(), StoreError> {
+        let now = self.inner.clock.now();
+        self.inner
+            .store
+            .register(&config.id, &config.quota, config.ledger, now)
+            .await?;
+        if let Some(existing) = self.queue(&config.id) {
+            existing.lock().api_key = config.api_key.clone();
+            return Ok(());
+        }
+        let queue = Arc::new(KeyQueue::new(&config));
+        self.inner.keys.insert(config.id.clone(), Arc::clone(&queue));
+        let handle = tokio::spawn(dispatch::run_dispatcher(Arc::clone(&self.inner), queue));
+        self.inner
+            .dispatchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+        Ok(())
+    }
+
+    fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
+        self.inner.keys.get(key).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Queues a job for `key` and returns its ticket (ETA, cancel, outcome). With
+    /// [`Overflow::Wait`] a full queue makes this wait for room; with [`Overflow::Reject`] it
+    /// returns [`SubmitError::QueueFull`]. A job for a key answered 401 fails at once with
+    /// [`JobError::KeyRevoked`] (through its ticket) until the key is rotated.
+    pub async fn submit(&self, key: &KeyId, job: Job) -> Result<Ticket, SubmitError> {
+        let Some(q) = self.queue(key) else {
+            return Err(SubmitError::UnknownKey {
+                key: key.clone(),
+                job,
+            });
+        };
+        if let Err(reason) = q.endpoint.url_for(&job.path) {
+            return Err(SubmitError::InvalidJob { reason, job });
+        }
+        let mut job = Some(job);
+        loop {
+            let space = q.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut st = q.lock();
+                let Some(j) = job.take() else {
+                    unreachable!("the job is put back before every wait")
+                };
+                if st.closed {
+                    return Err(SubmitError::ShuttingDown { job: j });
+                }
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                let ticket = |eta| Ticket {
+                    id,
+                    key: key.clone(),
+                    eta,
+                    outcome: rx,
+                    queue: Arc::downgrade(&q),
+                };
+                if st.revoked {
+                    let fingerprint = st.api_key.fingerprint().to_string();
+                    drop(st);
+                    q.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                    q.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
+                    return Ok(ticket(self.inner.clock.now()));
+                }
+                if st.len() < q.capacity {
+                    let ahead = st.ahead_of(j.priority);
+                    let pending = st.pending_slot;
+                    st.push_back(Queued {
+                        id,
+                        job: j,
+                        attempts: 0,
+                        rate_limited: 0,
+                        transient_retries: 0,
+                        outcome: tx,
+                    });
+                    drop(st);
+                    q.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                    q.work.notify_one();
+                    let now = self.inner.clock.now();
+                    let eta = match pending {
+                        Some(slot) if ahead == 0 => Ok(slot),
+                        Some(_) => self.inner.store.nth_slot(key, now, ahead).await,
+                        None => self.inner.store.nth_slot(key, now, ahead + 1).await,
+                    };
+                    return Ok(ticket(eta.unwrap_or(now)));
+                }
+                if q.overflow == Overflow::Reject {
+                    return Err(SubmitError::QueueFull {
+                        key: key.clone(),
+                        capacity: q.capacity,
+                        job: j,
+                    });
+                }
+                job = Some(j);
+            }
+            space.await;
+        }
+    }
+
+    /// Swaps the key behind `key` at run time: queued jobs stay queued and go out with the new
+    /// key; a key marked revoked by a 401 is usable again. Returns false for an unknown id.
+    pub fn rotate_key(&self, key: &KeyId, api_key: ApiKey) -> bool {
+        match self.queue(key) {
+            Some(q) => {
+                let mut st = q.lock();
+                tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
+                st.api_key = api_key;
+                st.revoked = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When the next `k` calls of `key` could go (the ledger's plan; commits nothing).
+    pub async fn plan(&self, key: &KeyId, k: usize) -> Result<Vec<Instant>, StoreError> {
+        self.inner.store.plan(key, self.inner.clock.now(), k).await
+    }
+
+    /// When everything queued for `key` now would have been sent, at the quota (`None` if
+    /// nothing is queued).
+    pub async fn drain_eta(&self, key: &KeyId) -> Result<Option<Instant>, StoreError> {
+        let Some(q) = self.queue(key) else {
+            return Err(StoreError::UnknownKey(key.clone()));
+        };
+        let (queued, pending) = {
+            let st = q.lock();
+            (st.len(), st.pending_slot)
+        };
+        if queued == 0 {
+            return Ok(None);
+        }
+        let now = self.inner.clock.now();
+        match pending {
+            Some(slot) if queued == 1 => Ok(Some(slot)),
+            Some(_) => self.inner.store.nth_slot(key, now, queued - 1).await.map(Some),
+            None => self.inner.store.nth_slot(key, now, queued).await.map(Some),
+        }
+    }
+
+    /// A snapshot of one key's counters.
+    pub fn stats(&self, key: &KeyId) -> Option<KeyStats> {
+        self.queue(key).map(|q| q.stats())
+    }
+
+    /// The fraction of the binding limit's rate the key paces at, if the server has refused what
+    /// the quota allows (see the pacing notes).
+    pub fn pace_factor(&self, key: &KeyId) -> Option<f64> {
+        let q = self.queue(key)?;
+        let pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
+        pacer.factor()
+    }
+
+    /// The clock the scheduler runs on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The ledger store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Stops taking jobs and ends as `mode` says; returns the jobs handed back. Calls already on the
+    /// wire always finish and deliver their outcomes.
+    pub async fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let queues: Vec<Arc<KeyQueue>> = self.inner.keys.iter().map(|e| Arc::clone(e.value())).collect();
+        for q in &queues {
+            q.lock().closed = true;
+            q.work.notify_one();
+            q.space.notify_waiters();
+        }
+        let mut handles: Vec<JoinHandle<()>> = std::mem::take(
+            &mut *self
+                .inner
+                .dispatchers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let hand_back_all = |queues: &[Arc<KeyQueue>]| {
+            for q in queues {
+                let mut st = q.lock();
+                st.hand_back = true;
+                for job in st.take_all() {
+                    q.hand_back(&mut st, job);
+                }
+                drop(st);
+                q.reslot();
+                q.work.notify_one();
+            }
+        };
+        match mode {
+            ShutdownMode::Drain => {}
+            ShutdownMode::ReturnUnsent => hand_back_all(&queues),
+            ShutdownMode::DrainUntil(deadline) => {
+                let all = async {
+                    for h in handles.iter_mut() {
+                        let _ = h.await;
+                    }
+                };
+                tokio::select! {
+                    () = all => {}
+                    () = self.inner.clock.sleep_until(deadline) => hand_back_all(&queues),
+                }
+            }
+        }
+        for h in handles.iter_mut() {
+            if !h.is_finished() {
+                let _ = h.await;
+            }
+        }
+        let mut report = ShutdownReport::default();
+        for q in &queues {
+            report.returned.append(&mut q.lock().returned);
+        }
+        report
+    }
+}

@@ -1,0 +1,62 @@
+//! Counters of one key, readable at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of one key's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeyStats {
+    /// Jobs accepted by `submit`.
+    pub submitted: u64,
+    /// Calls put on the wire (every attempt).
+    pub sent: u64,
+    /// Jobs that ended in success.
+    pub succeeded: u64,
+    /// Jobs that ended in failure (cancelled and handed-back jobs included).
+    pub failed: u64,
+    /// 429 responses received.
+    pub rate_limited: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Jobs cancelled through their ticket.
+    pub cancelled: u64,
+    /// Jobs handed back at shutdown.
+    pub handed_back: u64,
+    /// Jobs waiting now.
+    pub queued: u64,
+    /// Calls on the wire now.
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) handed_back: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, queued: usize, in_flight: usize) -> KeyStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        KeyStats {
+            submitted: get(&self.submitted),
+            sent: get(&self.sent),
+            succeeded: get(&self.succeeded),
+            failed: get(&self.failed),
+            rate_limited: get(&self.rate_limited),
+            retries: get(&self.retries),
+            cancelled: get(&self.cancelled),
+            handed_back: get(&self.handed_back),
+            queued: queued as u64,
+            in_flight: in_flight as u64,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! A submitted job's handle: its ETA, a way to cancel it, and the future of its one outcome.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::key_queue::KeyQueue;
+use crate::clock::Instant;
+use crate::job_error::{JobError, Outcome};
+use crate::key_id::KeyId;
+
+/// The handle of a submitted job. Await it for the job's outcome. Dropping it does not cancel
+/// the job (fire and forget is allowed); [`cancel`](Ticket::cancel) does.
+#[derive(Debug)]
+pub struct Ticket {
+    pub(crate) id: u64,
+    pub(crate) key: KeyId,
+    pub(crate) eta: Instant,
+    pub(crate) outcome: oneshot::Receiver<Outcome>,
+    pub(crate) queue: Weak<KeyQueue>,
+}
+
+impl Ticket {
+    /// The job's id, unique within the scheduler.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The key the job was submitted to.
+    pub fn key(&self) -> &KeyId {
+        &self.key
+    }
+
+    /// When the job was planned to be sent, as of its submission: the ledger's slot for its place
+    /// in the queue. Later higher-priority jobs, 429s and retries can move it.
+    pub fn eta(&self) -> Instant {
+        self.eta
+    }
+
+    /// Cancels the job if it has not been sent yet: it is never sent, its slot (if one was held for
+    /// it) is refunded, and its outcome becomes [`JobError::Cancelled`]. Returns false if the job
+    /// was already sent or finished.
+    pub fn cancel(&self) -> bool {
+        match self.queue.upgrade() {
+            Some(queue) => queue.cancel(self.id),
+            None => false,
+        }
+    }
+}
+
+impl Future for Ticket {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.outcome).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(JobError::Internal(
+                    "the job's task ended without an outcome".into(),
+                ))
+            })
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! The ledger's invariant, checked by proptest against a brute-force model: never more than N calls
+//! in any window of length W, for every limit, whatever the sequence of operations; and with no
+//! guard, no refunds and no blocks, every slot is the earliest a brute-force search finds.
+
+use std::time::Duration;
+
+use fabraix_scheduler::{Instant, Ledger, LedgerConfig, Quota};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Advance the clock by this many ms, then reserve.
+    Reserve(u64),
+    /// Refund the i-th (mod len) outstanding slot.
+    Refund(usize),
+    /// Block for this many ms from now.
+    Block(u64),
+    /// The server says `remaining` more before now + reset ms.
+    ServerWindow(u32, u64),
+    /// Minimum spacing in ms (0 = none).
+    Pace(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u64..400).prop_map(Op::Reserve),
+        1 => (0usize..64).prop_map(Op::Refund),
+        1 => (0u64..3_000).prop_map(Op::Block),
+        1 => ((0u32..4), (0u64..5_000)).prop_map(|(r, s)| Op::ServerWindow(r, s)),
+        1 => (0u64..200).prop_map(Op::Pace),
+    ]
+}
+
+fn quota() -> impl Strategy<Value = Quota> {
+    prop_oneof![
+        Just("3/1s".parse().unwrap()),
+        Just("2/1s,5/10s".parse().unwrap()),
+        Just("4/500ms,6/2s,9/5s".parse().unwrap()),
+        Just("1/100ms".parse().unwrap()),
+        Just("1100/2s,2000/10s".parse().unwrap()),
+    ]
+}
+
+/// Most calls in any half-open window [s, s + w) over the sorted slots.
+fn worst_window(slots: &[Instant], w: Duration) -> usize {
+    let mut sorted = slots.to_vec();
+    sorted.sort();
+    let mut worst = 0;
+    let mut j = 0;
+    for i in 0..sorted.len() {
+        while j < sorted.len() && sorted[j] < sorted[i] + w {
+            j += 1;
+        }
+        worst = worst.max(j - i);
+    }
+    worst
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    #[test]
+    fn never_more_than_n_in_any_window(q in quota(), ops in prop::collection::vec(op(), 1..300), guard in 0u64..20) {
+        let t0 = Instant::now();
+        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::from_millis(guard)) }, t0);
+        let mut now = t0;
+        let mut live: Vec<Instant> = Vec::new();
+        let mut last: Option<Instant> = None;
+        for op in ops {
+            match op {
+                Op::Reserve(ms) => {
+                    now += Duration::from_millis(ms);
+                    let slot = ledger.reserve(now);
+                    prop_assert!(slot >= now, "slot before now");
+                    if let Some(l) = last { prop_assert!(slot >= l, "slots out of order"); }
+                    last = Some(slot);
+                    live.push(slot);
+                }
+                Op::Refund(i) if !live.is_empty() => {
+                    // Only a slot not yet due can be refunded (its call was never sent).
+                    let i = i % live.len();
+                    if live[i] >= now {
+                        let slot = live.remove(i);
+                        ledger.refund(slot);
+                    }
+                }
+                Op::Refund(_) => {}
+                Op::Block(ms) => ledger.block_until(now + Duration::from_millis(ms)),
+                Op::ServerWindow(r, ms) => ledger.apply_server_window(r, now + Duration::from_millis(ms)),
+                Op::Pace(ms) => ledger.set_pace((ms > 0).then(|| Duration::from_millis(ms))),
+            }
+            for limit in q.limits() {
+                let worst = worst_window(&live, limit.window());
+                prop_assert!(worst <= limit.count() as usize,
+                    "{} calls in one window of {:?} (limit {})", worst, limit.window(), limit);
+            }
+        }
+    }
+
+    #[test]
+    fn slots_are_the_earliest_possible(q in quota(), gaps in prop::collection::vec(0u64..300, 1..250)) {
+        let t0 = Instant::now();
+        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::ZERO) }, t0);
+        let mut now = t0;
+        let mut slots: Vec<Instant> = Vec::new();
+        for gap in gaps {
+            now += Duration::from_millis(gap);
+            let slot = ledger.reserve(now);
+            // Brute force: the earliest t >= max(now, last slot) whose window (t - W, t] holds
+            // fewer than N earlier calls, for every limit. Candidates: now, last, and s + W.
+            let floor = slots.last().copied().map_or(now, |l| l.max(now));
+            let mut candidates = vec![floor];
+            for s in &slots {
+                for l in q.limits() {
+                    if *s + l.window() > floor { candidates.push(*s + l.window()); }
+                }
+            }
+            candidates.sort();
+            let best = candidates.into_iter().find(|&t| {
+                q.limits().iter().all(|l| {
+                    slots.iter().filter(|&&s| s + l.window() > t).count() < l.count() as usize
+                })
+            }).expect("a candidate always fits");
+            // The ledger rounds recorded times up by at most W / 1024 (large N) or W / 2^22.
+            let tolerance = q.limits().iter().map(|l| {
+                if l.count() > 1024 { l.window() / 1024 } else { l.window() / (1 << 22) }
+            }).max().unwrap_or_default() + Duration::from_nanos(2);
+            prop_assert!(slot >= best, "slot {:?} earlier than possible {:?}", slot - t0, best - t0);
+            prop_assert!(slot <= best + tolerance, "slot {:?} later than the earliest {:?}", slot - t0, best - t0);
+            slots.push(slot);
+        }
+    }
+}
