@@ -62,12 +62,18 @@ impl ApiError {
                 }
                 Self::plain(
                     status,
-                    format!("HTTP {status} with an unrecognised JSON body: {}", excerpt(body)),
+                    format!(
+                        "HTTP {status} with an unrecognised JSON body: {}",
+                        excerpt(body)
+                    ),
                 )
             }
             Some(other) => Self::plain(
                 status,
-                format!("HTTP {status} with an unrecognised JSON body: {}", excerpt(other.to_string().as_bytes())),
+                format!(
+                    "HTTP {status} with an unrecognised JSON body: {}",
+                    excerpt(other.to_string().as_bytes())
+                ),
             ),
             None if body.iter().all(u8::is_ascii_whitespace) => {
                 Self::plain(status, format!("HTTP {status} with an empty body"))
@@ -157,10 +163,16 @@ mod tests {
         let e = ApiError::from_body(422, br#"{"detail":[{"loc":["body","trace_id"],"msg":"field required","type":"value_error.missing"}]}"#);
         assert_eq!(e.message, "body.trace_id: field required");
         assert!(ApiError::from_body(503, b"").message.contains("empty body"));
-        assert!(ApiError::from_body(500, b"[1,2]").message.contains("unrecognised JSON"));
+        assert!(ApiError::from_body(500, b"[1,2]")
+            .message
+            .contains("unrecognised JSON"));
         assert!(ApiError::from_body(500, br#"{"error":"boom"}"#).message == "boom");
         let long = vec![b'x'; 5000];
         assert!(ApiError::from_body(502, &long).message.len() < 300);
-        assert!(ApiError::from_body(429, br#"{"error":{"type":"rate_limit_error"}}"#).to_string().contains("HTTP 429 rate_limit_error"));
+        assert!(
+            ApiError::from_body(429, br#"{"error":{"type":"rate_limit_error"}}"#)
+                .to_string()
+                .contains("HTTP 429 rate_limit_error")
+        );
     }
 }

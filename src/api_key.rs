@@ -152,8 +152,14 @@ mod tests {
     #[test]
     fn bad_keys_are_refused() {
         assert_eq!(ApiKey::new("  ").unwrap_err(), ApiKeyError::Empty);
-        assert_eq!(ApiKey::new("a\nb").unwrap_err(), ApiKeyError::InvalidCharacters);
-        assert_eq!(ApiKey::new("ключ").unwrap_err(), ApiKeyError::InvalidCharacters);
+        assert_eq!(
+            ApiKey::new("a\nb").unwrap_err(),
+            ApiKeyError::InvalidCharacters
+        );
+        assert_eq!(
+            ApiKey::new("ключ").unwrap_err(),
+            ApiKeyError::InvalidCharacters
+        );
     }
 
     #[test]
@@ -165,7 +171,10 @@ mod tests {
         let key = ApiKey::from_dotenv(&path).unwrap();
         assert_eq!(key, ApiKey::new("from-dotenv-file").unwrap());
         std::fs::write(&path, "OTHER=1\n").unwrap();
-        assert_eq!(ApiKey::from_dotenv(&path).unwrap_err(), ApiKeyError::Missing);
+        assert_eq!(
+            ApiKey::from_dotenv(&path).unwrap_err(),
+            ApiKeyError::Missing
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -49,7 +49,9 @@ impl Endpoint {
             return Err(EndpointError("base URL must not carry credentials".into()));
         }
         if base.query().is_some() || base.fragment().is_some() {
-            return Err(EndpointError("base URL must not have a query or fragment".into()));
+            return Err(EndpointError(
+                "base URL must not have a query or fragment".into(),
+            ));
         }
         Ok(Self { base })
     }
@@ -70,7 +72,8 @@ impl Endpoint {
         }
         let base = self.base.as_str().trim_end_matches('/');
         let joined = format!("{base}/{}", path.trim_start_matches('/'));
-        let url = Url::parse(&joined).map_err(|e| format!("path {path:?} does not form a URL: {e}"))?;
+        let url =
+            Url::parse(&joined).map_err(|e| format!("path {path:?} does not form a URL: {e}"))?;
         if url.origin() != self.base.origin() {
             return Err(format!("path {path:?} leaves the key's origin"));
         }
@@ -99,8 +102,14 @@ mod tests {
     #[test]
     fn paths_stay_on_the_origin() {
         let e = Endpoint::new("https://api.fabraix.com/v1/", false).unwrap();
-        assert_eq!(e.url_for("/event").unwrap().as_str(), "https://api.fabraix.com/v1/event");
-        assert_eq!(e.url_for("check").unwrap().as_str(), "https://api.fabraix.com/v1/check");
+        assert_eq!(
+            e.url_for("/event").unwrap().as_str(),
+            "https://api.fabraix.com/v1/event"
+        );
+        assert_eq!(
+            e.url_for("check").unwrap().as_str(),
+            "https://api.fabraix.com/v1/check"
+        );
         assert!(e.url_for("https://evil.example/x").is_err());
         assert!(e.url_for("//evil.example/x").is_err());
         assert!(e.url_for("/../admin").is_err());

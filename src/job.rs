@@ -7,7 +7,9 @@ use serde::Serialize;
 use crate::retry::Delivery;
 
 /// Dispatch order inside one key: a higher lane always goes first; FIFO within a lane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize, Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Background traffic (bulk telemetry backfill).
@@ -80,7 +82,10 @@ impl Job {
     /// let job = Job::post_json("/event", &serde_json::json!({"event_type": "user"})).unwrap();
     /// assert_eq!(job.method(), &http::Method::POST);
     /// ```
-    pub fn post_json<T: Serialize + ?Sized>(path: impl Into<String>, body: &T) -> Result<Self, serde_json::Error> {
+    pub fn post_json<T: Serialize + ?Sized>(
+        path: impl Into<String>,
+        body: &T,
+    ) -> Result<Self, serde_json::Error> {
         let body = serde_json::to_vec(body)?;
         let mut job = Self::new(Method::POST, path).with_body(body);
         job.headers.insert(

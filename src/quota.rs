@@ -305,7 +305,9 @@ impl FromStr for Quota {
                 reason,
             };
             if item.is_empty() {
-                return Err(at("empty item (two commas in a row, or a trailing comma?)".into()));
+                return Err(at(
+                    "empty item (two commas in a row, or a trailing comma?)".into()
+                ));
             }
             let (count, window) = item
                 .split_once('/')
@@ -351,7 +353,11 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
         "h" | "hr" | "hour" | "hours" => 3_600_000,
         "d" | "day" | "days" => 86_400_000,
-        "" => return Err(format!("window {text:?} has no unit (use ms, s, m, h or d)")),
+        "" => {
+            return Err(format!(
+                "window {text:?} has no unit (use ms, s, m, h or d)"
+            ))
+        }
         other => {
             return Err(format!(
                 "unknown window unit {other:?} (use ms, s, m, h or d)"
@@ -414,7 +420,10 @@ mod tests {
             "20/2s,100/20s"
         );
         assert_eq!("5/min".parse::<Quota>().unwrap().to_string(), "5/1m");
-        assert_eq!("250/500ms".parse::<Quota>().unwrap().to_string(), "250/500ms");
+        assert_eq!(
+            "250/500ms".parse::<Quota>().unwrap().to_string(),
+            "250/500ms"
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ impl RegisterAgentRun {
     /// let r = RegisterAgentRun::new("cs-agent-prod-v1", "You are helpful", UNIX_EPOCH + Duration::from_secs(1_704_067_200));
     /// assert_eq!(r.timestamp, "2024-01-01T00:00:00Z");
     /// ```
-    pub fn new(agent_id: impl Into<String>, system_prompt: impl Into<String>, at: SystemTime) -> Self {
+    pub fn new(
+        agent_id: impl Into<String>,
+        system_prompt: impl Into<String>,
+        at: SystemTime,
+    ) -> Self {
         Self {
             agent_id: agent_id.into(),
             timestamp: httpdate_to_rfc3339(at),
@@ -145,7 +149,8 @@ impl Event {
 
 /// Unix time in float seconds.
 fn unix_seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The response to `/event`.

@@ -51,8 +51,12 @@ impl<S: LedgerStore> FabraixClient<S> {
     }
 
     /// `POST /register-agent-run` (normal priority).
-    pub async fn register_agent_run(&self, run: &RegisterAgentRun) -> Result<AgentRun, ClientError> {
-        self.call("/register-agent-run", run, Priority::Normal).await
+    pub async fn register_agent_run(
+        &self,
+        run: &RegisterAgentRun,
+    ) -> Result<AgentRun, ClientError> {
+        self.call("/register-agent-run", run, Priority::Normal)
+            .await
     }
 
     /// `POST /event` (normal priority; use [`submit_event`](Self::submit_event) to not wait).
@@ -67,9 +71,17 @@ impl<S: LedgerStore> FabraixClient<S> {
     }
 
     /// Queues an event and returns its ticket without waiting for the answer.
-    pub async fn submit_event(&self, event: &Event, priority: Priority) -> Result<Ticket, ClientError> {
-        let job = Job::post_json("/event", event).map_err(|e| ClientError::Encode(e.to_string()))?;
-        Ok(self.scheduler.submit(&self.key, job.with_priority(priority)).await?)
+    pub async fn submit_event(
+        &self,
+        event: &Event,
+        priority: Priority,
+    ) -> Result<Ticket, ClientError> {
+        let job =
+            Job::post_json("/event", event).map_err(|e| ClientError::Encode(e.to_string()))?;
+        Ok(self
+            .scheduler
+            .submit(&self.key, job.with_priority(priority))
+            .await?)
     }
 
     /// Any other request, relative to the key's base URL.

@@ -3,5 +3,7 @@
 mod bodies;
 mod client;
 
-pub use bodies::{ActionCheck, AgentRun, CheckVerdict, Event, EventAck, EventType, RegisterAgentRun};
+pub use bodies::{
+    ActionCheck, AgentRun, CheckVerdict, Event, EventAck, EventType, RegisterAgentRun,
+};
 pub use client::{ClientError, FabraixClient};

@@ -10,18 +10,12 @@ use crate::quota::Quota;
 pub const DEFAULT_GUARD: Duration = Duration::from_millis(100);
 
 /// How a [`Ledger`] spaces calls beyond the quota itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LedgerConfig {
     /// Extra time added after a window frees a slot, so that two calls sent exactly W apart still
     /// arrive at least W apart despite latency jitter. `None`: [`DEFAULT_GUARD`], capped at 1 % of
     /// the shortest window (a 1-second demo window gets 10 ms).
     pub guard: Option<Duration>,
-}
-
-impl Default for LedgerConfig {
-    fn default() -> Self {
-        Self { guard: None }
-    }
 }
 
 impl LedgerConfig {

@@ -35,7 +35,9 @@ impl MemoryLedgerStore {
             .get(key)
             .map(|entry| Arc::clone(entry.value()))
             .ok_or_else(|| StoreError::UnknownKey(key.clone()))?;
-        let mut guard = ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(f(&mut guard))
     }
 

@@ -188,7 +188,7 @@ impl WindowLog {
     fn grow_if_full(&mut self) {
         let len = self.entries.len();
         if len == self.entries.capacity() {
-            let target = (len * 2).clamp(4, self.max_entries + 1).max(len + 1);
+            let target = (len * 2).max(4).min(self.max_entries + 1).max(len + 1);
             self.entries.reserve_exact(target - len);
         }
     }

@@ -119,11 +119,17 @@ mod tests {
         let ys: Vec<_> = (0..1000).map(|_| b.outcome()).collect();
         assert_eq!(xs, ys);
         let drops = xs.iter().filter(|o| **o == FaultOutcome::Drop).count();
-        let errors = xs.iter().filter(|o| **o == FaultOutcome::ServerError).count();
+        let errors = xs
+            .iter()
+            .filter(|o| **o == FaultOutcome::ServerError)
+            .count();
         assert!((150..250).contains(&drops), "{drops}");
         assert!((250..350).contains(&errors), "{errors}");
         let d = a.delay();
         assert!(d >= Duration::from_millis(10) && d <= Duration::from_millis(15));
-        assert_eq!(FaultInjector::new(Faults::none(), 1).outcome(), FaultOutcome::Pass);
+        assert_eq!(
+            FaultInjector::new(Faults::none(), 1).outcome(),
+            FaultOutcome::Pass
+        );
     }
 }

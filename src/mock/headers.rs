@@ -83,7 +83,12 @@ mod tests {
     fn http_date_is_never_early() {
         let wall = UNIX_EPOCH + Duration::from_millis(1_700_000_000_400);
         let mut h = HeaderMap::new();
-        set_retry_after(&mut h, RetryAfterHeader::HttpDate, Duration::from_millis(1500), wall);
+        set_retry_after(
+            &mut h,
+            RetryAfterHeader::HttpDate,
+            Duration::from_millis(1500),
+            wall,
+        );
         let date = httpdate::parse_http_date(h["retry-after"].to_str().unwrap()).unwrap();
         assert_eq!(date, UNIX_EPOCH + Duration::from_secs(1_700_000_002));
     }

@@ -102,12 +102,23 @@ pub(crate) struct LimitState {
 
 #[derive(Debug)]
 enum Kind {
-    Fixed { index: u64, count: u64 },
-    Log { arrivals: VecDeque<u64> },
+    Fixed {
+        index: u64,
+        count: u64,
+    },
+    Log {
+        arrivals: VecDeque<u64>,
+    },
     /// Theoretical arrival time, in units of 1/N nanosecond (so the emission interval W/N is the
     /// exact integer W).
-    Bucket { tat: u128 },
-    Counter { index: u64, prev: u64, curr: u64 },
+    Bucket {
+        tat: u128,
+    },
+    Counter {
+        index: u64,
+        prev: u64,
+        curr: u64,
+    },
 }
 
 impl LimitState {
@@ -390,20 +401,32 @@ mod tests {
 
     #[test]
     fn fixed_window_resets_at_boundaries() {
-        let r = run(ServerModel::FixedWindow, "2/1s", &[900, 950, 990, 1000, 1001, 1002]);
+        let r = run(
+            ServerModel::FixedWindow,
+            "2/1s",
+            &[900, 950, 990, 1000, 1001, 1002],
+        );
         assert_eq!(r, [true, true, false, true, true, false]);
     }
 
     #[test]
     fn sliding_log_is_exact() {
-        let r = run(ServerModel::SlidingLog, "2/1s", &[0, 500, 999, 1000, 1499, 1500]);
+        let r = run(
+            ServerModel::SlidingLog,
+            "2/1s",
+            &[0, 500, 999, 1000, 1499, 1500],
+        );
         assert_eq!(r, [true, true, false, true, false, true]);
     }
 
     #[test]
     fn counter_weights_the_previous_window() {
         // 2/1s: two calls late in window 0; at 1.5 s the estimate is 2·0.5 + 0 = 1, so one fits.
-        let r = run(ServerModel::SlidingWindowCounter, "2/1s", &[900, 950, 1400, 1500, 1600]);
+        let r = run(
+            ServerModel::SlidingWindowCounter,
+            "2/1s",
+            &[900, 950, 1400, 1500, 1600],
+        );
         assert_eq!(r, [true, true, false, true, false]);
     }
 

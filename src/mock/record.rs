@@ -184,7 +184,13 @@ mod tests {
         let quota: Quota = "2/1s,3/10s".parse().unwrap();
         let ok = [call("a", 0), call("b", 0), call("a", 1000), call("b", 1000)];
         assert!(verify_quota(&ok, &quota).is_ok());
-        let bad = [call("a", 0), call("b", 0), call("b", 1000), call("b", 2000), call("b", 3000)];
+        let bad = [
+            call("a", 0),
+            call("b", 0),
+            call("b", 1000),
+            call("b", 2000),
+            call("b", 3000),
+        ];
         let v = verify_quota(&bad, &quota).unwrap_err();
         assert_eq!(v.key, "b");
         assert_eq!(v.limit.count(), 3);

@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(script_path("event"), "/event");
         assert_eq!(script_path("/v1x"), "/v1x");
         let s = Scripts::default();
-        s.push("/event", [ScriptedResponse::new(503), ScriptedResponse::new(408)]);
+        s.push(
+            "/event",
+            [ScriptedResponse::new(503), ScriptedResponse::new(408)],
+        );
         assert_eq!(s.next("/v1/event").unwrap().status, 503);
         assert_eq!(s.next("/v1/event").unwrap().status, 408);
         assert!(s.next("/v1/event").is_none());

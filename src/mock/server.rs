@@ -432,8 +432,7 @@ struct KeyEntry {
     stats: KeyStats,
 }
 
-/// Everything the handlers share.
-#[derive(Debug)]
+/// Everything the handlers share. Deliberately not `Debug`: `keys` is indexed by the secrets.
 struct ServerState {
     clock: Arc<dyn Clock>,
     origin: Instant,

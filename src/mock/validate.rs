@@ -152,7 +152,8 @@ mod tests {
 
     #[test]
     fn bodies_are_classified() {
-        let ok = br#"{"event_type":"tool","trace_id":"t","timestamp":1.5,"content":"{}","schema":"{}"}"#;
+        let ok =
+            br#"{"event_type":"tool","trace_id":"t","timestamp":1.5,"content":"{}","schema":"{}"}"#;
         assert!(validate(Endpoint::Event, ok).is_ok());
         assert!(matches!(
             validate(Endpoint::Event, b"not json"),

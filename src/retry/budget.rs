@@ -26,7 +26,11 @@ impl RetryBudget {
     /// assert!(budget.withdraw());
     /// ```
     pub fn new(initial: u32, ratio: f64, max_tokens: u32) -> Self {
-        let ratio = if ratio.is_finite() { ratio.clamp(0.0, 1.0) } else { 0.0 };
+        let ratio = if ratio.is_finite() {
+            ratio.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let max_tokens = f64::from(max_tokens.max(initial));
         Self {
             ratio,

@@ -75,14 +75,45 @@ mod tests {
     #[test]
     fn each_spelling_parses() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let w = parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "7"), ("x-ratelimit-reset", "12")]), now).unwrap();
-        assert_eq!(w, ServerWindow { remaining: 7, reset_in: Duration::from_secs(12) });
-        let w = parse_rate_limit_headers(&headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1700000030")]), now).unwrap();
+        let w = parse_rate_limit_headers(
+            &headers(&[("x-ratelimit-remaining", "7"), ("x-ratelimit-reset", "12")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            ServerWindow {
+                remaining: 7,
+                reset_in: Duration::from_secs(12)
+            }
+        );
+        let w = parse_rate_limit_headers(
+            &headers(&[
+                ("ratelimit-remaining", "0"),
+                ("ratelimit-reset", "1700000030"),
+            ]),
+            now,
+        )
+        .unwrap();
         assert_eq!(w.reset_in, Duration::from_secs(30));
-        let w = parse_rate_limit_headers(&headers(&[("ratelimit", "limit=10, remaining=3, reset=4")]), now).unwrap();
+        let w = parse_rate_limit_headers(
+            &headers(&[("ratelimit", "limit=10, remaining=3, reset=4")]),
+            now,
+        )
+        .unwrap();
         assert_eq!(w.remaining, 3);
-        assert!(parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "x"), ("x-ratelimit-reset", "1")]), now).is_none());
-        assert!(parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "1")]), now).is_none());
-        assert!(parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "1"), ("x-ratelimit-reset", "-3")]), now).is_none());
+        assert!(parse_rate_limit_headers(
+            &headers(&[("x-ratelimit-remaining", "x"), ("x-ratelimit-reset", "1")]),
+            now
+        )
+        .is_none());
+        assert!(
+            parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "1")]), now).is_none()
+        );
+        assert!(parse_rate_limit_headers(
+            &headers(&[("x-ratelimit-remaining", "1"), ("x-ratelimit-reset", "-3")]),
+            now
+        )
+        .is_none());
     }
 }

@@ -39,15 +39,14 @@ pub fn parse_retry_after(
 ) -> (RetryAfter, Vec<RetryAfterProblem>) {
     let mut problems = Vec::new();
     let mut waits = Vec::new();
-    match body_value(body) {
-        Some(v) => match seconds_from_json(&v) {
+    if let Some(v) = body_value(body) {
+        match seconds_from_json(&v) {
             Ok(d) => waits.push(d),
             Err(reason) => problems.push(RetryAfterProblem {
                 source: "body",
                 reason,
             }),
-        },
-        None => {}
+        }
     }
     if let Some(h) = headers.get(http::header::RETRY_AFTER) {
         match h.to_str() {
@@ -167,7 +166,10 @@ mod tests {
         assert_eq!(wait(run(body, None).0), Duration::from_secs(30));
         assert_eq!(wait(run(body, Some("45")).0), Duration::from_secs(45));
         assert_eq!(wait(run(body, Some("5")).0), Duration::from_secs(30));
-        assert_eq!(wait(run(r#"{"retry_after":"2.5"}"#, None).0), Duration::from_millis(2500));
+        assert_eq!(
+            wait(run(r#"{"retry_after":"2.5"}"#, None).0),
+            Duration::from_millis(2500)
+        );
     }
 
     #[test]
@@ -181,7 +183,13 @@ mod tests {
 
     #[test]
     fn bad_values_fall_back_and_are_reported() {
-        for bad in [r#"{"error":{"retry_after":-5}}"#, r#"{"error":{"retry_after":"abc"}}"#, r#"{"error":{"retry_after":"NaN"}}"#, r#"{"error":{"retry_after":null}}"#, r#"{"error":{"retry_after":[1]}}"#] {
+        for bad in [
+            r#"{"error":{"retry_after":-5}}"#,
+            r#"{"error":{"retry_after":"abc"}}"#,
+            r#"{"error":{"retry_after":"NaN"}}"#,
+            r#"{"error":{"retry_after":null}}"#,
+            r#"{"error":{"retry_after":[1]}}"#,
+        ] {
             let (r, problems) = run(bad, None);
             assert_eq!(r, RetryAfter::Unusable, "{bad}");
             assert_eq!(problems.len(), 1, "{bad}");

@@ -152,7 +152,12 @@ fn build_request(q: &KeyQueue, job: &Queued) -> Result<HttpRequest, String> {
     Ok(request)
 }
 
-async fn send<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<KeyQueue>, mut job: Queued, slot: Instant) {
+async fn send<S: LedgerStore>(
+    inner: Arc<Inner<S>>,
+    q: Arc<KeyQueue>,
+    mut job: Queued,
+    slot: Instant,
+) {
     let request = match build_request(&q, &job) {
         Ok(r) => r,
         Err(message) => return finish(&q, job, Err(JobError::InvalidRequest(message))),
@@ -186,7 +191,9 @@ async fn on_response<S: LedgerStore>(
     if let Some(window) = parse_rate_limit_headers(&parts.headers, inner.clock.wall_now()) {
         // Calls of ours still on the wire will count against what the server says is left.
         let others = q.lock().in_flight.saturating_sub(1);
-        let remaining = window.remaining.saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
+        let remaining = window
+            .remaining
+            .saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
         if let Err(e) = inner
             .store
             .apply_server_window(&q.id, remaining, now + window.reset_in)
@@ -222,7 +229,17 @@ async fn on_response<S: LedgerStore>(
         Class::Transient => {
             let api = ApiError::from_body(status.as_u16(), &body);
             let message = api.to_string();
-            retry_or_fail(inner, q, job, Some(status.as_u16()), api.code, message, true, now).await;
+            retry_or_fail(
+                inner,
+                q,
+                job,
+                Some(status.as_u16()),
+                api.code,
+                message,
+                true,
+                now,
+            )
+            .await;
         }
         Class::Unauthorized => {
             let api = ApiError::from_body(status.as_u16(), &body);
@@ -250,11 +267,7 @@ fn revoke(q: &KeyQueue, job: Queued, api: ApiError) {
     };
     tracing::error!(key = %q.id, fingerprint = %key, failed_fast = queued.len(), "401: key invalid or revoked");
     for other in queued {
-        finish_unsent(
-            q,
-            other,
-            Err(JobError::KeyRevoked { key: key.clone() }),
-        );
+        finish_unsent(q, other, Err(JobError::KeyRevoked { key: key.clone() }));
     }
     finish(q, job, Err(JobError::Unauthorized { key, api }));
 }

@@ -64,7 +64,10 @@ impl QueueState {
 
     /// Jobs that go before a new job of `priority`.
     pub(crate) fn ahead_of(&self, priority: Priority) -> usize {
-        self.lanes[priority.lane()..].iter().map(VecDeque::len).sum()
+        self.lanes[priority.lane()..]
+            .iter()
+            .map(VecDeque::len)
+            .sum()
     }
 
     pub(crate) fn push_back(&mut self, q: Queued) {

@@ -197,6 +197,17 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
     }
 }
 
+/// What `enqueue` did with a job.
+enum Enqueued {
+    Queued {
+        ahead: usize,
+        pending: Option<Instant>,
+    },
+    FailedFast,
+    Refused(SubmitError),
+    Full(Job),
+}
+
 /// What [`Scheduler::shutdown`] returns.
 #[derive(Debug, Default)]
 pub struct ShutdownReport {
@@ -218,7 +229,9 @@ impl<S: LedgerStore> Scheduler<S> {
             return Ok(());
         }
         let queue = Arc::new(KeyQueue::new(&config));
-        self.inner.keys.insert(config.id.clone(), Arc::clone(&queue));
+        self.inner
+            .keys
+            .insert(config.id.clone(), Arc::clone(&queue));
         let handle = tokio::spawn(dispatch::run_dispatcher(Arc::clone(&self.inner), queue));
         self.inner
             .dispatchers
@@ -246,50 +259,22 @@ impl<S: LedgerStore> Scheduler<S> {
         if let Err(reason) = q.endpoint.url_for(&job.path) {
             return Err(SubmitError::InvalidJob { reason, job });
         }
-        let mut job = Some(job);
+        let mut job = job;
         loop {
             let space = q.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut st = q.lock();
-                let Some(j) = job.take() else {
-                    unreachable!("the job is put back before every wait")
-                };
-                if st.closed {
-                    return Err(SubmitError::ShuttingDown { job: j });
-                }
-                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = oneshot::channel();
-                let ticket = |eta| Ticket {
-                    id,
-                    key: key.clone(),
-                    eta,
-                    outcome: rx,
-                    queue: Arc::downgrade(&q),
-                };
-                if st.revoked {
-                    let fingerprint = st.api_key.fingerprint().to_string();
-                    drop(st);
-                    q.counters.submitted.fetch_add(1, Ordering::Relaxed);
-                    q.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
-                    return Ok(ticket(self.inner.clock.now()));
-                }
-                if st.len() < q.capacity {
-                    let ahead = st.ahead_of(j.priority);
-                    let pending = st.pending_slot;
-                    st.push_back(Queued {
-                        id,
-                        job: j,
-                        attempts: 0,
-                        rate_limited: 0,
-                        transient_retries: 0,
-                        outcome: tx,
-                    });
-                    drop(st);
-                    q.counters.submitted.fetch_add(1, Ordering::Relaxed);
-                    q.work.notify_one();
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            let ticket = |eta| Ticket {
+                id,
+                key: key.clone(),
+                eta,
+                outcome: rx,
+                queue: Arc::downgrade(&q),
+            };
+            match self.enqueue(&q, job, id, tx) {
+                Enqueued::Queued { ahead, pending } => {
                     let now = self.inner.clock.now();
                     let eta = match pending {
                         Some(slot) if ahead == 0 => Ok(slot),
@@ -298,17 +283,58 @@ impl<S: LedgerStore> Scheduler<S> {
                     };
                     return Ok(ticket(eta.unwrap_or(now)));
                 }
-                if q.overflow == Overflow::Reject {
-                    return Err(SubmitError::QueueFull {
-                        key: key.clone(),
-                        capacity: q.capacity,
-                        job: j,
-                    });
-                }
-                job = Some(j);
+                Enqueued::FailedFast => return Ok(ticket(self.inner.clock.now())),
+                Enqueued::Refused(e) => return Err(e),
+                Enqueued::Full(j) => job = j,
             }
             space.await;
         }
+    }
+
+    /// Puts a job into its lane if there is room; never waits.
+    fn enqueue(
+        &self,
+        q: &Arc<KeyQueue>,
+        job: Job,
+        id: u64,
+        tx: oneshot::Sender<crate::Outcome>,
+    ) -> Enqueued {
+        let mut st = q.lock();
+        if st.closed {
+            return Enqueued::Refused(SubmitError::ShuttingDown { job });
+        }
+        if st.revoked {
+            let fingerprint = st.api_key.fingerprint().to_string();
+            drop(st);
+            q.counters.submitted.fetch_add(1, Ordering::Relaxed);
+            q.counters.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
+            return Enqueued::FailedFast;
+        }
+        if st.len() >= q.capacity {
+            if q.overflow == Overflow::Reject {
+                return Enqueued::Refused(SubmitError::QueueFull {
+                    key: q.id.clone(),
+                    capacity: q.capacity,
+                    job,
+                });
+            }
+            return Enqueued::Full(job);
+        }
+        let ahead = st.ahead_of(job.priority);
+        let pending = st.pending_slot;
+        st.push_back(Queued {
+            id,
+            job,
+            attempts: 0,
+            rate_limited: 0,
+            transient_retries: 0,
+            outcome: tx,
+        });
+        drop(st);
+        q.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        q.work.notify_one();
+        Enqueued::Queued { ahead, pending }
     }
 
     /// Swaps the key behind `key` at run time: queued jobs stay queued and go out with the new
@@ -347,7 +373,12 @@ impl<S: LedgerStore> Scheduler<S> {
         let now = self.inner.clock.now();
         match pending {
             Some(slot) if queued == 1 => Ok(Some(slot)),
-            Some(_) => self.inner.store.nth_slot(key, now, queued - 1).await.map(Some),
+            Some(_) => self
+                .inner
+                .store
+                .nth_slot(key, now, queued - 1)
+                .await
+                .map(Some),
             None => self.inner.store.nth_slot(key, now, queued).await.map(Some),
         }
     }
@@ -378,7 +409,12 @@ impl<S: LedgerStore> Scheduler<S> {
     /// Stops taking jobs and ends as `mode` says; returns the jobs handed back. Calls already on the
     /// wire always finish and deliver their outcomes.
     pub async fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
-        let queues: Vec<Arc<KeyQueue>> = self.inner.keys.iter().map(|e| Arc::clone(e.value())).collect();
+        let queues: Vec<Arc<KeyQueue>> = self
+            .inner
+            .keys
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
         for q in &queues {
             q.lock().closed = true;
             q.work.notify_one();

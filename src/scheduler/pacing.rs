@@ -105,8 +105,12 @@ mod tests {
         let mut p = Pacer::default();
         let s = p.on_rate_limited(t0, &quota, &[0.5, 0.03]).unwrap();
         assert_eq!(s, Duration::from_secs(60).div_f64(54.0));
-        assert!(p.on_rate_limited(t0 + Duration::from_secs(5), &quota, &[0.5, 0.03]).is_none());
-        let s2 = p.on_rate_limited(t0 + Duration::from_secs(61), &quota, &[0.5, 0.03]).unwrap();
+        assert!(p
+            .on_rate_limited(t0 + Duration::from_secs(5), &quota, &[0.5, 0.03])
+            .is_none());
+        let s2 = p
+            .on_rate_limited(t0 + Duration::from_secs(61), &quota, &[0.5, 0.03])
+            .unwrap();
         assert!(s2 > s);
         assert!(p.on_success(t0 + Duration::from_secs(62), &quota).is_none());
         let s3 = p.on_success(t0 + Duration::from_secs(122), &quota).unwrap();

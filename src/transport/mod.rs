@@ -19,7 +19,8 @@ pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;
 
 /// The future a transport returns.
-pub type TransportFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, TransportError>> + Send>>;
+pub type TransportFuture =
+    Pin<Box<dyn Future<Output = Result<HttpResponse, TransportError>> + Send>>;
 
 /// Sends one request and returns the whole response.
 pub trait Transport: Send + Sync + 'static {

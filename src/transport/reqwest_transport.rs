@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{HttpRequest, HttpResponse, Transport, TransportError, TransportErrorKind, TransportFuture};
+use super::{
+    HttpRequest, HttpResponse, Transport, TransportError, TransportErrorKind, TransportFuture,
+};
 
 /// Timeouts of the default transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
