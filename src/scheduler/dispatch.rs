@@ -23,6 +23,11 @@ use crate::retry::{
 };
 use crate::transport::{HttpRequest, HttpResponse, TransportError};
 
+/// After the key was held back at least this long (a full window, a 429 pause), the first call
+/// goes alone and the others wait for its answer: if the server still disagrees, one call is
+/// refused instead of a whole burst. Costs one round trip per hold.
+const PROBE_AFTER_HOLD: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<KeyQueue>) {
     loop {
         // 1. Wait for a job and room on the wire.
@@ -86,6 +91,9 @@ pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<
             Some(job) => {
                 q.space.notify_one();
                 tokio::spawn(send(Arc::clone(&inner), Arc::clone(&q), job, slot));
+                if slot.saturating_duration_since(now) >= PROBE_AFTER_HOLD {
+                    wait_until_idle(&q).await;
+                }
             }
             None => {
                 if let Err(e) = inner.store.refund(&q.id, slot).await {
@@ -93,6 +101,21 @@ pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<
                 }
             }
         }
+    }
+}
+
+/// Waits until no call of the key is on the wire (a probe's answer arrived).
+async fn wait_until_idle(q: &KeyQueue) {
+    loop {
+        let notified = q.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if q.lock().in_flight == 0 {
+            // Keep the wake-up for the main loop: it may be waiting for work too.
+            q.work.notify_one();
+            return;
+        }
+        notified.await;
     }
 }
 

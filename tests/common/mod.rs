@@ -1,0 +1,87 @@
+//! Shared set-up for the scheduler's integration tests: a mock server on loopback and a scheduler
+//! with one key pointed at it.
+#![allow(dead_code)]
+
+use fabraix_scheduler::mock::{MockServer, MockServerBuilder};
+use fabraix_scheduler::{
+    ApiKey, Job, KeyConfig, KeyId, Priority, Quota, RetryPolicy, Scheduler, TransportConfig,
+};
+use std::time::Duration;
+
+pub struct Rig {
+    pub server: MockServer,
+    pub scheduler: Scheduler,
+    pub key: KeyId,
+}
+
+/// Timeouts far beyond any virtual wait in these tests, so a paused clock that jumps ahead never
+/// fires one spuriously.
+pub fn patient_transport() -> TransportConfig {
+    TransportConfig {
+        connect_timeout: Duration::from_secs(24 * 3600),
+        request_timeout: Duration::from_secs(24 * 3600),
+    }
+}
+
+pub async fn rig(server: MockServerBuilder, secret: &str, quota: Quota) -> Rig {
+    rig_with(server, secret, quota, RetryPolicy::default(), |c| c).await
+}
+
+pub async fn rig_with(
+    server: MockServerBuilder,
+    secret: &str,
+    quota: Quota,
+    policy: RetryPolicy,
+    configure: impl FnOnce(KeyConfig) -> KeyConfig,
+) -> Rig {
+    let server = server.start().await.expect("mock server starts");
+    let scheduler = Scheduler::builder()
+        .transport_config(patient_transport())
+        .retry_policy(policy)
+        .seed(42)
+        .build()
+        .expect("scheduler builds");
+    let key = KeyId::new("k");
+    let config = KeyConfig::new(
+        key.clone(),
+        ApiKey::new(secret).unwrap(),
+        &server.base_url(),
+        quota,
+    )
+    .unwrap();
+    scheduler.add_key(configure(config)).await.unwrap();
+    Rig {
+        server,
+        scheduler,
+        key,
+    }
+}
+
+pub fn event(n: usize) -> Job {
+    Job::post_json(
+        "/event",
+        &serde_json::json!({
+            "event_type": "user",
+            "trace_id": "00000000-0000-4000-8000-000000000000",
+            "timestamp": 1.0,
+            "content": format!("{{\"n\":{n}}}"),
+            "schema": "{}",
+        }),
+    )
+    .unwrap()
+}
+
+pub fn check() -> Job {
+    Job::post_json(
+        "/check",
+        &serde_json::json!({
+            "event_type": "action_check",
+            "trace_id": "00000000-0000-4000-8000-000000000000",
+            "timestamp": 1.0,
+            "content": "{\"cmd\":\"ls\"}",
+            "schema": "{}",
+        }),
+    )
+    .unwrap()
+    .with_priority(Priority::Interactive)
+}
