@@ -240,8 +240,8 @@ impl Ledger {
         self.logs
             .iter()
             .map(|log| {
-                let from = now_ns.saturating_sub(log.window_ns().saturating_mul(2));
-                log.calls_after(from) as f64 / (2.0 * f64::from(log.count()))
+                let from = now_ns.checked_sub(log.window_ns().saturating_mul(2));
+                log.calls_since(from) as f64 / (2.0 * f64::from(log.count()))
             })
             .collect()
     }

@@ -198,11 +198,12 @@ impl WindowLog {
         self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
-    /// Calls recorded with a time after `from_ns` (for utilisation estimates).
-    pub(crate) fn calls_after(&self, from_ns: u64) -> u64 {
+    /// Calls recorded with a time after `from_ns`, or all of them for `None` (for utilisation
+    /// estimates).
+    pub(crate) fn calls_since(&self, from_ns: Option<u64>) -> u64 {
         self.entries
             .iter()
-            .filter(|e| self.time_of(e) > from_ns)
+            .filter(|e| from_ns.is_none_or(|from| self.time_of(e) > from))
             .map(|e| u64::from(e.calls))
             .sum()
     }

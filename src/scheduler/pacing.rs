@@ -19,6 +19,9 @@ const FIRST_FACTOR: f64 = 0.9;
 const DECREASE: f64 = 0.8;
 /// The lowest fraction.
 const FLOOR: f64 = 0.25;
+/// Pacing starts only if the binding limit used at least this share of its count over its last
+/// two windows (0.25: half a window's worth).
+const MIN_UTILISATION: f64 = 0.25;
 /// Each quiet window adds this to the fraction.
 const INCREASE: f64 = 0.05;
 
@@ -43,11 +46,19 @@ impl Pacer {
         quota: &Quota,
         utilisation: &[f64],
     ) -> Option<Duration> {
-        let limit = utilisation
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)?;
+        // The binding limit: the most used (the shortest window on a tie). A 429 while every
+        // limit is lightly used is not a counting disagreement (another client on the key, or a
+        // different quota): retry_after and the RateLimit headers handle that, pacing would not.
+        let (limit, used) = utilisation.iter().copied().enumerate().fold(
+            None,
+            |best: Option<(usize, f64)>, (i, u)| match best {
+                Some((_, b)) if b >= u => best,
+                _ => Some((i, u)),
+            },
+        )?;
+        if used < MIN_UTILISATION {
+            return None;
+        }
         let window = quota.limits().get(limit)?.window();
         match &mut self.state {
             None => {
@@ -116,5 +127,15 @@ mod tests {
         let s3 = p.on_success(t0 + Duration::from_secs(122), &quota).unwrap();
         assert!(s3 < s2);
         assert!((p.factor().unwrap() - (0.72 + 0.05)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_lightly_used_key_does_not_start_pacing() {
+        let quota: Quota = "60/1m,1000/1h".parse().unwrap();
+        let mut p = Pacer::default();
+        assert!(p
+            .on_rate_limited(Instant::now(), &quota, &[0.01, 0.0005])
+            .is_none());
+        assert!(p.factor().is_none());
     }
 }
