@@ -1,0 +1,333 @@
+//! Queues: an idle key sends at once, priority lanes, ETAs, cancellation, overflow, the in-flight
+//! cap, many keys, and shutdown — over real HTTP to the mock server on tokio's paused clock.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{check, event, rig, rig_with, Rig};
+use fabraix_scheduler::mock::{key_fingerprint, Faults, KeyProfile, MockServer, TEST_DEV_KEY};
+use fabraix_scheduler::{
+    ApiKey, Instant, JobError, KeyConfig, KeyId, Overflow, Quota, RetryPolicy, ShutdownMode,
+    SubmitError,
+};
+
+async fn slow_rig(quota: &str) -> Rig {
+    let quota: Quota = quota.parse().unwrap();
+    rig(
+        MockServer::builder().key(TEST_DEV_KEY, quota.clone()),
+        TEST_DEV_KEY,
+        quota,
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_key_sends_at_once() {
+    let rig = slow_rig("60/1m,1000/1h").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let submitted = Instant::now();
+    let ticket = rig.scheduler.submit(&rig.key, check()).await.unwrap();
+    assert_eq!(ticket.eta(), submitted);
+    ticket.await.unwrap();
+    let arrival = rig.server.record()[0].arrival;
+    assert!(
+        arrival - submitted < Duration::from_millis(1),
+        "{:?}",
+        arrival - submitted
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_overtakes_queued_telemetry() {
+    let rig = slow_rig("1/1s").await;
+    let mut events = Vec::new();
+    for i in 0..50 {
+        events.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let submitted = Instant::now();
+    let ticket = rig.scheduler.submit(&rig.key, check()).await.unwrap();
+    // Its ETA is the key's next free slot, not the end of the backlog.
+    assert!(
+        ticket.eta() - submitted <= Duration::from_millis(1_010),
+        "{:?}",
+        ticket.eta() - submitted
+    );
+    let verdict = ticket.await.unwrap();
+    let answered = Instant::now() - submitted;
+    assert!(
+        answered <= Duration::from_millis(1_010),
+        "the check waited {answered:?}"
+    );
+    assert_eq!(
+        verdict.json::<serde_json::Value>().unwrap()["is_safe"],
+        true
+    );
+    let record = rig.server.record();
+    let check_at = record
+        .iter()
+        .position(|c| c.path.ends_with("/check"))
+        .unwrap();
+    assert!(check_at <= 5, "the check was call #{check_at}");
+    for t in events {
+        t.cancel();
+    }
+    rig.server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_within_a_lane_and_etas_in_order() {
+    let rig = slow_rig("2/1s").await;
+    let mut tickets = Vec::new();
+    for i in 0..10 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    let etas: Vec<Instant> = tickets.iter().map(|t| t.eta()).collect();
+    assert!(etas.windows(2).all(|w| w[0] <= w[1]));
+    assert!(etas[9] - etas[0] >= Duration::from_secs(4));
+    for t in tickets {
+        t.await.unwrap();
+    }
+    let arrivals: Vec<Instant> = rig.server.record().iter().map(|c| c.arrival).collect();
+    for (eta, arrival) in etas.iter().zip(&arrivals) {
+        assert!(arrival.saturating_duration_since(*eta) < Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_before_the_slot_never_sends_and_refunds() {
+    let rig = slow_rig("1/10s").await;
+    let first = rig.scheduler.submit(&rig.key, event(0)).await.unwrap();
+    first.await.unwrap();
+    let second = rig.scheduler.submit(&rig.key, event(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rig.scheduler.plan(&rig.key, 1).await.unwrap()[0];
+    assert!(second.cancel());
+    tokio::task::yield_now().await;
+    let after = rig.scheduler.plan(&rig.key, 1).await.unwrap()[0];
+    assert!(
+        after < before,
+        "the held slot was refunded: {after:?} vs {before:?}"
+    );
+    assert!(matches!(second.await, Err(JobError::Cancelled)));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        rig.server.record().len(),
+        1,
+        "the cancelled job was never sent"
+    );
+    let third = rig.scheduler.submit(&rig.key, event(2)).await.unwrap();
+    third.await.unwrap();
+    assert_eq!(rig.server.record().len(), 2);
+    assert_eq!(rig.scheduler.stats(&rig.key).unwrap().cancelled, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_sent_job_is_refused() {
+    let rig = slow_rig("10/1s").await;
+    let t = rig.scheduler.submit(&rig.key, event(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!t.cancel());
+    t.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_reject_hands_the_job_back() {
+    let quota: Quota = "1/1h".parse().unwrap();
+    let rig = rig_with(
+        MockServer::builder().key(TEST_DEV_KEY, quota.clone()),
+        TEST_DEV_KEY,
+        quota,
+        RetryPolicy::default(),
+        |c| c.queue_capacity(3).overflow(Overflow::Reject),
+    )
+    .await;
+    let mut kept = Vec::new();
+    let mut refused = None;
+    for i in 0..10 {
+        match rig.scheduler.submit(&rig.key, event(i)).await {
+            Ok(t) => kept.push(t),
+            Err(SubmitError::QueueFull { capacity, job, .. }) => {
+                assert_eq!(capacity, 3);
+                refused = Some((i, job));
+                break;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let (index, job) = refused.expect("a full queue refuses");
+    assert_eq!(index, 3, "three jobs fit, the fourth is refused");
+    assert!(String::from_utf8_lossy(job.body()).contains(r#"\"n\":3"#));
+    // Once the dispatcher takes one onto the wire, there is room again.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(rig.scheduler.submit(&rig.key, event(3)).await.is_ok());
+    assert!(rig.scheduler.submit(&rig.key, event(4)).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_wait_applies_backpressure() {
+    let quota: Quota = "1/1s".parse().unwrap();
+    let rig = rig_with(
+        MockServer::builder().key(TEST_DEV_KEY, quota.clone()),
+        TEST_DEV_KEY,
+        quota,
+        RetryPolicy::default(),
+        |c| c.queue_capacity(2),
+    )
+    .await;
+    let start = Instant::now();
+    let mut tickets = Vec::new();
+    for i in 0..8 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    // Submitting 8 into a queue of 2 at 1/s had to wait for room.
+    assert!(
+        Instant::now() - start >= Duration::from_secs(4),
+        "{:?}",
+        Instant::now() - start
+    );
+    for t in tickets {
+        t.await.unwrap();
+    }
+    assert_eq!(rig.server.record().len(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_cap_holds() {
+    let quota = Quota::unlimited();
+    let builder = MockServer::builder()
+        .key(TEST_DEV_KEY, "100000/1s".parse::<Quota>().unwrap())
+        .faults(Faults {
+            latency: Duration::from_secs(1),
+            ..Faults::none()
+        });
+    let rig = rig_with(builder, TEST_DEV_KEY, quota, RetryPolicy::default(), |c| {
+        c.max_in_flight(2)
+    })
+    .await;
+    let start = Instant::now();
+    let mut tickets = Vec::new();
+    for i in 0..10 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    for t in tickets {
+        t.await.unwrap();
+    }
+    let elapsed = Instant::now() - start;
+    assert!(
+        elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_keys_at_once_each_within_its_quota() {
+    let quota: Quota = "3/1s,5/10s".parse().unwrap();
+    let mut builder = MockServer::builder();
+    let secrets: Vec<String> = (0..40).map(|i| format!("tenant-key-{i:03}")).collect();
+    for s in &secrets {
+        builder = builder.key(s, KeyProfile::new(quota.clone()));
+    }
+    let rig = rig(
+        builder.key(TEST_DEV_KEY, quota.clone()),
+        TEST_DEV_KEY,
+        quota.clone(),
+    )
+    .await;
+    for s in &secrets {
+        let config = KeyConfig::new(
+            s.as_str(),
+            ApiKey::new(s).unwrap(),
+            &rig.server.base_url(),
+            quota.clone(),
+        )
+        .unwrap();
+        rig.scheduler.add_key(config).await.unwrap();
+    }
+    let mut tickets = Vec::new();
+    for round in 0..6 {
+        for s in &secrets {
+            tickets.push(
+                rig.scheduler
+                    .submit(&KeyId::new(s), event(round))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    for t in tickets {
+        t.await.unwrap();
+    }
+    rig.server.verify().unwrap();
+    assert_eq!(rig.server.refused(), 0);
+    for s in &secrets {
+        assert_eq!(rig.server.arrivals(&key_fingerprint(s)).len(), 6);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_returning_unsent_hands_every_job_back() {
+    let rig = slow_rig("1/10s").await;
+    let mut tickets = Vec::new();
+    for i in 0..10 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await; // two sent
+    let report = rig.scheduler.shutdown(ShutdownMode::ReturnUnsent).await;
+    let mut ok = 0;
+    let mut back = 0;
+    for t in tickets {
+        match t.await {
+            Ok(_) => ok += 1,
+            Err(JobError::ShutDown) => back += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ok, 2);
+    assert_eq!(back, 8);
+    assert_eq!(report.returned.len(), 8);
+    assert_eq!(rig.server.record().len(), 2);
+    match rig.scheduler.submit(&rig.key, event(99)).await {
+        Err(SubmitError::ShuttingDown { job }) => assert_eq!(job.path(), "/event"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_draining_sends_everything() {
+    let rig = slow_rig("2/1s").await;
+    let mut tickets = Vec::new();
+    for i in 0..10 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    let report = rig.scheduler.shutdown(ShutdownMode::Drain).await;
+    assert!(report.returned.is_empty());
+    for t in tickets {
+        t.await.unwrap();
+    }
+    assert_eq!(rig.server.record().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_with_a_deadline_sends_what_the_quota_allows_then_hands_back() {
+    let rig = slow_rig("1/1s").await;
+    let mut tickets = Vec::new();
+    for i in 0..20 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_millis(4_500);
+    let report = rig
+        .scheduler
+        .shutdown(ShutdownMode::DrainUntil(deadline))
+        .await;
+    let sent = rig.server.record().len();
+    assert_eq!(sent, 5, "slots at 0, 1, 2, 3 and 4 s (plus guards)");
+    assert_eq!(report.returned.len(), 15);
+    let mut outcomes = 0;
+    for t in tickets {
+        let _ = t.await;
+        outcomes += 1;
+    }
+    assert_eq!(outcomes, 20);
+}
