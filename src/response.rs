@@ -14,6 +14,8 @@ pub struct Response {
     pub body: Bytes,
     /// How many times the call was sent (1 if the first try succeeded).
     pub attempts: u32,
+    /// When the successful attempt went on the wire (the scheduler's clock).
+    pub sent_at: crate::clock::Instant,
 }
 
 impl Response {

@@ -195,10 +195,11 @@ async fn send<S: LedgerStore>(
     let late = inner.clock.now().saturating_duration_since(slot);
     tracing::trace!(late_us = late.as_micros() as u64, "sending");
     drop(_enter);
+    let sent_at = inner.clock.now();
     let result = inner.transport.send(request).await;
     let now = inner.clock.now();
     match result {
-        Ok(response) => on_response(&inner, &q, job, response, now).await,
+        Ok(response) => on_response(&inner, &q, job, response, sent_at, now).await,
         Err(error) => on_transport_error(&inner, &q, job, error, now).await,
     }
 }
@@ -208,6 +209,7 @@ async fn on_response<S: LedgerStore>(
     q: &Arc<KeyQueue>,
     job: Queued,
     response: HttpResponse,
+    sent_at: Instant,
     now: Instant,
 ) {
     let (parts, body) = response.into_parts();
@@ -245,6 +247,7 @@ async fn on_response<S: LedgerStore>(
                     headers: parts.headers,
                     body,
                     attempts,
+                    sent_at,
                 }),
             );
         }
