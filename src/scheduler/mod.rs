@@ -216,22 +216,26 @@ pub struct ShutdownReport {
 }
 
 impl<S: LedgerStore> Scheduler<S> {
-    /// Adds a key (or replaces its quota and base URL if the id exists: queued jobs stay). Must be
-    /// called inside a tokio runtime: it starts the key's dispatcher.
+    /// Adds a key and starts its dispatcher (call it inside a tokio runtime). If the id exists
+    /// already, only its API key is replaced, as [`rotate_key`](Self::rotate_key) does: the queue
+    /// and the ledger (with its record of recent calls) stay as they are.
     pub async fn add_key(&self, config: KeyConfig) -> Result<(), StoreError> {
+        if self.rotate_key(&config.id, config.api_key.clone()) {
+            return Ok(());
+        }
         let now = self.inner.clock.now();
         self.inner
             .store
             .register(&config.id, &config.quota, config.ledger, now)
             .await?;
-        if let Some(existing) = self.queue(&config.id) {
-            existing.lock().api_key = config.api_key.clone();
-            return Ok(());
-        }
         let queue = Arc::new(KeyQueue::new(&config));
-        self.inner
-            .keys
-            .insert(config.id.clone(), Arc::clone(&queue));
+        match self.inner.keys.entry(config.id.clone()) {
+            // Added concurrently by another caller: that one's queue and dispatcher stand.
+            dashmap::Entry::Occupied(_) => return Ok(()),
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Arc::clone(&queue));
+            }
+        }
         let handle = tokio::spawn(dispatch::run_dispatcher(Arc::clone(&self.inner), queue));
         self.inner
             .dispatchers
