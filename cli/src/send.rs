@@ -1,0 +1,210 @@
+//! `send`: a JSONL batch to the API, one JSONL result per input id, resumable; and `--dry-run`.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use fabraix_scheduler::{Clock, Endpoint, KeyConfig, KeyId, Scheduler, TokioClock};
+
+use crate::batch::{self, Batch, Source};
+use crate::exit::{CliError, Exit};
+use crate::input::InputReader;
+use crate::options::SendOpts;
+use crate::output::ResultWriter;
+use crate::plan;
+use crate::progress::ProgressMode;
+use crate::stop::StopReason;
+use crate::{human, Context};
+
+/// What a `send` did (for tests: the summary and the reader's largest lead over the output).
+#[derive(Debug)]
+pub struct SendReport {
+    /// How the run ended.
+    pub exit: Exit,
+    /// The summary (also printed, and written with `--summary`).
+    pub summary: Option<crate::summary::Summary>,
+    /// The most input lines read but not yet finished at any time: at most
+    /// `--queue-capacity + --concurrency`, whatever the input's size.
+    pub max_read_ahead: u64,
+}
+
+/// Runs `send` and returns its exit code.
+pub async fn send(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
+    send_report(opts, ctx).await.map(|r| r.exit)
+}
+
+/// Runs `send` and returns what it did.
+pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, CliError> {
+    let quota = opts.quota.quota();
+    if opts.dry_run {
+        return dry_run(opts, ctx).await.map(|exit| SendReport {
+            exit,
+            summary: None,
+            max_read_ahead: 0,
+        });
+    }
+    let reader = InputReader::open(&opts.input).await?;
+    let api_key = ctx.key.resolve()?;
+    let fingerprint = api_key.fingerprint().to_string();
+    let endpoint = Endpoint::new(&opts.base_url, opts.allow_insecure_http).map_err(|e| {
+        CliError::new(format!(
+            "--base-url {}: {e} (plain http is allowed to loopback only, or with --allow-insecure-http)",
+            opts.base_url
+        ))
+    })?;
+    let key = KeyId::new("default");
+    let config = KeyConfig::with_endpoint(key.clone(), api_key, endpoint, quota.clone())
+        .map_err(|e| CliError::new(format!("--base-url {}: {e}", opts.base_url)))?
+        .max_in_flight(opts.concurrency as usize)
+        .queue_capacity(opts.queue_capacity as usize);
+    let output = opts
+        .output
+        .as_deref()
+        .ok_or_else(|| CliError::new("--output FILE is required (or use --dry-run)"))?;
+    let (writer, resumed) = ResultWriter::open(output, opts.resume)?;
+    if resumed.truncated_bytes > 0 {
+        eprintln!(
+            "resume: cut off a truncated last line ({} bytes) of {}",
+            resumed.truncated_bytes,
+            output.display()
+        );
+    }
+    if opts.resume {
+        eprintln!(
+            "resume: {} ids already in {} are skipped",
+            human::count(resumed.done.len() as u64),
+            output.display()
+        );
+    }
+    let progress = ProgressMode::detect(!opts.no_progress);
+    let total = match progress {
+        ProgressMode::Off => None,
+        _ => count_lines(&opts.input).await,
+    };
+    let scheduler = Scheduler::builder()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
+    scheduler
+        .add_key(config)
+        .await
+        .map_err(|e| CliError::new(format!("cannot add the key: {e}")))?;
+    eprintln!(
+        "sending {} to {} with key {fingerprint} under {quota} ({} at once at most)",
+        if opts.input.as_os_str() == "-" {
+            "stdin".to_string()
+        } else {
+            opts.input.display().to_string()
+        },
+        opts.base_url,
+        opts.concurrency
+    );
+    let report = batch::run(Batch {
+        scheduler,
+        key,
+        key_fingerprint: fingerprint,
+        quota,
+        source: Source::Reader(reader),
+        writer: Some(writer),
+        done: resumed.done,
+        strict: opts.strict,
+        stop: ctx.stop.clone(),
+        read_ahead: opts.queue_capacity as usize + opts.concurrency as usize,
+        progress,
+        total,
+    })
+    .await;
+    eprint!("{}", report.summary.text());
+    if let Some(path) = &opts.summary {
+        report.summary.write_json(path)?;
+    }
+    if let Some(e) = report.error {
+        return Err(e);
+    }
+    let exit = match report.stopped {
+        Some(StopReason::Interrupted) => {
+            eprintln!(
+                "interrupted: calls on the wire finished and were written; rerun with --resume to send the rest"
+            );
+            Exit::Interrupted
+        }
+        Some(StopReason::BadInput | StopReason::OutputError) => Exit::Usage,
+        None if report.summary.failed > 0 => Exit::SomeFailed,
+        None => Exit::Success,
+    };
+    Ok(SendReport {
+        exit,
+        summary: Some(report.summary),
+        max_read_ahead: report.max_read_ahead,
+    })
+}
+
+/// Counts the non-blank lines of a regular file (for the progress bar); `None` for stdin.
+async fn count_lines(path: &Path) -> Option<u64> {
+    if path.as_os_str() == "-" {
+        return None;
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(path).ok()?;
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let mut line = Vec::new();
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => return Some(n),
+                Ok(_) => n += u64::from(!line.iter().all(u8::is_ascii_whitespace)),
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// `--dry-run`: reads the whole input (streamed), reports bad lines, prints the plan.
+async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
+    let quota = opts.quota.quota();
+    let mut reader = InputReader::open(&opts.input).await?;
+    let done = match (&opts.output, opts.resume) {
+        (Some(out), true) if out.exists() => crate::output::scan_ids(out)?,
+        _ => Default::default(),
+    };
+    let (mut jobs, mut bad, mut skipped) = (0u64, 0u64, 0u64);
+    while let Some(line) = tokio::select! {
+        biased;
+        _ = ctx.stop.wait() => return Ok(Exit::Interrupted),
+        l = reader.next() => l?,
+    } {
+        if done.contains(&line.id) {
+            skipped += 1;
+            continue;
+        }
+        match line.job {
+            Ok(_) => jobs += 1,
+            Err(message) if opts.strict => return Err(CliError::new(message)),
+            Err(message) => {
+                bad += 1;
+                if bad <= 20 {
+                    eprintln!("bad input: {message}");
+                }
+            }
+        }
+    }
+    let now = TokioClock::new().now();
+    print!("{}", plan::describe(&quota, now, jobs));
+    if skipped > 0 {
+        println!(
+            "{} lines skipped (already in the output).",
+            human::count(skipped)
+        );
+    }
+    if bad > 0 {
+        println!(
+            "{} bad lines would be written as error results (--strict: stop at the first).",
+            human::count(bad)
+        );
+    }
+    println!("Dry run: nothing was sent.");
+    Ok(Exit::Success)
+}

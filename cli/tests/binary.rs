@@ -1,0 +1,83 @@
+//! The real binary: `plan`, a usage error, a missing key, and `send --input -` (stdin) with the
+//! key from the child's environment.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fabraix-sched");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_plans_refuses_bad_usage_and_sends_stdin() {
+    let out = Command::new(BIN)
+        .args(["plan", "--count", "1000"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("1,000 calls: 60 per minute for 16 min 40 s, then the hour window."),
+        "{text}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["plan", "--count", "5", "--quota", "5/0s"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--quota"));
+
+    let d = dir("binary");
+    let output = d.join("out.jsonl");
+    let out = Command::new(BIN)
+        .current_dir(&d) // no .env here
+        .env_remove("FABRAIX_API_KEY")
+        .args(["send", "--input", "-", "--output", output.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FABRAIX_API_KEY"));
+
+    let server = server("100/1s").await;
+    let mut child = Command::new(BIN)
+        .current_dir(&d)
+        .env("FABRAIX_API_KEY", KEY)
+        .args([
+            "send",
+            "--input",
+            "-",
+            "--output",
+            output.to_str().unwrap(),
+            "--base-url",
+            &server.base_url(),
+            "--quota",
+            "100/1s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input: String = ["a", "b", "c"].iter().map(|id| event(id) + "\n").collect();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains(KEY) && !String::from_utf8_lossy(&out.stdout).contains(KEY));
+    assert!(stderr.contains("key#"), "{stderr}");
+    let results = lines(&output);
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r["status"] == 200));
+    assert_eq!(server.key_stats(LABEL).unwrap().accepted, 3);
+    server.shutdown().await;
+}
