@@ -240,16 +240,14 @@ impl Ledger {
         self.pace_ns.map(Duration::from_nanos)
     }
 
-    /// For each limit, the fraction of its count used in the two windows before `now`
-    /// (0.0 ..= 1.0 in normal use): which limit a server most likely enforced when it refused.
+    /// For each limit, the calls in the fixed window holding `now` and the one before, as a
+    /// fraction of 2N (0.0 ..= 1.0 in normal use): which limit a server most likely enforced when
+    /// it refused.
     pub fn recent_utilisation(&self, now: Instant) -> Vec<f64> {
         let now_ns = self.ns(now);
         self.logs
             .iter()
-            .map(|log| {
-                let from = now_ns.checked_sub(log.window_ns().saturating_mul(2));
-                log.calls_since(from) as f64 / (2.0 * f64::from(log.count()))
-            })
+            .map(|log| log.recent_calls(now_ns) as f64 / (2.0 * f64::from(log.count())))
             .collect()
     }
 

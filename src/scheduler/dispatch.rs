@@ -23,10 +23,11 @@ use crate::retry::{
 };
 use crate::transport::{HttpRequest, HttpResponse, TransportError};
 
-/// After the key was held back at least this long (a full window, a 429 pause), the first call
-/// goes alone and the others wait for its answer: if the server still disagrees, one call is
-/// refused instead of a whole burst. Costs one round trip per hold.
-const PROBE_AFTER_HOLD: Duration = Duration::from_secs(1);
+/// After the key was held back at least this long (a full window, a 429 pause), calls ramp up
+/// again: one on the wire, then twice as many after each success, up to `max_in_flight`. If the
+/// server still disagrees at the boundary, one or two calls are refused instead of a whole burst;
+/// the cost is a few round trips per hold.
+const RAMP_AFTER_HOLD: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<KeyQueue>) {
     loop {
@@ -40,7 +41,7 @@ pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<
                 if st.finished() {
                     return;
                 }
-                if st.has_jobs() && st.in_flight < q.max_in_flight {
+                if st.has_jobs() && st.in_flight < st.ramp {
                     break;
                 }
             }
@@ -77,6 +78,9 @@ pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<
         let job = {
             let mut st = q.lock();
             st.pending_slot = None;
+            if slot.saturating_duration_since(now) >= RAMP_AFTER_HOLD {
+                st.ramp = 1;
+            }
             let job = if keep && !st.hand_back {
                 st.pop_highest()
             } else {
@@ -91,9 +95,6 @@ pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<
             Some(job) => {
                 q.space.notify_one();
                 tokio::spawn(send(Arc::clone(&inner), Arc::clone(&q), job, slot));
-                if slot.saturating_duration_since(now) >= PROBE_AFTER_HOLD {
-                    wait_until_idle(&q).await;
-                }
             }
             None => {
                 if let Err(e) = inner.store.refund(&q.id, slot).await {
@@ -101,21 +102,6 @@ pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<
                 }
             }
         }
-    }
-}
-
-/// Waits until no call of the key is on the wire (a probe's answer arrived).
-async fn wait_until_idle(q: &KeyQueue) {
-    loop {
-        let notified = q.work.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if q.lock().in_flight == 0 {
-            // Keep the wake-up for the main loop: it may be waiting for work too.
-            q.work.notify_one();
-            return;
-        }
-        notified.await;
     }
 }
 
@@ -133,7 +119,13 @@ fn finish(q: &KeyQueue, job: Queued, outcome: crate::job_error::Outcome) {
         Ok(_) => Counters::bump(&q.counters.succeeded),
         Err(_) => Counters::bump(&q.counters.failed),
     }
-    q.lock().in_flight -= 1;
+    {
+        let mut st = q.lock();
+        st.in_flight -= 1;
+        if outcome.is_ok() {
+            st.ramp = (st.ramp * 2).min(q.max_in_flight);
+        }
+    }
     let _ = job.outcome.send(outcome);
     q.work.notify_one();
 }
@@ -145,6 +137,7 @@ fn requeue_front(q: &KeyQueue, job: Queued, from_backoff: bool) {
         st.backing_off -= 1;
     } else {
         st.in_flight -= 1;
+        st.ramp = 1;
     }
     if st.hand_back {
         q.hand_back(&mut st, job);

@@ -44,6 +44,8 @@ pub struct ReturnedJob {
 pub(crate) struct QueueState {
     lanes: [VecDeque<Queued>; 3],
     pub(crate) in_flight: usize,
+    /// The in-flight limit in force: `max_in_flight`, or less while ramping up after a hold.
+    pub(crate) ramp: usize,
     pub(crate) backing_off: usize,
     pub(crate) closed: bool,
     pub(crate) hand_back: bool,
@@ -139,6 +141,7 @@ impl KeyQueue {
             state: Mutex::new(QueueState {
                 lanes: Default::default(),
                 in_flight: 0,
+                ramp: config.max_in_flight,
                 backing_off: 0,
                 closed: false,
                 hand_back: false,
