@@ -47,6 +47,7 @@ mod quota;
 mod response;
 mod retry;
 mod scheduler;
+pub mod telemetry;
 mod transport;
 
 pub use api_error::ApiError;
@@ -71,6 +72,7 @@ pub use scheduler::{
     KeyConfig, KeyStats, Overflow, ReturnedJob, Scheduler, SchedulerBuilder, ShutdownMode,
     ShutdownReport, Ticket,
 };
+pub use telemetry::{TelemetryConfig, TelemetrySender};
 pub use transport::{
     HttpRequest, HttpResponse, ReqwestTransport, Transport, TransportConfig, TransportError,
     TransportErrorKind, TransportFuture,

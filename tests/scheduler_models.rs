@@ -133,3 +133,41 @@ async fn counter_model_counting_refusals_still_converges() {
     assert!(refused as f64 <= 0.03 * n as f64, "refused {refused}");
     assert!(elapsed < Duration::from_secs(375), "{elapsed:?}");
 }
+
+/// 1,000 calls on a Development key against a counter model that does not count refusals: by
+/// default the scheduler counts its few refused calls against the hour window (the safe reading),
+/// so the last calls wait for the hour; with `refused_calls_count(false)` it finishes near the
+/// minimum.
+#[tokio::test(start_paused = true)]
+async fn refused_calls_count_by_default_and_can_be_told_not_to() {
+    for count in [true, false] {
+        let quota = Quota::development();
+        let builder = MockServer::builder()
+            .key(TEST_DEV_KEY, quota.clone())
+            .model(ServerModel::SlidingWindowCounter);
+        let rig = common::rig_with(
+            builder,
+            TEST_DEV_KEY,
+            quota,
+            fabraix_scheduler::RetryPolicy::default(),
+            |c| c.refused_calls_count(count),
+        )
+        .await;
+        let start = Instant::now();
+        let mut tickets = Vec::new();
+        for i in 0..1_000 {
+            tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+        }
+        for t in tickets {
+            t.await.unwrap();
+        }
+        let elapsed = Instant::now() - start;
+        let refused = rig.server.refused();
+        assert!((1..=30).contains(&refused), "{refused} refused");
+        if count {
+            assert!(elapsed >= Duration::from_secs(3600), "{elapsed:?}");
+        } else {
+            assert!(elapsed < Duration::from_secs(1_300), "{elapsed:?}");
+        }
+    }
+}

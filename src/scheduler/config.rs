@@ -29,6 +29,7 @@ pub struct KeyConfig {
     pub(crate) max_in_flight: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) overflow: Overflow,
+    pub(crate) refused_calls_count: bool,
 }
 
 impl KeyConfig {
@@ -67,6 +68,7 @@ impl KeyConfig {
             max_in_flight: 16,
             queue_capacity: 10_000,
             overflow: Overflow::Wait,
+            refused_calls_count: true,
         })
     }
 
@@ -96,6 +98,16 @@ impl KeyConfig {
     /// The latency guard (see [`LedgerConfig::guard`]).
     pub fn guard(mut self, guard: Duration) -> Self {
         self.ledger.guard = Some(guard);
+        self
+    }
+
+    /// Whether a call answered 429 still counts against the key's windows. Default true: many
+    /// servers count refused calls, and the Fabraix docs do not say. With `false` the refused
+    /// call's slot is refunded, which is right for a server that does not count refusals and lets
+    /// the next window open sooner (a batch near the hour limit can finish up to an hour earlier),
+    /// but draws 429s from one that does.
+    pub fn refused_calls_count(mut self, count: bool) -> Self {
+        self.refused_calls_count = count;
         self
     }
 

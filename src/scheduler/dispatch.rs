@@ -192,7 +192,7 @@ async fn send<S: LedgerStore>(
     let result = inner.transport.send(request).await;
     let now = inner.clock.now();
     match result {
-        Ok(response) => on_response(&inner, &q, job, response, sent_at, now).await,
+        Ok(response) => on_response(&inner, &q, job, response, slot, sent_at, now).await,
         Err(error) => on_transport_error(&inner, &q, job, error, now).await,
     }
 }
@@ -202,6 +202,7 @@ async fn on_response<S: LedgerStore>(
     q: &Arc<KeyQueue>,
     job: Queued,
     response: HttpResponse,
+    slot: Instant,
     sent_at: Instant,
     now: Instant,
 ) {
@@ -244,7 +245,14 @@ async fn on_response<S: LedgerStore>(
                 }),
             );
         }
-        Class::RateLimited => on_rate_limited(inner, q, job, &parts.headers, &body, now).await,
+        Class::RateLimited => {
+            if !q.refused_calls_count {
+                if let Err(e) = inner.store.refund(&q.id, slot).await {
+                    tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
+                }
+            }
+            on_rate_limited(inner, q, job, &parts.headers, &body, now).await
+        }
         Class::Transient => {
             let api = ApiError::from_body(status.as_u16(), &body);
             let message = api.to_string();

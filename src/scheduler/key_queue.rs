@@ -116,6 +116,7 @@ pub(crate) struct KeyQueue {
     pub(crate) max_in_flight: usize,
     pub(crate) capacity: usize,
     pub(crate) overflow: Overflow,
+    pub(crate) refused_calls_count: bool,
     state: Mutex<QueueState>,
     /// Wakes the dispatcher: a job arrived, a call finished, the queue closed.
     pub(crate) work: Notify,
@@ -138,6 +139,7 @@ impl KeyQueue {
             max_in_flight: config.max_in_flight,
             capacity: config.queue_capacity,
             overflow: config.overflow,
+            refused_calls_count: config.refused_calls_count,
             state: Mutex::new(QueueState {
                 lanes: Default::default(),
                 in_flight: 0,

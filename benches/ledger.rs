@@ -1,0 +1,99 @@
+//! Ledger cost: one `reserve` and one `plan` on a steady-state ledger (every window full, the fake
+//! `now` advancing at the quota's long-run rate so windows keep rolling), for Development,
+//! Production and 1,000,000/1h; governor's `check()` in the same group as the reference.
+//!
+//! `cargo bench --bench ledger`
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use fabraix_scheduler::{Instant, Ledger, LedgerConfig, Quota};
+use governor::clock::FakeRelativeClock;
+
+fn quotas() -> Vec<(&'static str, Quota)> {
+    vec![
+        ("development", Quota::development()),
+        ("production", Quota::production()),
+        (
+            "1000000_per_hour",
+            "1000000/1h".parse().expect("valid quota"),
+        ),
+    ]
+}
+
+/// The spacing of a saturated key: one call per 1 / (long-run rate).
+fn step_of(quota: &Quota) -> Duration {
+    Duration::from_secs_f64(1.0 / quota.rate_per_second())
+}
+
+/// A ledger that has sent at its quota's rate long enough that every window is full and rolling,
+/// and the `now` it has reached.
+fn steady_ledger(quota: &Quota) -> (Ledger, Instant, Duration) {
+    let origin = Instant::now();
+    let mut ledger = Ledger::new(quota, LedgerConfig::default(), origin);
+    let step = step_of(quota);
+    let longest = quota.limits().iter().map(|l| l.count()).max().unwrap_or(1);
+    let mut now = origin;
+    // Twice the largest count: the logs are full and have wrapped at least once.
+    for _ in 0..(2 * u64::from(longest)).min(2_200_000) {
+        let slot = ledger.reserve(now);
+        now = (now + step).max(slot);
+    }
+    (ledger, now, step)
+}
+
+fn ledger_reserve(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger_reserve");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for (name, quota) in quotas() {
+        let (mut ledger, mut now, step) = steady_ledger(&quota);
+        group.bench_function(BenchmarkId::new("reserve", name), |b| {
+            b.iter(|| {
+                let slot = ledger.reserve(black_box(now));
+                now = (now + step).max(slot);
+                slot
+            })
+        });
+    }
+    // Reference: governor's check() on one window (600/min), a fake clock advanced every call.
+    let clock = FakeRelativeClock::default();
+    let limiter = governor::RateLimiter::direct_with_clock(
+        governor::Quota::per_minute(NonZeroU32::new(600).expect("nonzero")),
+        clock.clone(),
+    );
+    group.bench_function(BenchmarkId::new("governor_check", "600_per_minute"), |b| {
+        b.iter(|| {
+            clock.advance(Duration::from_millis(100));
+            black_box(limiter.check()).is_ok()
+        })
+    });
+    group.finish();
+}
+
+fn ledger_plan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger_plan");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for (name, quota) in quotas() {
+        let (ledger, now, _) = steady_ledger(&quota);
+        for k in [1usize, 100] {
+            group.bench_function(BenchmarkId::new(format!("plan_{k}"), name), |b| {
+                b.iter(|| ledger.plan(black_box(now), k))
+            });
+        }
+        group.bench_function(BenchmarkId::new("nth_slot_100", name), |b| {
+            b.iter(|| ledger.nth_slot(black_box(now), 100))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ledger_reserve, ledger_plan);
+criterion_main!(benches);

@@ -1,0 +1,625 @@
+//! Makespan study, in virtual time (tokio's paused clock): how long N calls submitted at once take
+//! from the first submit to the last success, and how many 429s they draw, for every server model
+//! of the mock, Development and Production quotas, N ∈ {100, 1,000, 10,000}:
+//!
+//! - **minimum**: the theoretical minimum for that server model: an oracle client that sends each
+//!   call at the earliest instant the server model accepts it (a brute-force greedy over the model;
+//!   it never refuses and shares no code with the ledger);
+//! - **scheduler**: this crate's scheduler, defaults (guard, retry policy, adaptive pacing);
+//! - **fire-all + backoff**: every call sent at once, each retried on 429 after an exponential
+//!   backoff with full jitter (1 s, ×2, capped at 60 s; `Retry-After` ignored);
+//! - **governor stacked**: one governor limiter per window (`Quota::per_minute(60)` and
+//!   `Quota::per_hour(1000)` for Development), `until_ready` on each in turn, then send; a 429 goes
+//!   back through the limiters;
+//! - **governor 1 bucket**: one token bucket of the shortest window (rate N/W, burst N), the one-line
+//!   recipe; a 429 goes back through the bucket.
+//!
+//! Every strategy talks to the same in-process server: [`SimServer`] below implements the four
+//! server models exactly as `src/mock/model.rs` documents them (that module is crate-private).
+//! A second table runs the scheduler against the real [`MockServer`] over loopback HTTP to check
+//! that the in-process server agrees with it.
+//!
+//! ```text
+//! cargo run --release --example makespan                  # everything (about a minute)
+//! cargo run --release --example makespan -- --n 100,1000  # a subset of N
+//! cargo run --release --example makespan -- --loopback-max 10000
+//! ```
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fabraix_scheduler::mock::{key_fingerprint, MockServer, ServerModel, TEST_DEV_KEY};
+use fabraix_scheduler::{
+    ApiKey, HttpRequest, HttpResponse, Instant, Job, KeyConfig, KeyId, Limit, Quota, Scheduler,
+    ShutdownMode, Transport, TransportConfig, TransportFuture,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The four server models, from their documented semantics. Times: nanoseconds since the server
+// started.
+
+#[derive(Debug)]
+enum Kind {
+    Fixed {
+        index: u64,
+        count: u64,
+    },
+    Log {
+        arrivals: VecDeque<u64>,
+    },
+    /// GCRA theoretical arrival time, in units of 1/N ns (emission interval W/N = W units).
+    Bucket {
+        tat: u128,
+    },
+    Counter {
+        index: u64,
+        prev: u64,
+        curr: u64,
+    },
+}
+
+#[derive(Debug)]
+struct LimitSim {
+    n: u64,
+    w: u64,
+    kind: Kind,
+}
+
+impl LimitSim {
+    fn new(model: ServerModel, limit: &Limit) -> Self {
+        let kind = match model {
+            ServerModel::FixedWindow => Kind::Fixed { index: 0, count: 0 },
+            ServerModel::SlidingLog => Kind::Log {
+                arrivals: VecDeque::new(),
+            },
+            ServerModel::TokenBucket => Kind::Bucket { tat: 0 },
+            ServerModel::SlidingWindowCounter => Kind::Counter {
+                index: 0,
+                prev: 0,
+                curr: 0,
+            },
+        };
+        Self {
+            n: u64::from(limit.count()),
+            w: limit.window().as_nanos() as u64,
+            kind,
+        }
+    }
+
+    fn advance(&mut self, t: u64) {
+        let w = self.w;
+        match &mut self.kind {
+            Kind::Fixed { index, count } => {
+                if t / w != *index {
+                    *index = t / w;
+                    *count = 0;
+                }
+            }
+            Kind::Log { arrivals } => {
+                while arrivals.front().is_some_and(|&a| a + w <= t) {
+                    arrivals.pop_front();
+                }
+            }
+            Kind::Bucket { .. } => {}
+            Kind::Counter { index, prev, curr } => {
+                let k = t / w;
+                if k == *index + 1 {
+                    *prev = *curr;
+                    *curr = 0;
+                } else if k > *index + 1 {
+                    *prev = 0;
+                    *curr = 0;
+                }
+                *index = k.max(*index);
+            }
+        }
+    }
+
+    /// The earliest time `>= t` (state advanced to `t`) at which one more call is accepted.
+    fn earliest(&self, t: u64) -> u64 {
+        let (n, w) = (self.n, self.w);
+        match &self.kind {
+            Kind::Fixed { index, count } => {
+                if *count < n {
+                    t
+                } else {
+                    (index + 1) * w
+                }
+            }
+            Kind::Log { arrivals } => {
+                let len = arrivals.len() as u64;
+                if len < n {
+                    t
+                } else {
+                    (arrivals[(len - n) as usize] + w).max(t)
+                }
+            }
+            Kind::Bucket { tat } => {
+                // Accepted at t' iff tat − t'·N <= (N − 1)·W.
+                let bound = tat.saturating_sub(u128::from(n - 1) * u128::from(w));
+                (bound.div_ceil(u128::from(n)) as u64).max(t)
+            }
+            Kind::Counter { index, prev, curr } => {
+                // Accepted at elapsed e iff prev·(W − e) <= (N − curr − 1)·W.
+                let start = index * w;
+                let first_e = |p: u64, free: u64| -> u64 {
+                    if p == 0 {
+                        0
+                    } else {
+                        w.saturating_sub((u128::from(free) * u128::from(w) / u128::from(p)) as u64)
+                    }
+                };
+                if *curr < n {
+                    let e = first_e(*prev, n - curr - 1);
+                    if e < w {
+                        return (start + e).max(t);
+                    }
+                }
+                let e = first_e(*curr, n - 1);
+                if e < w {
+                    start + w + e
+                } else {
+                    start + 2 * w
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, t: u64) {
+        let (n, w) = (self.n, self.w);
+        match &mut self.kind {
+            Kind::Fixed { count, .. } => *count += 1,
+            Kind::Log { arrivals } => arrivals.push_back(t),
+            Kind::Bucket { tat } => {
+                *tat = (*tat).max(u128::from(t) * u128::from(n)) + u128::from(w)
+            }
+            Kind::Counter { curr, .. } => *curr += 1,
+        }
+    }
+}
+
+/// One key's limits under one model, decided together (a refused call counts in none).
+#[derive(Debug)]
+struct SimServer {
+    limits: Vec<LimitSim>,
+    accepted: u64,
+    refused: u64,
+    last_accept: u64,
+}
+
+impl SimServer {
+    fn new(model: ServerModel, quota: &Quota) -> Self {
+        Self {
+            limits: quota
+                .limits()
+                .iter()
+                .map(|l| LimitSim::new(model, l))
+                .collect(),
+            accepted: 0,
+            refused: 0,
+            last_accept: 0,
+        }
+    }
+
+    /// The earliest time `>= t` at which every limit accepts one more call. Advances the state to
+    /// that time: only for the oracle, which then sends at exactly that time.
+    fn earliest(&mut self, mut t: u64) -> u64 {
+        loop {
+            for l in &mut self.limits {
+                l.advance(t);
+            }
+            let e = self.limits.iter().map(|l| l.earliest(t)).max().unwrap_or(t);
+            if e == t {
+                return t;
+            }
+            t = e;
+        }
+    }
+
+    /// Accepts (and counts) a call at `t`, or refuses it with the wait until it would be accepted.
+    /// Like the mock: the wait is the latest of the refusing limits' earliest times.
+    fn decide(&mut self, t: u64) -> Result<(), u64> {
+        for l in &mut self.limits {
+            l.advance(t);
+        }
+        let at = self.limits.iter().map(|l| l.earliest(t)).max().unwrap_or(t);
+        if at == t {
+            for l in &mut self.limits {
+                l.commit(t);
+            }
+            self.accepted += 1;
+            self.last_accept = self.last_accept.max(t);
+            Ok(())
+        } else {
+            self.refused += 1;
+            Err(at - t)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies. Each returns (makespan, 429s received, calls that did not succeed).
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    makespan: Duration,
+    refused: u64,
+    failed: u64,
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
+fn nanos_since(origin: Instant) -> u64 {
+    (Instant::now() - origin).as_nanos() as u64
+}
+
+/// The oracle: each call at the earliest instant the model accepts it.
+fn minimum(model: ServerModel, quota: &Quota, n: usize) -> Run {
+    let mut server = SimServer::new(model, quota);
+    let mut t = 0;
+    for _ in 0..n {
+        t = server.earliest(t);
+        server.decide(t).expect("the oracle is never refused");
+    }
+    Run {
+        makespan: Duration::from_nanos(t),
+        ..Run::default()
+    }
+}
+
+/// The in-process server as a [`Transport`]: 200, or 429 with the mock's body
+/// (`retry_after` in whole seconds, rounded up, at least 1; no `Retry-After` header).
+struct SimTransport {
+    server: Mutex<SimServer>,
+    origin: Instant,
+}
+
+impl Transport for SimTransport {
+    fn send(&self, _request: HttpRequest) -> TransportFuture {
+        let decision = self
+            .server
+            .lock()
+            .expect("not poisoned")
+            .decide(nanos_since(self.origin));
+        let response = match decision {
+            Ok(()) => http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Bytes::from_static(b"{\"status\":\"ok\"}")),
+            Err(wait) => {
+                let secs = wait.div_ceil(1_000_000_000).max(1);
+                let body = format!(
+                    "{{\"error\":{{\"message\":\"Rate limit exceeded\",\"type\":\"rate_limit_error\",\"retry_after\":{secs}}}}}"
+                );
+                http::Response::builder()
+                    .status(429)
+                    .header("content-type", "application/json")
+                    .body(Bytes::from(body))
+            }
+        };
+        let response: HttpResponse = response.expect("valid response");
+        Box::pin(async move { Ok(response) })
+    }
+}
+
+fn event(i: usize) -> Job {
+    Job::post_json(
+        "/event",
+        &serde_json::json!({
+            "event_type": "user",
+            "trace_id": "00000000-0000-4000-8000-000000000000",
+            "timestamp": 1.0,
+            "content": format!("{{\"n\":{i}}}"),
+            "schema": "{}",
+        }),
+    )
+    .expect("serializable")
+}
+
+/// Submits `n` jobs to one key of `scheduler` and awaits them all; returns the failures.
+async fn submit_all(scheduler: &Scheduler, key: &KeyId, n: usize) -> u64 {
+    let mut tickets = Vec::with_capacity(n);
+    for i in 0..n {
+        tickets.push(scheduler.submit(key, event(i)).await.expect("submitted"));
+    }
+    let mut failed = 0;
+    for t in tickets {
+        if t.await.is_err() {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+fn scheduler_in_process(model: ServerModel, quota: &Quota, n: usize) -> Run {
+    paused_runtime().block_on(async {
+        let origin = Instant::now();
+        let transport = Arc::new(SimTransport {
+            server: Mutex::new(SimServer::new(model, quota)),
+            origin,
+        });
+        let scheduler = Scheduler::builder()
+            .transport(transport.clone())
+            .seed(42)
+            .build()
+            .expect("scheduler");
+        let key = KeyId::new("k");
+        let config = KeyConfig::new(
+            key.clone(),
+            ApiKey::new("k").expect("key"),
+            "http://127.0.0.1:9/v1",
+            quota.clone(),
+        )
+        .expect("config")
+        .queue_capacity(n);
+        scheduler.add_key(config).await.expect("key added");
+        let failed = submit_all(&scheduler, &key, n).await;
+        scheduler.shutdown(ShutdownMode::Drain).await;
+        let server = transport.server.lock().expect("not poisoned");
+        Run {
+            makespan: Duration::from_nanos(server.last_accept),
+            refused: server.refused,
+            failed,
+        }
+    })
+}
+
+/// The scheduler against the real mock server over loopback HTTP.
+fn scheduler_loopback(model: ServerModel, quota: &Quota, n: usize) -> Run {
+    paused_runtime().block_on(async {
+        let server = MockServer::builder()
+            .key(TEST_DEV_KEY, quota.clone())
+            .model(model)
+            .start()
+            .await
+            .expect("mock server");
+        let scheduler = Scheduler::builder()
+            .transport_config(TransportConfig {
+                connect_timeout: Duration::from_secs(24 * 3600),
+                request_timeout: Duration::from_secs(24 * 3600),
+            })
+            .seed(42)
+            .build()
+            .expect("scheduler");
+        let key = KeyId::new("k");
+        let config = KeyConfig::new(
+            key.clone(),
+            ApiKey::new(TEST_DEV_KEY).expect("key"),
+            &server.base_url(),
+            quota.clone(),
+        )
+        .expect("config")
+        .queue_capacity(n);
+        scheduler.add_key(config).await.expect("key added");
+        let start = Instant::now();
+        let failed = submit_all(&scheduler, &key, n).await;
+        scheduler.shutdown(ShutdownMode::Drain).await;
+        let last = server
+            .record()
+            .iter()
+            .map(|c| c.arrival)
+            .max()
+            .unwrap_or(start);
+        let refused = server
+            .key_stats(&key_fingerprint(TEST_DEV_KEY))
+            .map_or(0, |s| s.refused);
+        server.shutdown().await;
+        Run {
+            makespan: last.saturating_duration_since(start),
+            refused,
+            failed,
+        }
+    })
+}
+
+fn fire_all_backoff(model: ServerModel, quota: &Quota, n: usize) -> Run {
+    const BASE: Duration = Duration::from_secs(1);
+    const CAP: Duration = Duration::from_secs(60);
+    paused_runtime().block_on(async {
+        let origin = Instant::now();
+        let server = Arc::new(Mutex::new(SimServer::new(model, quota)));
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let server = Arc::clone(&server);
+                tokio::spawn(async move {
+                    let mut rng = fastrand::Rng::with_seed(i as u64);
+                    let mut attempt = 0u32;
+                    loop {
+                        let t = nanos_since(origin);
+                        if server.lock().expect("not poisoned").decide(t).is_ok() {
+                            return;
+                        }
+                        let ceiling = BASE.saturating_mul(1 << attempt.min(16)).min(CAP);
+                        tokio::time::sleep(ceiling.mul_f64(rng.f64())).await;
+                        attempt += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let server = server.lock().expect("not poisoned");
+        Run {
+            makespan: Duration::from_nanos(server.last_accept),
+            refused: server.refused,
+            failed: 0,
+        }
+    })
+}
+
+/// governor on tokio's (paused) clock.
+#[derive(Clone, Debug)]
+struct VirtualClock {
+    origin: Instant,
+}
+
+impl governor::clock::Clock for VirtualClock {
+    type Instant = governor::nanos::Nanos;
+    fn now(&self) -> Self::Instant {
+        governor::nanos::Nanos::from(Instant::now() - self.origin)
+    }
+}
+
+type Limiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    VirtualClock,
+    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+>;
+
+/// `until_ready`, on the virtual clock: check, and sleep until the limiter says.
+async fn until_ready(limiter: &Limiter, clock: &VirtualClock) {
+    use governor::clock::Clock;
+    while let Err(not_until) = limiter.check() {
+        tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
+    }
+}
+
+fn governor_quota(limit: &Limit) -> governor::Quota {
+    governor::Quota::with_period(limit.window() / limit.count())
+        .expect("nonzero period")
+        .allow_burst(NonZeroU32::new(limit.count()).expect("nonzero"))
+}
+
+/// Sends `n` calls one after another through `limits` (one governor limiter each).
+fn governor_limiters(model: ServerModel, quota: &Quota, limits: &[Limit], n: usize) -> Run {
+    paused_runtime().block_on(async {
+        let clock = VirtualClock {
+            origin: Instant::now(),
+        };
+        let limiters: Vec<Limiter> = limits
+            .iter()
+            .map(|l| governor::RateLimiter::direct_with_clock(governor_quota(l), clock.clone()))
+            .collect();
+        let mut server = SimServer::new(model, quota);
+        let mut done = 0;
+        while done < n {
+            for l in &limiters {
+                until_ready(l, &clock).await;
+            }
+            if server.decide(nanos_since(clock.origin)).is_ok() {
+                done += 1;
+            }
+        }
+        Run {
+            makespan: Duration::from_nanos(server.last_accept),
+            refused: server.refused,
+            failed: 0,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tables.
+
+fn cell(run: Run, min: Duration) -> String {
+    let over = if min.is_zero() {
+        0.0
+    } else {
+        (run.makespan.as_secs_f64() / min.as_secs_f64() - 1.0) * 100.0
+    };
+    let failed = if run.failed > 0 {
+        format!(", {} failed", run.failed)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.1} s (+{over:.2}%) / {}{failed}",
+        run.makespan.as_secs_f64(),
+        run.refused
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let ns: Vec<usize> = arg("--n")
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().parse().expect("--n 100,1000"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![100, 1_000, 10_000]);
+    let loopback_max: usize = arg("--loopback-max")
+        .map(|s| s.parse().expect("--loopback-max N"))
+        .unwrap_or(1_000);
+    let quotas = [
+        ("Development", Quota::development()),
+        ("Production", Quota::production()),
+    ];
+
+    println!("Makespan (first submit → last success, virtual time) and 429s received.");
+    println!("Each cell: makespan (over the model's minimum) / 429s.\n");
+    let mut checks = Vec::new();
+    for (qname, quota) in &quotas {
+        println!("### {qname} ({quota})\n");
+        println!("| server model | N | minimum | scheduler | fire-all + backoff | governor stacked | governor 1 bucket |");
+        println!("|---|---:|---:|---|---|---|---|");
+        for model in ServerModel::ALL {
+            for &n in &ns {
+                let wall = std::time::Instant::now();
+                let min = minimum(model, quota, n).makespan;
+                let ours = scheduler_in_process(model, quota, n);
+                let fire = fire_all_backoff(model, quota, n);
+                let stacked = governor_limiters(model, quota, quota.limits(), n);
+                let single = governor_limiters(model, quota, &quota.limits()[..1], n);
+                println!(
+                    "| {model} | {n} | {:.1} s | {} | {} | {} | {} |",
+                    min.as_secs_f64(),
+                    cell(ours, min),
+                    cell(fire, min),
+                    cell(stacked, min),
+                    cell(single, min),
+                );
+                eprintln!(
+                    "  ({qname} {model} {n}: {:.1} s wall)",
+                    wall.elapsed().as_secs_f64()
+                );
+                if n <= loopback_max {
+                    checks.push((*qname, quota.clone(), model, n, ours));
+                }
+            }
+        }
+        println!();
+    }
+
+    println!("### The scheduler against the real MockServer over loopback HTTP (cross-check)\n");
+    println!("| quota | server model | N | in-process server | MockServer over HTTP |");
+    println!("|---|---|---:|---|---|");
+    for (qname, quota, model, n, ours) in checks {
+        let wall = std::time::Instant::now();
+        let http = scheduler_loopback(model, &quota, n);
+        let fmt = |r: Run| {
+            format!(
+                "{:.1} s / {} × 429 / {} failed",
+                r.makespan.as_secs_f64(),
+                r.refused,
+                r.failed
+            )
+        };
+        println!(
+            "| {qname} | {model} | {n} | {} | {} |",
+            fmt(ours),
+            fmt(http)
+        );
+        eprintln!(
+            "  (loopback {qname} {model} {n}: {:.1} s wall)",
+            wall.elapsed().as_secs_f64()
+        );
+    }
+}
