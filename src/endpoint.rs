@@ -61,10 +61,18 @@ impl Endpoint {
         self.base.as_str()
     }
 
-    /// The absolute URL of `path` (`/event`, or `event`; a query string is allowed). Errors if the
-    /// result would leave the base's origin or path.
-    pub fn url_for(&self, path: &str) -> Result<Url, String> {
-        if path.contains("://") || path.starts_with("//") || path.contains('\\') {
+    /// The absolute URI of `path` (`/event`, or `event`; a query string is allowed), built once
+    /// when a job is submitted. Errors if the path could leave the base's origin or path: a scheme
+    /// or authority, `..` segments, backslashes, a fragment, or characters a URI cannot carry.
+    ///
+    /// ```
+    /// use fabraix_scheduler::Endpoint;
+    /// let e = Endpoint::new("https://api.fabraix.com/v1", false).unwrap();
+    /// assert_eq!(e.uri_for("/event").unwrap(), "https://api.fabraix.com/v1/event");
+    /// assert!(e.uri_for("https://elsewhere.example/x").is_err());
+    /// ```
+    pub fn uri_for(&self, path: &str) -> Result<http::Uri, String> {
+        if path.contains("://") || path.starts_with("//") || path.contains(['\\', '#']) {
             return Err(format!("path {path:?} must be relative to the base URL"));
         }
         if path.split(['/', '?']).any(|seg| seg == "..") {
@@ -72,12 +80,8 @@ impl Endpoint {
         }
         let base = self.base.as_str().trim_end_matches('/');
         let joined = format!("{base}/{}", path.trim_start_matches('/'));
-        let url =
-            Url::parse(&joined).map_err(|e| format!("path {path:?} does not form a URL: {e}"))?;
-        if url.origin() != self.base.origin() {
-            return Err(format!("path {path:?} leaves the key's origin"));
-        }
-        Ok(url)
+        // The base's scheme and authority come first, so no suffix can change them.
+        http::Uri::try_from(joined).map_err(|e| format!("path {path:?} does not form a URI: {e}"))
     }
 }
 
@@ -103,16 +107,22 @@ mod tests {
     fn paths_stay_on_the_origin() {
         let e = Endpoint::new("https://api.fabraix.com/v1/", false).unwrap();
         assert_eq!(
-            e.url_for("/event").unwrap().as_str(),
+            e.uri_for("/event").unwrap(),
             "https://api.fabraix.com/v1/event"
         );
         assert_eq!(
-            e.url_for("check").unwrap().as_str(),
-            "https://api.fabraix.com/v1/check"
+            e.uri_for("check?x=1").unwrap(),
+            "https://api.fabraix.com/v1/check?x=1"
         );
-        assert!(e.url_for("https://evil.example/x").is_err());
-        assert!(e.url_for("//evil.example/x").is_err());
-        assert!(e.url_for("/../admin").is_err());
+        assert!(e.uri_for("https://evil.example/x").is_err());
+        assert!(e.uri_for("//evil.example/x").is_err());
+        assert!(e.uri_for("/../admin").is_err());
+        assert!(e.uri_for("/a#frag").is_err());
+        assert!(e.uri_for("/a b").is_err());
+        for path in ["@evil.example/x", ":443@evil/x", "%2F%2Fevil/x"] {
+            let uri = e.uri_for(path).unwrap();
+            assert_eq!(uri.host(), Some("api.fabraix.com"), "{path}");
+        }
         assert!(Endpoint::new("ftp://x/v1", false).is_err());
         assert!(Endpoint::new("https://user:pw@x/v1", false).is_err());
         assert!(Endpoint::new("http://[::1]:80/v1", false).is_ok());

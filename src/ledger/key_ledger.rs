@@ -189,6 +189,13 @@ impl Ledger {
         if k <= 1 {
             return self.earliest(now);
         }
+        if self.logs.is_empty() && self.server_cap.is_none() {
+            // No window to simulate (an unlimited quota): O(1), not O(k).
+            let first = self.earliest_ns(self.ns(now));
+            let spacing = self.pace_ns.unwrap_or(0);
+            let k = u64::try_from(k - 1).unwrap_or(u64::MAX);
+            return self.instant(first.saturating_add(spacing.saturating_mul(k)));
+        }
         let mut shadow = self.clone();
         let now_ns = self.ns(now);
         let mut t = now_ns;

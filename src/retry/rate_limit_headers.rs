@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// What the server announced: `remaining` calls before `reset_in` from now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,17 +20,26 @@ const EPOCH_THRESHOLD_SECS: u64 = 1_000_000_000;
 /// The server's window, if the response carries both a remaining count and a reset time that parse.
 /// Anything malformed is ignored (the ledger's own accounting still holds).
 pub fn parse_rate_limit_headers(headers: &HeaderMap, wall_now: SystemTime) -> Option<ServerWindow> {
-    let get = |names: &[&str]| -> Option<String> {
+    if headers.is_empty() {
+        return None;
+    }
+    let get = |names: &[HeaderName]| -> Option<String> {
         names
             .iter()
-            .find_map(|n| headers.get(*n))
+            .find_map(|n| headers.get(n))
             .and_then(|v| v.to_str().ok())
             .map(|s| s.trim().to_string())
     };
-    let mut remaining = get(&["ratelimit-remaining", "x-ratelimit-remaining"]);
-    let mut reset = get(&["ratelimit-reset", "x-ratelimit-reset"]);
+    let mut remaining = get(&[
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderName::from_static("x-ratelimit-remaining"),
+    ]);
+    let mut reset = get(&[
+        HeaderName::from_static("ratelimit-reset"),
+        HeaderName::from_static("x-ratelimit-reset"),
+    ]);
     if remaining.is_none() || reset.is_none() {
-        if let Some(combined) = get(&["ratelimit"]) {
+        if let Some(combined) = get(&[HeaderName::from_static("ratelimit")]) {
             for part in combined.split([',', ';']) {
                 if let Some((k, v)) = part.split_once('=') {
                     match k.trim() {

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use super::key_queue::{KeyQueue, Queued};
 use super::stats::Counters;
@@ -148,25 +148,26 @@ fn requeue_front(q: &KeyQueue, job: Queued, from_backoff: bool) {
     q.work.notify_one();
 }
 
-fn build_request(q: &KeyQueue, job: &Queued) -> Result<HttpRequest, String> {
-    let url = q.endpoint.url_for(&job.job.path)?;
-    let api_key = q.lock().api_key.header_value();
-    let mut request = http::Request::builder()
-        .method(job.job.method.clone())
-        .uri(url.as_str())
-        .body(job.job.body.clone())
-        .map_err(|e| format!("cannot build the request: {e}"))?;
+fn build_request(q: &KeyQueue, job: &Queued) -> HttpRequest {
+    let api_key = q.lock().api_key_header.clone();
+    let mut request = http::Request::new(job.job.body.clone());
+    *request.method_mut() = job.job.method.clone();
+    *request.uri_mut() = job.uri.clone();
     let headers = request.headers_mut();
-    headers.extend(job.job.headers.clone());
-    headers.insert("x-api-key", api_key);
+    if !job.job.headers.is_empty() {
+        headers.extend(job.job.headers.clone());
+    }
+    headers.insert(HeaderName::from_static("x-api-key"), api_key);
     if !headers.contains_key(http::header::USER_AGENT) {
         headers.insert(
             http::header::USER_AGENT,
-            HeaderValue::from_static(concat!("fabraix-scheduler/", env!("CARGO_PKG_VERSION"))),
+            HeaderValue::from_static(USER_AGENT),
         );
     }
-    Ok(request)
+    request
 }
+
+const USER_AGENT: &str = concat!("fabraix-scheduler/", env!("CARGO_PKG_VERSION"));
 
 async fn send<S: LedgerStore>(
     inner: Arc<Inner<S>>,
@@ -174,26 +175,20 @@ async fn send<S: LedgerStore>(
     mut job: Queued,
     slot: Instant,
 ) {
-    let request = match build_request(&q, &job) {
-        Ok(r) => r,
-        Err(message) => return finish(&q, job, Err(JobError::InvalidRequest(message))),
-    };
+    let request = build_request(&q, &job);
     job.attempts += 1;
     Counters::bump(&q.counters.sent);
     if job.attempts == 1 {
         inner.budget.deposit();
     }
-    let span = tracing::debug_span!("send", key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path);
-    let _enter = span.enter();
-    let late = inner.clock.now().saturating_duration_since(slot);
-    tracing::trace!(late_us = late.as_micros() as u64, "sending");
-    drop(_enter);
+    tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
     let sent_at = inner.clock.now();
     let result = inner.transport.send(request).await;
     let now = inner.clock.now();
     match result {
         Ok(response) => on_response(&inner, &q, job, response, slot, sent_at, now).await,
-        Err(error) => on_transport_error(&inner, &q, job, error, now).await,
+        // Rare paths are boxed so that the common one keeps a small future (cheap to spawn).
+        Err(error) => Box::pin(on_transport_error(&inner, &q, job, error, now)).await,
     }
 }
 
@@ -246,17 +241,20 @@ async fn on_response<S: LedgerStore>(
             );
         }
         Class::RateLimited => {
-            if !q.refused_calls_count {
-                if let Err(e) = inner.store.refund(&q.id, slot).await {
-                    tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
+            Box::pin(async {
+                if !q.refused_calls_count {
+                    if let Err(e) = inner.store.refund(&q.id, slot).await {
+                        tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
+                    }
                 }
-            }
-            on_rate_limited(inner, q, job, &parts.headers, &body, now).await
+                on_rate_limited(inner, q, job, &parts.headers, &body, now).await
+            })
+            .await
         }
         Class::Transient => {
             let api = ApiError::from_body(status.as_u16(), &body);
             let message = api.to_string();
-            retry_or_fail(
+            Box::pin(retry_or_fail(
                 inner,
                 q,
                 job,
@@ -265,7 +263,7 @@ async fn on_response<S: LedgerStore>(
                 message,
                 true,
                 now,
-            )
+            ))
             .await;
         }
         Class::Unauthorized => {

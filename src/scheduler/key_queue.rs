@@ -23,6 +23,8 @@ use crate::quota::Quota;
 pub(crate) struct Queued {
     pub(crate) id: u64,
     pub(crate) job: Job,
+    /// The job's absolute URI, checked against the key's origin at submission.
+    pub(crate) uri: http::Uri,
     pub(crate) attempts: u32,
     pub(crate) rate_limited: u32,
     pub(crate) transient_retries: u32,
@@ -51,6 +53,8 @@ pub(crate) struct QueueState {
     pub(crate) hand_back: bool,
     pub(crate) revoked: bool,
     pub(crate) api_key: ApiKey,
+    /// `api_key` as a sensitive header value, made once per key (and rotation), not per call.
+    pub(crate) api_key_header: http::HeaderValue,
     pub(crate) pending_slot: Option<Instant>,
     pub(crate) returned: Vec<ReturnedJob>,
 }
@@ -149,6 +153,7 @@ impl KeyQueue {
                 hand_back: false,
                 revoked: false,
                 api_key: config.api_key.clone(),
+                api_key_header: config.api_key.header_value(),
                 pending_slot: None,
                 returned: Vec::new(),
             }),

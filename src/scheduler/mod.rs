@@ -260,9 +260,10 @@ impl<S: LedgerStore> Scheduler<S> {
                 job,
             });
         };
-        if let Err(reason) = q.endpoint.url_for(&job.path) {
-            return Err(SubmitError::InvalidJob { reason, job });
-        }
+        let uri = match q.endpoint.uri_for(&job.path) {
+            Ok(uri) => uri,
+            Err(reason) => return Err(SubmitError::InvalidJob { reason, job }),
+        };
         let mut job = job;
         loop {
             let space = q.space.notified();
@@ -277,7 +278,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 outcome: rx,
                 queue: Arc::downgrade(&q),
             };
-            match self.enqueue(&q, job, id, tx) {
+            match self.enqueue(&q, job, uri.clone(), id, tx) {
                 Enqueued::Queued { ahead, pending } => {
                     let now = self.inner.clock.now();
                     let eta = match pending {
@@ -300,6 +301,7 @@ impl<S: LedgerStore> Scheduler<S> {
         &self,
         q: &Arc<KeyQueue>,
         job: Job,
+        uri: http::Uri,
         id: u64,
         tx: oneshot::Sender<crate::Outcome>,
     ) -> Enqueued {
@@ -330,6 +332,7 @@ impl<S: LedgerStore> Scheduler<S> {
         st.push_back(Queued {
             id,
             job,
+            uri,
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,
@@ -348,6 +351,7 @@ impl<S: LedgerStore> Scheduler<S> {
             Some(q) => {
                 let mut st = q.lock();
                 tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
+                st.api_key_header = api_key.header_value();
                 st.api_key = api_key;
                 st.revoked = false;
                 true
