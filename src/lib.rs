@@ -61,7 +61,10 @@ pub use fabraix::{
 pub use job::{Job, Priority};
 pub use job_error::{JobError, Outcome, SubmitError};
 pub use key_id::KeyId;
-pub use ledger::{Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, StoreError, DEFAULT_GUARD};
+pub use ledger::{
+    Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, StoreError, WindowSemantics,
+    DEFAULT_GUARD,
+};
 pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;
 pub use retry::{

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fabraix_scheduler::{Instant, Ledger, LedgerConfig, Quota};
+use fabraix_scheduler::{Instant, Ledger, LedgerConfig, Quota, WindowSemantics};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ proptest! {
     #[test]
     fn never_more_than_n_in_any_window(q in quota(), ops in prop::collection::vec(op(), 1..300), guard in 0u64..20) {
         let t0 = Instant::now();
-        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::from_millis(guard)) }, t0);
+        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::from_millis(guard)), ..LedgerConfig::default() }, t0);
         let mut now = t0;
         let mut live: Vec<Instant> = Vec::new();
         let mut last: Option<Instant> = None;
@@ -100,7 +100,7 @@ proptest! {
     #[test]
     fn slots_are_the_earliest_possible(q in quota(), gaps in prop::collection::vec(0u64..300, 1..250)) {
         let t0 = Instant::now();
-        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::ZERO) }, t0);
+        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::ZERO), ..LedgerConfig::default() }, t0);
         let mut now = t0;
         let mut slots: Vec<Instant> = Vec::new();
         for gap in gaps {
@@ -128,6 +128,42 @@ proptest! {
             prop_assert!(slot >= best, "slot {:?} earlier than possible {:?}", slot - t0, best - t0);
             prop_assert!(slot <= best + tolerance, "slot {:?} later than the earliest {:?}", slot - t0, best - t0);
             slots.push(slot);
+        }
+    }
+}
+
+/// A token-bucket server (GCRA, rate N / W, burst N per limit) accepts the call at `t` given the
+/// earlier accepted calls: virtual scheduling, computed from scratch.
+fn bucket_accepts(accepted: &[Instant], t: Instant, q: &Quota, t0: Instant) -> bool {
+    q.limits().iter().all(|l| {
+        let interval = l.window().as_nanos() as f64 / f64::from(l.count());
+        let tolerance = interval * f64::from(l.count() - 1);
+        let mut tat = 0.0f64;
+        for a in accepted {
+            let at = (*a - t0).as_nanos() as f64;
+            tat = tat.max(at) + interval;
+        }
+        let at = (t - t0).as_nanos() as f64;
+        at + 1.0 >= tat - tolerance
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, .. ProptestConfig::default() })]
+
+    #[test]
+    fn token_bucket_semantics_conform_to_the_bucket(q in quota(), gaps in prop::collection::vec(0u64..300, 1..200), guard in 0u64..20) {
+        let t0 = Instant::now();
+        let config = LedgerConfig { guard: Some(Duration::from_millis(guard)), semantics: WindowSemantics::TokenBucket };
+        let mut ledger = Ledger::new(&q, config, t0);
+        let mut now = t0;
+        let mut accepted: Vec<Instant> = Vec::new();
+        for gap in gaps {
+            now += Duration::from_millis(gap);
+            let slot = ledger.reserve(now);
+            prop_assert!(slot >= now);
+            prop_assert!(bucket_accepts(&accepted, slot, &q, t0), "slot {:?} refused by the bucket", slot - t0);
+            accepted.push(slot);
         }
     }
 }

@@ -171,3 +171,37 @@ async fn refused_calls_count_by_default_and_can_be_told_not_to() {
         }
     }
 }
+
+/// Told that the server uses token buckets, the key takes the burst and the refill: zero 429 and
+/// within 1 % of the bucket's minimum (100 calls on a Development key: 59 at once, then one a
+/// second: about 40 s, where a sliding reading takes 60 s).
+#[tokio::test(start_paused = true)]
+async fn token_bucket_semantics_against_a_token_bucket_server() {
+    let quota = Quota::development();
+    let builder = MockServer::builder()
+        .key(TEST_DEV_KEY, quota.clone())
+        .model(ServerModel::TokenBucket);
+    let rig = common::rig_with(
+        builder,
+        TEST_DEV_KEY,
+        quota,
+        fabraix_scheduler::RetryPolicy::default(),
+        |c| c.semantics(fabraix_scheduler::WindowSemantics::TokenBucket),
+    )
+    .await;
+    let start = Instant::now();
+    let mut tickets = Vec::new();
+    for i in 0..100 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    for t in tickets {
+        t.await.unwrap();
+    }
+    let elapsed = Instant::now() - start;
+    assert_eq!(rig.server.refused(), 0);
+    let minimum = Duration::from_secs(40);
+    assert!(
+        elapsed >= minimum && elapsed <= minimum.mul_f64(1.01),
+        "{elapsed:?}"
+    );
+}

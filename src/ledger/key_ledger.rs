@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::window_log::WindowLog;
+use super::limit_account::{LimitAccount, WindowSemantics};
 use crate::clock::{at_nanos, nanos_since, Instant};
 use crate::quota::Quota;
 
@@ -23,6 +23,9 @@ pub struct LedgerConfig {
     /// arrive at least W apart despite latency jitter. `None`: [`DEFAULT_GUARD`], capped at 10 % of
     /// the shortest window (a 100 ms window gets 10 ms).
     pub guard: Option<Duration>,
+    /// How each limit is read: [`WindowSemantics::Sliding`] (the default, safe whatever the
+    /// server) or [`WindowSemantics::TokenBucket`] for a server known to use token buckets.
+    pub semantics: WindowSemantics,
 }
 
 impl LedgerConfig {
@@ -59,8 +62,7 @@ struct ServerCap {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     origin: Instant,
-    logs: Vec<WindowLog>,
-    guard_ns: u64,
+    logs: Vec<LimitAccount>,
     last_slot_ns: Option<u64>,
     blocked_until_ns: u64,
     pace_ns: Option<u64>,
@@ -82,15 +84,22 @@ impl Ledger {
     /// assert_eq!(ledger.reserve(now), now + Duration::from_millis(1100));
     /// ```
     pub fn new(quota: &Quota, config: LedgerConfig, origin: Instant) -> Self {
+        let guard_ns = duration_ns(config.guard_for(quota));
         let logs = quota
             .limits()
             .iter()
-            .map(|l| WindowLog::new(l.count(), duration_ns(l.window())))
+            .map(|l| {
+                LimitAccount::new(
+                    config.semantics,
+                    l.count(),
+                    duration_ns(l.window()),
+                    guard_ns,
+                )
+            })
             .collect();
         Self {
             origin,
             logs,
-            guard_ns: duration_ns(config.guard_for(quota)),
             last_slot_ns: None,
             blocked_until_ns: 0,
             pace_ns: None,
@@ -115,10 +124,7 @@ impl Ledger {
             }
         }
         for log in &self.logs {
-            let e = log.earliest_ns();
-            if e > 0 {
-                t = t.max(e.saturating_add(self.guard_ns));
-            }
+            t = t.max(log.earliest_ns());
         }
         if let Some(cap) = self.server_cap {
             if cap.remaining == 0 && t < cap.reset_ns {
@@ -260,8 +266,11 @@ impl Ledger {
 
     /// Heap bytes this ledger holds (its window logs).
     pub fn heap_bytes(&self) -> usize {
-        self.logs.iter().map(WindowLog::heap_bytes).sum::<usize>()
-            + self.logs.capacity() * std::mem::size_of::<WindowLog>()
+        self.logs
+            .iter()
+            .map(LimitAccount::heap_bytes)
+            .sum::<usize>()
+            + self.logs.capacity() * std::mem::size_of::<LimitAccount>()
     }
 }
 
@@ -277,6 +286,7 @@ mod tests {
         let now = Instant::now();
         let config = LedgerConfig {
             guard: Some(Duration::from_millis(guard_ms)),
+            ..LedgerConfig::default()
         };
         (Ledger::new(&spec.parse().unwrap(), config, now), now)
     }
@@ -319,6 +329,21 @@ mod tests {
         let a = l.reserve(t0);
         let b = l.reserve(t0);
         assert_eq!(b - a, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn token_bucket_semantics_burst_then_rate() {
+        let now = Instant::now();
+        let config = LedgerConfig {
+            guard: Some(Duration::ZERO),
+            semantics: WindowSemantics::TokenBucket,
+        };
+        let mut l = Ledger::new(&"3/3s".parse().unwrap(), config, now);
+        let slots: Vec<_> = (0..5).map(|_| l.reserve(now)).collect();
+        assert_eq!(&slots[..3], &[now, now, now]);
+        assert_eq!(slots[3], now + Duration::from_secs(1));
+        assert_eq!(slots[4], now + Duration::from_secs(2));
+        // A sliding reading would hold the 4th call until 3 s.
     }
 
     #[test]

@@ -9,10 +9,14 @@
 //! one consumes even when the second refuses). This ledger checks and commits all windows at once.
 
 mod key_ledger;
+mod limit_account;
 mod memory;
+mod recent_calls;
 mod store;
+mod token_bucket;
 mod window_log;
 
 pub use key_ledger::{Ledger, LedgerConfig, DEFAULT_GUARD};
+pub use limit_account::WindowSemantics;
 pub use memory::MemoryLedgerStore;
 pub use store::{LedgerStore, StoreError};

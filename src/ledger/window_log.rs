@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use super::recent_calls::RecentCalls;
+
 /// Ticks per window for a limit whose count is at most [`EXACT_MAX_COUNT`]: fine enough that the
 /// rounding (at most W / 4,194,304, about 14 µs for a minute) is negligible.
 const FINE_TICKS_PER_WINDOW: u64 = 1 << 22;
@@ -43,9 +45,8 @@ pub(crate) struct WindowLog {
     /// Latest recorded time (ns) of a call dropped from the log because N newer calls exist.
     /// Used, conservatively, as the N-th most recent call when refunds leave fewer than N.
     evicted_floor_ns: Option<u64>,
-    /// Calls per fixed window `[kW, (k+1)W)`, for the current and the previous k: how busy the
-    /// limit was lately, after its entries have expired (16 bytes, whatever N).
-    recent: [(u64, u64); 2],
+    /// How busy the limit was lately, after its entries have expired.
+    recent: RecentCalls,
 }
 
 impl WindowLog {
@@ -70,17 +71,8 @@ impl WindowLog {
             max_entries,
             total: 0,
             evicted_floor_ns: None,
-            recent: [(u64::MAX, 0); 2],
+            recent: RecentCalls::new(window_ns),
         }
-    }
-
-    fn recent_slot(&mut self, t_ns: u64) -> &mut (u64, u64) {
-        let index = t_ns / self.window_ns;
-        let slot = &mut self.recent[(index % 2) as usize];
-        if slot.0 != index {
-            *slot = (index, 0);
-        }
-        slot
     }
 
     fn time_of(&self, e: &Entry) -> u64 {
@@ -121,7 +113,7 @@ impl WindowLog {
             }
         }
         self.total += 1;
-        self.recent_slot(t_ns).1 += 1;
+        self.recent.add(t_ns);
         self.trim(now_ns);
     }
 
@@ -129,10 +121,7 @@ impl WindowLog {
     /// found; if not (already merged or expired), nothing changes, which is the safe side.
     pub(crate) fn forget(&mut self, t_ns: u64) -> bool {
         let tick = t_ns.div_ceil(self.quantum_ns);
-        let index = t_ns / self.window_ns;
-        if let Some(slot) = self.recent.iter_mut().find(|s| s.0 == index) {
-            slot.1 = slot.1.saturating_sub(1);
-        }
+        self.recent.remove(t_ns);
         let Some(rel) = tick.checked_sub(self.base_tick) else {
             return false;
         };
@@ -216,15 +205,9 @@ impl WindowLog {
         self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
-    /// Calls recorded in the fixed window `[kW, (k+1)W)` holding `now_ns` and the one before it
-    /// (for utilisation estimates; entries that left the window still count here).
+    /// Calls in the fixed window holding `now_ns` and the one before (utilisation estimates).
     pub(crate) fn recent_calls(&self, now_ns: u64) -> u64 {
-        let index = now_ns / self.window_ns;
-        self.recent
-            .iter()
-            .filter(|(i, _)| *i == index || i.checked_add(1) == Some(index))
-            .map(|(_, c)| c)
-            .sum()
+        self.recent.around(now_ns)
     }
 
     pub(crate) fn count(&self) -> u32 {

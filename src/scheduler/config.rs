@@ -111,6 +111,13 @@ impl KeyConfig {
         self
     }
 
+    /// How each limit is read (see [`WindowSemantics`](crate::WindowSemantics)); default sliding
+    /// windows, which every server model accepts.
+    pub fn semantics(mut self, semantics: crate::ledger::WindowSemantics) -> Self {
+        self.ledger.semantics = semantics;
+        self
+    }
+
     /// The key id.
     pub fn id(&self) -> &KeyId {
         &self.id

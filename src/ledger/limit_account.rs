@@ -1,0 +1,89 @@
+//! One limit's accounting, under the semantics the key was configured with.
+
+use super::token_bucket::TokenBucket;
+use super::window_log::WindowLog;
+
+/// How a [`Ledger`](super::Ledger) reads each limit of a quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WindowSemantics {
+    /// Never more than N calls in any window of length W. Accepted by fixed-window, sliding-log
+    /// and token-bucket servers alike: the safe default when the server's counting is unknown
+    /// (the Fabraix docs do not say).
+    #[default]
+    Sliding,
+    /// A token bucket per limit: rate N / W with a burst of N. Finishes earlier against a server
+    /// known to count this way (up to 2N − 1 calls can fall in one sliding window), and is
+    /// refused by a sliding-log server.
+    TokenBucket,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum LimitAccount {
+    Sliding { log: WindowLog, guard_ns: u64 },
+    Bucket(TokenBucket),
+}
+
+impl LimitAccount {
+    pub(crate) fn new(
+        semantics: WindowSemantics,
+        count: u32,
+        window_ns: u64,
+        guard_ns: u64,
+    ) -> Self {
+        match semantics {
+            WindowSemantics::Sliding => LimitAccount::Sliding {
+                log: WindowLog::new(count, window_ns),
+                guard_ns,
+            },
+            WindowSemantics::TokenBucket => {
+                LimitAccount::Bucket(TokenBucket::new(count, window_ns, guard_ns))
+            }
+        }
+    }
+
+    /// The earliest time (ns) at which one more call keeps this limit (0: no constraint).
+    pub(crate) fn earliest_ns(&self) -> u64 {
+        match self {
+            LimitAccount::Sliding { log, guard_ns } => match log.earliest_ns() {
+                0 => 0,
+                e => e.saturating_add(*guard_ns),
+            },
+            LimitAccount::Bucket(bucket) => bucket.earliest_ns(),
+        }
+    }
+
+    pub(crate) fn record(&mut self, t_ns: u64, now_ns: u64) {
+        match self {
+            LimitAccount::Sliding { log, .. } => log.record(t_ns, now_ns),
+            LimitAccount::Bucket(bucket) => bucket.record(t_ns),
+        }
+    }
+
+    pub(crate) fn forget(&mut self, t_ns: u64) -> bool {
+        match self {
+            LimitAccount::Sliding { log, .. } => log.forget(t_ns),
+            LimitAccount::Bucket(bucket) => bucket.forget(t_ns),
+        }
+    }
+
+    pub(crate) fn recent_calls(&self, now_ns: u64) -> u64 {
+        match self {
+            LimitAccount::Sliding { log, .. } => log.recent_calls(now_ns),
+            LimitAccount::Bucket(bucket) => bucket.recent_calls(now_ns),
+        }
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        match self {
+            LimitAccount::Sliding { log, .. } => log.count(),
+            LimitAccount::Bucket(bucket) => bucket.count(),
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            LimitAccount::Sliding { log, .. } => log.heap_bytes(),
+            LimitAccount::Bucket(_) => 0,
+        }
+    }
+}
