@@ -6,6 +6,11 @@
 //!   call at the earliest instant the server model accepts it (a brute-force greedy over the model;
 //!   it never refuses and shares no code with the ledger);
 //! - **scheduler**: this crate's scheduler, defaults (guard, retry policy, adaptive pacing);
+//! - **scheduler, token-bucket semantics**: the same with
+//!   `KeyConfig::semantics(WindowSemantics::TokenBucket)` (a GCRA reading per limit, for servers
+//!   known to use token buckets), for every model;
+//! - **scheduler, refusals not counted**: the same with `KeyConfig::refused_calls_count(false)` (a
+//!   refused call's slot is refunded), for the counter model only;
 //! - **fire-all + backoff**: every call sent at once, each retried on 429 after an exponential
 //!   backoff with full jitter (1 s, ×2, capped at 60 s; `Retry-After` ignored);
 //! - **governor stacked**: one governor limiter per window (`Quota::per_minute(60)` and
@@ -16,11 +21,11 @@
 //!
 //! Every strategy talks to the same in-process server: [`SimServer`] below implements the four
 //! server models exactly as `src/mock/model.rs` documents them (that module is crate-private).
-//! A second table runs the scheduler against the real [`MockServer`] over loopback HTTP to check
-//! that the in-process server agrees with it.
+//! A second table runs the default scheduler against the real [`MockServer`] over loopback HTTP,
+//! for N up to `--loopback-max` (default 1,000), to check that the in-process server agrees with it.
 //!
 //! ```text
-//! cargo run --release --example makespan                  # everything (about a minute)
+//! cargo run --release --example makespan                  # everything (1–2 minutes)
 //! cargo run --release --example makespan -- --n 100,1000  # a subset of N
 //! cargo run --release --example makespan -- --loopback-max 10000
 //! ```
@@ -34,7 +39,7 @@ use bytes::Bytes;
 use fabraix_scheduler::mock::{key_fingerprint, MockServer, ServerModel, TEST_DEV_KEY};
 use fabraix_scheduler::{
     ApiKey, HttpRequest, HttpResponse, Instant, Job, KeyConfig, KeyId, Limit, Quota, Scheduler,
-    ShutdownMode, Transport, TransportConfig, TransportFuture,
+    ShutdownMode, Transport, TransportConfig, TransportFuture, WindowSemantics,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -340,7 +345,28 @@ async fn submit_all(scheduler: &Scheduler, key: &KeyId, n: usize) -> u64 {
     failed
 }
 
-fn scheduler_in_process(model: ServerModel, quota: &Quota, n: usize) -> Run {
+/// Which scheduler configuration a run uses (everything else default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// All defaults.
+    Default,
+    /// `KeyConfig::semantics(WindowSemantics::TokenBucket)`.
+    TokenBucket,
+    /// `KeyConfig::refused_calls_count(false)`.
+    RefusalsNotCounted,
+}
+
+impl Variant {
+    fn apply(self, config: KeyConfig) -> KeyConfig {
+        match self {
+            Self::Default => config,
+            Self::TokenBucket => config.semantics(WindowSemantics::TokenBucket),
+            Self::RefusalsNotCounted => config.refused_calls_count(false),
+        }
+    }
+}
+
+fn scheduler_in_process(model: ServerModel, quota: &Quota, n: usize, variant: Variant) -> Run {
     paused_runtime().block_on(async {
         let origin = Instant::now();
         let transport = Arc::new(SimTransport {
@@ -361,7 +387,10 @@ fn scheduler_in_process(model: ServerModel, quota: &Quota, n: usize) -> Run {
         )
         .expect("config")
         .queue_capacity(n);
-        scheduler.add_key(config).await.expect("key added");
+        scheduler
+            .add_key(variant.apply(config))
+            .await
+            .expect("key added");
         let failed = submit_all(&scheduler, &key, n).await;
         scheduler.shutdown(ShutdownMode::Drain).await;
         let server = transport.server.lock().expect("not poisoned");
@@ -568,20 +597,30 @@ fn main() {
     let mut checks = Vec::new();
     for (qname, quota) in &quotas {
         println!("### {qname} ({quota})\n");
-        println!("| server model | N | minimum | scheduler | fire-all + backoff | governor stacked | governor 1 bucket |");
-        println!("|---|---:|---:|---|---|---|---|");
+        println!(
+            "| server model | N | minimum | scheduler | scheduler, token-bucket semantics \
+             | scheduler, refusals not counted | fire-all + backoff | governor stacked \
+             | governor 1 bucket |"
+        );
+        println!("|---|---:|---:|---|---|---|---|---|---|");
         for model in ServerModel::ALL {
             for &n in &ns {
                 let wall = std::time::Instant::now();
                 let min = minimum(model, quota, n).makespan;
-                let ours = scheduler_in_process(model, quota, n);
+                let ours = scheduler_in_process(model, quota, n, Variant::Default);
+                let bucket = scheduler_in_process(model, quota, n, Variant::TokenBucket);
+                // Refunding refused slots only matters where refusals happen by design.
+                let refunded = (model == ServerModel::SlidingWindowCounter)
+                    .then(|| scheduler_in_process(model, quota, n, Variant::RefusalsNotCounted));
                 let fire = fire_all_backoff(model, quota, n);
                 let stacked = governor_limiters(model, quota, quota.limits(), n);
                 let single = governor_limiters(model, quota, &quota.limits()[..1], n);
                 println!(
-                    "| {model} | {n} | {:.1} s | {} | {} | {} | {} |",
+                    "| {model} | {n} | {:.1} s | {} | {} | {} | {} | {} | {} |",
                     min.as_secs_f64(),
                     cell(ours, min),
+                    cell(bucket, min),
+                    refunded.map_or_else(|| "—".to_owned(), |r| cell(r, min)),
                     cell(fire, min),
                     cell(stacked, min),
                     cell(single, min),
