@@ -5,8 +5,8 @@
 //! at once. The sender:
 //!
 //! - takes events with [`record`](TelemetrySender::record), which returns at once (never waits
-//!   for the network, the quota or the disk, never panics; about 1 µs at p99 even with a million
-//!   events waiting);
+//!   for the network, the quota or the disk, never panics; about 2 µs at p99 with a million
+//!   events waiting: `cargo bench --bench telemetry_record`, BENCHMARKS.md);
 //! - keeps up to `memory_capacity` events in memory and the rest in a crash-safe [`Spool`] on disk
 //!   (framed, checksummed segment files; a torn tail is detected, reported and cut off; replayed
 //!   in order on the next start; removed once acknowledged). Spooling is a group commit: `record`
