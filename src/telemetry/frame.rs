@@ -148,7 +148,7 @@ pub(crate) fn decode(buf: &[u8], offset: u64) -> Result<Option<(Frame, usize)>, 
     )))
 }
 
-/// What [`scan`] found in a segment's bytes.
+/// What [`scan_segment`] found in a segment's bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scan {
     /// The valid records, in order, up to the first damage.

@@ -24,7 +24,7 @@
 //! - [`flush`](TelemetrySender::flush)es or [`shut`](TelemetrySender::shutdown)s down by a deadline:
 //!   sends what the quota allows, persists the rest, reports the counts;
 //! - emits tracing events for each send and state change, and counters through the `metrics`
-//!   facade (names in [`metrics`](self::metrics)).
+//!   facade (names in [`metrics`]).
 //!
 //! Delivery is at-least-once: an event counts as delivered when its call succeeded; after a
 //! crash, events acknowledged since the spool's ack cursor was last written are sent again.
