@@ -1,7 +1,5 @@
 //! Typed Fabraix calls on top of the scheduler.
 
-use std::sync::Arc;
-
 use serde::de::DeserializeOwned;
 
 use super::bodies::{ActionCheck, AgentRun, CheckVerdict, Event, EventAck, RegisterAgentRun};
@@ -130,9 +128,4 @@ pub enum ClientError {
     /// The client could not be set up.
     #[error("cannot set up the client: {0}")]
     Setup(String),
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync(c: FabraixClient) -> Arc<dyn Send + Sync> {
-    Arc::new(c)
 }
