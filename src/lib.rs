@@ -18,13 +18,14 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use fabraix_scheduler::{ApiKey, Event, EventType, FabraixClient, KeyConfig, Quota};
+//! use fabraix_scheduler::{ApiKey, Clock, Event, EventType, FabraixClient, KeyConfig, Quota, TokioClock};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = ApiKey::from_env()?; // FABRAIX_API_KEY, or a .env file
 //! let config = KeyConfig::new("default", key, "https://api.fabraix.com/v1", Quota::development())?;
 //! let client = FabraixClient::new(config).await?;
-//! let event = Event::new(EventType::User, "trace-id", &"hello", &serde_json::json!({"type": "string"}), std::time::SystemTime::now())?;
+//! let at = TokioClock::new().wall_now(); // any SystemTime
+//! let event = Event::new(EventType::User, "trace-id", &"hello", &serde_json::json!({"type": "string"}), at)?;
 //! let ack = client.event(&event).await?; // waits for its slot; never gets the key refused
 //! println!("stored {}", ack.event_id);
 //! # Ok(()) }

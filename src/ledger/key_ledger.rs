@@ -76,7 +76,7 @@ impl Ledger {
     /// ```
     /// use fabraix_scheduler::{Ledger, LedgerConfig, Quota, Instant};
     /// use std::time::Duration;
-    /// let now = Instant::now();
+    /// let now = tokio::time::Instant::now(); // fabraix_scheduler::Instant is tokio's
     /// let mut ledger = Ledger::new(&"2/1s".parse::<Quota>().unwrap(), LedgerConfig::default(), now);
     /// assert_eq!(ledger.reserve(now), now); // an idle key sends at once
     /// assert_eq!(ledger.reserve(now), now);
@@ -283,7 +283,7 @@ mod tests {
     use super::*;
 
     fn ledger(spec: &str, guard_ms: u64) -> (Ledger, Instant) {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let config = LedgerConfig {
             guard: Some(Duration::from_millis(guard_ms)),
             ..LedgerConfig::default()
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn token_bucket_semantics_burst_then_rate() {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let config = LedgerConfig {
             guard: Some(Duration::ZERO),
             semantics: WindowSemantics::TokenBucket,
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn production_key_fits_in_16_kib() {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let mut l = Ledger::new(&crate::Quota::production(), LedgerConfig::default(), now);
         let mut t = now;
         for _ in 0..40_000 {

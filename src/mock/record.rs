@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn windows_are_half_open() {
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now();
         let a = [t0, t0 + Duration::from_secs(1)];
         assert_eq!(max_in_any_window(&a, Duration::from_secs(1)), 1);
         assert_eq!(max_in_any_window(&a, Duration::from_millis(1001)), 2);
@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn verify_quota_names_the_key_and_limit() {
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now();
         let call = |key: &str, ms: u64| AcceptedCall {
             key: key.into(),
             path: "/v1/event".into(),

@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn decreases_once_per_window_and_recovers() {
         let quota: Quota = "60/1m,1000/1h".parse().unwrap();
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now();
         let mut p = Pacer::default();
         let s = p.on_rate_limited(t0, &quota, &[0.5, 0.03]).unwrap();
         assert_eq!(s, Duration::from_secs(60).div_f64(54.0));
@@ -134,7 +134,7 @@ mod tests {
         let quota: Quota = "60/1m,1000/1h".parse().unwrap();
         let mut p = Pacer::default();
         assert!(p
-            .on_rate_limited(Instant::now(), &quota, &[0.01, 0.0005])
+            .on_rate_limited(tokio::time::Instant::now(), &quota, &[0.01, 0.0005])
             .is_none());
         assert!(p.factor().is_none());
     }
