@@ -18,8 +18,12 @@ pub struct ServerWindow {
 const EPOCH_THRESHOLD_SECS: u64 = 1_000_000_000;
 
 /// The server's window, if the response carries both a remaining count and a reset time that parse.
-/// Anything malformed is ignored (the ledger's own accounting still holds).
-pub fn parse_rate_limit_headers(headers: &HeaderMap, wall_now: SystemTime) -> Option<ServerWindow> {
+/// Anything malformed is ignored (the ledger's own accounting still holds). `wall_now` is called
+/// only for a reset given as a Unix timestamp, so the common response costs no clock read.
+pub fn parse_rate_limit_headers(
+    headers: &HeaderMap,
+    wall_now: impl FnOnce() -> SystemTime,
+) -> Option<ServerWindow> {
     if headers.is_empty() {
         return None;
     }
@@ -58,7 +62,7 @@ pub fn parse_rate_limit_headers(headers: &HeaderMap, wall_now: SystemTime) -> Op
     }
     let reset_in = if reset >= EPOCH_THRESHOLD_SECS as f64 {
         let at = UNIX_EPOCH + Duration::from_secs_f64(reset);
-        at.duration_since(wall_now).unwrap_or(Duration::ZERO)
+        at.duration_since(wall_now()).unwrap_or(Duration::ZERO)
     } else {
         Duration::from_secs_f64(reset)
     };
@@ -86,7 +90,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let w = parse_rate_limit_headers(
             &headers(&[("x-ratelimit-remaining", "7"), ("x-ratelimit-reset", "12")]),
-            now,
+            || now,
         )
         .unwrap();
         assert_eq!(
@@ -101,27 +105,27 @@ mod tests {
                 ("ratelimit-remaining", "0"),
                 ("ratelimit-reset", "1700000030"),
             ]),
-            now,
+            || now,
         )
         .unwrap();
         assert_eq!(w.reset_in, Duration::from_secs(30));
         let w = parse_rate_limit_headers(
             &headers(&[("ratelimit", "limit=10, remaining=3, reset=4")]),
-            now,
+            || now,
         )
         .unwrap();
         assert_eq!(w.remaining, 3);
         assert!(parse_rate_limit_headers(
             &headers(&[("x-ratelimit-remaining", "x"), ("x-ratelimit-reset", "1")]),
-            now
+            || now
         )
         .is_none());
         assert!(
-            parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "1")]), now).is_none()
+            parse_rate_limit_headers(&headers(&[("x-ratelimit-remaining", "1")]), || now).is_none()
         );
         assert!(parse_rate_limit_headers(
             &headers(&[("x-ratelimit-remaining", "1"), ("x-ratelimit-reset", "-3")]),
-            now
+            || now
         )
         .is_none());
     }

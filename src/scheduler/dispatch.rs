@@ -202,7 +202,7 @@ async fn on_response<S: LedgerStore>(
     now: Instant,
 ) {
     let (parts, body) = response.into_parts();
-    if let Some(window) = parse_rate_limit_headers(&parts.headers, inner.clock.wall_now()) {
+    if let Some(window) = parse_rate_limit_headers(&parts.headers, || inner.clock.wall_now()) {
         // Calls of ours still on the wire will count against what the server says is left.
         let others = q.lock().in_flight.saturating_sub(1);
         let remaining = window
