@@ -274,13 +274,7 @@ async fn a_429_pauses_the_whole_key_and_loses_nothing() {
         |c| c.max_in_flight(1),
     )
     .await;
-    let mut tickets = Vec::new();
-    for i in 0..20 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
-    for t in tickets {
-        t.await.unwrap();
-    }
+    common::send_events(&rig, 20).await;
     let stats = rig.scheduler.stats(&rig.key).unwrap();
     assert_eq!(stats.succeeded, 20);
     assert!(stats.rate_limited >= 1);
@@ -303,13 +297,7 @@ async fn rate_limit_headers_tighten_the_ledger() {
         |c| c.max_in_flight(1),
     )
     .await;
-    let mut tickets = Vec::new();
-    for i in 0..20 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
-    for t in tickets {
-        t.await.unwrap();
-    }
+    common::send_events(&rig, 20).await;
     let refused = rig
         .server
         .key_stats(&key_fingerprint(TEST_DEV_KEY))
@@ -332,10 +320,7 @@ async fn unauthorized_fails_every_queued_job_at_once_until_rotation() {
     )
     .await;
     rig.server.revoke_key(TEST_DEV_KEY);
-    let mut tickets = Vec::new();
-    for i in 0..10 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 10).await;
     let mut unauthorized = 0;
     let mut failed_fast = 0;
     for t in tickets {
@@ -384,10 +369,7 @@ async fn rotation_keeps_queued_jobs() {
         .key(TEST_DEV_KEY, KeyProfile::new(slow.clone()).label("old"))
         .key(TEST_PROD_KEY, KeyProfile::new(slow.clone()).label("new"));
     let rig = rig(builder, TEST_DEV_KEY, slow).await;
-    let mut tickets = Vec::new();
-    for i in 0..20 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 20).await;
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     assert!(rig
         .scheduler
@@ -470,10 +452,7 @@ async fn faults_never_lose_a_job() {
         |c| c,
     )
     .await;
-    let mut tickets = Vec::new();
-    for i in 0..200 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 200).await;
     let mut ok = 0;
     let mut failed = 0;
     for t in tickets {

@@ -67,10 +67,7 @@ async fn makespan_matches_the_ledger_plan() {
     let planned = rig.scheduler.plan(&rig.key, 300).await.unwrap();
     let start = Instant::now();
     let expected = *planned.last().unwrap() - start;
-    let mut tickets = Vec::new();
-    for i in 0..300 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 300).await;
     let last_eta = tickets.last().unwrap().eta() - start;
     for t in tickets {
         t.await.unwrap();
@@ -154,13 +151,7 @@ async fn refused_calls_count_by_default_and_can_be_told_not_to() {
         )
         .await;
         let start = Instant::now();
-        let mut tickets = Vec::new();
-        for i in 0..1_000 {
-            tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-        }
-        for t in tickets {
-            t.await.unwrap();
-        }
+        common::send_events(&rig, 1_000).await;
         let elapsed = Instant::now() - start;
         let refused = rig.server.refused();
         assert!((1..=30).contains(&refused), "{refused} refused");
@@ -190,13 +181,7 @@ async fn token_bucket_semantics_against_a_token_bucket_server() {
     )
     .await;
     let start = Instant::now();
-    let mut tickets = Vec::new();
-    for i in 0..100 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
-    for t in tickets {
-        t.await.unwrap();
-    }
+    common::send_events(&rig, 100).await;
     let elapsed = Instant::now() - start;
     assert_eq!(rig.server.refused(), 0);
     let minimum = Duration::from_secs(40);

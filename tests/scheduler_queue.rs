@@ -79,10 +79,7 @@ async fn a_check_overtakes_queued_telemetry() {
 #[tokio::test(start_paused = true)]
 async fn fifo_within_a_lane_and_etas_in_order() {
     let rig = slow_rig("2/1s").await;
-    let mut tickets = Vec::new();
-    for i in 0..10 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 10).await;
     let etas: Vec<Instant> = tickets.iter().map(|t| t.eta()).collect();
     assert!(etas.windows(2).all(|w| w[0] <= w[1]));
     assert!(etas[9] - etas[0] >= Duration::from_secs(4));
@@ -177,10 +174,7 @@ async fn overflow_wait_applies_backpressure() {
     )
     .await;
     let start = Instant::now();
-    let mut tickets = Vec::new();
-    for i in 0..8 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 8).await;
     // Submitting 8 into a queue of 2 at 1/s had to wait for room.
     assert!(
         Instant::now() - start >= Duration::from_secs(4),
@@ -207,13 +201,7 @@ async fn in_flight_cap_holds() {
     })
     .await;
     let start = Instant::now();
-    let mut tickets = Vec::new();
-    for i in 0..10 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
-    for t in tickets {
-        t.await.unwrap();
-    }
+    common::send_events(&rig, 10).await;
     let elapsed = Instant::now() - start;
     assert!(
         elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(6),
@@ -269,10 +257,7 @@ async fn many_keys_at_once_each_within_its_quota() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_returning_unsent_hands_every_job_back() {
     let rig = slow_rig("1/10s").await;
-    let mut tickets = Vec::new();
-    for i in 0..10 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 10).await;
     tokio::time::sleep(Duration::from_secs(15)).await; // two sent
     let report = rig.scheduler.shutdown(ShutdownMode::ReturnUnsent).await;
     let mut ok = 0;
@@ -297,10 +282,7 @@ async fn shutdown_returning_unsent_hands_every_job_back() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_draining_sends_everything() {
     let rig = slow_rig("2/1s").await;
-    let mut tickets = Vec::new();
-    for i in 0..10 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 10).await;
     let report = rig.scheduler.shutdown(ShutdownMode::Drain).await;
     assert!(report.returned.is_empty());
     for t in tickets {
@@ -312,10 +294,7 @@ async fn shutdown_draining_sends_everything() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_with_a_deadline_sends_what_the_quota_allows_then_hands_back() {
     let rig = slow_rig("1/1s").await;
-    let mut tickets = Vec::new();
-    for i in 0..20 {
-        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
-    }
+    let tickets = common::submit_events(&rig, 20).await;
     let deadline = Instant::now() + Duration::from_millis(4_500);
     let report = rig
         .scheduler

@@ -85,3 +85,21 @@ pub fn check() -> Job {
     .unwrap()
     .with_priority(Priority::Interactive)
 }
+
+/// Submits events 0..n to the rig's key, in order, and returns their tickets.
+pub async fn submit_events(rig: &Rig, n: usize) -> Vec<fabraix_scheduler::Ticket> {
+    let mut tickets = Vec::with_capacity(n);
+    for i in 0..n {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    tickets
+}
+
+/// Submits events 0..n and waits for every one to succeed (panics on a failed outcome).
+pub async fn send_events(rig: &Rig, n: usize) -> Vec<fabraix_scheduler::Response> {
+    let mut responses = Vec::with_capacity(n);
+    for t in submit_events(rig, n).await {
+        responses.push(t.await.unwrap());
+    }
+    responses
+}
