@@ -1,16 +1,14 @@
-//! The per-key dispatcher (slot → job → send task) and one send attempt with its classification.
-//!
-//! The dispatcher reserves the key's next slot *before* choosing a job and binds the job only when
-//! the slot is due, so that the highest-priority job waiting at that moment takes it (an agent's
-//! `/check` overtakes a backlog of `/event`s), and a cancelled job never holds a slot.
+//! One call on the wire and what its answer does: success, 429 (pause the key, put the job back),
+//! transient failure (back off, retry under the budget), 401/403, fatal. The shard
+//! ([`super::shard`]) decides when a call goes; this decides what happens after.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderMap;
 
 use super::key_queue::{KeyQueue, Queued};
+use super::request_template::build_request;
 use super::stats::Counters;
 use super::Inner;
 use crate::api_error::ApiError;
@@ -21,117 +19,40 @@ use crate::response::Response;
 use crate::retry::{
     classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
 };
-use crate::transport::{HttpRequest, HttpResponse, TransportError};
-
-/// After the key was held back at least this long (a full window, a 429 pause), calls ramp up
-/// again: one on the wire, then twice as many after each success, up to `max_in_flight`. If the
-/// server still disagrees at the boundary, one or two calls are refused instead of a whole burst;
-/// the cost is a few round trips per hold.
-const RAMP_AFTER_HOLD: Duration = Duration::from_secs(1);
-
-pub(crate) async fn run_dispatcher<S: LedgerStore>(inner: Arc<Inner<S>>, q: Arc<KeyQueue>) {
-    loop {
-        // 1. Wait for a job and room on the wire.
-        loop {
-            let notified = q.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let st = q.lock();
-                if st.finished() {
-                    return;
-                }
-                if st.has_jobs() && st.in_flight < st.ramp {
-                    break;
-                }
-            }
-            notified.await;
-        }
-
-        // 2. Reserve the key's next slot and wait for it.
-        let epoch = q.reslot_epoch.load(Ordering::SeqCst);
-        let reslot = q.reslot.notified();
-        tokio::pin!(reslot);
-        reslot.as_mut().enable();
-        let now = inner.clock.now();
-        let slot = match inner.store.reserve(&q.id, now).await {
-            Ok(slot) => slot,
-            Err(e) => {
-                // The store cannot answer: fail the head job rather than spin.
-                let job = q.lock().pop_highest();
-                if let Some(job) = job {
-                    finish_unsent(&q, job, Err(JobError::Store(e)));
-                }
-                continue;
-            }
-        };
-        q.lock().pending_slot = Some(slot);
-        let mut keep = q.reslot_epoch.load(Ordering::SeqCst) == epoch;
-        if keep && slot > now {
-            tokio::select! {
-                () = inner.clock.sleep_until(slot) => {}
-                () = &mut reslot => keep = false,
-            }
-        }
-
-        // 3. Bind the highest-priority job waiting now, or give the slot back.
-        let job = {
-            let mut st = q.lock();
-            st.pending_slot = None;
-            if slot.saturating_duration_since(now) >= RAMP_AFTER_HOLD {
-                st.ramp = 1;
-            }
-            let job = if keep && !st.hand_back {
-                st.pop_highest()
-            } else {
-                None
-            };
-            if job.is_some() {
-                st.in_flight += 1;
-            }
-            job
-        };
-        match job {
-            Some(job) => {
-                q.space.notify_one();
-                tokio::spawn(send(Arc::clone(&inner), Arc::clone(&q), job, slot));
-            }
-            None => {
-                if let Err(e) = inner.store.refund(&q.id, slot).await {
-                    tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
-                }
-            }
-        }
-    }
-}
+use crate::transport::{HttpResponse, TransportError};
 
 /// Ends a job that never went on the wire.
-fn finish_unsent(q: &KeyQueue, job: Queued, outcome: crate::job_error::Outcome) {
+pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
     Counters::bump(&q.counters.failed);
     let _ = job.outcome.send(outcome);
     q.space.notify_one();
-    q.work.notify_one();
+    q.wake();
 }
 
 /// Ends a job that was on the wire: frees its in-flight place and delivers its outcome.
-fn finish(q: &KeyQueue, job: Queued, outcome: crate::job_error::Outcome) {
+fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
     match &outcome {
         Ok(_) => Counters::bump(&q.counters.succeeded),
         Err(_) => Counters::bump(&q.counters.failed),
     }
-    {
+    let serve = {
         let mut st = q.lock();
         st.in_flight -= 1;
         if outcome.is_ok() {
             st.ramp = (st.ramp * 2).min(q.max_in_flight);
         }
-    }
+        // With nothing queued the key has nothing to do until a job arrives (which wakes it),
+        // unless it is closing and may now be done.
+        st.has_jobs() || st.closed
+    };
     let _ = job.outcome.send(outcome);
-    q.work.notify_one();
+    if serve {
+        q.wake();
+    }
 }
 
 /// Puts a job back at the front of its lane (or hands it back if the queue is being emptied).
-fn requeue_front(q: &KeyQueue, job: Queued, from_backoff: bool) {
+fn requeue_front(q: &Arc<KeyQueue>, job: Queued, from_backoff: bool) {
     let mut st = q.lock();
     if from_backoff {
         st.backing_off -= 1;
@@ -145,64 +66,45 @@ fn requeue_front(q: &KeyQueue, job: Queued, from_backoff: bool) {
         st.push_front(job);
     }
     drop(st);
-    q.work.notify_one();
+    q.wake();
 }
 
-fn build_request(q: &KeyQueue, job: &Queued) -> HttpRequest {
-    let api_key = q.lock().api_key_header.clone();
-    let mut request = http::Request::new(job.job.body.clone());
-    *request.method_mut() = job.job.method.clone();
-    *request.uri_mut() = job.uri.clone();
-    let headers = request.headers_mut();
-    if !job.job.headers.is_empty() {
-        headers.extend(job.job.headers.clone());
-    }
-    headers.insert(HeaderName::from_static("x-api-key"), api_key);
-    if !headers.contains_key(http::header::USER_AGENT) {
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(USER_AGENT),
-        );
-    }
-    request
-}
-
-const USER_AGENT: &str = concat!("fabraix-scheduler/", env!("CARGO_PKG_VERSION"));
-
-async fn send<S: LedgerStore>(
-    inner: Arc<Inner<S>>,
+/// One attempt of `job` in its `slot`, put on the wire at `sent_at` with the key's `headers`, and
+/// everything its answer leads to.
+pub(crate) async fn send<S: LedgerStore>(
+    inner: &Inner<S>,
     q: Arc<KeyQueue>,
     mut job: Queued,
+    headers: HeaderMap,
     slot: Instant,
+    sent_at: Instant,
 ) {
-    let request = build_request(&q, &job);
+    let request = build_request(&job, headers);
     job.attempts += 1;
     Counters::bump(&q.counters.sent);
     if job.attempts == 1 {
         inner.budget.deposit();
     }
     tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
-    let sent_at = inner.clock.now();
     let result = inner.transport.send(request).await;
-    let now = inner.clock.now();
     match result {
-        Ok(response) => on_response(&inner, &q, job, response, slot, sent_at, now).await,
-        // Rare paths are boxed so that the common one keeps a small future (cheap to spawn).
-        Err(error) => Box::pin(on_transport_error(&inner, &q, job, error, now)).await,
+        Ok(response) => on_response(inner, &q, job, response, slot, sent_at).await,
+        // Rare paths are boxed so that the common one keeps a small future.
+        Err(error) => Box::pin(on_transport_error(inner, &q, job, error)).await,
     }
 }
 
 async fn on_response<S: LedgerStore>(
-    inner: &Arc<Inner<S>>,
+    inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     job: Queued,
     response: HttpResponse,
     slot: Instant,
     sent_at: Instant,
-    now: Instant,
 ) {
     let (parts, body) = response.into_parts();
     if let Some(window) = parse_rate_limit_headers(&parts.headers, || inner.clock.wall_now()) {
+        let now = inner.clock.now();
         // Calls of ours still on the wire will count against what the server says is left.
         let others = q.lock().in_flight.saturating_sub(1);
         let remaining = window
@@ -221,7 +123,12 @@ async fn on_response<S: LedgerStore>(
         Class::Success => {
             let spacing = {
                 let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
-                pacer.on_success(now, &q.quota)
+                // The clock is read only for a key that is being paced.
+                if pacer.factor().is_some() {
+                    pacer.on_success(inner.clock.now(), &q.quota)
+                } else {
+                    None
+                }
             };
             if let Some(spacing) = spacing {
                 tracing::debug!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "pace raised after a quiet window");
@@ -247,7 +154,7 @@ async fn on_response<S: LedgerStore>(
                         tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
                     }
                 }
-                on_rate_limited(inner, q, job, &parts.headers, &body, now).await
+                on_rate_limited(inner, q, job, &parts.headers, &body).await
             })
             .await
         }
@@ -262,7 +169,6 @@ async fn on_response<S: LedgerStore>(
                 api.code,
                 message,
                 true,
-                now,
             ))
             .await;
         }
@@ -284,7 +190,7 @@ async fn on_response<S: LedgerStore>(
 }
 
 /// 401: this job fails, and so does every job queued for the key, at once, until the key rotates.
-fn revoke(q: &KeyQueue, job: Queued, api: ApiError) {
+fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
     let (key, queued) = {
         let mut st = q.lock();
         st.revoked = true;
@@ -298,13 +204,13 @@ fn revoke(q: &KeyQueue, job: Queued, api: ApiError) {
 }
 
 async fn on_rate_limited<S: LedgerStore>(
-    inner: &Arc<Inner<S>>,
+    inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     mut job: Queued,
     headers: &http::HeaderMap,
     body: &[u8],
-    now: Instant,
 ) {
+    let now = inner.clock.now();
     Counters::bump(&q.counters.rate_limited);
     job.rate_limited += 1;
     let policy = &inner.retry;
@@ -367,30 +273,28 @@ async fn on_rate_limited<S: LedgerStore>(
 }
 
 async fn on_transport_error<S: LedgerStore>(
-    inner: &Arc<Inner<S>>,
+    inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     job: Queued,
     error: TransportError,
-    now: Instant,
 ) {
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
     if !error.kind.is_transient() {
         return finish(q, job, Err(JobError::InvalidRequest(error.to_string())));
     }
     let reached = error.kind.may_have_reached_server();
-    retry_or_fail(inner, q, job, None, None, error.to_string(), reached, now).await;
+    retry_or_fail(inner, q, job, None, None, error.to_string(), reached).await;
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn retry_or_fail<S: LedgerStore>(
-    inner: &Arc<Inner<S>>,
+    inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     mut job: Queued,
     status: Option<u16>,
     code: Option<String>,
     message: String,
     may_have_reached_server: bool,
-    now: Instant,
 ) {
     let delivery = job.job.delivery.unwrap_or(inner.retry.delivery);
     let why = if delivery == Delivery::AtMostOnce && may_have_reached_server {
@@ -427,7 +331,7 @@ async fn retry_or_fail<S: LedgerStore>(
         st.in_flight -= 1;
         st.backing_off += 1;
     }
-    q.work.notify_one();
-    inner.clock.sleep_until(now + delay).await;
+    q.wake();
+    inner.clock.sleep_until(inner.clock.now() + delay).await;
     requeue_front(q, job, true);
 }

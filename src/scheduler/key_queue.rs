@@ -1,14 +1,18 @@
-//! One key's queue: priority lanes, in-flight count, and the state shared by its dispatcher, its
-//! send tasks and its tickets. Every lock here is short and never held across an `.await`.
+//! One key's queue: priority lanes, in-flight count, and the state shared by its dispatch shard,
+//! its calls on the wire and its tickets. Every lock here is short and never held across an
+//! `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use http::HeaderMap;
 use tokio::sync::{oneshot, Notify};
 
 use super::config::{KeyConfig, Overflow};
 use super::pacing::Pacer;
+use super::request_template::{request_headers, UriCache};
+use super::shard::Shard;
 use super::stats::{Counters, KeyStats};
 use crate::api_key::ApiKey;
 use crate::clock::Instant;
@@ -53,13 +57,37 @@ pub(crate) struct QueueState {
     pub(crate) hand_back: bool,
     pub(crate) revoked: bool,
     pub(crate) api_key: ApiKey,
-    /// `api_key` as a sensitive header value, made once per key (and rotation), not per call.
-    pub(crate) api_key_header: http::HeaderValue,
-    pub(crate) pending_slot: Option<Instant>,
+    /// The headers every call of this key carries (the key, marked sensitive, and the user
+    /// agent), made once per key and rotation, and cloned per call.
+    pub(crate) request_headers: HeaderMap,
+    /// Absolute URIs of the paths submitted lately, so a repeated path is not parsed again.
+    pub(crate) uris: UriCache,
+    /// The slot reserved for the next call, while the shard waits for it.
+    pub(crate) pending: Option<PendingSlot>,
+    /// The key's shard has let it go: closed, empty, nothing on the wire.
+    pub(crate) retired: bool,
     pub(crate) returned: Vec<ReturnedJob>,
 }
 
+/// A slot reserved in the ledger that the key's shard waits for; the job is chosen when it is due.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingSlot {
+    /// When the call may go.
+    pub(crate) slot: Instant,
+    /// When it was reserved (a long hold makes the key ramp up again).
+    pub(crate) reserved_at: Instant,
+    /// `KeyQueue::reslot_epoch` at reservation: a later value means "reserve again".
+    pub(crate) epoch: u64,
+    /// Matches the shard's timer for this slot.
+    pub(crate) timer: u64,
+}
+
 impl QueueState {
+    /// The slot the shard waits for, if any.
+    pub(crate) fn pending_slot(&self) -> Option<Instant> {
+        self.pending.map(|p| p.slot)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lanes.iter().map(VecDeque::len).sum()
     }
@@ -122,20 +150,22 @@ pub(crate) struct KeyQueue {
     pub(crate) overflow: Overflow,
     pub(crate) refused_calls_count: bool,
     state: Mutex<QueueState>,
-    /// Wakes the dispatcher: a job arrived, a call finished, the queue closed.
-    pub(crate) work: Notify,
+    /// The shard that dispatches this key.
+    pub(crate) shard: Arc<Shard>,
+    /// Whether the key is on its shard's list of keys to serve (set by `wake`, cleared by the
+    /// shard before it serves the key).
+    pub(crate) scheduled: AtomicBool,
     /// Wakes submitters waiting for room.
     pub(crate) space: Notify,
-    /// Wakes the dispatcher out of its wait for a slot: the key was paused, or the slot's job
-    /// was cancelled.
-    pub(crate) reslot: Notify,
+    /// Bumped when the slot the shard waits for must be given back and reserved again: the key
+    /// was paused, or the slot's job was cancelled.
     pub(crate) reslot_epoch: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) pacer: Mutex<Pacer>,
 }
 
 impl KeyQueue {
-    pub(crate) fn new(config: &KeyConfig) -> Self {
+    pub(crate) fn new(config: &KeyConfig, shard: Arc<Shard>) -> Self {
         Self {
             id: config.id.clone(),
             endpoint: config.endpoint.clone(),
@@ -153,13 +183,15 @@ impl KeyQueue {
                 hand_back: false,
                 revoked: false,
                 api_key: config.api_key.clone(),
-                api_key_header: config.api_key.header_value(),
-                pending_slot: None,
+                request_headers: request_headers(&config.api_key),
+                uris: UriCache::default(),
+                pending: None,
+                retired: false,
                 returned: Vec::new(),
             }),
-            work: Notify::new(),
+            shard,
+            scheduled: AtomicBool::new(false),
             space: Notify::new(),
-            reslot: Notify::new(),
             reslot_epoch: AtomicU64::new(0),
             counters: Counters::default(),
             pacer: Mutex::new(Pacer::default()),
@@ -170,17 +202,25 @@ impl KeyQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes the dispatcher drop the slot it waits for and reserve again.
-    pub(crate) fn reslot(&self) {
-        self.reslot_epoch.fetch_add(1, Ordering::SeqCst);
-        self.reslot.notify_waiters();
+    /// Asks the key's shard to serve it: reserve and send if there are jobs and room, drop a slot
+    /// that must be reserved again, or let the key go once it is closed and done.
+    pub(crate) fn wake(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.shard.schedule(Arc::clone(self));
+        }
     }
 
-    pub(crate) fn cancel(&self, id: u64) -> bool {
+    /// Makes the shard drop the slot it waits for and reserve again.
+    pub(crate) fn reslot(self: &Arc<Self>) {
+        self.reslot_epoch.fetch_add(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    pub(crate) fn cancel(self: &Arc<Self>, id: u64) -> bool {
         let removed = {
             let mut st = self.lock();
             let removed = st.remove(id);
-            if removed.is_some() && !st.has_jobs() && st.pending_slot.is_some() {
+            if removed.is_some() && !st.has_jobs() && st.pending.is_some() {
                 // The held slot has no job left: give it back now.
                 drop(st);
                 self.reslot();

@@ -18,10 +18,12 @@ mod config;
 mod dispatch;
 mod key_queue;
 mod pacing;
+mod request_template;
+mod shard;
 mod stats;
 mod ticket;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -42,6 +44,7 @@ use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
 use key_queue::{KeyQueue, Queued};
+use shard::Shard;
 
 pub(crate) struct Inner<S> {
     pub(crate) store: S,
@@ -52,7 +55,10 @@ pub(crate) struct Inner<S> {
     pub(crate) adaptive_pacing: bool,
     rng: Mutex<fastrand::Rng>,
     keys: DashMap<KeyId, Arc<KeyQueue>>,
-    dispatchers: Mutex<Vec<JoinHandle<()>>>,
+    shards: Vec<Arc<Shard>>,
+    /// The shard the next key goes to (round robin).
+    next_shard: AtomicUsize,
+    shard_tasks: Mutex<Vec<JoinHandle<()>>>,
     next_id: AtomicU64,
 }
 
@@ -96,6 +102,7 @@ pub struct SchedulerBuilder<S: LedgerStore = MemoryLedgerStore> {
     budget: RetryBudget,
     seed: Option<u64>,
     adaptive_pacing: bool,
+    shards: Option<usize>,
 }
 
 impl Scheduler {
@@ -124,6 +131,7 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             budget: RetryBudget::default(),
             seed: None,
             adaptive_pacing: true,
+            shards: None,
         }
     }
 
@@ -170,6 +178,21 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
         self
     }
 
+    /// How many tasks dispatch the keys (1 ..; default: the machine's parallelism, at most 8).
+    /// Each key is served by one of them, given round robin as keys are added; a task serves
+    /// all of its keys' calls, so one is enough for a current-thread runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use fabraix_scheduler::Scheduler;
+    /// let scheduler = Scheduler::builder().dispatch_tasks(1).build().unwrap();
+    /// # let _ = scheduler; }
+    /// ```
+    pub fn dispatch_tasks(mut self, n: usize) -> Self {
+        self.shards = Some(n.max(1));
+        self
+    }
+
     /// Builds the scheduler. Fails only if the default transport cannot be built.
     pub fn build(self) -> Result<Scheduler<S>, TransportError> {
         let transport = match self.transport {
@@ -180,6 +203,9 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
         };
+        let shards = self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        });
         Ok(Scheduler {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -190,7 +216,9 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
                 adaptive_pacing: self.adaptive_pacing,
                 rng: Mutex::new(rng),
                 keys: DashMap::new(),
-                dispatchers: Mutex::new(Vec::new()),
+                shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
+                next_shard: AtomicUsize::new(0),
+                shard_tasks: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -204,7 +232,7 @@ enum Enqueued {
         pending: Option<Instant>,
     },
     FailedFast,
-    Refused(SubmitError),
+    Refused(Box<SubmitError>),
     Full(Job),
 }
 
@@ -216,7 +244,7 @@ pub struct ShutdownReport {
 }
 
 impl<S: LedgerStore> Scheduler<S> {
-    /// Adds a key and starts its dispatcher (call it inside a tokio runtime). If the id exists
+    /// Adds a key and gives it to a dispatch task (call it inside a tokio runtime). If the id exists
     /// already, only its API key is replaced, as [`rotate_key`](Self::rotate_key) does: the queue
     /// and the ledger (with its record of recent calls) stay as they are.
     pub async fn add_key(&self, config: KeyConfig) -> Result<(), StoreError> {
@@ -228,20 +256,24 @@ impl<S: LedgerStore> Scheduler<S> {
             .store
             .register(&config.id, &config.quota, config.ledger, now)
             .await?;
-        let queue = Arc::new(KeyQueue::new(&config));
+        let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
+        let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);
+        let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard)));
         match self.inner.keys.entry(config.id.clone()) {
-            // Added concurrently by another caller: that one's queue and dispatcher stand.
+            // Added concurrently by another caller: that one's queue stands.
             dashmap::Entry::Occupied(_) => return Ok(()),
             dashmap::Entry::Vacant(slot) => {
-                slot.insert(Arc::clone(&queue));
+                slot.insert(queue);
             }
         }
-        let handle = tokio::spawn(dispatch::run_dispatcher(Arc::clone(&self.inner), queue));
-        self.inner
-            .dispatchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+        if shard.join() {
+            let handle = tokio::spawn(shard::run_shard(Arc::clone(&self.inner), shard));
+            self.inner
+                .shard_tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle);
+        }
         Ok(())
     }
 
@@ -260,10 +292,6 @@ impl<S: LedgerStore> Scheduler<S> {
                 job,
             });
         };
-        let uri = match q.endpoint.uri_for(&job.path) {
-            Ok(uri) => uri,
-            Err(reason) => return Err(SubmitError::InvalidJob { reason, job }),
-        };
         let mut job = job;
         loop {
             let space = q.space.notified();
@@ -278,7 +306,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 outcome: rx,
                 queue: Arc::downgrade(&q),
             };
-            match self.enqueue(&q, job, uri.clone(), id, tx) {
+            match self.enqueue(&q, job, id, tx) {
                 Enqueued::Queued { ahead, pending } => {
                     let now = self.inner.clock.now();
                     let eta = match pending {
@@ -289,7 +317,7 @@ impl<S: LedgerStore> Scheduler<S> {
                     return Ok(ticket(eta.unwrap_or(now)));
                 }
                 Enqueued::FailedFast => return Ok(ticket(self.inner.clock.now())),
-                Enqueued::Refused(e) => return Err(e),
+                Enqueued::Refused(e) => return Err(*e),
                 Enqueued::Full(j) => job = j,
             }
             space.await;
@@ -301,13 +329,16 @@ impl<S: LedgerStore> Scheduler<S> {
         &self,
         q: &Arc<KeyQueue>,
         job: Job,
-        uri: http::Uri,
         id: u64,
         tx: oneshot::Sender<crate::Outcome>,
     ) -> Enqueued {
         let mut st = q.lock();
+        let uri = match st.uris.uri_for(&q.endpoint, &job.path) {
+            Ok(uri) => uri,
+            Err(reason) => return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job })),
+        };
         if st.closed {
-            return Enqueued::Refused(SubmitError::ShuttingDown { job });
+            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job }));
         }
         if st.revoked {
             let fingerprint = st.api_key.fingerprint().to_string();
@@ -319,16 +350,19 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         if st.len() >= q.capacity {
             if q.overflow == Overflow::Reject {
-                return Enqueued::Refused(SubmitError::QueueFull {
+                return Enqueued::Refused(Box::new(SubmitError::QueueFull {
                     key: q.id.clone(),
                     capacity: q.capacity,
                     job,
-                });
+                }));
             }
             return Enqueued::Full(job);
         }
         let ahead = st.ahead_of(job.priority);
-        let pending = st.pending_slot;
+        let pending = st.pending_slot();
+        // A key waiting for a slot, or with its calls all on the wire, is served again when the
+        // slot is due or a call ends.
+        let serve = st.pending.is_none() && st.in_flight < st.ramp;
         st.push_back(Queued {
             id,
             job,
@@ -340,7 +374,9 @@ impl<S: LedgerStore> Scheduler<S> {
         });
         drop(st);
         q.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        q.work.notify_one();
+        if serve {
+            q.wake();
+        }
         Enqueued::Queued { ahead, pending }
     }
 
@@ -351,7 +387,7 @@ impl<S: LedgerStore> Scheduler<S> {
             Some(q) => {
                 let mut st = q.lock();
                 tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
-                st.api_key_header = api_key.header_value();
+                st.request_headers = request_template::request_headers(&api_key);
                 st.api_key = api_key;
                 st.revoked = false;
                 true
@@ -373,7 +409,7 @@ impl<S: LedgerStore> Scheduler<S> {
         };
         let (queued, pending) = {
             let st = q.lock();
-            (st.len(), st.pending_slot)
+            (st.len(), st.pending_slot())
         };
         if queued == 0 {
             return Ok(None);
@@ -425,13 +461,13 @@ impl<S: LedgerStore> Scheduler<S> {
             .collect();
         for q in &queues {
             q.lock().closed = true;
-            q.work.notify_one();
+            q.wake();
             q.space.notify_waiters();
         }
         let mut handles: Vec<JoinHandle<()>> = std::mem::take(
             &mut *self
                 .inner
-                .dispatchers
+                .shard_tasks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
@@ -444,7 +480,6 @@ impl<S: LedgerStore> Scheduler<S> {
                 }
                 drop(st);
                 q.reslot();
-                q.work.notify_one();
             }
         };
         match mode {

@@ -1,0 +1,146 @@
+//! What every call of a key shares, made once rather than per call: its headers and the absolute
+//! URIs of the paths it sends to.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::key_queue::Queued;
+use crate::api_key::ApiKey;
+use crate::endpoint::Endpoint;
+use crate::transport::HttpRequest;
+
+const USER_AGENT: &str = concat!("fabraix-scheduler/", env!("CARGO_PKG_VERSION"));
+
+/// Paths remembered per key. A scan of this many short strings costs less than parsing one URI.
+const URI_CACHE_SIZE: usize = 8;
+
+/// The headers of every call made with `api_key`: `x-api-key` (marked sensitive, so it is never
+/// printed) and the user agent.
+pub(crate) fn request_headers(api_key: &ApiKey) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(HeaderName::from_static("x-api-key"), api_key.header_value());
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    );
+    headers
+}
+
+/// The request for one attempt of `job`, with the key's `headers`. A job's own headers come
+/// first; the key header always wins, the user agent only if the job sets none.
+pub(crate) fn build_request(job: &Queued, headers: HeaderMap) -> HttpRequest {
+    let mut request = http::Request::new(job.job.body.clone());
+    *request.method_mut() = job.job.method.clone();
+    *request.uri_mut() = job.uri.clone();
+    if job.job.headers.is_empty() {
+        *request.headers_mut() = headers;
+    } else {
+        let all = request.headers_mut();
+        all.extend(job.job.headers.clone());
+        for (name, value) in &headers {
+            if name == http::header::USER_AGENT && all.contains_key(name) {
+                continue;
+            }
+            all.insert(name.clone(), value.clone());
+        }
+    }
+    request
+}
+
+/// The absolute URIs of the last few distinct paths a key was given, most recent first.
+#[derive(Debug, Default)]
+pub(crate) struct UriCache {
+    entries: Vec<(Box<str>, http::Uri)>,
+}
+
+impl UriCache {
+    /// The URI of `path` under `endpoint`: remembered, or checked and built (see
+    /// [`Endpoint::uri_for`]) and remembered. An invalid path is not remembered.
+    pub(crate) fn uri_for(&mut self, endpoint: &Endpoint, path: &str) -> Result<http::Uri, String> {
+        if let Some(i) = self.entries.iter().position(|(p, _)| &**p == path) {
+            if i > 0 {
+                let hit = self.entries.remove(i);
+                self.entries.insert(0, hit);
+            }
+            return Ok(self.entries[0].1.clone());
+        }
+        let uri = endpoint.uri_for(path)?;
+        if self.entries.len() == URI_CACHE_SIZE {
+            self.entries.pop();
+        }
+        self.entries.insert(0, (path.into(), uri.clone()));
+        Ok(uri)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_recent_paths_and_rejects_bad_ones() {
+        let endpoint = Endpoint::new("http://127.0.0.1:9/v1", false).unwrap();
+        let mut cache = UriCache::default();
+        for i in 0..(URI_CACHE_SIZE + 3) {
+            let uri = cache.uri_for(&endpoint, &format!("/p{i}")).unwrap();
+            assert_eq!(uri.to_string(), format!("http://127.0.0.1:9/v1/p{i}"));
+        }
+        assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
+        assert_eq!(&*cache.entries[0].0, format!("/p{}", URI_CACHE_SIZE + 2));
+        // A hit moves to the front and gives the same URI as a fresh build.
+        let hit = cache.uri_for(&endpoint, "/p5").unwrap();
+        assert_eq!(hit, endpoint.uri_for("/p5").unwrap());
+        assert_eq!(&*cache.entries[0].0, "/p5");
+        assert!(cache.uri_for(&endpoint, "https://elsewhere.example/x").is_err());
+        assert!(cache.uri_for(&endpoint, "/a/../b").is_err());
+        assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
+    }
+
+    fn queued(job: crate::job::Job) -> Queued {
+        let endpoint = Endpoint::new("http://127.0.0.1:9/v1", false).unwrap();
+        Queued {
+            id: 1,
+            uri: endpoint.uri_for(&job.path).unwrap(),
+            job,
+            attempts: 0,
+            rate_limited: 0,
+            transient_retries: 0,
+            outcome: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_plain_job_carries_the_key_headers() {
+        let key = ApiKey::new("secret-value").unwrap();
+        let job = queued(crate::job::Job::new(http::Method::POST, "/event").with_body("{}"));
+        let request = build_request(&job, request_headers(&key));
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(request.uri(), "http://127.0.0.1:9/v1/event");
+        assert_eq!(request.body().as_ref(), b"{}");
+        assert_eq!(request.headers()["x-api-key"], "secret-value");
+        assert!(request.headers()["x-api-key"].is_sensitive());
+        assert_eq!(request.headers()[http::header::USER_AGENT], USER_AGENT);
+        assert_eq!(request.headers().len(), 2);
+    }
+
+    #[test]
+    fn the_key_header_wins_and_a_job_user_agent_stays() {
+        let key = ApiKey::new("secret-value").unwrap();
+        let job = queued(
+            crate::job::Job::new(http::Method::GET, "/check")
+                .with_header(
+                    HeaderName::from_static("x-api-key"),
+                    HeaderValue::from_static("forged"),
+                )
+                .with_header(http::header::USER_AGENT, HeaderValue::from_static("agent/1"))
+                .with_header(
+                    HeaderName::from_static("x-trace"),
+                    HeaderValue::from_static("t1"),
+                ),
+        );
+        let request = build_request(&job, request_headers(&key));
+        let keys: Vec<_> = request.headers().get_all("x-api-key").iter().collect();
+        assert_eq!(keys, ["secret-value"]);
+        assert_eq!(request.headers()[http::header::USER_AGENT], "agent/1");
+        assert_eq!(request.headers()["x-trace"], "t1");
+    }
+}

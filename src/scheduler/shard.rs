@@ -1,0 +1,325 @@
+//! A dispatch shard: one task that dispatches many keys.
+//!
+//! Each key is given to a shard when it is added (round robin). The shard keeps a list of keys
+//! that asked for service ([`KeyQueue::wake`]: a job arrived, a call ended, a slot must be given
+//! back, the key closed), a timer per key waiting for its reserved slot, and every call of its keys
+//! on the wire (driven here, in a `FuturesUnordered`, rather than one spawned task per call).
+//!
+//! Serving a key: while it has jobs and room on the wire, reserve its next slot in the ledger; a
+//! slot that is due now takes the highest-priority job at once; a later one is held and the job is
+//! chosen only when the slot is due (so an agent's `/check` overtakes a backlog of `/event`s, and
+//! a cancelled job never holds a slot). A key holds at most one future slot at a time.
+//!
+//! Why shards: a task per key costs a wake, a poll and a spawned send task per call; with 10,000
+//! keys each holding one job that is all there is. A shard serves whichever of its keys are ready
+//! in one pass, and a call costs a push and a poll. The shard exits when all its keys are retired
+//! (closed, empty, nothing on the wire), and is started again if a key is added later.
+
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Notify;
+
+use http::HeaderMap;
+
+use super::dispatch::{finish_unsent, send};
+use super::key_queue::{KeyQueue, PendingSlot, Queued};
+use super::Inner;
+use crate::clock::{Instant, Sleep};
+use crate::job_error::JobError;
+use crate::ledger::LedgerStore;
+
+/// After the key was held back at least this long (a full window, a 429 pause), calls ramp up
+/// again: one on the wire, then twice as many after each success, up to `max_in_flight`. If the
+/// server still disagrees at the boundary, one or two calls are refused instead of a whole burst;
+/// the cost is a few round trips per hold.
+const RAMP_AFTER_HOLD: Duration = Duration::from_secs(1);
+
+/// The part of a shard that keys and the scheduler share: the keys to serve and the shard's life.
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    ready: Mutex<Vec<Arc<KeyQueue>>>,
+    notify: Notify,
+    life: Mutex<ShardLife>,
+}
+
+#[derive(Debug, Default)]
+struct ShardLife {
+    /// Keys given to this shard and not retired.
+    live: usize,
+    /// Whether the shard's task runs.
+    running: bool,
+}
+
+impl Shard {
+    /// Puts `q` on the list of keys to serve (through [`KeyQueue::wake`], which makes sure a key
+    /// is listed once).
+    pub(crate) fn schedule(&self, q: Arc<KeyQueue>) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(q);
+        self.notify.notify_one();
+    }
+
+    /// A key joins the shard. True if the shard's task is not running and must be started.
+    pub(crate) fn join(&self) -> bool {
+        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
+        life.live += 1;
+        !std::mem::replace(&mut life.running, true)
+    }
+
+    fn retire(&self) {
+        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
+        life.live = life.live.saturating_sub(1);
+    }
+
+    /// True, and the shard counts as stopped, if no key is left.
+    fn stop_if_done(&self) -> bool {
+        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
+        if life.live == 0 {
+            life.running = false;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A key waiting for its reserved slot.
+struct Timer {
+    at: Instant,
+    id: u64,
+    q: Arc<KeyQueue>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.id) == (other.at, other.id)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.at, self.id).cmp(&(other.at, other.id))
+    }
+}
+
+/// The timers of one shard, earliest first.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<Timer>>,
+    next_id: u64,
+}
+
+impl Timers {
+    fn add(&mut self, at: Instant, q: &Arc<KeyQueue>) -> u64 {
+        self.next_id += 1;
+        self.heap.push(Reverse(Timer {
+            at,
+            id: self.next_id,
+            q: Arc::clone(q),
+        }));
+        self.next_id
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(t)| t.at)
+    }
+
+    fn pop_due(&mut self, through: Instant) -> Option<Timer> {
+        match self.heap.peek() {
+            Some(Reverse(t)) if t.at <= through => self.heap.pop().map(|Reverse(t)| t),
+            _ => None,
+        }
+    }
+}
+
+/// Runs one shard until every key it was given is retired.
+pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<Shard>) {
+    let inner: &Inner<S> = &inner;
+    let mut wire = FuturesUnordered::new();
+    let mut timers = Timers::default();
+    let mut sleep: Option<(Instant, Sleep)> = None;
+    // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
+    let mut woke_for: Option<Instant> = None;
+    let mut batch: Vec<Arc<KeyQueue>> = Vec::new();
+    loop {
+        // Keys that asked to be served.
+        std::mem::swap(
+            &mut batch,
+            &mut *shard.ready.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        for q in batch.drain(..) {
+            q.scheduled.store(false, Ordering::Release);
+            // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
+            let calls = &mut wire;
+            let mut start = move |q: &Arc<KeyQueue>, job, headers, slot, sent_at| {
+                calls.push(send(inner, Arc::clone(q), job, headers, slot, sent_at));
+            };
+            serve(inner, &q, None, &mut timers, &mut start).await;
+        }
+
+        // Slots that are due.
+        if timers.next_at().is_some() {
+            let now = inner.clock.now();
+            let through = woke_for.take().map_or(now, |at| at.max(now));
+            while let Some(t) = timers.pop_due(through) {
+                let calls = &mut wire;
+                let mut start = move |q: &Arc<KeyQueue>, job, headers, slot, sent_at| {
+                    calls.push(send(inner, Arc::clone(q), job, headers, slot, sent_at));
+                };
+                serve(inner, &t.q, Some(t.id), &mut timers, &mut start).await;
+            }
+        }
+
+        if wire.is_empty() && shard.stop_if_done() {
+            return;
+        }
+
+        // Wait for a call to end, a key to ask, or the next slot.
+        let next_at = timers.next_at();
+        if sleep.as_ref().map(|(at, _)| *at) != next_at {
+            sleep = next_at.map(|at| (at, inner.clock.sleep_until(at)));
+        }
+        let slot_due = async {
+            match sleep.as_mut() {
+                Some((_, s)) => s.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(()) = wire.next(), if !wire.is_empty() => {}
+            () = shard.notify.notified() => {}
+            () = slot_due => {
+                woke_for = sleep.take().map(|(at, _)| at);
+            }
+        }
+    }
+}
+
+/// Starts a call: `(key, job, its headers, its slot, when it goes)`.
+pub(crate) type Start<'s> =
+    dyn FnMut(&Arc<KeyQueue>, Queued, HeaderMap, Instant, Instant) + Send + 's;
+
+/// Serves one key: gives back or uses the slot it holds, then reserves and sends while it has
+/// jobs and room on the wire. `timer` is set when the key's slot timer fired.
+async fn serve<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    timer: Option<u64>,
+    timers: &mut Timers,
+    start: &mut Start<'_>,
+) {
+    // 1. The slot the key holds: due now, to be given back, or still ahead.
+    let held = {
+        let mut st = q.lock();
+        match st.pending {
+            None => None,
+            Some(p) => {
+                let due = timer == Some(p.timer);
+                let stale = q.reslot_epoch.load(Ordering::SeqCst) != p.epoch;
+                if !due && !stale {
+                    return;
+                }
+                st.pending = None;
+                Some((p, due && !stale))
+            }
+        }
+    };
+    if let Some((held, keep)) = held {
+        let sent_at = if keep { inner.clock.now() } else { held.slot };
+        use_slot(inner, q, held, keep, sent_at, start).await;
+    }
+
+    // 2. Reserve and send while there are jobs and room on the wire.
+    loop {
+        {
+            let mut st = q.lock();
+            if st.finished() {
+                if !std::mem::replace(&mut st.retired, true) {
+                    drop(st);
+                    q.shard.retire();
+                }
+                return;
+            }
+            if !st.has_jobs() || st.in_flight >= st.ramp {
+                return;
+            }
+        }
+        let epoch = q.reslot_epoch.load(Ordering::SeqCst);
+        let now = inner.clock.now();
+        let slot = match inner.store.reserve(&q.id, now).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                // The store cannot answer: fail the head job rather than spin.
+                let job = q.lock().pop_highest();
+                if let Some(job) = job {
+                    finish_unsent(q, job, Err(JobError::Store(e)));
+                }
+                continue;
+            }
+        };
+        let held = PendingSlot {
+            slot,
+            reserved_at: now,
+            epoch,
+            timer: 0,
+        };
+        if slot <= now {
+            let keep = q.reslot_epoch.load(Ordering::SeqCst) == epoch;
+            use_slot(inner, q, held, keep, now, start).await;
+        } else {
+            let timer = timers.add(slot, q);
+            q.lock().pending = Some(PendingSlot { timer, ..held });
+            return;
+        }
+    }
+}
+
+/// Sends the highest-priority job in a due slot, or gives the slot back to the ledger.
+async fn use_slot<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    held: PendingSlot,
+    keep: bool,
+    sent_at: Instant,
+    start: &mut Start<'_>,
+) {
+    match bind(q, held, keep) {
+        Some((job, headers)) => start(q, job, headers, held.slot, sent_at),
+        None => {
+            if let Err(e) = inner.store.refund(&q.id, held.slot).await {
+                tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
+            }
+        }
+    }
+}
+
+/// Takes the highest-priority job for a slot that is due (none if the slot must be given back or
+/// the key is handing jobs back), counts it on the wire, and returns it with the key's headers.
+fn bind(q: &KeyQueue, held: PendingSlot, keep: bool) -> Option<(Queued, HeaderMap)> {
+    let mut st = q.lock();
+    if held.slot.saturating_duration_since(held.reserved_at) >= RAMP_AFTER_HOLD {
+        st.ramp = 1;
+    }
+    if !keep || st.hand_back {
+        return None;
+    }
+    let job = st.pop_highest()?;
+    st.in_flight += 1;
+    let headers = st.request_headers.clone();
+    drop(st);
+    q.space.notify_one();
+    Some((job, headers))
+}
