@@ -48,3 +48,8 @@ impl From<String> for KeyId {
         Self(Arc::from(s))
     }
 }
+
+/// A concurrent map from key ids, hashed with foldhash: key ids are chosen by the application,
+/// not by whoever sends data, so a fast seeded hash serves better than SipHash (it is looked up
+/// on every submit and every reservation).
+pub(crate) type KeyMap<V> = dashmap::DashMap<KeyId, V, foldhash::fast::RandomState>;

@@ -3,18 +3,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
-
 use super::{Ledger, LedgerConfig, LedgerStore, StoreError};
 use crate::clock::Instant;
-use crate::key_id::KeyId;
+use crate::key_id::{KeyId, KeyMap};
 use crate::quota::Quota;
 
 /// Ledgers kept in this process. Each key's ledger sits behind its own short-held mutex; the map's
 /// guard is released before the ledger is touched and nothing is held across an `.await`.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLedgerStore {
-    ledgers: Arc<DashMap<KeyId, Arc<Mutex<Ledger>>>>,
+    ledgers: Arc<KeyMap<Arc<Mutex<Ledger>>>>,
 }
 
 impl MemoryLedgerStore {

@@ -69,16 +69,34 @@ fn requeue_front(q: &Arc<KeyQueue>, job: Queued, from_backoff: bool) {
     q.wake();
 }
 
-/// One attempt of `job` in its `slot`, put on the wire at `sent_at` with the key's `headers`, and
-/// everything its answer leads to.
-pub(crate) async fn send<S: LedgerStore>(
+/// A call that has been answered (or failed on the way).
+pub(crate) struct Answer {
+    q: Arc<KeyQueue>,
+    job: Queued,
+    slot: Instant,
+    sent_at: Instant,
+    result: Result<HttpResponse, TransportError>,
+}
+
+/// A job waiting out its backoff after a transient failure; it goes back to the front of its lane
+/// at `until` ([`requeue_after_backoff`]).
+pub(crate) struct Backoff {
+    pub(crate) q: Arc<KeyQueue>,
+    pub(crate) job: Queued,
+    pub(crate) until: Instant,
+}
+
+/// Puts one attempt of `job` on the wire (its `slot`, sent at `sent_at`, with the key's
+/// `headers`). The future holds only the job and the transport's future, so it is cheap to keep
+/// among the shard's calls; what the answer leads to is [`on_answer`]'s work.
+pub(crate) fn send<S: LedgerStore>(
     inner: &Inner<S>,
     q: Arc<KeyQueue>,
     mut job: Queued,
     headers: HeaderMap,
     slot: Instant,
     sent_at: Instant,
-) {
+) -> impl std::future::Future<Output = Answer> + Send + 'static {
     let request = build_request(&job, headers);
     job.attempts += 1;
     Counters::bump(&q.counters.sent);
@@ -86,12 +104,91 @@ pub(crate) async fn send<S: LedgerStore>(
         inner.budget.deposit();
     }
     tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
-    let result = inner.transport.send(request).await;
+    let response = inner.transport.send(request);
+    async move {
+        Answer {
+            result: response.await,
+            q,
+            job,
+            slot,
+            sent_at,
+        }
+    }
+}
+
+/// The common answer, handled without an `.await`: a success without rate-limit headers on a key
+/// that is not being paced delivers its outcome at once (`None`). Anything else is given back for
+/// [`on_answer`]. (An awaited handler is a large future, moved on every call; this is not.)
+pub(crate) fn finish_plain_success<S: LedgerStore>(
+    inner: &Inner<S>,
+    answer: Answer,
+) -> Option<Answer> {
+    let Answer {
+        q,
+        job,
+        slot,
+        sent_at,
+        result,
+    } = answer;
+    match result {
+        Ok(response)
+            if matches!(classify_status(response.status()), Class::Success)
+                && parse_rate_limit_headers(response.headers(), || inner.clock.wall_now())
+                    .is_none()
+                && !q_is_paced(&q) =>
+        {
+            let (parts, body) = response.into_parts();
+            let attempts = job.attempts;
+            finish(
+                &q,
+                job,
+                Ok(Response {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                    attempts,
+                    sent_at,
+                }),
+            );
+            None
+        }
+        result => Some(Answer {
+            q,
+            job,
+            slot,
+            sent_at,
+            result,
+        }),
+    }
+}
+
+fn q_is_paced(q: &KeyQueue) -> bool {
+    q.pacer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .factor()
+        .is_some()
+}
+
+/// Classifies an answered call and acts on it: delivers the outcome, or pauses the key and puts
+/// the job back (429), or returns the backoff a transient failure waits out before its retry.
+pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) -> Option<Backoff> {
+    let Answer {
+        q,
+        job,
+        slot,
+        sent_at,
+        result,
+    } = answer;
     match result {
         Ok(response) => on_response(inner, &q, job, response, slot, sent_at).await,
-        // Rare paths are boxed so that the common one keeps a small future.
-        Err(error) => Box::pin(on_transport_error(inner, &q, job, error)).await,
+        Err(error) => on_transport_error(inner, &q, job, error),
     }
+}
+
+/// A backoff ended: the job goes back to the front of its lane.
+pub(crate) fn requeue_after_backoff(backoff: Backoff) {
+    requeue_front(&backoff.q, backoff.job, true);
 }
 
 async fn on_response<S: LedgerStore>(
@@ -101,7 +198,7 @@ async fn on_response<S: LedgerStore>(
     response: HttpResponse,
     slot: Instant,
     sent_at: Instant,
-) {
+) -> Option<Backoff> {
     let (parts, body) = response.into_parts();
     if let Some(window) = parse_rate_limit_headers(&parts.headers, || inner.clock.wall_now()) {
         let now = inner.clock.now();
@@ -146,6 +243,7 @@ async fn on_response<S: LedgerStore>(
                     sent_at,
                 }),
             );
+            None
         }
         Class::RateLimited => {
             Box::pin(async {
@@ -156,12 +254,13 @@ async fn on_response<S: LedgerStore>(
                 }
                 on_rate_limited(inner, q, job, &parts.headers, &body).await
             })
-            .await
+            .await;
+            None
         }
         Class::Transient => {
             let api = ApiError::from_body(status.as_u16(), &body);
             let message = api.to_string();
-            Box::pin(retry_or_fail(
+            retry_or_fail(
                 inner,
                 q,
                 job,
@@ -169,22 +268,24 @@ async fn on_response<S: LedgerStore>(
                 api.code,
                 message,
                 true,
-            ))
-            .await;
+            )
         }
         Class::Unauthorized => {
             let api = ApiError::from_body(status.as_u16(), &body);
             revoke(q, job, api);
+            None
         }
         Class::Forbidden => {
             let api = ApiError::from_body(status.as_u16(), &body);
             let key = q.lock().api_key.fingerprint().to_string();
             tracing::warn!(key = %q.id, fingerprint = %key, status = 403, "call forbidden for this key");
             finish(q, job, Err(JobError::Forbidden { key, api }));
+            None
         }
         Class::Fatal => {
             let api = ApiError::from_body(status.as_u16(), &body);
             finish(q, job, Err(JobError::Rejected(api)));
+            None
         }
     }
 }
@@ -272,22 +373,24 @@ async fn on_rate_limited<S: LedgerStore>(
     }
 }
 
-async fn on_transport_error<S: LedgerStore>(
+fn on_transport_error<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     job: Queued,
     error: TransportError,
-) {
+) -> Option<Backoff> {
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
     if !error.kind.is_transient() {
-        return finish(q, job, Err(JobError::InvalidRequest(error.to_string())));
+        finish(q, job, Err(JobError::InvalidRequest(error.to_string())));
+        return None;
     }
     let reached = error.kind.may_have_reached_server();
-    retry_or_fail(inner, q, job, None, None, error.to_string(), reached).await;
+    retry_or_fail(inner, q, job, None, None, error.to_string(), reached)
 }
 
+/// Fails the job, or returns the backoff it waits out before its retry.
 #[allow(clippy::too_many_arguments)]
-async fn retry_or_fail<S: LedgerStore>(
+fn retry_or_fail<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     mut job: Queued,
@@ -295,7 +398,7 @@ async fn retry_or_fail<S: LedgerStore>(
     code: Option<String>,
     message: String,
     may_have_reached_server: bool,
-) {
+) -> Option<Backoff> {
     let delivery = job.job.delivery.unwrap_or(inner.retry.delivery);
     let why = if delivery == Delivery::AtMostOnce && may_have_reached_server {
         Some("at-most-once delivery: the server may have processed it")
@@ -308,7 +411,7 @@ async fn retry_or_fail<S: LedgerStore>(
     };
     if let Some(why) = why {
         let attempts = job.attempts;
-        return finish(
+        finish(
             q,
             job,
             Err(JobError::Transient {
@@ -319,6 +422,7 @@ async fn retry_or_fail<S: LedgerStore>(
                 why,
             }),
         );
+        return None;
     }
     Counters::bump(&q.counters.retries);
     let delay: Duration = inner
@@ -332,6 +436,9 @@ async fn retry_or_fail<S: LedgerStore>(
         st.backing_off += 1;
     }
     q.wake();
-    inner.clock.sleep_until(inner.clock.now() + delay).await;
-    requeue_front(q, job, true);
+    Some(Backoff {
+        q: Arc::clone(q),
+        job,
+        until: inner.clock.now() + delay,
+    })
 }

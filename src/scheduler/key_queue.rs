@@ -26,7 +26,9 @@ use crate::quota::Quota;
 #[derive(Debug)]
 pub(crate) struct Queued {
     pub(crate) id: u64,
-    pub(crate) job: Job,
+    /// Boxed: a queued job moves through the lanes, the shard and the call's future; a pointer
+    /// moves cheaply, the job itself (about 180 bytes) would be copied at each step.
+    pub(crate) job: Box<Job>,
     /// The job's absolute URI, checked against the key's origin at submission.
     pub(crate) uri: http::Uri,
     pub(crate) attempts: u32,
@@ -245,7 +247,7 @@ impl KeyQueue {
         Counters::bump(&self.counters.failed);
         st.returned.push(ReturnedJob {
             key: self.id.clone(),
-            job: q.job,
+            job: *q.job,
             attempts: q.attempts,
         });
         let _ = q.outcome.send(Err(JobError::ShutDown));

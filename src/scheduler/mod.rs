@@ -26,7 +26,6 @@ mod ticket;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dashmap::DashMap;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -39,7 +38,7 @@ use crate::api_key::ApiKey;
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::job::Job;
 use crate::job_error::{JobError, SubmitError};
-use crate::key_id::KeyId;
+use crate::key_id::{KeyId, KeyMap};
 use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
@@ -54,7 +53,7 @@ pub(crate) struct Inner<S> {
     pub(crate) budget: RetryBudget,
     pub(crate) adaptive_pacing: bool,
     rng: Mutex<fastrand::Rng>,
-    keys: DashMap<KeyId, Arc<KeyQueue>>,
+    keys: KeyMap<Arc<KeyQueue>>,
     shards: Vec<Arc<Shard>>,
     /// The shard the next key goes to (round robin).
     next_shard: AtomicUsize,
@@ -215,7 +214,7 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
                 budget: self.budget,
                 adaptive_pacing: self.adaptive_pacing,
                 rng: Mutex::new(rng),
-                keys: DashMap::new(),
+                keys: KeyMap::default(),
                 shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
                 next_shard: AtomicUsize::new(0),
                 shard_tasks: Mutex::new(Vec::new()),
@@ -233,7 +232,7 @@ enum Enqueued {
     },
     FailedFast,
     Refused(Box<SubmitError>),
-    Full(Job),
+    Full(Box<Job>),
 }
 
 /// What [`Scheduler::shutdown`] returns.
@@ -292,11 +291,11 @@ impl<S: LedgerStore> Scheduler<S> {
                 job,
             });
         };
-        let mut job = job;
+        let mut job = Box::new(job);
+        // Registered for "room in the queue" only once the queue was found full (registering
+        // costs a lock), and always before the attempt whose failure it waits out.
+        let mut room = None;
         loop {
-            let space = q.space.notified();
-            tokio::pin!(space);
-            space.as_mut().enable();
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             let ticket = |eta| Ticket {
@@ -320,7 +319,12 @@ impl<S: LedgerStore> Scheduler<S> {
                 Enqueued::Refused(e) => return Err(*e),
                 Enqueued::Full(j) => job = j,
             }
-            space.await;
+            if let Some(registered) = room.take() {
+                registered.await;
+            }
+            let mut next = Box::pin(q.space.notified());
+            next.as_mut().enable();
+            room = Some(next);
         }
     }
 
@@ -328,17 +332,22 @@ impl<S: LedgerStore> Scheduler<S> {
     fn enqueue(
         &self,
         q: &Arc<KeyQueue>,
-        job: Job,
+        job: Box<Job>,
         id: u64,
         tx: oneshot::Sender<crate::Outcome>,
     ) -> Enqueued {
         let mut st = q.lock();
         let uri = match st.uris.uri_for(&q.endpoint, &job.path) {
             Ok(uri) => uri,
-            Err(reason) => return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job })),
+            Err(reason) => {
+                return Enqueued::Refused(Box::new(SubmitError::InvalidJob {
+                    reason,
+                    job: *job,
+                }))
+            }
         };
         if st.closed {
-            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job }));
+            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job: *job }));
         }
         if st.revoked {
             let fingerprint = st.api_key.fingerprint().to_string();
@@ -353,7 +362,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 return Enqueued::Refused(Box::new(SubmitError::QueueFull {
                     key: q.id.clone(),
                     capacity: q.capacity,
-                    job,
+                    job: *job,
                 }));
             }
             return Enqueued::Full(job);

@@ -26,7 +26,9 @@ use tokio::sync::Notify;
 
 use http::HeaderMap;
 
-use super::dispatch::{finish_unsent, send};
+use super::dispatch::{
+    finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send,
+};
 use super::key_queue::{KeyQueue, PendingSlot, Queued};
 use super::Inner;
 use crate::clock::{Instant, Sleep};
@@ -148,6 +150,7 @@ impl Timers {
 pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<Shard>) {
     let inner: &Inner<S> = &inner;
     let mut wire = FuturesUnordered::new();
+    let mut backoffs = FuturesUnordered::new();
     let mut timers = Timers::default();
     let mut sleep: Option<(Instant, Sleep)> = None;
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
@@ -182,7 +185,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             }
         }
 
-        if wire.is_empty() && shard.stop_if_done() {
+        if wire.is_empty() && backoffs.is_empty() && shard.stop_if_done() {
             return;
         }
 
@@ -199,7 +202,20 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         };
         tokio::select! {
             biased;
-            Some(()) = wire.next(), if !wire.is_empty() => {}
+            Some(answer) = wire.next(), if !wire.is_empty() => {
+                let Some(answer) = finish_plain_success(inner, answer) else {
+                    continue;
+                };
+                // Boxed: the full handler is a large future, kept out of the shard's own.
+                if let Some(backoff) = Box::pin(on_answer(inner, answer)).await {
+                    let sleep = inner.clock.sleep_until(backoff.until);
+                    backoffs.push(async move {
+                        sleep.await;
+                        backoff
+                    });
+                }
+            }
+            Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
             () = shard.notify.notified() => {}
             () = slot_due => {
                 woke_for = sleep.take().map(|(at, _)| at);
@@ -242,7 +258,10 @@ async fn serve<S: LedgerStore>(
         use_slot(inner, q, held, keep, sent_at, start).await;
     }
 
-    // 2. Reserve and send while there are jobs and room on the wire.
+    // 2. Reserve and send while there are jobs and room on the wire. The clock is read once per
+    // pass: the calls of one pass go out within microseconds of each other (with the in-memory
+    // store), far inside the guard the ledger keeps at each window's edge.
+    let mut now = None;
     loop {
         {
             let mut st = q.lock();
@@ -258,7 +277,7 @@ async fn serve<S: LedgerStore>(
             }
         }
         let epoch = q.reslot_epoch.load(Ordering::SeqCst);
-        let now = inner.clock.now();
+        let now = *now.get_or_insert_with(|| inner.clock.now());
         let slot = match inner.store.reserve(&q.id, now).await {
             Ok(slot) => slot,
             Err(e) => {
