@@ -163,11 +163,7 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
 }
 
 fn q_is_paced(q: &KeyQueue) -> bool {
-    q.pacer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .factor()
-        .is_some()
+    q.paced.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// Classifies an answered call and acts on it: delivers the outcome, or pauses the key and puts
@@ -348,7 +344,11 @@ async fn on_rate_limited<S: LedgerStore>(
             .unwrap_or_default();
         let spacing = {
             let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
-            pacer.on_rate_limited(now, &q.quota, &utilisation)
+            let spacing = pacer.on_rate_limited(now, &q.quota, &utilisation);
+            if pacer.factor().is_some() {
+                q.paced.store(true, std::sync::atomic::Ordering::Release);
+            }
+            spacing
         };
         if let Some(spacing) = spacing {
             tracing::info!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "server counts more strictly than the quota: pacing evenly");

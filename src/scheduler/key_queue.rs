@@ -164,6 +164,8 @@ pub(crate) struct KeyQueue {
     pub(crate) reslot_epoch: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) pacer: Mutex<Pacer>,
+    /// Whether `pacer` has started pacing (it never stops), readable without its lock.
+    pub(crate) paced: AtomicBool,
 }
 
 impl KeyQueue {
@@ -197,6 +199,7 @@ impl KeyQueue {
             reslot_epoch: AtomicU64::new(0),
             counters: Counters::default(),
             pacer: Mutex::new(Pacer::default()),
+            paced: AtomicBool::new(false),
         }
     }
 

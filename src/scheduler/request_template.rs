@@ -100,7 +100,7 @@ mod tests {
         Queued {
             id: 1,
             uri: endpoint.uri_for(&job.path).unwrap(),
-            job,
+            job: Box::new(job),
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,

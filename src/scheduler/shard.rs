@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 
 use http::HeaderMap;
 
@@ -42,11 +42,25 @@ use crate::ledger::LedgerStore;
 const RAMP_AFTER_HOLD: Duration = Duration::from_secs(1);
 
 /// The part of a shard that keys and the scheduler share: the keys to serve and the shard's life.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shard {
-    ready: Mutex<Vec<Arc<KeyQueue>>>,
-    notify: Notify,
+    /// Keys to serve. A channel rather than a locked list: submitters on other threads add keys
+    /// without contending for a lock, and the shard wakes on the channel itself.
+    ready: mpsc::UnboundedSender<Arc<KeyQueue>>,
+    /// The receiving end, held by the shard's task while it runs.
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Arc<KeyQueue>>>>,
     life: Mutex<ShardLife>,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        let (ready, receiver) = mpsc::unbounded_channel();
+        Self {
+            ready,
+            receiver: Mutex::new(Some(receiver)),
+            life: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -61,11 +75,8 @@ impl Shard {
     /// Puts `q` on the list of keys to serve (through [`KeyQueue::wake`], which makes sure a key
     /// is listed once).
     pub(crate) fn schedule(&self, q: Arc<KeyQueue>) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(q);
-        self.notify.notify_one();
+        // The receiver lives in the shard as long as the shard does: this cannot fail.
+        let _ = self.ready.send(q);
     }
 
     /// A key joins the shard. True if the shard's task is not running and must be started.
@@ -80,14 +91,19 @@ impl Shard {
         life.live = life.live.saturating_sub(1);
     }
 
-    /// True, and the shard counts as stopped, if no key is left.
-    fn stop_if_done(&self) -> bool {
+    /// If no key is left, the shard counts as stopped and takes its receiver back (under the
+    /// same lock as `join`, so a task started next finds it); otherwise the receiver is returned.
+    fn stop_if_done(
+        &self,
+        ready: mpsc::UnboundedReceiver<Arc<KeyQueue>>,
+    ) -> Result<(), mpsc::UnboundedReceiver<Arc<KeyQueue>>> {
         let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
         if life.live == 0 {
             life.running = false;
-            true
+            *self.receiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
+            Ok(())
         } else {
-            false
+            Err(ready)
         }
     }
 }
@@ -149,20 +165,25 @@ impl Timers {
 /// Runs one shard until every key it was given is retired.
 pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<Shard>) {
     let inner: &Inner<S> = &inner;
+    // A stopping task hands the receiver back before a new one can be started (see `stop_if_done`).
+    let Some(mut ready) = shard
+        .receiver
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
     let mut wire = FuturesUnordered::new();
     let mut backoffs = FuturesUnordered::new();
     let mut timers = Timers::default();
     let mut sleep: Option<(Instant, Sleep)> = None;
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
     let mut woke_for: Option<Instant> = None;
-    let mut batch: Vec<Arc<KeyQueue>> = Vec::new();
+    let mut asked: Option<Arc<KeyQueue>> = None;
     loop {
         // Keys that asked to be served.
-        std::mem::swap(
-            &mut batch,
-            &mut *shard.ready.lock().unwrap_or_else(|p| p.into_inner()),
-        );
-        for q in batch.drain(..) {
+        while let Some(q) = asked.take().or_else(|| ready.try_recv().ok()) {
             q.scheduled.store(false, Ordering::Release);
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
             let calls = &mut wire;
@@ -185,8 +206,11 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             }
         }
 
-        if wire.is_empty() && backoffs.is_empty() && shard.stop_if_done() {
-            return;
+        if wire.is_empty() && backoffs.is_empty() {
+            match shard.stop_if_done(ready) {
+                Ok(()) => return,
+                Err(still) => ready = still,
+            }
         }
 
         // Wait for a call to end, a key to ask, or the next slot.
@@ -216,7 +240,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
-            () = shard.notify.notified() => {}
+            Some(q) = ready.recv() => asked = Some(q),
             () = slot_due => {
                 woke_for = sleep.take().map(|(at, _)| at);
             }
