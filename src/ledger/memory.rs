@@ -53,11 +53,21 @@ impl LedgerStore for MemoryLedgerStore {
         config: LedgerConfig,
         now: Instant,
     ) -> Result<(), StoreError> {
-        self.ledgers.insert(
-            key.clone(),
-            Arc::new(Mutex::new(Ledger::new(quota, config, now))),
-        );
+        let ledger = Ledger::new(quota, config, now);
+        match self.ledgers.entry(key.clone()) {
+            // Replaced in place: a scheduler holding this key's ledger keeps seeing it.
+            dashmap::Entry::Occupied(entry) => {
+                *entry.get().lock().unwrap_or_else(|p| p.into_inner()) = ledger;
+            }
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(Arc::new(Mutex::new(ledger)));
+            }
+        }
         Ok(())
+    }
+
+    fn local_ledger(&self, key: &KeyId) -> Option<Arc<Mutex<Ledger>>> {
+        self.ledgers.get(key).map(|entry| Arc::clone(entry.value()))
     }
 
     async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {

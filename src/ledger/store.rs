@@ -1,13 +1,14 @@
 //! The interface between the scheduler and wherever quota state lives.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Instant;
 use crate::key_id::KeyId;
 use crate::quota::Quota;
 
-use super::LedgerConfig;
+use super::{Ledger, LedgerConfig};
 
 /// Where the scheduler keeps each key's [`Ledger`](super::Ledger) state. The in-process
 /// [`MemoryLedgerStore`](super::MemoryLedgerStore) is the default; a shared store (Redis, for one key
@@ -17,6 +18,16 @@ use super::LedgerConfig;
 ///
 /// The semantics of each method are those of the same-named method of [`Ledger`](super::Ledger).
 pub trait LedgerStore: Send + Sync + 'static {
+    /// The ledger of `key` itself, if this store keeps it in this process (default: none). The
+    /// scheduler then takes and gives back slots through it directly, with no lookup and no
+    /// future per call; every other operation still goes through the store. A store that returns
+    /// one must keep returning the same ledger for the key (updating it in place, as
+    /// [`register`](Self::register) of [`MemoryLedgerStore`](super::MemoryLedgerStore) does).
+    fn local_ledger(&self, key: &KeyId) -> Option<Arc<Mutex<Ledger>>> {
+        let _ = key;
+        None
+    }
+
     /// Creates (or replaces the quota of) the ledger of `key`.
     fn register(
         &self,

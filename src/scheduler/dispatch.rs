@@ -244,7 +244,7 @@ async fn on_response<S: LedgerStore>(
         Class::RateLimited => {
             Box::pin(async {
                 if !q.refused_calls_count {
-                    if let Err(e) = inner.store.refund(&q.id, slot).await {
+                    if let Err(e) = inner.refund_slot(q, slot).await {
                         tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
                     }
                 }

@@ -20,6 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
 use crate::job_error::{JobError, Outcome};
 use crate::key_id::KeyId;
+use crate::ledger::Ledger;
 use crate::quota::Quota;
 
 /// A job in a queue, with what its attempts so far have cost.
@@ -154,6 +155,8 @@ pub(crate) struct KeyQueue {
     state: Mutex<QueueState>,
     /// The shard that dispatches this key.
     pub(crate) shard: Arc<Shard>,
+    /// The key's ledger, if the store keeps it in this process (see `slots`).
+    pub(crate) ledger: Option<Arc<Mutex<Ledger>>>,
     /// Whether the key is on its shard's list of keys to serve (set by `wake`, cleared by the
     /// shard before it serves the key).
     pub(crate) scheduled: AtomicBool,
@@ -169,7 +172,11 @@ pub(crate) struct KeyQueue {
 }
 
 impl KeyQueue {
-    pub(crate) fn new(config: &KeyConfig, shard: Arc<Shard>) -> Self {
+    pub(crate) fn new(
+        config: &KeyConfig,
+        shard: Arc<Shard>,
+        ledger: Option<Arc<Mutex<Ledger>>>,
+    ) -> Self {
         Self {
             id: config.id.clone(),
             endpoint: config.endpoint.clone(),
@@ -194,6 +201,7 @@ impl KeyQueue {
                 returned: Vec::new(),
             }),
             shard,
+            ledger,
             scheduled: AtomicBool::new(false),
             space: Notify::new(),
             reslot_epoch: AtomicU64::new(0),

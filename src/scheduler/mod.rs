@@ -20,6 +20,7 @@ mod key_queue;
 mod pacing;
 mod request_template;
 mod shard;
+mod slots;
 mod stats;
 mod ticket;
 
@@ -202,9 +203,9 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
         };
-        let shards = self.shards.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-        });
+        let shards = self
+            .shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)));
         Ok(Scheduler {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -257,7 +258,8 @@ impl<S: LedgerStore> Scheduler<S> {
             .await?;
         let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
         let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);
-        let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard)));
+        let ledger = self.inner.store.local_ledger(&config.id);
+        let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard), ledger));
         match self.inner.keys.entry(config.id.clone()) {
             // Added concurrently by another caller: that one's queue stands.
             dashmap::Entry::Occupied(_) => return Ok(()),
@@ -310,8 +312,8 @@ impl<S: LedgerStore> Scheduler<S> {
                     let now = self.inner.clock.now();
                     let eta = match pending {
                         Some(slot) if ahead == 0 => Ok(slot),
-                        Some(_) => self.inner.store.nth_slot(key, now, ahead).await,
-                        None => self.inner.store.nth_slot(key, now, ahead + 1).await,
+                        Some(_) => self.inner.nth_slot(&q, now, ahead).await,
+                        None => self.inner.nth_slot(&q, now, ahead + 1).await,
                     };
                     return Ok(ticket(eta.unwrap_or(now)));
                 }
@@ -340,10 +342,7 @@ impl<S: LedgerStore> Scheduler<S> {
         let uri = match st.uris.uri_for(&q.endpoint, &job.path) {
             Ok(uri) => uri,
             Err(reason) => {
-                return Enqueued::Refused(Box::new(SubmitError::InvalidJob {
-                    reason,
-                    job: *job,
-                }))
+                return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job: *job }))
             }
         };
         if st.closed {
@@ -426,13 +425,8 @@ impl<S: LedgerStore> Scheduler<S> {
         let now = self.inner.clock.now();
         match pending {
             Some(slot) if queued == 1 => Ok(Some(slot)),
-            Some(_) => self
-                .inner
-                .store
-                .nth_slot(key, now, queued - 1)
-                .await
-                .map(Some),
-            None => self.inner.store.nth_slot(key, now, queued).await.map(Some),
+            Some(_) => self.inner.nth_slot(&q, now, queued - 1).await.map(Some),
+            None => self.inner.nth_slot(&q, now, queued).await.map(Some),
         }
     }
 

@@ -90,7 +90,9 @@ mod tests {
         let hit = cache.uri_for(&endpoint, "/p5").unwrap();
         assert_eq!(hit, endpoint.uri_for("/p5").unwrap());
         assert_eq!(&*cache.entries[0].0, "/p5");
-        assert!(cache.uri_for(&endpoint, "https://elsewhere.example/x").is_err());
+        assert!(cache
+            .uri_for(&endpoint, "https://elsewhere.example/x")
+            .is_err());
         assert!(cache.uri_for(&endpoint, "/a/../b").is_err());
         assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
     }
@@ -131,7 +133,10 @@ mod tests {
                     HeaderName::from_static("x-api-key"),
                     HeaderValue::from_static("forged"),
                 )
-                .with_header(http::header::USER_AGENT, HeaderValue::from_static("agent/1"))
+                .with_header(
+                    http::header::USER_AGENT,
+                    HeaderValue::from_static("agent/1"),
+                )
                 .with_header(
                     HeaderName::from_static("x-trace"),
                     HeaderValue::from_static("t1"),

@@ -302,7 +302,7 @@ async fn serve<S: LedgerStore>(
         }
         let epoch = q.reslot_epoch.load(Ordering::SeqCst);
         let now = *now.get_or_insert_with(|| inner.clock.now());
-        let slot = match inner.store.reserve(&q.id, now).await {
+        let slot = match inner.reserve_slot(q, now).await {
             Ok(slot) => slot,
             Err(e) => {
                 // The store cannot answer: fail the head job rather than spin.
@@ -342,7 +342,7 @@ async fn use_slot<S: LedgerStore>(
     match bind(q, held, keep) {
         Some((job, headers)) => start(q, job, headers, held.slot, sent_at),
         None => {
-            if let Err(e) = inner.store.refund(&q.id, held.slot).await {
+            if let Err(e) = inner.refund_slot(q, held.slot).await {
                 tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
             }
         }
