@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
-
 use super::key_queue::{KeyQueue, Queued};
-use super::request_template::build_request;
+use super::request_template::{build_request, Addressing};
 use super::stats::Counters;
 use super::Inner;
 use crate::api_error::ApiError;
@@ -86,18 +84,17 @@ pub(crate) struct Backoff {
     pub(crate) until: Instant,
 }
 
-/// Puts one attempt of `job` on the wire (its `slot`, sent at `sent_at`, with the key's
-/// `headers`). The future holds only the job and the transport's future, so it is cheap to keep
+/// Puts one attempt of `job` on the wire (its `slot`, sent at `sent_at`, addressed `to`). The future holds only the job and the transport's future, so it is cheap to keep
 /// among the shard's calls; what the answer leads to is [`on_answer`]'s work.
 pub(crate) fn send<S: LedgerStore>(
     inner: &Inner<S>,
     q: Arc<KeyQueue>,
     mut job: Queued,
-    headers: HeaderMap,
+    to: Addressing,
     slot: Instant,
     sent_at: Instant,
 ) -> impl std::future::Future<Output = Answer> + Send + 'static {
-    let request = build_request(&job, headers);
+    let request = build_request(&job, to);
     job.attempts += 1;
     Counters::bump(&q.counters.sent);
     if job.attempts == 1 {

@@ -27,11 +27,7 @@ use crate::quota::Quota;
 #[derive(Debug)]
 pub(crate) struct Queued {
     pub(crate) id: u64,
-    /// Boxed: a queued job moves through the lanes, the shard and the call's future; a pointer
-    /// moves cheaply, the job itself (about 180 bytes) would be copied at each step.
-    pub(crate) job: Box<Job>,
-    /// The job's absolute URI, checked against the key's origin at submission.
-    pub(crate) uri: http::Uri,
+    pub(crate) job: Job,
     pub(crate) attempts: u32,
     pub(crate) rate_limited: u32,
     pub(crate) transient_retries: u32,
@@ -258,7 +254,7 @@ impl KeyQueue {
         Counters::bump(&self.counters.failed);
         st.returned.push(ReturnedJob {
             key: self.id.clone(),
-            job: *q.job,
+            job: q.job,
             attempts: q.attempts,
         });
         let _ = q.outcome.send(Err(JobError::ShutDown));

@@ -233,7 +233,7 @@ enum Enqueued {
     },
     FailedFast,
     Refused(Box<SubmitError>),
-    Full(Box<Job>),
+    Full(Job),
 }
 
 /// What [`Scheduler::shutdown`] returns.
@@ -293,7 +293,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 job,
             });
         };
-        let mut job = Box::new(job);
+        let mut job = job;
         // Registered for "room in the queue" only once the queue was found full (registering
         // costs a lock), and always before the attempt whose failure it waits out.
         let mut room = None;
@@ -334,19 +334,20 @@ impl<S: LedgerStore> Scheduler<S> {
     fn enqueue(
         &self,
         q: &Arc<KeyQueue>,
-        job: Box<Job>,
+        job: Job,
         id: u64,
         tx: oneshot::Sender<crate::Outcome>,
     ) -> Enqueued {
         let mut st = q.lock();
-        let uri = match st.uris.uri_for(&q.endpoint, &job.path) {
-            Ok(uri) => uri,
+        // Checked here; the URI itself is built (from this cache) when the job is sent.
+        match st.uris.uri_for(&q.endpoint, &job.path) {
+            Ok(_) => {}
             Err(reason) => {
-                return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job: *job }))
+                return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
             }
         };
         if st.closed {
-            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job: *job }));
+            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job }));
         }
         if st.revoked {
             let fingerprint = st.api_key.fingerprint().to_string();
@@ -361,7 +362,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 return Enqueued::Refused(Box::new(SubmitError::QueueFull {
                     key: q.id.clone(),
                     capacity: q.capacity,
-                    job: *job,
+                    job,
                 }));
             }
             return Enqueued::Full(job);
@@ -374,7 +375,6 @@ impl<S: LedgerStore> Scheduler<S> {
         st.push_back(Queued {
             id,
             job,
-            uri,
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,

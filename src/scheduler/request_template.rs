@@ -25,12 +25,22 @@ pub(crate) fn request_headers(api_key: &ApiKey) -> HeaderMap {
     headers
 }
 
-/// The request for one attempt of `job`, with the key's `headers`. A job's own headers come
-/// first; the key header always wins, the user agent only if the job sets none.
-pub(crate) fn build_request(job: &Queued, headers: HeaderMap) -> HttpRequest {
+/// Where one attempt goes and the key's headers it carries, taken under the key's lock.
+#[derive(Debug)]
+pub(crate) struct Addressing {
+    /// The job's absolute URI.
+    pub(crate) uri: http::Uri,
+    /// The key's headers (see [`request_headers`]).
+    pub(crate) headers: HeaderMap,
+}
+
+/// The request for one attempt of `job`. A job's own headers come first; the key header always
+/// wins, the user agent only if the job sets none.
+pub(crate) fn build_request(job: &Queued, to: Addressing) -> HttpRequest {
+    let Addressing { uri, headers } = to;
     let mut request = http::Request::new(job.job.body.clone());
     *request.method_mut() = job.job.method.clone();
-    *request.uri_mut() = job.uri.clone();
+    *request.uri_mut() = uri;
     if job.job.headers.is_empty() {
         *request.headers_mut() = headers;
     } else {
@@ -55,20 +65,26 @@ pub(crate) struct UriCache {
 impl UriCache {
     /// The URI of `path` under `endpoint`: remembered, or checked and built (see
     /// [`Endpoint::uri_for`]) and remembered. An invalid path is not remembered.
-    pub(crate) fn uri_for(&mut self, endpoint: &Endpoint, path: &str) -> Result<http::Uri, String> {
-        if let Some(i) = self.entries.iter().position(|(p, _)| &**p == path) {
-            if i > 0 {
+    pub(crate) fn uri_for(
+        &mut self,
+        endpoint: &Endpoint,
+        path: &str,
+    ) -> Result<&http::Uri, String> {
+        match self.entries.iter().position(|(p, _)| &**p == path) {
+            Some(0) => {}
+            Some(i) => {
                 let hit = self.entries.remove(i);
                 self.entries.insert(0, hit);
             }
-            return Ok(self.entries[0].1.clone());
+            None => {
+                let uri = endpoint.uri_for(path)?;
+                if self.entries.len() == URI_CACHE_SIZE {
+                    self.entries.pop();
+                }
+                self.entries.insert(0, (path.into(), uri));
+            }
         }
-        let uri = endpoint.uri_for(path)?;
-        if self.entries.len() == URI_CACHE_SIZE {
-            self.entries.pop();
-        }
-        self.entries.insert(0, (path.into(), uri.clone()));
-        Ok(uri)
+        Ok(&self.entries[0].1)
     }
 }
 
@@ -81,13 +97,13 @@ mod tests {
         let endpoint = Endpoint::new("http://127.0.0.1:9/v1", false).unwrap();
         let mut cache = UriCache::default();
         for i in 0..(URI_CACHE_SIZE + 3) {
-            let uri = cache.uri_for(&endpoint, &format!("/p{i}")).unwrap();
+            let uri = cache.uri_for(&endpoint, &format!("/p{i}")).unwrap().clone();
             assert_eq!(uri.to_string(), format!("http://127.0.0.1:9/v1/p{i}"));
         }
         assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
         assert_eq!(&*cache.entries[0].0, format!("/p{}", URI_CACHE_SIZE + 2));
         // A hit moves to the front and gives the same URI as a fresh build.
-        let hit = cache.uri_for(&endpoint, "/p5").unwrap();
+        let hit = cache.uri_for(&endpoint, "/p5").unwrap().clone();
         assert_eq!(hit, endpoint.uri_for("/p5").unwrap());
         assert_eq!(&*cache.entries[0].0, "/p5");
         assert!(cache
@@ -97,24 +113,32 @@ mod tests {
         assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
     }
 
-    fn queued(job: crate::job::Job) -> Queued {
+    fn queued(job: crate::job::Job) -> (Queued, http::Uri) {
         let endpoint = Endpoint::new("http://127.0.0.1:9/v1", false).unwrap();
-        Queued {
+        let uri = endpoint.uri_for(&job.path).unwrap();
+        let queued = Queued {
             id: 1,
-            uri: endpoint.uri_for(&job.path).unwrap(),
-            job: Box::new(job),
+            job,
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,
             outcome: tokio::sync::oneshot::channel().0,
+        };
+        (queued, uri)
+    }
+
+    fn to(uri: http::Uri, key: &ApiKey) -> Addressing {
+        Addressing {
+            uri,
+            headers: request_headers(key),
         }
     }
 
     #[test]
     fn a_plain_job_carries_the_key_headers() {
         let key = ApiKey::new("secret-value").unwrap();
-        let job = queued(crate::job::Job::new(http::Method::POST, "/event").with_body("{}"));
-        let request = build_request(&job, request_headers(&key));
+        let (job, uri) = queued(crate::job::Job::new(http::Method::POST, "/event").with_body("{}"));
+        let request = build_request(&job, to(uri, &key));
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(request.uri(), "http://127.0.0.1:9/v1/event");
         assert_eq!(request.body().as_ref(), b"{}");
@@ -127,7 +151,7 @@ mod tests {
     #[test]
     fn the_key_header_wins_and_a_job_user_agent_stays() {
         let key = ApiKey::new("secret-value").unwrap();
-        let job = queued(
+        let (job, uri) = queued(
             crate::job::Job::new(http::Method::GET, "/check")
                 .with_header(
                     HeaderName::from_static("x-api-key"),
@@ -142,7 +166,7 @@ mod tests {
                     HeaderValue::from_static("t1"),
                 ),
         );
-        let request = build_request(&job, request_headers(&key));
+        let request = build_request(&job, to(uri, &key));
         let keys: Vec<_> = request.headers().get_all("x-api-key").iter().collect();
         assert_eq!(keys, ["secret-value"]);
         assert_eq!(request.headers()[http::header::USER_AGENT], "agent/1");

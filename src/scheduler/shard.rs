@@ -17,29 +17,35 @@
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
-use http::HeaderMap;
-
 use super::dispatch::{
-    finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send,
+    finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
-use super::key_queue::{KeyQueue, PendingSlot, Queued};
+use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
+use super::request_template::Addressing;
 use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
-use crate::ledger::LedgerStore;
+use crate::ledger::{LedgerStore, StoreError};
 
 /// After the key was held back at least this long (a full window, a 429 pause), calls ramp up
 /// again: one on the wire, then twice as many after each success, up to `max_in_flight`. If the
 /// server still disagrees at the boundary, one or two calls are refused instead of a whole burst;
 /// the cost is a few round trips per hold.
 const RAMP_AFTER_HOLD: Duration = Duration::from_secs(1);
+
+/// Keys served, or answers handled, per turn of a shard's loop.
+const BATCH: usize = 64;
 
 /// The part of a shard that keys and the scheduler share: the keys to serve and the shard's life.
 #[derive(Debug)]
@@ -182,13 +188,17 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     let mut woke_for: Option<Instant> = None;
     let mut asked: Option<Arc<KeyQueue>> = None;
     loop {
-        // Keys that asked to be served.
-        while let Some(q) = asked.take().or_else(|| ready.try_recv().ok()) {
+        // Keys that asked to be served, a batch at a time: the calls they start are answered
+        // before more are started, so the set of calls stays small and warm in cache.
+        for _ in 0..BATCH {
+            let Some(q) = asked.take().or_else(|| ready.try_recv().ok()) else {
+                break;
+            };
             q.scheduled.store(false, Ordering::Release);
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
             let calls = &mut wire;
-            let mut start = move |q: &Arc<KeyQueue>, job, headers, slot, sent_at| {
-                calls.push(send(inner, Arc::clone(q), job, headers, slot, sent_at));
+            let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
+                calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
             };
             serve(inner, &q, None, &mut timers, &mut start).await;
         }
@@ -199,8 +209,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             let through = woke_for.take().map_or(now, |at| at.max(now));
             while let Some(t) = timers.pop_due(through) {
                 let calls = &mut wire;
-                let mut start = move |q: &Arc<KeyQueue>, job, headers, slot, sent_at| {
-                    calls.push(send(inner, Arc::clone(q), job, headers, slot, sent_at));
+                let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
+                    calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
                 };
                 serve(inner, &t.q, Some(t.id), &mut timers, &mut start).await;
             }
@@ -227,16 +237,13 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         tokio::select! {
             biased;
             Some(answer) = wire.next(), if !wire.is_empty() => {
-                let Some(answer) = finish_plain_success(inner, answer) else {
-                    continue;
-                };
-                // Boxed: the full handler is a large future, kept out of the shard's own.
-                if let Some(backoff) = Box::pin(on_answer(inner, answer)).await {
-                    let sleep = inner.clock.sleep_until(backoff.until);
-                    backoffs.push(async move {
-                        sleep.await;
-                        backoff
-                    });
+                handle(inner, answer, &mut backoffs).await;
+                // And the answers already in, without going round the loop for each.
+                for _ in 1..BATCH {
+                    match wire.next().now_or_never() {
+                        Some(Some(answer)) => handle(inner, answer, &mut backoffs).await,
+                        _ => break,
+                    }
                 }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
@@ -248,12 +255,68 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     }
 }
 
-/// Starts a call: `(key, job, its headers, its slot, when it goes)`.
+/// Handles an answered call; a transient failure's backoff joins `backoffs`.
+async fn handle<S: LedgerStore>(
+    inner: &Inner<S>,
+    answer: Answer,
+    backoffs: &mut FuturesUnordered<BackoffWait>,
+) {
+    let Some(answer) = finish_plain_success(inner, answer) else {
+        return;
+    };
+    // Boxed: the full handler is a large future, kept out of the shard's own.
+    if let Some(backoff) = Box::pin(on_answer(inner, answer)).await {
+        backoffs.push(BackoffWait {
+            sleep: inner.clock.sleep_until(backoff.until),
+            backoff: Some(backoff),
+        });
+    }
+}
+
+/// A job's backoff: ready with the job when the sleep ends.
+struct BackoffWait {
+    sleep: Sleep,
+    backoff: Option<Backoff>,
+}
+
+impl Future for BackoffWait {
+    type Output = Backoff;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Backoff> {
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match self.backoff.take() {
+            Some(backoff) => Poll::Ready(backoff),
+            // Polled again after it was ready (a `FuturesUnordered` never does).
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Starts a call: `(key, job, its addressing, its slot, when it goes)`.
 pub(crate) type Start<'s> =
-    dyn FnMut(&Arc<KeyQueue>, Queued, HeaderMap, Instant, Instant) + Send + 's;
+    dyn FnMut(&Arc<KeyQueue>, Queued, Addressing, Instant, Instant) + Send + 's;
+
+/// What serving a key does next, decided under the key's lock and done without it.
+// The job moves once or twice per call; a box would cost an allocation per call instead.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Nothing more for now.
+    Idle,
+    /// Send this job, addressed so, in this slot, at this instant.
+    Send(Queued, Addressing, Instant, Instant),
+    /// Fail this job (its path does not form a URI) and give its slot back.
+    Invalid(Queued, Instant, String),
+    /// Give this slot back: no job takes it.
+    Refund(Instant),
+    /// Ask the store (not in this process) for a slot, reserved at this instant with this epoch.
+    AskStore(Instant, u64),
+}
 
 /// Serves one key: gives back or uses the slot it holds, then reserves and sends while it has
-/// jobs and room on the wire. `timer` is set when the key's slot timer fired.
+/// jobs and room on the wire. `timer` is set when the key's slot timer fired. With the key's
+/// ledger in this process, each call costs one lock of the queue and one of the ledger.
 async fn serve<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
@@ -261,108 +324,151 @@ async fn serve<S: LedgerStore>(
     timers: &mut Timers,
     start: &mut Start<'_>,
 ) {
-    // 1. The slot the key holds: due now, to be given back, or still ahead.
-    let held = {
-        let mut st = q.lock();
-        match st.pending {
-            None => None,
-            Some(p) => {
-                let due = timer == Some(p.timer);
-                let stale = q.reslot_epoch.load(Ordering::SeqCst) != p.epoch;
-                if !due && !stale {
-                    return;
-                }
-                st.pending = None;
-                Some((p, due && !stale))
-            }
-        }
-    };
-    if let Some((held, keep)) = held {
-        let sent_at = if keep { inner.clock.now() } else { held.slot };
-        use_slot(inner, q, held, keep, sent_at, start).await;
-    }
-
-    // 2. Reserve and send while there are jobs and room on the wire. The clock is read once per
-    // pass: the calls of one pass go out within microseconds of each other (with the in-memory
-    // store), far inside the guard the ledger keeps at each window's edge.
+    // The clock is read once per pass: the calls of one pass go out within microseconds of each
+    // other (with the in-memory store), far inside the guard the ledger keeps at each window's
+    // edge.
     let mut now = None;
+    let mut step = held_slot(inner, q, timer, &mut now, timers);
     loop {
-        {
-            let mut st = q.lock();
+        step = match step {
+            Step::Idle => return,
+            Step::Send(job, to, slot, sent_at) => {
+                q.space.notify_one();
+                start(q, job, to, slot, sent_at);
+                fill(inner, q, q.lock(), None, &mut now, timers)
+            }
+            Step::Invalid(job, slot, reason) => {
+                finish_unsent(q, job, Err(JobError::InvalidRequest(reason)));
+                Step::Refund(slot)
+            }
+            Step::Refund(slot) => {
+                if let Err(e) = inner.refund_slot(q, slot).await {
+                    tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
+                }
+                fill(inner, q, q.lock(), None, &mut now, timers)
+            }
+            Step::AskStore(at, epoch) => {
+                let reserved = inner.store.reserve(&q.id, at).await;
+                fill(
+                    inner,
+                    q,
+                    q.lock(),
+                    Some((reserved, at, epoch)),
+                    &mut now,
+                    timers,
+                )
+            }
+        };
+    }
+}
+
+/// The slot the key holds: due now (take a job), to be given back (reserve again), or still ahead
+/// (nothing to do). Without one, [`fill`].
+fn held_slot<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    timer: Option<u64>,
+    now: &mut Option<Instant>,
+    timers: &mut Timers,
+) -> Step {
+    let mut st = q.lock();
+    let Some(held) = st.pending else {
+        return fill(inner, q, st, None, now, timers);
+    };
+    let due = timer == Some(held.timer);
+    let stale = q.reslot_epoch.load(Ordering::SeqCst) != held.epoch;
+    if !due && !stale {
+        return Step::Idle;
+    }
+    st.pending = None;
+    match take_for_slot(q, &mut st, held, due && !stale) {
+        // Sent when the timer fired: now, not when the slot was reserved.
+        Step::Send(job, to, slot, _) => Step::Send(job, to, slot, inner.clock.now()),
+        other => other,
+    }
+}
+
+/// The next reservation of a key with jobs and room on the wire: a slot due now takes a job, a
+/// later one is held (with a timer). `reserved` is the store's answer to [`Step::AskStore`].
+fn fill<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    mut st: MutexGuard<'_, QueueState>,
+    reserved: Option<(Result<Instant, StoreError>, Instant, u64)>,
+    now: &mut Option<Instant>,
+    timers: &mut Timers,
+) -> Step {
+    let (slot, at, epoch) = match reserved {
+        Some((Ok(slot), at, epoch)) => (slot, at, epoch),
+        Some((Err(e), _, _)) => {
+            // The store cannot answer: fail the head job rather than spin.
+            let job = st.pop_highest();
+            drop(st);
+            if let Some(job) = job {
+                finish_unsent(q, job, Err(JobError::Store(e)));
+            }
+            return fill(inner, q, q.lock(), None, now, timers);
+        }
+        None => {
             if st.finished() {
                 if !std::mem::replace(&mut st.retired, true) {
                     drop(st);
                     q.shard.retire();
                 }
-                return;
+                return Step::Idle;
             }
             if !st.has_jobs() || st.in_flight >= st.ramp {
-                return;
+                return Step::Idle;
             }
-        }
-        let epoch = q.reslot_epoch.load(Ordering::SeqCst);
-        let now = *now.get_or_insert_with(|| inner.clock.now());
-        let slot = match inner.reserve_slot(q, now).await {
-            Ok(slot) => slot,
-            Err(e) => {
-                // The store cannot answer: fail the head job rather than spin.
-                let job = q.lock().pop_highest();
-                if let Some(job) = job {
-                    finish_unsent(q, job, Err(JobError::Store(e)));
+            let epoch = q.reslot_epoch.load(Ordering::SeqCst);
+            let at = *now.get_or_insert_with(|| inner.clock.now());
+            match &q.ledger {
+                // In this process: reserved under the queue's lock, nothing to wait for.
+                Some(ledger) => {
+                    let slot = ledger.lock().unwrap_or_else(|p| p.into_inner()).reserve(at);
+                    (slot, at, epoch)
                 }
-                continue;
-            }
-        };
-        let held = PendingSlot {
-            slot,
-            reserved_at: now,
-            epoch,
-            timer: 0,
-        };
-        if slot <= now {
-            let keep = q.reslot_epoch.load(Ordering::SeqCst) == epoch;
-            use_slot(inner, q, held, keep, now, start).await;
-        } else {
-            let timer = timers.add(slot, q);
-            q.lock().pending = Some(PendingSlot { timer, ..held });
-            return;
-        }
-    }
-}
-
-/// Sends the highest-priority job in a due slot, or gives the slot back to the ledger.
-async fn use_slot<S: LedgerStore>(
-    inner: &Inner<S>,
-    q: &Arc<KeyQueue>,
-    held: PendingSlot,
-    keep: bool,
-    sent_at: Instant,
-    start: &mut Start<'_>,
-) {
-    match bind(q, held, keep) {
-        Some((job, headers)) => start(q, job, headers, held.slot, sent_at),
-        None => {
-            if let Err(e) = inner.refund_slot(q, held.slot).await {
-                tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
+                None => return Step::AskStore(at, epoch),
             }
         }
+    };
+    let held = PendingSlot {
+        slot,
+        reserved_at: at,
+        epoch,
+        timer: 0,
+    };
+    if slot > at {
+        let timer = timers.add(slot, q);
+        st.pending = Some(PendingSlot { timer, ..held });
+        return Step::Idle;
     }
+    let keep = q.reslot_epoch.load(Ordering::SeqCst) == epoch;
+    take_for_slot(q, &mut st, held, keep)
 }
 
 /// Takes the highest-priority job for a slot that is due (none if the slot must be given back or
-/// the key is handing jobs back), counts it on the wire, and returns it with the key's headers.
-fn bind(q: &KeyQueue, held: PendingSlot, keep: bool) -> Option<(Queued, HeaderMap)> {
-    let mut st = q.lock();
+/// the key is handing jobs back), counts it on the wire, and returns it with its addressing.
+fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: bool) -> Step {
     if held.slot.saturating_duration_since(held.reserved_at) >= RAMP_AFTER_HOLD {
         st.ramp = 1;
     }
     if !keep || st.hand_back {
-        return None;
+        return Step::Refund(held.slot);
     }
-    let job = st.pop_highest()?;
+    let Some(job) = st.pop_highest() else {
+        return Step::Refund(held.slot);
+    };
+    // The path was checked at submission with this endpoint, so this does not fail; if it did,
+    // the job fails rather than the shard.
+    let uri = match st.uris.uri_for(&q.endpoint, &job.job.path) {
+        Ok(uri) => uri.clone(),
+        Err(reason) => return Step::Invalid(job, held.slot, reason),
+    };
     st.in_flight += 1;
-    let headers = st.request_headers.clone();
-    drop(st);
-    q.space.notify_one();
-    Some((job, headers))
+    let to = Addressing {
+        uri,
+        headers: st.request_headers.clone(),
+    };
+    Step::Send(job, to, held.slot, held.reserved_at)
 }

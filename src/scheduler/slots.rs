@@ -1,4 +1,4 @@
-//! Taking, giving back and forecasting a key's slots: the per-call ledger operations. They go
+//! Giving back and forecasting a key's slots (the shard reserves them itself). They go
 //! straight to the key's ledger when the store keeps it in this process
 //! ([`LedgerStore::local_ledger`]), and through the store otherwise.
 
@@ -14,18 +14,6 @@ fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
 }
 
 impl<S: LedgerStore> Inner<S> {
-    /// Commits `q`'s earliest slot not before `now`.
-    pub(crate) async fn reserve_slot(
-        &self,
-        q: &KeyQueue,
-        now: Instant,
-    ) -> Result<Instant, StoreError> {
-        match &q.ledger {
-            Some(ledger) => Ok(lock(ledger).reserve(now)),
-            None => self.store.reserve(&q.id, now).await,
-        }
-    }
-
     /// Gives back a slot of `q` whose call was never sent (or was refused and does not count).
     pub(crate) async fn refund_slot(&self, q: &KeyQueue, slot: Instant) -> Result<(), StoreError> {
         match &q.ledger {
