@@ -29,14 +29,14 @@ pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_
 
 /// Ends a job that was on the wire: frees its in-flight place and delivers its outcome.
 fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
-    match &outcome {
-        Ok(_) => Counters::bump(&q.counters.succeeded),
-        Err(_) => Counters::bump(&q.counters.failed),
+    if outcome.is_err() {
+        Counters::bump(&q.counters.failed);
     }
     let serve = {
         let mut st = q.lock();
         st.in_flight -= 1;
         if outcome.is_ok() {
+            st.calls.succeeded += 1;
             st.ramp = (st.ramp * 2).min(q.max_in_flight);
         }
         // With nothing queued the key has nothing to do until a job arrives (which wakes it),
@@ -96,7 +96,6 @@ pub(crate) fn send<S: LedgerStore>(
 ) -> impl std::future::Future<Output = Answer> + Send + 'static {
     let request = build_request(&job, to);
     job.attempts += 1;
-    Counters::bump(&q.counters.sent);
     if job.attempts == 1 {
         inner.budget.deposit();
     }

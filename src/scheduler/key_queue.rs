@@ -13,7 +13,7 @@ use super::config::{KeyConfig, Overflow};
 use super::pacing::Pacer;
 use super::request_template::{request_headers, UriCache};
 use super::shard::Shard;
-use super::stats::{Counters, KeyStats};
+use super::stats::{CallCounts, Counters, KeyStats};
 use crate::api_key::ApiKey;
 use crate::clock::Instant;
 use crate::endpoint::Endpoint;
@@ -28,6 +28,9 @@ use crate::quota::Quota;
 pub(crate) struct Queued {
     pub(crate) id: u64,
     pub(crate) job: Job,
+    /// The job's absolute URI for its next attempt: taken from the key's cache at submission
+    /// (while it is at hand), moved into the request when sent, and taken again for a retry.
+    pub(crate) uri: Option<http::Uri>,
     pub(crate) attempts: u32,
     pub(crate) rate_limited: u32,
     pub(crate) transient_retries: u32,
@@ -65,6 +68,7 @@ pub(crate) struct QueueState {
     pub(crate) pending: Option<PendingSlot>,
     /// The key's shard has let it go: closed, empty, nothing on the wire.
     pub(crate) retired: bool,
+    pub(crate) calls: CallCounts,
     pub(crate) returned: Vec<ReturnedJob>,
 }
 
@@ -194,6 +198,7 @@ impl KeyQueue {
                 uris: UriCache::default(),
                 pending: None,
                 retired: false,
+                calls: CallCounts::default(),
                 returned: Vec::new(),
             }),
             shard,
@@ -262,6 +267,6 @@ impl KeyQueue {
 
     pub(crate) fn stats(&self) -> KeyStats {
         let st = self.lock();
-        self.counters.snapshot(st.len(), st.in_flight)
+        self.counters.snapshot(st.calls, st.len(), st.in_flight)
     }
 }

@@ -339,9 +339,8 @@ impl<S: LedgerStore> Scheduler<S> {
         tx: oneshot::Sender<crate::Outcome>,
     ) -> Enqueued {
         let mut st = q.lock();
-        // Checked here; the URI itself is built (from this cache) when the job is sent.
-        match st.uris.uri_for(&q.endpoint, &job.path) {
-            Ok(_) => {}
+        let uri = match st.uris.uri_for(&q.endpoint, &job.path) {
+            Ok(uri) => uri.clone(),
             Err(reason) => {
                 return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
             }
@@ -351,8 +350,8 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         if st.revoked {
             let fingerprint = st.api_key.fingerprint().to_string();
+            st.calls.submitted += 1;
             drop(st);
-            q.counters.submitted.fetch_add(1, Ordering::Relaxed);
             q.counters.failed.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
             return Enqueued::FailedFast;
@@ -375,13 +374,14 @@ impl<S: LedgerStore> Scheduler<S> {
         st.push_back(Queued {
             id,
             job,
+            uri: Some(uri),
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,
             outcome: tx,
         });
+        st.calls.submitted += 1;
         drop(st);
-        q.counters.submitted.fetch_add(1, Ordering::Relaxed);
         if serve {
             q.wake();
         }

@@ -119,6 +119,7 @@ mod tests {
         let queued = Queued {
             id: 1,
             job,
+            uri: None,
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,

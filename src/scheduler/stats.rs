@@ -27,11 +27,18 @@ pub struct KeyStats {
     pub in_flight: u64,
 }
 
+/// The counts every call changes, kept under the key's lock (taken for the call anyway) rather
+/// than as atomics: the submitting thread and the shard would otherwise share one cache line.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CallCounts {
+    pub(crate) submitted: u64,
+    pub(crate) sent: u64,
+    pub(crate) succeeded: u64,
+}
+
+/// The counts of the rarer events.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) submitted: AtomicU64,
-    pub(crate) sent: AtomicU64,
-    pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -44,12 +51,12 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, queued: usize, in_flight: usize) -> KeyStats {
+    pub(crate) fn snapshot(&self, calls: CallCounts, queued: usize, in_flight: usize) -> KeyStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         KeyStats {
-            submitted: get(&self.submitted),
-            sent: get(&self.sent),
-            succeeded: get(&self.succeeded),
+            submitted: calls.submitted,
+            sent: calls.sent,
+            succeeded: calls.succeeded,
             failed: get(&self.failed),
             rate_limited: get(&self.rate_limited),
             retries: get(&self.retries),
