@@ -6,12 +6,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use http::HeaderMap;
+use http::HeaderValue;
 use tokio::sync::{oneshot, Notify};
 
 use super::config::{KeyConfig, Overflow};
 use super::pacing::Pacer;
-use super::request_template::{request_headers, UriCache};
+use super::request_template::UriCache;
 use super::shard::Shard;
 use super::stats::{CallCounts, Counters, KeyStats};
 use crate::api_key::ApiKey;
@@ -59,9 +59,8 @@ pub(crate) struct QueueState {
     pub(crate) hand_back: bool,
     pub(crate) revoked: bool,
     pub(crate) api_key: ApiKey,
-    /// The headers every call of this key carries (the key, marked sensitive, and the user
-    /// agent), made once per key and rotation, and cloned per call.
-    pub(crate) request_headers: HeaderMap,
+    /// `api_key` as a sensitive header value, made once per key (and rotation), not per call.
+    pub(crate) api_key_header: HeaderValue,
     /// Absolute URIs of the paths submitted lately, so a repeated path is not parsed again.
     pub(crate) uris: UriCache,
     /// The slot reserved for the next call, while the shard waits for it.
@@ -194,7 +193,7 @@ impl KeyQueue {
                 hand_back: false,
                 revoked: false,
                 api_key: config.api_key.clone(),
-                request_headers: request_headers(&config.api_key),
+                api_key_header: config.api_key.header_value(),
                 uris: UriCache::default(),
                 pending: None,
                 retired: false,

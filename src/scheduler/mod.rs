@@ -395,7 +395,7 @@ impl<S: LedgerStore> Scheduler<S> {
             Some(q) => {
                 let mut st = q.lock();
                 tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
-                st.request_headers = request_template::request_headers(&api_key);
+                st.api_key_header = api_key.header_value();
                 st.api_key = api_key;
                 st.revoked = false;
                 true

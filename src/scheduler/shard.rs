@@ -32,7 +32,7 @@ use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
-use super::request_template::Addressing;
+use super::request_template::{headers_with_key, Addressing};
 use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
@@ -472,7 +472,7 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     st.calls.sent += 1;
     let to = Addressing {
         uri,
-        headers: st.request_headers.clone(),
+        headers: headers_with_key(st.api_key_header.clone()),
     };
     Step::Send(job, to, held.slot, held.reserved_at)
 }
