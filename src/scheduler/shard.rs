@@ -188,6 +188,10 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     let mut woke_for: Option<Instant> = None;
     let mut asked: Option<Arc<KeyQueue>> = None;
     loop {
+        // The clock is read once per turn: the calls of one turn go out within microseconds of
+        // each other (with the in-memory store), far inside the guard the ledger keeps at each
+        // window's edge. A wait for a store that is not in this process reads it again.
+        let mut now = None;
         // Keys that asked to be served, a batch at a time: the calls they start are answered
         // before more are started, so the set of calls stays small and warm in cache.
         for _ in 0..BATCH {
@@ -200,19 +204,27 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                 calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
             };
-            serve(inner, &q, None, &mut timers, &mut start).await;
+            serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
         }
 
         // Slots that are due.
         if timers.next_at().is_some() {
-            let now = inner.clock.now();
+            let now = *now.get_or_insert_with(|| inner.clock.now());
             let through = woke_for.take().map_or(now, |at| at.max(now));
             while let Some(t) = timers.pop_due(through) {
                 let calls = &mut wire;
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                     calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
                 };
-                serve(inner, &t.q, Some(t.id), &mut timers, &mut start).await;
+                serve(
+                    inner,
+                    &t.q,
+                    Some(t.id),
+                    &mut Some(now),
+                    &mut timers,
+                    &mut start,
+                )
+                .await;
             }
         }
 
@@ -321,21 +333,18 @@ async fn serve<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     timer: Option<u64>,
+    now: &mut Option<Instant>,
     timers: &mut Timers,
     start: &mut Start<'_>,
 ) {
-    // The clock is read once per pass: the calls of one pass go out within microseconds of each
-    // other (with the in-memory store), far inside the guard the ledger keeps at each window's
-    // edge.
-    let mut now = None;
-    let mut step = held_slot(inner, q, timer, &mut now, timers);
+    let mut step = held_slot(inner, q, timer, now, timers);
     loop {
         step = match step {
             Step::Idle => return,
             Step::Send(job, to, slot, sent_at) => {
                 q.space.notify_one();
                 start(q, job, to, slot, sent_at);
-                fill(inner, q, q.lock(), None, &mut now, timers)
+                fill(inner, q, q.lock(), None, now, timers)
             }
             Step::Invalid(job, slot, reason) => {
                 finish_unsent(q, job, Err(JobError::InvalidRequest(reason)));
@@ -345,18 +354,15 @@ async fn serve<S: LedgerStore>(
                 if let Err(e) = inner.refund_slot(q, slot).await {
                     tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
                 }
-                fill(inner, q, q.lock(), None, &mut now, timers)
+                if q.ledger.is_none() {
+                    *now = None;
+                }
+                fill(inner, q, q.lock(), None, now, timers)
             }
             Step::AskStore(at, epoch) => {
                 let reserved = inner.store.reserve(&q.id, at).await;
-                fill(
-                    inner,
-                    q,
-                    q.lock(),
-                    Some((reserved, at, epoch)),
-                    &mut now,
-                    timers,
-                )
+                *now = None;
+                fill(inner, q, q.lock(), Some((reserved, at, epoch)), now, timers)
             }
         };
     }
