@@ -37,11 +37,7 @@ fn job() -> Job {
 }
 
 async fn scheduler_with_keys(keys: usize) -> (Scheduler, Vec<KeyId>) {
-    let mut builder = Scheduler::builder();
-    if let Ok(n) = std::env::var("SHARDS") {
-        builder = builder.dispatch_tasks(n.parse().unwrap());
-    }
-    let scheduler = builder
+    let scheduler = Scheduler::builder()
         .transport(Arc::new(NoopTransport))
         .seed(1)
         .build()
