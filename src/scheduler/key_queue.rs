@@ -28,9 +28,6 @@ use crate::quota::Quota;
 pub(crate) struct Queued {
     pub(crate) id: u64,
     pub(crate) job: Job,
-    /// The job's absolute URI for its next attempt: taken from the key's cache at submission
-    /// (while it is at hand), moved into the request when sent, and taken again for a retry.
-    pub(crate) uri: Option<http::Uri>,
     pub(crate) attempts: u32,
     pub(crate) rate_limited: u32,
     pub(crate) transient_retries: u32,

@@ -225,6 +225,43 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
     }
 }
 
+/// What one attempt of `submit` came to.
+enum Attempt {
+    Done(Result<Ticket, SubmitError>),
+    Wait(Waiting),
+}
+
+/// What `submit` still waits for.
+enum Waiting {
+    /// Room in the key's queue, to queue `job`.
+    Room { q: Arc<KeyQueue>, job: Job },
+    /// The ETA of queued job `id`, the `k`-th next call, from a store not in this process.
+    Eta {
+        q: Arc<KeyQueue>,
+        id: u64,
+        rx: oneshot::Receiver<crate::Outcome>,
+        k: usize,
+        now: Instant,
+    },
+}
+
+/// The ticket of job `id` of `key`.
+fn ticket(
+    id: u64,
+    key: &KeyId,
+    eta: Instant,
+    outcome: oneshot::Receiver<crate::Outcome>,
+    q: &Arc<KeyQueue>,
+) -> Ticket {
+    Ticket {
+        id,
+        key: key.clone(),
+        eta,
+        outcome,
+        queue: Arc::downgrade(q),
+    }
+}
+
 /// What `enqueue` did with a job.
 enum Enqueued {
     Queued {
@@ -287,46 +324,80 @@ impl<S: LedgerStore> Scheduler<S> {
     /// returns [`SubmitError::QueueFull`]. A job for a key answered 401 fails at once with
     /// [`JobError::KeyRevoked`] (through its ticket) until the key is rotated.
     pub async fn submit(&self, key: &KeyId, job: Job) -> Result<Ticket, SubmitError> {
+        // The usual case is decided without waiting: queued (or failed fast), with its ETA from
+        // the key's in-process ledger. Waiting for room, or for a store elsewhere to give the
+        // ETA, takes the slower way, boxed so that this future stays small (it is moved on every
+        // call).
         let Some(q) = self.queue(key) else {
             return Err(SubmitError::UnknownKey {
                 key: key.clone(),
                 job,
             });
         };
-        let mut job = job;
-        // Registered for "room in the queue" only once the queue was found full (registering
-        // costs a lock), and always before the attempt whose failure it waits out.
-        let mut room = None;
-        loop {
-            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            let ticket = |eta| Ticket {
-                id,
-                key: key.clone(),
-                eta,
-                outcome: rx,
-                queue: Arc::downgrade(&q),
-            };
-            match self.enqueue(&q, job, id, tx) {
-                Enqueued::Queued { ahead, pending } => {
-                    let now = self.inner.clock.now();
-                    let eta = match pending {
-                        Some(slot) if ahead == 0 => Ok(slot),
-                        Some(_) => self.inner.nth_slot(&q, now, ahead).await,
-                        None => self.inner.nth_slot(&q, now, ahead + 1).await,
-                    };
-                    return Ok(ticket(eta.unwrap_or(now)));
+        match self.try_submit(q, key, job) {
+            Attempt::Done(result) => result,
+            Attempt::Wait(wait) => Box::pin(self.submit_waiting(key, wait)).await,
+        }
+    }
+
+    /// One attempt at queuing `job`, without waiting.
+    fn try_submit(&self, q: Arc<KeyQueue>, key: &KeyId, job: Job) -> Attempt {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.enqueue(&q, job, id, tx) {
+            Enqueued::Queued { ahead, pending } => {
+                let now = self.inner.clock.now();
+                let k = match pending {
+                    Some(slot) if ahead == 0 => {
+                        return Attempt::Done(Ok(ticket(id, key, slot, rx, &q)))
+                    }
+                    Some(_) => ahead,
+                    None => ahead + 1,
+                };
+                match &q.ledger {
+                    Some(ledger) => {
+                        let eta = ledger
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .nth_slot(now, k);
+                        Attempt::Done(Ok(ticket(id, key, eta, rx, &q)))
+                    }
+                    None => Attempt::Wait(Waiting::Eta { q, id, rx, k, now }),
                 }
-                Enqueued::FailedFast => return Ok(ticket(self.inner.clock.now())),
-                Enqueued::Refused(e) => return Err(*e),
-                Enqueued::Full(j) => job = j,
             }
-            if let Some(registered) = room.take() {
-                registered.await;
+            Enqueued::FailedFast => {
+                Attempt::Done(Ok(ticket(id, key, self.inner.clock.now(), rx, &q)))
             }
-            let mut next = Box::pin(q.space.notified());
-            next.as_mut().enable();
-            room = Some(next);
+            Enqueued::Refused(e) => Attempt::Done(Err(*e)),
+            Enqueued::Full(job) => Attempt::Wait(Waiting::Room { q, job }),
+        }
+    }
+
+    /// The slower way of [`submit`](Self::submit): waits for room in a full queue (registered
+    /// before each attempt, so no room is missed), or for a store elsewhere to give the ETA.
+    async fn submit_waiting(&self, key: &KeyId, wait: Waiting) -> Result<Ticket, SubmitError> {
+        let mut wait = wait;
+        loop {
+            match wait {
+                Waiting::Eta { q, id, rx, k, now } => {
+                    let eta = self.inner.store.nth_slot(&q.id, now, k).await;
+                    return Ok(ticket(id, key, eta.unwrap_or(now), rx, &q));
+                }
+                Waiting::Room { q, job } => {
+                    let space = Arc::clone(&q);
+                    let room = space.space.notified();
+                    tokio::pin!(room);
+                    room.as_mut().enable();
+                    match self.try_submit(Arc::clone(&q), key, job) {
+                        Attempt::Done(result) => return result,
+                        Attempt::Wait(Waiting::Room { job, .. }) => {
+                            room.await;
+                            wait = Waiting::Room { q, job };
+                        }
+                        Attempt::Wait(other) => wait = other,
+                    }
+                }
+            }
         }
     }
 
@@ -339,8 +410,11 @@ impl<S: LedgerStore> Scheduler<S> {
         tx: oneshot::Sender<crate::Outcome>,
     ) -> Enqueued {
         let mut st = q.lock();
-        let uri = match st.uris.uri_for(&q.endpoint, &job.path) {
-            Ok(uri) => uri.clone(),
+        // Checked here; the URI itself is cloned from this cache by the key's shard when the job
+        // is sent. (A clone here would bump the URI's reference counts on this thread and drop
+        // them on the shard's: two cache lines passed between cores per call.)
+        match st.uris.uri_for(&q.endpoint, &job.path) {
+            Ok(_) => {}
             Err(reason) => {
                 return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
             }
@@ -374,7 +448,6 @@ impl<S: LedgerStore> Scheduler<S> {
         st.push_back(Queued {
             id,
             job,
-            uri: Some(uri),
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,

@@ -121,7 +121,6 @@ mod tests {
         let queued = Queued {
             id: 1,
             job,
-            uri: None,
             attempts: 0,
             rate_limited: 0,
             transient_retries: 0,

@@ -462,17 +462,14 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     if !keep || st.hand_back {
         return Step::Refund(held.slot);
     }
-    let Some(mut job) = st.pop_highest() else {
+    let Some(job) = st.pop_highest() else {
         return Step::Refund(held.slot);
     };
-    let uri = match job.uri.take() {
-        Some(uri) => uri,
-        // A retry: its first attempt took the URI. The path was checked at submission with this
-        // endpoint, so this does not fail; if it did, the job fails rather than the shard.
-        None => match st.uris.uri_for(&q.endpoint, &job.job.path) {
-            Ok(uri) => uri.clone(),
-            Err(reason) => return Step::Invalid(job, held.slot, reason),
-        },
+    // The path was checked at submission with this endpoint, so this does not fail; if it did,
+    // the job fails rather than the shard.
+    let uri = match st.uris.uri_for(&q.endpoint, &job.job.path) {
+        Ok(uri) => uri.clone(),
+        Err(reason) => return Step::Invalid(job, held.slot, reason),
     };
     st.in_flight += 1;
     st.calls.sent += 1;
