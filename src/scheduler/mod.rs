@@ -334,10 +334,12 @@ impl<S: LedgerStore> Scheduler<S> {
                 job,
             });
         };
-        match self.try_submit(q, key, job) {
-            Attempt::Done(result) => result,
-            Attempt::Wait(wait) => Box::pin(self.submit_waiting(key, wait)).await,
-        }
+        // Bound before the `.await`, so that the attempt is not kept in this future's state.
+        let wait = match self.try_submit(q, key, job) {
+            Attempt::Done(result) => return result,
+            Attempt::Wait(wait) => wait,
+        };
+        Box::pin(self.submit_waiting(key, wait)).await
     }
 
     /// One attempt at queuing `job`, without waiting.

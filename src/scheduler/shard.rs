@@ -249,11 +249,18 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         tokio::select! {
             biased;
             Some(answer) = wire.next(), if !wire.is_empty() => {
-                handle(inner, answer, &mut backoffs).await;
+                // The plain success is handled here, without creating (and moving) a future.
+                if let Some(answer) = finish_plain_success(inner, answer) {
+                    handle(inner, answer, &mut backoffs).await;
+                }
                 // And the answers already in, without going round the loop for each.
                 for _ in 1..BATCH {
                     match wire.next().now_or_never() {
-                        Some(Some(answer)) => handle(inner, answer, &mut backoffs).await,
+                        Some(Some(answer)) => {
+                            if let Some(answer) = finish_plain_success(inner, answer) {
+                                handle(inner, answer, &mut backoffs).await;
+                            }
+                        }
                         _ => break,
                     }
                 }
@@ -267,15 +274,13 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     }
 }
 
-/// Handles an answered call; a transient failure's backoff joins `backoffs`.
+/// Handles an answered call that is not a plain success; a transient failure's backoff joins
+/// `backoffs`.
 async fn handle<S: LedgerStore>(
     inner: &Inner<S>,
     answer: Answer,
     backoffs: &mut FuturesUnordered<BackoffWait>,
 ) {
-    let Some(answer) = finish_plain_success(inner, answer) else {
-        return;
-    };
     // Boxed: the full handler is a large future, kept out of the shard's own.
     if let Some(backoff) = Box::pin(on_answer(inner, answer)).await {
         backoffs.push(BackoffWait {
