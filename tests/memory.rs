@@ -109,7 +109,7 @@ async fn bytes_per_queued_job(jobs: usize, body_len: usize) -> f64 {
     .expect("config")
     .queue_capacity(jobs + 16);
     scheduler.add_key(config).await.expect("key");
-    // Warm up: the first job goes on the wire (and stays there); let the dispatcher settle.
+    // Warm up: the first job goes on the wire (and stays there); let the shard settle.
     let first = scheduler
         .submit(&key, Job::new(Method::POST, "/event"))
         .await
@@ -127,7 +127,7 @@ async fn bytes_per_queued_job(jobs: usize, body_len: usize) -> f64 {
     tokio::task::yield_now().await;
     // The bodies were allocated before `before`; the tickets' Vec was preallocated too.
     let per_job = (live() - before) as f64 / jobs as f64;
-    // No shutdown: it would wait for the call on the wire, which never ends. The key's dispatcher
+    // No shutdown: it would wait for the call on the wire, which never ends. The key's shard
     // stays parked on the runtime, which is dropped at the end of the test.
     assert_eq!(
         scheduler.stats(&key).map(|s| s.submitted),

@@ -156,7 +156,7 @@ async fn overflow_reject_hands_the_job_back() {
     let (index, job) = refused.expect("a full queue refuses");
     assert_eq!(index, 3, "three jobs fit, the fourth is refused");
     assert!(String::from_utf8_lossy(job.body()).contains(r#"\"n\":3"#));
-    // Once the dispatcher takes one onto the wire, there is room again.
+    // Once the shard takes one onto the wire, there is room again.
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(rig.scheduler.submit(&rig.key, event(3)).await.is_ok());
     assert!(rig.scheduler.submit(&rig.key, event(4)).await.is_err());

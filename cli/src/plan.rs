@@ -21,7 +21,7 @@ pub fn planned_duration(quota: &Quota, now: Instant, n: u64) -> Duration {
     let exact = n.min(EXACT_PLAN_MAX);
     let mut last = now;
     for _ in 0..exact {
-        // Reserving at the previous slot is what the dispatcher does; it lets the logs prune.
+        // Reserving at the previous slot is what the scheduler's shard does; it lets the logs prune.
         last = ledger.reserve(last);
     }
     let rest = n - exact;

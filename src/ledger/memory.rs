@@ -107,3 +107,35 @@ impl LedgerStore for MemoryLedgerStore {
         self.with(key, |l| l.recent_utilisation(now))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ledger_handed_out_stays_current_when_its_key_is_registered_again() {
+        let store = MemoryLedgerStore::new();
+        let key = KeyId::new("k");
+        let now = tokio::time::Instant::now();
+        let one: Quota = "1/1m".parse().unwrap();
+        store
+            .register(&key, &one, LedgerConfig::default(), now)
+            .await
+            .unwrap();
+        let held = store.local_ledger(&key).expect("in this process");
+        assert!(store.local_ledger(&KeyId::new("other")).is_none());
+        assert_eq!(held.lock().unwrap().reserve(now), now);
+        // The store and the holder see the same ledger: the minute is used up for both.
+        assert!(store.nth_slot(&key, now, 1).await.unwrap() > now);
+
+        // Registered again with room for more: the held ledger is the new one.
+        let more: Quota = "10/1m".parse().unwrap();
+        store
+            .register(&key, &more, LedgerConfig::default(), now)
+            .await
+            .unwrap();
+        assert_eq!(held.lock().unwrap().reserve(now), now);
+        assert_eq!(store.nth_slot(&key, now, 1).await.unwrap(), now);
+        assert!(Arc::ptr_eq(&held, &store.local_ledger(&key).unwrap()));
+    }
+}

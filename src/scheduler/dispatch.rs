@@ -134,18 +134,7 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
                 && !q_is_paced(&q) =>
         {
             let (parts, body) = response.into_parts();
-            let attempts = job.attempts;
-            finish(
-                &q,
-                job,
-                Ok(Response {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body,
-                    attempts,
-                    sent_at,
-                }),
-            );
+            succeed(&q, job, parts, body, sent_at);
             None
         }
         result => Some(Answer {
@@ -156,6 +145,25 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
             result,
         }),
     }
+}
+
+/// Delivers a success: the response (`parts`, `body`) of the attempt sent at `sent_at`.
+fn succeed(
+    q: &Arc<KeyQueue>,
+    job: Queued,
+    parts: http::response::Parts,
+    body: bytes::Bytes,
+    sent_at: Instant,
+) {
+    let attempts = job.attempts;
+    let response = Response {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        attempts,
+        sent_at,
+    };
+    finish(q, job, Ok(response));
 }
 
 fn q_is_paced(q: &KeyQueue) -> bool {
@@ -223,18 +231,7 @@ async fn on_response<S: LedgerStore>(
                 tracing::debug!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "pace raised after a quiet window");
                 let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
             }
-            let attempts = job.attempts;
-            finish(
-                q,
-                job,
-                Ok(Response {
-                    status,
-                    headers: parts.headers,
-                    body,
-                    attempts,
-                    sent_at,
-                }),
-            );
+            succeed(q, job, parts, body, sent_at);
             None
         }
         Class::RateLimited => {

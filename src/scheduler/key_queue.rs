@@ -132,8 +132,8 @@ impl QueueState {
         all
     }
 
-    /// Whether the dispatcher may exit: closed, nothing queued, nothing on the wire or waiting to
-    /// be retried.
+    /// Whether the key may retire from its shard: closed, nothing queued, nothing on the wire or
+    /// waiting to be retried.
     pub(crate) fn finished(&self) -> bool {
         self.closed && !self.has_jobs() && self.in_flight == 0 && self.backing_off == 0
     }

@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! submit(job) ─▶ key queue (lanes: interactive > normal > bulk; FIFO within a lane; bounded)
-//!                  │ dispatcher: ledger.reserve(now) ─▶ sleep until the slot ─▶ bind the best job
+//!                  │ key's shard: ledger.reserve(now) ─▶ sleep until the slot ─▶ bind the best job
 //!                  ▼
 //!              transport.send ─▶ classify: success │ 429 │ transient │ 401 │ 403 │ fatal
 //! ```
 //! Every submitted job ends with exactly one outcome, delivered through its [`Ticket`].
+//!
+//! A few dispatch tasks ("shards", [`SchedulerBuilder::dispatch_tasks`]) serve all keys: each key is
+//! given to one when it is added, and the shard reserves its slots, binds its jobs and drives its
+//! calls. 10,000 keys cost as many tasks as the machine has cores, not 10,000.
 //!
 //! Delivery is **at-least-once** by default: a call whose outcome is unknown (timeout, 5xx,
 //! connection dropped after sending) is retried, so the server may see it twice. Choose

@@ -1,0 +1,277 @@
+//! Dispatch shards: one task serves many keys, so a held key must not hold up the others, a store
+//! that keeps its ledgers elsewhere must still be asked for every slot, a failing store must fail
+//! jobs rather than the shard, and a shard that stopped at shutdown must start again for a new key.
+//! Real HTTP to the mock server over loopback, on tokio's paused clock.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{event, patient_transport};
+use fabraix_scheduler::mock::{key_fingerprint, MockServer, TEST_DEV_KEY, TEST_PROD_KEY};
+use fabraix_scheduler::{
+    ApiKey, Instant, JobError, KeyConfig, KeyId, LedgerConfig, LedgerStore, MemoryLedgerStore,
+    Quota, Scheduler, ShutdownMode, StoreError, SubmitError,
+};
+
+/// A store that keeps its ledgers out of the scheduler's reach, as a shared store (Redis) would:
+/// it hands out no in-process ledger, and every operation is a future that yields once before it
+/// answers. It counts reservations and can be told to fail them.
+#[derive(Clone, Default)]
+struct DistantStore {
+    inner: MemoryLedgerStore,
+    reserves: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
+}
+
+impl LedgerStore for DistantStore {
+    async fn register(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.register(key, quota, config, now).await
+    }
+
+    async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
+        tokio::task::yield_now().await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        self.reserves.fetch_add(1, Ordering::SeqCst);
+        self.inner.reserve(key, now).await
+    }
+
+    async fn refund(&self, key: &KeyId, slot: Instant) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.refund(key, slot).await
+    }
+
+    async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.nth_slot(key, now, k).await
+    }
+
+    async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.plan(key, now, k).await
+    }
+
+    async fn block_until(&self, key: &KeyId, until: Instant) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.block_until(key, until).await
+    }
+
+    async fn apply_server_window(
+        &self,
+        key: &KeyId,
+        remaining: u32,
+        reset_at: Instant,
+    ) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.inner
+            .apply_server_window(key, remaining, reset_at)
+            .await
+    }
+
+    async fn set_pace(&self, key: &KeyId, spacing: Option<Duration>) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.set_pace(key, spacing).await
+    }
+
+    async fn recent_utilisation(&self, key: &KeyId, now: Instant) -> Result<Vec<f64>, StoreError> {
+        tokio::task::yield_now().await;
+        self.inner.recent_utilisation(key, now).await
+    }
+}
+
+/// A mock server with these `(secret, quota)` keys, on loopback.
+async fn server(keys: &[(&str, &str)]) -> MockServer {
+    let mut builder = MockServer::builder();
+    for (secret, quota) in keys {
+        builder = builder.key(secret, quota.parse::<Quota>().unwrap());
+    }
+    builder.start().await.unwrap()
+}
+
+/// A scheduler on the in-memory store with `shards` dispatch tasks.
+fn scheduler(shards: usize) -> Scheduler {
+    Scheduler::builder()
+        .transport_config(patient_transport())
+        .dispatch_tasks(shards)
+        .build()
+        .unwrap()
+}
+
+fn key_config(id: &KeyId, secret: &str, server: &MockServer, quota: &str) -> KeyConfig {
+    KeyConfig::new(
+        id.clone(),
+        ApiKey::new(secret).unwrap(),
+        &server.base_url(),
+        quota.parse::<Quota>().unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_elsewhere_is_asked_for_every_slot_and_paces_the_same() {
+    let server = server(&[(TEST_DEV_KEY, "3/1s")]).await;
+    let store = DistantStore::default();
+    let scheduler = fabraix_scheduler::SchedulerBuilder::with_store(store.clone())
+        .transport_config(patient_transport())
+        .seed(1)
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    scheduler
+        .add_key(key_config(&key, TEST_DEV_KEY, &server, "3/1s"))
+        .await
+        .unwrap();
+    assert!(store.local_ledger(&key).is_none());
+
+    let start = tokio::time::Instant::now();
+    let mut tickets = Vec::new();
+    for i in 0..9 {
+        tickets.push(scheduler.submit(&key, event(i)).await.unwrap());
+    }
+    // The ETAs come from the store's plan: three windows' worth, in order.
+    let etas: Vec<Instant> = tickets.iter().map(|t| t.eta()).collect();
+    assert!(etas.windows(2).all(|w| w[0] <= w[1]), "{etas:?}");
+    assert!(
+        etas[8] - start >= Duration::from_secs(2),
+        "{:?}",
+        etas[8] - start
+    );
+    let mut last = start;
+    for t in tickets {
+        last = last.max(t.await.unwrap().sent_at);
+    }
+    assert!(store.reserves.load(Ordering::SeqCst) >= 9);
+    let span = last - start;
+    assert!(
+        span >= Duration::from_secs(2) && span < Duration::from_millis(2_500),
+        "nine calls at 3/1s should take two windows and a guard, took {span:?}"
+    );
+    assert_eq!(server.refused(), 0);
+    server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_fails_the_jobs_not_the_shard() {
+    let server = server(&[(TEST_DEV_KEY, "100/1s")]).await;
+    let store = DistantStore::default();
+    let scheduler = fabraix_scheduler::SchedulerBuilder::with_store(store.clone())
+        .transport_config(patient_transport())
+        .dispatch_tasks(1)
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    scheduler
+        .add_key(key_config(&key, TEST_DEV_KEY, &server, "100/1s"))
+        .await
+        .unwrap();
+
+    store.failing.store(true, Ordering::SeqCst);
+    let mut tickets = Vec::new();
+    for i in 0..3 {
+        tickets.push(scheduler.submit(&key, event(i)).await.unwrap());
+    }
+    for t in tickets {
+        match t.await {
+            Err(JobError::Store(StoreError::Unavailable(why))) => {
+                assert_eq!(why, "connection refused")
+            }
+            other => panic!("expected a store error, got {other:?}"),
+        }
+    }
+    assert_eq!(scheduler.stats(&key).unwrap().failed, 3);
+    assert!(
+        server.record().is_empty(),
+        "nothing may go out without a slot"
+    );
+
+    // The store is back: the same shard serves the key again.
+    store.failing.store(false, Ordering::SeqCst);
+    let ticket = scheduler.submit(&key, event(3)).await.unwrap();
+    assert_eq!(ticket.await.unwrap().status, 200);
+    assert_eq!(server.record().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_key_does_not_hold_up_the_other_keys_of_its_shard() {
+    let server = server(&[(TEST_DEV_KEY, "1/1h"), (TEST_PROD_KEY, "1000/1s")]).await;
+    let scheduler = scheduler(1);
+    let (slow, fast) = (KeyId::new("slow"), KeyId::new("fast"));
+    scheduler
+        .add_key(key_config(&slow, TEST_DEV_KEY, &server, "1/1h"))
+        .await
+        .unwrap();
+    scheduler
+        .add_key(key_config(&fast, TEST_PROD_KEY, &server, "1000/1s"))
+        .await
+        .unwrap();
+
+    let start = tokio::time::Instant::now();
+    let first = scheduler.submit(&slow, event(0)).await.unwrap();
+    let held = scheduler.submit(&slow, event(1)).await.unwrap();
+    let mut quick = Vec::new();
+    for i in 0..20 {
+        quick.push(scheduler.submit(&fast, event(i)).await.unwrap());
+    }
+    for t in quick {
+        let sent = t.await.unwrap().sent_at;
+        assert!(
+            sent - start < Duration::from_secs(1),
+            "a key with room waited {:?} behind a held key",
+            sent - start
+        );
+    }
+    first.await.unwrap();
+    let late = held.await.unwrap().sent_at;
+    assert!(
+        late - start >= Duration::from_secs(3600),
+        "{:?}",
+        late - start
+    );
+    assert_eq!(server.refused(), 0);
+    assert_eq!(
+        server.arrivals(&key_fingerprint(TEST_PROD_KEY)).len(),
+        20,
+        "every call of the key with room arrived"
+    );
+    server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_added_after_shutdown_is_served() {
+    let server = server(&[(TEST_DEV_KEY, "100/1s"), (TEST_PROD_KEY, "100/1s")]).await;
+    let scheduler = scheduler(1);
+    let old = KeyId::new("old");
+    scheduler
+        .add_key(key_config(&old, TEST_DEV_KEY, &server, "100/1s"))
+        .await
+        .unwrap();
+    let ticket = scheduler.submit(&old, event(0)).await.unwrap();
+    assert_eq!(ticket.await.unwrap().status, 200);
+    let report = scheduler.shutdown(ShutdownMode::Drain).await;
+    assert!(report.returned.is_empty());
+    assert!(matches!(
+        scheduler.submit(&old, event(1)).await,
+        Err(SubmitError::ShuttingDown { .. })
+    ));
+
+    // The shard stopped with its last key; a new key starts it again.
+    let new = KeyId::new("new");
+    scheduler
+        .add_key(key_config(&new, TEST_PROD_KEY, &server, "100/1s"))
+        .await
+        .unwrap();
+    let ticket = scheduler.submit(&new, event(2)).await.unwrap();
+    assert_eq!(ticket.await.unwrap().status, 200);
+    assert_eq!(server.record().len(), 2);
+}
