@@ -192,6 +192,11 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         // each other (with the in-memory store), far inside the guard the ledger keeps at each
         // window's edge. A wait for a store that is not in this process reads it again.
         let mut now = None;
+        // Backoffs that have ended. Checked every turn, not only when nothing else is ready: the
+        // wait below prefers answers, and a wire that is never idle must not hold retries back.
+        while let Some(Some(backoff)) = backoffs.next().now_or_never() {
+            requeue_after_backoff(backoff);
+        }
         // Keys that asked to be served, a batch at a time: the calls they start are answered
         // before more are started, so the set of calls stays small and warm in cache.
         for _ in 0..BATCH {
