@@ -13,7 +13,7 @@ use common::{event, patient_transport};
 use fabraix_scheduler::mock::{key_fingerprint, MockServer, TEST_DEV_KEY, TEST_PROD_KEY};
 use fabraix_scheduler::{
     ApiKey, Instant, JobError, KeyConfig, KeyId, LedgerConfig, LedgerStore, MemoryLedgerStore,
-    Quota, Scheduler, ShutdownMode, StoreError, SubmitError,
+    Quota, ReqwestTransport, Scheduler, ShutdownMode, StoreError, SubmitError,
 };
 
 /// A store that keeps its ledgers out of the scheduler's reach, as a shared store (Redis) would:
@@ -274,4 +274,50 @@ async fn a_key_added_after_shutdown_is_served() {
     let ticket = scheduler.submit(&new, event(2)).await.unwrap();
     assert_eq!(ticket.await.unwrap().status, 200);
     assert_eq!(server.record().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_sends_what_is_queued_then_stops() {
+    let server = server(&[(TEST_DEV_KEY, "2/1s")]).await;
+    // The test keeps its own handle on the transport: once the scheduler's state is gone (which
+    // needs every dispatch task to have ended, as they hold it), this is the only one left.
+    let transport = Arc::new(ReqwestTransport::new(patient_transport()).unwrap());
+    let scheduler = Scheduler::builder()
+        .transport(transport.clone())
+        .dispatch_tasks(2)
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    scheduler
+        .add_key(key_config(&key, TEST_DEV_KEY, &server, "2/1s"))
+        .await
+        .unwrap();
+    let mut tickets = Vec::new();
+    for i in 0..6 {
+        tickets.push(scheduler.submit(&key, event(i)).await.unwrap());
+    }
+    // Another handle keeps the scheduler open.
+    let other = scheduler.clone();
+    drop(scheduler);
+    tickets.push(other.submit(&key, event(6)).await.unwrap());
+    drop(other);
+
+    // Every queued job is still sent, at the quota.
+    for t in tickets {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert_eq!(server.record().len(), 7);
+    server.verify().unwrap();
+    // Then the dispatch tasks end and the scheduler's state is freed.
+    for _ in 0..100 {
+        if Arc::strong_count(&transport) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        Arc::strong_count(&transport),
+        1,
+        "the dispatch tasks outlived the last handle"
+    );
 }

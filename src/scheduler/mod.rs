@@ -67,6 +67,18 @@ pub(crate) struct Inner<S> {
 }
 
 impl<S> Inner<S> {
+    /// Closes every key: no new jobs; what is queued is still sent, and each key's shard lets it
+    /// go once it is empty and nothing of it is on the wire. Returns the keys.
+    fn close_all(&self) -> Vec<Arc<KeyQueue>> {
+        let queues: Vec<Arc<KeyQueue>> = self.keys.iter().map(|e| Arc::clone(e.value())).collect();
+        for q in &queues {
+            q.lock().closed = true;
+            q.wake();
+            q.space.notify_waiters();
+        }
+        queues
+    }
+
     /// Two uniform samples in [0, 1) from the scheduler's (seedable) generator.
     pub(crate) fn random_pair(&self) -> (f64, f64) {
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
@@ -75,15 +87,33 @@ impl<S> Inner<S> {
 }
 
 /// Sends jobs for any number of keys, each as fast as its quota allows and never faster.
-/// Cheap to clone (a handle). Call [`shutdown`](Scheduler::shutdown) to stop it.
+/// Cheap to clone (a handle). Call [`shutdown`](Scheduler::shutdown) to stop it and choose what
+/// becomes of queued jobs; dropping the last handle closes every key instead, like
+/// [`ShutdownMode::Drain`] without waiting: what is queued is still sent (its tickets resolve),
+/// then the dispatch tasks end.
 pub struct Scheduler<S: LedgerStore = MemoryLedgerStore> {
     inner: Arc<Inner<S>>,
+    /// Shared by every clone of this handle (and by nothing else).
+    handle: Arc<LastHandle<S>>,
+}
+
+/// Closes every key when the last [`Scheduler`] handle is dropped. The dispatch tasks hold the
+/// scheduler's state, not a handle: without this they would wait for jobs that can no longer come.
+struct LastHandle<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Drop for LastHandle<S> {
+    fn drop(&mut self) {
+        self.inner.close_all();
+    }
 }
 
 impl<S: LedgerStore> Clone for Scheduler<S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
+            handle: Arc::clone(&self.handle),
         }
     }
 }
@@ -210,21 +240,25 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
         let shards = self
             .shards
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)));
+        let inner = Arc::new(Inner {
+            store: self.store,
+            transport,
+            clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+            retry: self.retry,
+            budget: self.budget,
+            adaptive_pacing: self.adaptive_pacing,
+            rng: Mutex::new(rng),
+            keys: KeyMap::default(),
+            shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
+            next_shard: AtomicUsize::new(0),
+            shard_tasks: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        });
         Ok(Scheduler {
-            inner: Arc::new(Inner {
-                store: self.store,
-                transport,
-                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
-                retry: self.retry,
-                budget: self.budget,
-                adaptive_pacing: self.adaptive_pacing,
-                rng: Mutex::new(rng),
-                keys: KeyMap::default(),
-                shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
-                next_shard: AtomicUsize::new(0),
-                shard_tasks: Mutex::new(Vec::new()),
-                next_id: AtomicU64::new(1),
+            handle: Arc::new(LastHandle {
+                inner: Arc::clone(&inner),
             }),
+            inner,
         })
     }
 }
@@ -535,17 +569,7 @@ impl<S: LedgerStore> Scheduler<S> {
     /// Stops taking jobs and ends as `mode` says; returns the jobs handed back. Calls already on the
     /// wire always finish and deliver their outcomes.
     pub async fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
-        let queues: Vec<Arc<KeyQueue>> = self
-            .inner
-            .keys
-            .iter()
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        for q in &queues {
-            q.lock().closed = true;
-            q.wake();
-            q.space.notify_waiters();
-        }
+        let queues = self.inner.close_all();
         let mut handles: Vec<JoinHandle<()>> = std::mem::take(
             &mut *self
                 .inner
