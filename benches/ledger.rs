@@ -1,6 +1,8 @@
 //! Ledger cost: one `reserve` and one `plan` on a steady-state ledger (every window full, the fake
 //! `now` advancing at the quota's long-run rate so windows keep rolling), for Development,
-//! Production and 1,000,000/1h; governor's `check()` in the same group as the reference.
+//! Production and 1,000,000/1h; governor's `check()` in the same group as the reference. And the
+//! ETAs of a filling queue (`ledger_eta`): the k-th slot for k = 1, 2, …, 1,000 on a steady-state
+//! Development ledger, each planned afresh against one plan extended as the queue grows.
 //!
 //! `cargo bench --bench ledger`
 
@@ -95,5 +97,32 @@ fn ledger_plan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ledger_reserve, ledger_plan);
+/// The ETAs of 1,000 jobs queued one after another: what `submit` asks the ledger.
+fn ledger_eta(c: &mut Criterion) {
+    const QUEUED: usize = 1_000;
+    let mut group = c.benchmark_group("ledger_eta");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    let (ledger, now, _) = steady_ledger(&Quota::development());
+    group.bench_function(BenchmarkId::new("fresh_plan_per_job", QUEUED), |b| {
+        b.iter(|| {
+            (1..=QUEUED)
+                .map(|k| ledger.nth_slot(black_box(now), k))
+                .last()
+        })
+    });
+    group.bench_function(BenchmarkId::new("plan_cursor", QUEUED), |b| {
+        b.iter(|| {
+            let mut cursor = None;
+            (1..=QUEUED)
+                .map(|k| ledger.nth_slot_with(&mut cursor, black_box(now), k))
+                .last()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ledger_reserve, ledger_plan, ledger_eta);
 criterion_main!(benches);

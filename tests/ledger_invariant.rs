@@ -167,3 +167,61 @@ proptest! {
         }
     }
 }
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// A change to the ledger (see [`Op`]).
+    Change(Op),
+    /// An ETA question: the clock moves on by this many ms, and k grows by this much (a queue
+    /// filling up), or starts again at this value when the flag is set.
+    Ask(u64, usize, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => op().prop_map(Step::Change),
+        4 => (prop_oneof![Just(0u64), 0u64..40], (0usize..6), prop::bool::weighted(0.1))
+            .prop_map(|(ms, k, reset)| Step::Ask(ms, k, reset)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// The plan cursor that makes a growing queue's ETAs O(1) each answers exactly what a fresh
+    /// plan answers, whatever changes the ledger goes through between the questions.
+    #[test]
+    fn a_plan_cursor_answers_as_a_fresh_plan(q in quota(), steps in prop::collection::vec(step(), 1..200), guard in 0u64..20) {
+        let t0 = tokio::time::Instant::now();
+        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::from_millis(guard)), ..LedgerConfig::default() }, t0);
+        let mut now = t0;
+        let mut cursor = None;
+        let mut k = 1;
+        let mut reserved: Vec<Instant> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Ask(ms, grow, reset) => {
+                    now += Duration::from_millis(ms);
+                    k = if reset { grow.max(1) } else { k + grow };
+                    let fresh = ledger.nth_slot(now, k);
+                    let planned = ledger.nth_slot_with(&mut cursor, now, k);
+                    prop_assert_eq!(planned, fresh, "k = {}, {:?} after the start", k, now - t0);
+                }
+                Step::Change(Op::Reserve(ms)) => {
+                    now += Duration::from_millis(ms);
+                    reserved.push(ledger.reserve(now));
+                }
+                Step::Change(Op::Refund(i)) if !reserved.is_empty() => {
+                    let slot = reserved.remove(i % reserved.len());
+                    if slot >= now {
+                        ledger.refund(slot);
+                    }
+                }
+                Step::Change(Op::Refund(_)) => {}
+                Step::Change(Op::Block(ms)) => ledger.block_until(now + Duration::from_millis(ms)),
+                Step::Change(Op::ServerWindow(r, ms)) => ledger.apply_server_window(r, now + Duration::from_millis(ms)),
+                Step::Change(Op::Pace(ms)) => ledger.set_pace((ms > 0).then(|| Duration::from_millis(ms))),
+            }
+        }
+    }
+}

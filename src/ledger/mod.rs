@@ -16,7 +16,7 @@ mod store;
 mod token_bucket;
 mod window_log;
 
-pub use key_ledger::{Ledger, LedgerConfig, DEFAULT_GUARD};
+pub use key_ledger::{Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
 pub use memory::MemoryLedgerStore;
 pub use store::{LedgerStore, StoreError};

@@ -20,7 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
 use crate::job_error::{JobError, Outcome};
 use crate::key_id::KeyId;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, PlanCursor};
 use crate::quota::Quota;
 
 /// A job in a queue, with what its attempts so far have cost.
@@ -65,6 +65,9 @@ pub(crate) struct QueueState {
     /// The key's shard has let it go: closed, empty, nothing on the wire.
     pub(crate) retired: bool,
     pub(crate) calls: CallCounts,
+    /// The ledger's plan for the queued jobs, extended as jobs arrive, so that each new job's ETA
+    /// costs O(1) rather than O(queue length); dropped when the queue empties.
+    pub(crate) plan: Option<PlanCursor>,
     pub(crate) returned: Vec<ReturnedJob>,
 }
 
@@ -195,6 +198,7 @@ impl KeyQueue {
                 pending: None,
                 retired: false,
                 calls: CallCounts::default(),
+                plan: None,
                 returned: Vec::new(),
             }),
             shard,

@@ -283,6 +283,15 @@ enum Waiting {
     },
 }
 
+/// Which of the key's next slots a new job gets (1-based): `ahead` jobs go before it, and a slot
+/// already held (`pending`) goes to the first of them.
+fn eta_rank(ahead: usize, pending: Option<Instant>) -> usize {
+    match pending {
+        Some(_) => ahead,
+        None => ahead + 1,
+    }
+}
+
 /// The ticket of job `id` of `key`.
 fn ticket(
     id: u64,
@@ -305,6 +314,8 @@ enum Enqueued {
     Queued {
         ahead: usize,
         pending: Option<Instant>,
+        /// The ETA, when the key's ledger is in this process.
+        eta: Option<Instant>,
     },
     FailedFast,
     Refused(Box<SubmitError>),
@@ -385,25 +396,13 @@ impl<S: LedgerStore> Scheduler<S> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.enqueue(&q, job, id, tx) {
-            Enqueued::Queued { ahead, pending } => {
+            Enqueued::Queued { eta: Some(eta), .. } => {
+                Attempt::Done(Ok(ticket(id, key, eta, rx, &q)))
+            }
+            Enqueued::Queued { ahead, pending, .. } => {
                 let now = self.inner.clock.now();
-                let k = match pending {
-                    Some(slot) if ahead == 0 => {
-                        return Attempt::Done(Ok(ticket(id, key, slot, rx, &q)))
-                    }
-                    Some(_) => ahead,
-                    None => ahead + 1,
-                };
-                match &q.ledger {
-                    Some(ledger) => {
-                        let eta = ledger
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .nth_slot(now, k);
-                        Attempt::Done(Ok(ticket(id, key, eta, rx, &q)))
-                    }
-                    None => Attempt::Wait(Waiting::Eta { q, id, rx, k, now }),
-                }
+                let k = eta_rank(ahead, pending);
+                Attempt::Wait(Waiting::Eta { q, id, rx, k, now })
             }
             Enqueued::FailedFast => {
                 Attempt::Done(Ok(ticket(id, key, self.inner.clock.now(), rx, &q)))
@@ -482,6 +481,15 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         let ahead = st.ahead_of(job.priority);
         let pending = st.pending_slot();
+        let eta = match (pending, &q.ledger) {
+            (Some(slot), _) if ahead == 0 => Some(slot),
+            (_, Some(ledger)) => {
+                let now = self.inner.clock.now();
+                let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                Some(ledger.nth_slot_with(&mut st.plan, now, eta_rank(ahead, pending)))
+            }
+            (_, None) => None,
+        };
         // A key waiting for a slot, or with its calls all on the wire, is served again when the
         // slot is due or a call ends.
         let serve = st.pending.is_none() && st.in_flight < st.ramp;
@@ -498,7 +506,11 @@ impl<S: LedgerStore> Scheduler<S> {
         if serve {
             q.wake();
         }
-        Enqueued::Queued { ahead, pending }
+        Enqueued::Queued {
+            ahead,
+            pending,
+            eta,
+        }
     }
 
     /// Swaps the key behind `key` at run time: queued jobs stay queued and go out with the new

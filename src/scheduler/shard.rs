@@ -475,6 +475,10 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     let Some(job) = st.pop_highest() else {
         return Step::Refund(held.slot);
     };
+    if !st.has_jobs() {
+        // The plan of an empty queue is of no further use; it holds a copy of the ledger.
+        st.plan = None;
+    }
     // The path was checked at submission with this endpoint, so this does not fail; if it did,
     // the job fails rather than the shard.
     let uri = match st.uris.uri_for(&q.endpoint, &job.job.path) {
