@@ -216,6 +216,13 @@ impl KeyQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The key's in-process ledger, locked; `None` if its store keeps it elsewhere.
+    pub(crate) fn lock_ledger(&self) -> Option<MutexGuard<'_, Ledger>> {
+        self.ledger
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Asks the key's shard to serve it: reserve and send if there are jobs and room, drop a slot
     /// that must be reserved again, or let the key go once it is closed and done.
     pub(crate) fn wake(self: &Arc<Self>) {

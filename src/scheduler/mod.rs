@@ -481,14 +481,12 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         let ahead = st.ahead_of(job.priority);
         let pending = st.pending_slot();
-        let eta = match (pending, &q.ledger) {
-            (Some(slot), _) if ahead == 0 => Some(slot),
-            (_, Some(ledger)) => {
+        let eta = match pending {
+            Some(slot) if ahead == 0 => Some(slot),
+            _ => q.lock_ledger().map(|ledger| {
                 let now = self.inner.clock.now();
-                let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
-                Some(ledger.nth_slot_with(&mut st.plan, now, eta_rank(ahead, pending)))
-            }
-            (_, None) => None,
+                ledger.nth_slot_with(&mut st.plan, now, eta_rank(ahead, pending))
+            }),
         };
         // A key waiting for a slot, or with its calls all on the wire, is served again when the
         // slot is due or a call ends.

@@ -438,12 +438,9 @@ fn fill<S: LedgerStore>(
             }
             let epoch = q.reslot_epoch.load(Ordering::SeqCst);
             let at = *now.get_or_insert_with(|| inner.clock.now());
-            match &q.ledger {
+            match q.lock_ledger() {
                 // In this process: reserved under the queue's lock, nothing to wait for.
-                Some(ledger) => {
-                    let slot = ledger.lock().unwrap_or_else(|p| p.into_inner()).reserve(at);
-                    (slot, at, epoch)
-                }
+                Some(mut ledger) => (ledger.reserve(at), at, epoch),
                 None => return Step::AskStore(at, epoch),
             }
         }
