@@ -24,6 +24,7 @@ mod key_queue;
 mod pacing;
 mod request_template;
 mod shard;
+mod slot_timers;
 mod slots;
 mod stats;
 mod ticket;

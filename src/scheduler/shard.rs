@@ -15,8 +15,6 @@
 //! in one pass, and a call costs a push and a poll. The shard exits when all its keys are retired
 //! (closed, empty, nothing on the wire), and is started again if a key is added later.
 
-use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -33,6 +31,7 @@ use super::dispatch::{
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::request_template::{headers_with_key, Addressing};
+use super::slot_timers::Timers;
 use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
@@ -110,60 +109,6 @@ impl Shard {
             Ok(())
         } else {
             Err(ready)
-        }
-    }
-}
-
-/// A key waiting for its reserved slot.
-struct Timer {
-    at: Instant,
-    id: u64,
-    q: Arc<KeyQueue>,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.id) == (other.at, other.id)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timer {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (self.at, self.id).cmp(&(other.at, other.id))
-    }
-}
-
-/// The timers of one shard, earliest first.
-#[derive(Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<Timer>>,
-    next_id: u64,
-}
-
-impl Timers {
-    fn add(&mut self, at: Instant, q: &Arc<KeyQueue>) -> u64 {
-        self.next_id += 1;
-        self.heap.push(Reverse(Timer {
-            at,
-            id: self.next_id,
-            q: Arc::clone(q),
-        }));
-        self.next_id
-    }
-
-    fn next_at(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(t)| t.at)
-    }
-
-    fn pop_due(&mut self, through: Instant) -> Option<Timer> {
-        match self.heap.peek() {
-            Some(Reverse(t)) if t.at <= through => self.heap.pop().map(|Reverse(t)| t),
-            _ => None,
         }
     }
 }
