@@ -27,12 +27,12 @@ mod shard;
 mod slot_timers;
 mod slots;
 mod stats;
+mod submit;
 mod ticket;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{KeyConfig, Overflow, ShutdownMode};
@@ -42,13 +42,11 @@ pub use ticket::Ticket;
 
 use crate::api_key::ApiKey;
 use crate::clock::{Clock, Instant, TokioClock};
-use crate::job::Job;
-use crate::job_error::{JobError, SubmitError};
 use crate::key_id::{KeyId, KeyMap};
 use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
-use key_queue::{KeyQueue, Queued};
+use key_queue::KeyQueue;
 use shard::Shard;
 
 pub(crate) struct Inner<S> {
@@ -264,65 +262,6 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
     }
 }
 
-/// What one attempt of `submit` came to.
-enum Attempt {
-    Done(Result<Ticket, SubmitError>),
-    Wait(Waiting),
-}
-
-/// What `submit` still waits for.
-enum Waiting {
-    /// Room in the key's queue, to queue `job`.
-    Room { q: Arc<KeyQueue>, job: Job },
-    /// The ETA of queued job `id`, the `k`-th next call, from a store not in this process.
-    Eta {
-        q: Arc<KeyQueue>,
-        id: u64,
-        rx: oneshot::Receiver<crate::Outcome>,
-        k: usize,
-        now: Instant,
-    },
-}
-
-/// Which of the key's next slots a new job gets (1-based): `ahead` jobs go before it, and a slot
-/// already held (`pending`) goes to the first of them.
-fn eta_rank(ahead: usize, pending: Option<Instant>) -> usize {
-    match pending {
-        Some(_) => ahead,
-        None => ahead + 1,
-    }
-}
-
-/// The ticket of job `id` of `key`.
-fn ticket(
-    id: u64,
-    key: &KeyId,
-    eta: Instant,
-    outcome: oneshot::Receiver<crate::Outcome>,
-    q: &Arc<KeyQueue>,
-) -> Ticket {
-    Ticket {
-        id,
-        key: key.clone(),
-        eta,
-        outcome,
-        queue: Arc::downgrade(q),
-    }
-}
-
-/// What `enqueue` did with a job.
-enum Enqueued {
-    Queued {
-        ahead: usize,
-        pending: Option<Instant>,
-        /// The ETA, when the key's ledger is in this process.
-        eta: Option<Instant>,
-    },
-    FailedFast,
-    Refused(Box<SubmitError>),
-    Full(Job),
-}
-
 /// What [`Scheduler::shutdown`] returns.
 #[derive(Debug, Default)]
 pub struct ShutdownReport {
@@ -367,149 +306,6 @@ impl<S: LedgerStore> Scheduler<S> {
 
     fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
         self.inner.keys.get(key).map(|e| Arc::clone(e.value()))
-    }
-
-    /// Queues a job for `key` and returns its ticket (ETA, cancel, outcome). With
-    /// [`Overflow::Wait`] a full queue makes this wait for room; with [`Overflow::Reject`] it
-    /// returns [`SubmitError::QueueFull`]. A job for a key answered 401 fails at once with
-    /// [`JobError::KeyRevoked`] (through its ticket) until the key is rotated.
-    pub async fn submit(&self, key: &KeyId, job: Job) -> Result<Ticket, SubmitError> {
-        // The usual case is decided without waiting: queued (or failed fast), with its ETA from
-        // the key's in-process ledger. Waiting for room, or for a store elsewhere to give the
-        // ETA, takes the slower way, boxed so that this future stays small (it is moved on every
-        // call).
-        let Some(q) = self.queue(key) else {
-            return Err(SubmitError::UnknownKey {
-                key: key.clone(),
-                job,
-            });
-        };
-        // Bound before the `.await`, so that the attempt is not kept in this future's state.
-        let wait = match self.try_submit(q, key, job) {
-            Attempt::Done(result) => return result,
-            Attempt::Wait(wait) => wait,
-        };
-        Box::pin(self.submit_waiting(key, wait)).await
-    }
-
-    /// One attempt at queuing `job`, without waiting.
-    fn try_submit(&self, q: Arc<KeyQueue>, key: &KeyId, job: Job) -> Attempt {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        match self.enqueue(&q, job, id, tx) {
-            Enqueued::Queued { eta: Some(eta), .. } => {
-                Attempt::Done(Ok(ticket(id, key, eta, rx, &q)))
-            }
-            Enqueued::Queued { ahead, pending, .. } => {
-                let now = self.inner.clock.now();
-                let k = eta_rank(ahead, pending);
-                Attempt::Wait(Waiting::Eta { q, id, rx, k, now })
-            }
-            Enqueued::FailedFast => {
-                Attempt::Done(Ok(ticket(id, key, self.inner.clock.now(), rx, &q)))
-            }
-            Enqueued::Refused(e) => Attempt::Done(Err(*e)),
-            Enqueued::Full(job) => Attempt::Wait(Waiting::Room { q, job }),
-        }
-    }
-
-    /// The slower way of [`submit`](Self::submit): waits for room in a full queue (registered
-    /// before each attempt, so no room is missed), or for a store elsewhere to give the ETA.
-    async fn submit_waiting(&self, key: &KeyId, wait: Waiting) -> Result<Ticket, SubmitError> {
-        let mut wait = wait;
-        loop {
-            match wait {
-                Waiting::Eta { q, id, rx, k, now } => {
-                    let eta = self.inner.store.nth_slot(&q.id, now, k).await;
-                    return Ok(ticket(id, key, eta.unwrap_or(now), rx, &q));
-                }
-                Waiting::Room { q, job } => {
-                    let space = Arc::clone(&q);
-                    let room = space.space.notified();
-                    tokio::pin!(room);
-                    room.as_mut().enable();
-                    match self.try_submit(Arc::clone(&q), key, job) {
-                        Attempt::Done(result) => return result,
-                        Attempt::Wait(Waiting::Room { job, .. }) => {
-                            room.await;
-                            wait = Waiting::Room { q, job };
-                        }
-                        Attempt::Wait(other) => wait = other,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Puts a job into its lane if there is room; never waits.
-    fn enqueue(
-        &self,
-        q: &Arc<KeyQueue>,
-        job: Job,
-        id: u64,
-        tx: oneshot::Sender<crate::Outcome>,
-    ) -> Enqueued {
-        let mut st = q.lock();
-        // Checked here; the URI itself is cloned from this cache by the key's shard when the job
-        // is sent. (A clone here would bump the URI's reference counts on this thread and drop
-        // them on the shard's: two cache lines passed between cores per call.)
-        match st.uris.uri_for(&q.endpoint, &job.path) {
-            Ok(_) => {}
-            Err(reason) => {
-                return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
-            }
-        };
-        if st.closed {
-            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job }));
-        }
-        if st.revoked {
-            let fingerprint = st.api_key.fingerprint().to_string();
-            st.calls.submitted += 1;
-            drop(st);
-            q.counters.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
-            return Enqueued::FailedFast;
-        }
-        if st.len() >= q.capacity {
-            if q.overflow == Overflow::Reject {
-                return Enqueued::Refused(Box::new(SubmitError::QueueFull {
-                    key: q.id.clone(),
-                    capacity: q.capacity,
-                    job,
-                }));
-            }
-            return Enqueued::Full(job);
-        }
-        let ahead = st.ahead_of(job.priority);
-        let pending = st.pending_slot();
-        let eta = match pending {
-            Some(slot) if ahead == 0 => Some(slot),
-            _ => q.lock_ledger().map(|ledger| {
-                let now = self.inner.clock.now();
-                ledger.nth_slot_with(&mut st.plan, now, eta_rank(ahead, pending))
-            }),
-        };
-        // A key waiting for a slot, or with its calls all on the wire, is served again when the
-        // slot is due or a call ends.
-        let serve = st.pending.is_none() && st.in_flight < st.ramp;
-        st.push_back(Queued {
-            id,
-            job,
-            attempts: 0,
-            rate_limited: 0,
-            transient_retries: 0,
-            outcome: tx,
-        });
-        st.calls.submitted += 1;
-        drop(st);
-        if serve {
-            q.wake();
-        }
-        Enqueued::Queued {
-            ahead,
-            pending,
-            eta,
-        }
     }
 
     /// Swaps the key behind `key` at run time: queued jobs stay queued and go out with the new
