@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{event, rig};
 use fabraix_scheduler::mock::{key_fingerprint, MockServer, ServerModel, TEST_DEV_KEY};
-use fabraix_scheduler::{Instant, Quota};
+use fabraix_scheduler::{Instant, Quota, RefusedCalls};
 
 async fn run_batch(model: ServerModel, quota: Quota, n: usize) -> (Duration, u64, common::Rig) {
     let builder = MockServer::builder()
@@ -131,13 +131,17 @@ async fn counter_model_counting_refusals_still_converges() {
     assert!(elapsed < Duration::from_secs(375), "{elapsed:?}");
 }
 
-/// 1,000 calls on a Development key against a counter model that does not count refusals: by
-/// default the scheduler counts its few refused calls against the hour window (the safe reading),
-/// so the last calls wait for the hour; with `refused_calls_count(false)` it finishes near the
-/// minimum.
+/// 1,000 calls on a Development key against a counter model that does not count refusals: told
+/// that refusals count, the scheduler counts its few refused calls against the hour window, so the
+/// last calls wait for the hour; told they do not, it finishes near the minimum; by default it
+/// learns that they do not (one probe) and finishes near the minimum too.
 #[tokio::test(start_paused = true)]
-async fn refused_calls_count_by_default_and_can_be_told_not_to() {
-    for count in [true, false] {
+async fn refused_calls_count_learned_or_as_told() {
+    for rule in [
+        RefusedCalls::Count,
+        RefusedCalls::DoNotCount,
+        RefusedCalls::Learn,
+    ] {
         let quota = Quota::development();
         let builder = MockServer::builder()
             .key(TEST_DEV_KEY, quota.clone())
@@ -147,20 +151,71 @@ async fn refused_calls_count_by_default_and_can_be_told_not_to() {
             TEST_DEV_KEY,
             quota,
             fabraix_scheduler::RetryPolicy::default(),
-            |c| c.refused_calls_count(count),
+            |c| c.refused_calls(rule),
         )
         .await;
         let start = Instant::now();
         common::send_events(&rig, 1_000).await;
         let elapsed = Instant::now() - start;
         let refused = rig.server.refused();
-        assert!((1..=30).contains(&refused), "{refused} refused");
-        if count {
-            assert!(elapsed >= Duration::from_secs(3600), "{elapsed:?}");
+        assert!((1..=30).contains(&refused), "{rule:?}: {refused} refused");
+        let stats = rig.scheduler.stats(&rig.key).unwrap();
+        if rule == RefusedCalls::Count {
+            assert!(
+                elapsed >= Duration::from_secs(3600),
+                "{rule:?}: {elapsed:?}"
+            );
+            assert_eq!(stats.refused_calls, RefusedCalls::Count);
         } else {
-            assert!(elapsed < Duration::from_secs(1_300), "{elapsed:?}");
+            assert!(
+                elapsed < Duration::from_secs(1_300),
+                "{rule:?}: {elapsed:?}"
+            );
+            // Learning found that this server does not count refusals.
+            assert_eq!(stats.refused_calls, RefusedCalls::DoNotCount, "{rule:?}");
         }
     }
+}
+
+/// The same batch against a counter model that does count refusals: learning costs at most
+/// [`MAX_REFUSED_PROBES`] (2) more refused calls than counting from the start, never sends more
+/// than the server's quota in any window, and loses nothing.
+#[tokio::test(start_paused = true)]
+async fn learning_on_a_server_that_counts_refusals_costs_a_refused_probe_or_two() {
+    let mut refused_by_rule = Vec::new();
+    for rule in [RefusedCalls::Count, RefusedCalls::Learn] {
+        let quota = Quota::development();
+        let builder = MockServer::builder()
+            .key(TEST_DEV_KEY, quota.clone())
+            .model(ServerModel::SlidingWindowCounter)
+            .count_refused(true);
+        let rig = common::rig_with(
+            builder,
+            TEST_DEV_KEY,
+            quota,
+            fabraix_scheduler::RetryPolicy::default(),
+            |c| c.refused_calls(rule),
+        )
+        .await;
+        let start = Instant::now();
+        common::send_events(&rig, 1_000).await;
+        let elapsed = Instant::now() - start;
+        let stats = rig.scheduler.stats(&rig.key).unwrap();
+        assert_eq!(stats.succeeded, 1_000, "{rule:?}");
+        assert_ne!(stats.refused_calls, RefusedCalls::DoNotCount, "{rule:?}");
+        // Counted refusals push the last calls into the next hour either way.
+        assert!(
+            elapsed >= Duration::from_secs(3600),
+            "{rule:?}: {elapsed:?}"
+        );
+        eprintln!("{rule:?}: {} refused, {elapsed:?}", rig.server.refused());
+        refused_by_rule.push(rig.server.refused());
+    }
+    let (counting, learning) = (refused_by_rule[0], refused_by_rule[1]);
+    assert!(
+        learning <= counting + 2,
+        "learning drew {learning} 429s, counting {counting}"
+    );
 }
 
 /// Told that the server uses token buckets, the key takes the burst and the refill: zero 429 and

@@ -181,6 +181,18 @@ impl Ledger {
         }
     }
 
+    /// Records `n` calls that the server counted but this ledger no longer holds (they were
+    /// refunded), as if they were made at `now`, or at the latest slot if that is later: later
+    /// than they were, so the ledger stays on the safe side. They hold every window regardless
+    /// of room, as the server's count does.
+    pub fn record_late(&mut self, now: Instant, n: u32) {
+        let now_ns = self.ns(now);
+        let t = self.last_slot_ns.map_or(now_ns, |last| last.max(now_ns));
+        for _ in 0..n {
+            self.commit(t, now_ns);
+        }
+    }
+
     /// When the next `k` calls could go, if reserved now one after another; commits nothing.
     /// O(k × limits). `plan(now, 0)` is empty.
     pub fn plan(&self, now: Instant, k: usize) -> Vec<Instant> {

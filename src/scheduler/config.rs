@@ -8,6 +8,8 @@ use crate::key_id::KeyId;
 use crate::ledger::LedgerConfig;
 use crate::quota::Quota;
 
+use super::refusals::RefusedCalls;
+
 /// What `submit` does when a key's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Overflow {
@@ -29,7 +31,7 @@ pub struct KeyConfig {
     pub(crate) max_in_flight: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) overflow: Overflow,
-    pub(crate) refused_calls_count: bool,
+    pub(crate) refused_calls: RefusedCalls,
 }
 
 impl KeyConfig {
@@ -68,7 +70,7 @@ impl KeyConfig {
             max_in_flight: 16,
             queue_capacity: 10_000,
             overflow: Overflow::Wait,
-            refused_calls_count: true,
+            refused_calls: RefusedCalls::Learn,
         })
     }
 
@@ -101,14 +103,38 @@ impl KeyConfig {
         self
     }
 
-    /// Whether a call answered 429 still counts against the key's windows. Default true: many
-    /// servers count refused calls, and the Fabraix docs do not say. With `false` the refused
-    /// call's slot is refunded, which is right for a server that does not count refusals and lets
-    /// the next window open sooner (a batch near the hour limit can finish up to an hour earlier),
-    /// but draws 429s from one that does.
-    pub fn refused_calls_count(mut self, count: bool) -> Self {
-        self.refused_calls_count = count;
+    /// Whether a call answered 429 counts against the key's windows. The Fabraix docs do not say;
+    /// many servers count refused calls. Default [`RefusedCalls::Learn`]: counted until counting
+    /// them is all that holds the key back, then one call tells (see [`RefusedCalls`]).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota, RefusedCalls};
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .refused_calls(RefusedCalls::Count);
+    /// assert_eq!(config.refused_calls_rule(), RefusedCalls::Count);
+    /// ```
+    pub fn refused_calls(mut self, rule: RefusedCalls) -> Self {
+        self.refused_calls = rule;
         self
+    }
+
+    /// Shorthand for [`refused_calls`](Self::refused_calls): `true` is [`RefusedCalls::Count`]
+    /// (a server known to count refused calls), `false` [`RefusedCalls::DoNotCount`] (each refused
+    /// call's slot is refunded: right for a server known not to count them, and it draws 429s
+    /// from one that does).
+    pub fn refused_calls_count(self, count: bool) -> Self {
+        self.refused_calls(if count {
+            RefusedCalls::Count
+        } else {
+            RefusedCalls::DoNotCount
+        })
+    }
+
+    /// The configured rule for refused calls (what the key starts with; see
+    /// [`KeyStats::refused_calls`](crate::KeyStats::refused_calls) for what it learned).
+    pub fn refused_calls_rule(&self) -> RefusedCalls {
+        self.refused_calls
     }
 
     /// How each limit is read (see [`WindowSemantics`](crate::WindowSemantics)); default sliding

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::key_queue::{KeyQueue, Queued};
+use super::refusals::ProbeVerdict;
 use super::request_template::{build_request, Addressing};
 use super::stats::Counters;
 use super::Inner;
@@ -133,6 +134,7 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
                     .is_none()
                 && !q_is_paced(&q) =>
         {
+            q.settle_probe(slot, ProbeVerdict::Accepted, inner.clock.as_ref());
             let (parts, body) = response.into_parts();
             succeed(&q, job, parts, body, sent_at);
             None
@@ -180,6 +182,15 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
         sent_at,
         result,
     } = answer;
+    let verdict = match &result {
+        Ok(response) => match classify_status(response.status()) {
+            Class::Success => ProbeVerdict::Accepted,
+            Class::RateLimited => ProbeVerdict::Refused,
+            _ => ProbeVerdict::Undecided,
+        },
+        Err(_) => ProbeVerdict::Undecided,
+    };
+    q.settle_probe(slot, verdict, inner.clock.as_ref());
     match result {
         Ok(response) => on_response(inner, &q, job, response, slot, sent_at).await,
         Err(error) => on_transport_error(inner, &q, job, error),
@@ -236,7 +247,8 @@ async fn on_response<S: LedgerStore>(
         }
         Class::RateLimited => {
             Box::pin(async {
-                if !q.refused_calls_count {
+                let refund = q.lock().refusals.on_refused(slot);
+                if refund {
                     if let Err(e) = inner.refund_slot(q, slot).await {
                         tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
                     }

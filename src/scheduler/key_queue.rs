@@ -11,11 +11,12 @@ use tokio::sync::{oneshot, Notify};
 
 use super::config::{KeyConfig, Overflow};
 use super::pacing::Pacer;
+use super::refusals::{ProbeVerdict, RefusalAccounting};
 use super::request_template::UriCache;
 use super::shard::Shard;
 use super::stats::{CallCounts, Counters, KeyStats};
 use crate::api_key::ApiKey;
-use crate::clock::Instant;
+use crate::clock::{Clock, Instant};
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
 use crate::job_error::{JobError, Outcome};
@@ -69,6 +70,8 @@ pub(crate) struct QueueState {
     /// costs O(1) rather than O(queue length); dropped when the queue empties.
     pub(crate) plan: Option<PlanCursor>,
     pub(crate) returned: Vec<ReturnedJob>,
+    /// Whether refused calls count, as configured or learned.
+    pub(crate) refusals: RefusalAccounting,
 }
 
 /// A slot reserved in the ledger that the key's shard waits for; the job is chosen when it is due.
@@ -150,7 +153,6 @@ pub(crate) struct KeyQueue {
     pub(crate) max_in_flight: usize,
     pub(crate) capacity: usize,
     pub(crate) overflow: Overflow,
-    pub(crate) refused_calls_count: bool,
     state: Mutex<QueueState>,
     /// The shard that dispatches this key.
     pub(crate) shard: Arc<Shard>,
@@ -168,6 +170,8 @@ pub(crate) struct KeyQueue {
     pub(crate) pacer: Mutex<Pacer>,
     /// Whether `pacer` has started pacing (it never stops), readable without its lock.
     pub(crate) paced: AtomicBool,
+    /// Whether a probe of refused-call accounting is out (`refusals`), readable without the lock.
+    pub(crate) probing: AtomicBool,
 }
 
 impl KeyQueue {
@@ -183,7 +187,6 @@ impl KeyQueue {
             max_in_flight: config.max_in_flight,
             capacity: config.queue_capacity,
             overflow: config.overflow,
-            refused_calls_count: config.refused_calls_count,
             state: Mutex::new(QueueState {
                 lanes: Default::default(),
                 in_flight: 0,
@@ -200,6 +203,7 @@ impl KeyQueue {
                 calls: CallCounts::default(),
                 plan: None,
                 returned: Vec::new(),
+                refusals: RefusalAccounting::new(config.refused_calls),
             }),
             shard,
             ledger,
@@ -209,6 +213,7 @@ impl KeyQueue {
             counters: Counters::default(),
             pacer: Mutex::new(Pacer::default()),
             paced: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -229,6 +234,20 @@ impl KeyQueue {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             self.shard.schedule(Arc::clone(self));
         }
+    }
+
+    /// The call in `slot` ended with `verdict`: if it was the probe of refused-call accounting,
+    /// the key learns from it (see [`super::refusals`]). Costs an atomic load otherwise.
+    pub(crate) fn settle_probe(&self, slot: Instant, verdict: ProbeVerdict, clock: &dyn Clock) {
+        if !self.probing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut st = self.lock();
+        let now = clock.now();
+        let mut ledger = self.lock_ledger();
+        st.refusals
+            .settle(slot, verdict, ledger.as_deref_mut(), now);
+        self.probing.store(st.refusals.probing(), Ordering::Release);
     }
 
     /// Makes the shard drop the slot it waits for and reserve again.
@@ -274,6 +293,7 @@ impl KeyQueue {
 
     pub(crate) fn stats(&self) -> KeyStats {
         let st = self.lock();
-        self.counters.snapshot(st.calls, st.len(), st.in_flight)
+        self.counters
+            .snapshot(st.calls, st.len(), st.in_flight, st.refusals.rule())
     }
 }

@@ -22,6 +22,7 @@ mod config;
 mod dispatch;
 mod key_queue;
 mod pacing;
+mod refusals;
 mod request_template;
 mod shard;
 mod slot_timers;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{KeyConfig, Overflow, ShutdownMode};
 pub use key_queue::ReturnedJob;
+pub use refusals::RefusedCalls;
 pub use stats::KeyStats;
 pub use ticket::Ticket;
 

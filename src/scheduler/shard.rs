@@ -30,6 +30,7 @@ use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
+use super::refusals::ProbeVerdict;
 use super::request_template::{headers_with_key, Addressing};
 use super::slot_timers::Timers;
 use super::Inner;
@@ -309,6 +310,7 @@ async fn serve<S: LedgerStore>(
                 if let Err(e) = inner.refund_slot(q, slot).await {
                     tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
                 }
+                q.settle_probe(slot, ProbeVerdict::Undecided, inner.clock.as_ref());
                 if q.ledger.is_none() {
                     *now = None;
                 }
@@ -385,7 +387,15 @@ fn fill<S: LedgerStore>(
             let at = *now.get_or_insert_with(|| inner.clock.now());
             match q.lock_ledger() {
                 // In this process: reserved under the queue's lock, nothing to wait for.
-                Some(mut ledger) => (ledger.reserve(at), at, epoch),
+                Some(mut ledger) => {
+                    let (slot, probe) = st.refusals.reserve(&mut ledger, at, &q.quota);
+                    if probe {
+                        // The probe goes alone: its answer decides how the next calls count.
+                        st.ramp = 1;
+                        q.probing.store(true, Ordering::Release);
+                    }
+                    (slot, at, epoch)
+                }
                 None => return Step::AskStore(at, epoch),
             }
         }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::refusals::RefusedCalls;
+
 /// A snapshot of one key's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KeyStats {
@@ -25,6 +27,9 @@ pub struct KeyStats {
     pub queued: u64,
     /// Calls on the wire now.
     pub in_flight: u64,
+    /// Whether the key counts refused calls now: as configured, or what it learned
+    /// ([`RefusedCalls::Learn`] while it has not learned yet).
+    pub refused_calls: RefusedCalls,
 }
 
 /// The counts every call changes, kept under the key's lock (taken for the call anyway) rather
@@ -51,7 +56,13 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, calls: CallCounts, queued: usize, in_flight: usize) -> KeyStats {
+    pub(crate) fn snapshot(
+        &self,
+        calls: CallCounts,
+        queued: usize,
+        in_flight: usize,
+        refused_calls: RefusedCalls,
+    ) -> KeyStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         KeyStats {
             submitted: calls.submitted,
@@ -64,6 +75,7 @@ impl Counters {
             handed_back: get(&self.handed_back),
             queued: queued as u64,
             in_flight: in_flight as u64,
+            refused_calls,
         }
     }
 }
