@@ -9,8 +9,10 @@
 //! - **scheduler, token-bucket semantics**: the same with
 //!   `KeyConfig::semantics(WindowSemantics::TokenBucket)` (a GCRA reading per limit, for servers
 //!   known to use token buckets), for every model;
-//! - **scheduler, refusals not counted**: the same with `KeyConfig::refused_calls_count(false)` (a
-//!   refused call's slot is refunded), for the counter model only;
+//! - **scheduler, refusals not counted / counted**: the same with
+//!   `KeyConfig::refused_calls(RefusedCalls::DoNotCount)` (a refused call's slot is refunded) and
+//!   with `RefusedCalls::Count` (the default before refusals were learned), for the counter model
+//!   only; a further table runs the counter model on a server that counts refused calls;
 //! - **fire-all + backoff**: every call sent at once, each retried on 429 after an exponential
 //!   backoff with full jitter (1 s, ×2, capped at 60 s; `Retry-After` ignored);
 //! - **governor stacked**: one governor limiter per window (`Quota::per_minute(60)` and
@@ -38,8 +40,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fabraix_scheduler::mock::{key_fingerprint, MockServer, ServerModel, TEST_DEV_KEY};
 use fabraix_scheduler::{
-    ApiKey, HttpRequest, HttpResponse, Instant, Job, KeyConfig, KeyId, Limit, Quota, Scheduler,
-    ShutdownMode, Transport, TransportConfig, TransportFuture, WindowSemantics,
+    ApiKey, HttpRequest, HttpResponse, Instant, Job, KeyConfig, KeyId, Limit, Quota, RefusedCalls,
+    Scheduler, ShutdownMode, Transport, TransportConfig, TransportFuture, WindowSemantics,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -186,10 +188,12 @@ impl LimitSim {
     }
 }
 
-/// One key's limits under one model, decided together (a refused call counts in none).
+/// One key's limits under one model, decided together (a refused call counts in none, or in
+/// all if `count_refused`).
 #[derive(Debug)]
 struct SimServer {
     limits: Vec<LimitSim>,
+    count_refused: bool,
     accepted: u64,
     refused: u64,
     last_accept: u64,
@@ -203,6 +207,7 @@ impl SimServer {
                 .iter()
                 .map(|l| LimitSim::new(model, l))
                 .collect(),
+            count_refused: false,
             accepted: 0,
             refused: 0,
             last_accept: 0,
@@ -239,6 +244,11 @@ impl SimServer {
             self.last_accept = self.last_accept.max(t);
             Ok(())
         } else {
+            if self.count_refused {
+                for l in &mut self.limits {
+                    l.commit(t);
+                }
+            }
             self.refused += 1;
             Err(at - t)
         }
@@ -352,8 +362,10 @@ enum Variant {
     Default,
     /// `KeyConfig::semantics(WindowSemantics::TokenBucket)`.
     TokenBucket,
-    /// `KeyConfig::refused_calls_count(false)`.
+    /// `KeyConfig::refused_calls(RefusedCalls::DoNotCount)`.
     RefusalsNotCounted,
+    /// `KeyConfig::refused_calls(RefusedCalls::Count)` (the default before refusals were learned).
+    RefusalsCounted,
 }
 
 impl Variant {
@@ -361,16 +373,30 @@ impl Variant {
         match self {
             Self::Default => config,
             Self::TokenBucket => config.semantics(WindowSemantics::TokenBucket),
-            Self::RefusalsNotCounted => config.refused_calls_count(false),
+            Self::RefusalsNotCounted => config.refused_calls(RefusedCalls::DoNotCount),
+            Self::RefusalsCounted => config.refused_calls(RefusedCalls::Count),
         }
     }
 }
 
 fn scheduler_in_process(model: ServerModel, quota: &Quota, n: usize, variant: Variant) -> Run {
+    scheduler_in_process_on(model, false, quota, n, variant)
+}
+
+/// [`scheduler_in_process`] against a server that counts refused calls if `count_refused`.
+fn scheduler_in_process_on(
+    model: ServerModel,
+    count_refused: bool,
+    quota: &Quota,
+    n: usize,
+    variant: Variant,
+) -> Run {
     paused_runtime().block_on(async {
         let origin = Instant::now();
+        let mut server = SimServer::new(model, quota);
+        server.count_refused = count_refused;
         let transport = Arc::new(SimTransport {
-            server: Mutex::new(SimServer::new(model, quota)),
+            server: Mutex::new(server),
             origin,
         });
         let scheduler = Scheduler::builder()
@@ -599,10 +625,10 @@ fn main() {
         println!("### {qname} ({quota})\n");
         println!(
             "| server model | N | minimum | scheduler | scheduler, token-bucket semantics \
-             | scheduler, refusals not counted | fire-all + backoff | governor stacked \
-             | governor 1 bucket |"
+             | scheduler, refusals not counted | scheduler, refusals counted | fire-all + backoff \
+             | governor stacked | governor 1 bucket |"
         );
-        println!("|---|---:|---:|---|---|---|---|---|---|");
+        println!("|---|---:|---:|---|---|---|---|---|---|---|");
         for model in ServerModel::ALL {
             for &n in &ns {
                 let wall = std::time::Instant::now();
@@ -610,17 +636,21 @@ fn main() {
                 let ours = scheduler_in_process(model, quota, n, Variant::Default);
                 let bucket = scheduler_in_process(model, quota, n, Variant::TokenBucket);
                 // Refunding refused slots only matters where refusals happen by design.
-                let refunded = (model == ServerModel::SlidingWindowCounter)
+                let counter = model == ServerModel::SlidingWindowCounter;
+                let refunded = counter
                     .then(|| scheduler_in_process(model, quota, n, Variant::RefusalsNotCounted));
+                let counted = counter
+                    .then(|| scheduler_in_process(model, quota, n, Variant::RefusalsCounted));
                 let fire = fire_all_backoff(model, quota, n);
                 let stacked = governor_limiters(model, quota, quota.limits(), n);
                 let single = governor_limiters(model, quota, &quota.limits()[..1], n);
                 println!(
-                    "| {model} | {n} | {:.1} s | {} | {} | {} | {} | {} | {} |",
+                    "| {model} | {n} | {:.1} s | {} | {} | {} | {} | {} | {} | {} |",
                     min.as_secs_f64(),
                     cell(ours, min),
                     cell(bucket, min),
                     refunded.map_or_else(|| "—".to_owned(), |r| cell(r, min)),
+                    counted.map_or_else(|| "—".to_owned(), |r| cell(r, min)),
                     cell(fire, min),
                     cell(stacked, min),
                     cell(single, min),
@@ -636,6 +666,32 @@ fn main() {
         }
         println!();
     }
+
+    println!("### Counter model, server that counts refused calls\n");
+    println!(
+        "What learning costs where refusals do count: the default (learn) against counting \
+         from the start and never counting.\n"
+    );
+    println!(
+        "| quota | N | minimum | scheduler (learns) | scheduler, refusals counted \
+         | scheduler, refusals not counted |"
+    );
+    println!("|---|---:|---:|---|---|---|");
+    for (qname, quota) in &quotas {
+        for &n in &ns {
+            let model = ServerModel::SlidingWindowCounter;
+            let min = minimum(model, quota, n).makespan;
+            let run = |v| scheduler_in_process_on(model, true, quota, n, v);
+            println!(
+                "| {qname} | {n} | {:.1} s | {} | {} | {} |",
+                min.as_secs_f64(),
+                cell(run(Variant::Default), min),
+                cell(run(Variant::RefusalsCounted), min),
+                cell(run(Variant::RefusalsNotCounted), min),
+            );
+        }
+    }
+    println!();
 
     println!("### The scheduler against the real MockServer over loopback HTTP (cross-check)\n");
     println!("| quota | server model | N | in-process server | MockServer over HTTP |");
