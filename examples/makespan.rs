@@ -235,8 +235,10 @@ impl SimServer {
         for l in &mut self.limits {
             l.advance(t);
         }
-        let at = self.limits.iter().map(|l| l.earliest(t)).max().unwrap_or(t);
-        if at == t {
+        let refusing: Vec<usize> = (0..self.limits.len())
+            .filter(|&i| self.limits[i].earliest(t) > t)
+            .collect();
+        if refusing.is_empty() {
             for l in &mut self.limits {
                 l.commit(t);
             }
@@ -244,12 +246,18 @@ impl SimServer {
             self.last_accept = self.last_accept.max(t);
             Ok(())
         } else {
+            // A counted refusal is counted before the wait is worked out, as the mock does.
             if self.count_refused {
                 for l in &mut self.limits {
                     l.commit(t);
                 }
             }
             self.refused += 1;
+            let at = refusing
+                .iter()
+                .map(|&i| self.limits[i].earliest(t))
+                .max()
+                .unwrap_or(t);
             Err(at - t)
         }
     }
