@@ -8,68 +8,19 @@
 //!
 //! `cargo bench --bench scheduler`
 
+#[path = "support/scheduler_rig.rs"]
+mod scheduler_rig;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fabraix_scheduler::{
-    ApiKey, HttpRequest, HttpResponse, Job, KeyConfig, KeyId, Quota, Scheduler, Transport,
-    TransportFuture,
-};
-use http::Method;
+use fabraix_scheduler::{Job, KeyId};
+use scheduler_rig::{job, run_batch, run_two_submitters, scheduler_with_keys};
 use tokio::sync::{mpsc, oneshot};
-
-/// Answers every request with an empty 200 at once.
-struct NoopTransport;
-
-impl Transport for NoopTransport {
-    fn send(&self, _request: HttpRequest) -> TransportFuture {
-        Box::pin(async { Ok(HttpResponse::new(Bytes::new())) })
-    }
-}
 
 const BATCH: usize = 1_000;
 const MANY: usize = 10_000;
-
-fn job() -> Job {
-    Job::new(Method::POST, "/event").with_body(Bytes::from_static(b"{\"n\":1}"))
-}
-
-async fn scheduler_with_keys(keys: usize) -> (Scheduler, Vec<KeyId>) {
-    let scheduler = Scheduler::builder()
-        .transport(Arc::new(NoopTransport))
-        .seed(1)
-        .build()
-        .expect("scheduler builds");
-    let mut ids = Vec::with_capacity(keys);
-    for i in 0..keys {
-        let id = KeyId::new(format!("k{i}"));
-        let config = KeyConfig::new(
-            id.clone(),
-            ApiKey::new(format!("secret-{i}")).expect("key"),
-            "http://127.0.0.1:9/v1",
-            Quota::unlimited(),
-        )
-        .expect("loopback endpoint")
-        .queue_capacity(MANY);
-        scheduler.add_key(config).await.expect("key added");
-        ids.push(id);
-    }
-    (scheduler, ids)
-}
-
-/// Submits `n` jobs round-robin over `keys`, then awaits every outcome.
-async fn run_batch(scheduler: &Scheduler, keys: &[KeyId], n: usize, offset: usize) {
-    let mut tickets = Vec::with_capacity(n);
-    for i in 0..n {
-        let key = &keys[(offset + i) % keys.len()];
-        tickets.push(scheduler.submit(key, job()).await.expect("submitted"));
-    }
-    for t in tickets {
-        t.await.expect("success");
-    }
-}
 
 /// The raw reference: one server task answering (request, oneshot) pairs from an mpsc channel.
 fn raw_server() -> mpsc::UnboundedSender<(Job, oneshot::Sender<u16>)> {
@@ -100,7 +51,7 @@ fn scheduler_overhead(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (scheduler, keys) = rt.block_on(scheduler_with_keys(1));
+    let (scheduler, keys) = rt.block_on(scheduler_with_keys(1, MANY));
     let raw = rt.block_on(async { raw_server() });
     let mut group = c.benchmark_group("scheduler_overhead");
     group
@@ -132,24 +83,11 @@ fn many_keys(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .throughput(Throughput::Elements(MANY as u64));
     for keys in [1usize, MANY] {
-        let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys));
+        let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, MANY));
         let ids: Arc<[KeyId]> = ids.into();
         group.bench_function(BenchmarkId::new("keys_2_submitters", keys), |b| {
-            b.to_async(&rt).iter(|| {
-                let (scheduler, ids) = (scheduler.clone(), Arc::clone(&ids));
-                async move {
-                    let half = MANY / 2;
-                    let tasks: Vec<_> = (0..2)
-                        .map(|t| {
-                            let (s, k) = (scheduler.clone(), Arc::clone(&ids));
-                            tokio::spawn(async move { run_batch(&s, &k, half, t * half).await })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("submitter finished");
-                    }
-                }
-            })
+            b.to_async(&rt)
+                .iter(|| run_two_submitters(&scheduler, &ids, MANY))
         });
         rt.block_on(scheduler.shutdown(fabraix_scheduler::ShutdownMode::Drain));
     }

@@ -1,0 +1,96 @@
+//! Many keys against one key, measured in pairs: the `many_keys` workload of
+//! `benches/scheduler.rs` (10,000 jobs from 2 submitting tasks on a 2-worker runtime, unlimited
+//! quota, no-op transport), run alternately on a scheduler with 1 key and one with 10,000 keys.
+//!
+//! Criterion measures the two cases one after the other, so a change in this shared machine's load
+//! between them moves their ratio (0.59× to 1.11× over ten runs). Here each round times one batch
+//! of each, back to back, in alternating order, and the ratio is taken per round: a load change
+//! affects both halves of a round alike. Prints the median, quartiles and range of the per-round
+//! throughput ratio (10,000 keys / 1 key; the goal of issue 4 is ≥ 0.8).
+//!
+//! ```text
+//! cargo run --release --example many_keys_paired              # 60 rounds after 5 warm-up rounds
+//! cargo run --release --example many_keys_paired -- --rounds 200
+//! ```
+
+#[path = "../benches/support/scheduler_rig.rs"]
+mod scheduler_rig;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fabraix_scheduler::KeyId;
+use scheduler_rig::{run_two_submitters, scheduler_with_keys};
+
+const JOBS: usize = 10_000;
+const WARM_UP_ROUNDS: usize = 5;
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse().expect("--rounds N"))
+        .unwrap_or(60)
+        .max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Wall-clock timing is the point of this example (it is a benchmark, not library code).
+    let timed = |scheduler: &fabraix_scheduler::Scheduler, keys: &Arc<[KeyId]>| -> Duration {
+        let start = std::time::Instant::now();
+        rt.block_on(run_two_submitters(scheduler, keys, JOBS));
+        start.elapsed()
+    };
+    let (one, one_ids) = rt.block_on(scheduler_with_keys(1, JOBS));
+    let (many, many_ids) = rt.block_on(scheduler_with_keys(JOBS, JOBS));
+    let (one_ids, many_ids): (Arc<[KeyId]>, Arc<[KeyId]>) = (one_ids.into(), many_ids.into());
+
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut one_total, mut many_total) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..WARM_UP_ROUNDS + rounds {
+        // Alternate which case goes first, so neither always runs on a warmer machine.
+        let (t_one, t_many) = if round % 2 == 0 {
+            let a = timed(&one, &one_ids);
+            (a, timed(&many, &many_ids))
+        } else {
+            let b = timed(&many, &many_ids);
+            (timed(&one, &one_ids), b)
+        };
+        if round >= WARM_UP_ROUNDS {
+            // Throughput ratio: (JOBS / t_many) / (JOBS / t_one).
+            ratios.push(t_one.as_secs_f64() / t_many.as_secs_f64());
+            one_total += t_one;
+            many_total += t_many;
+        }
+    }
+    rt.block_on(one.shutdown(fabraix_scheduler::ShutdownMode::Drain));
+    rt.block_on(many.shutdown(fabraix_scheduler::ShutdownMode::Drain));
+
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len() as u32;
+    println!("{rounds} rounds of {JOBS} jobs per case, 2 submitters, 2 workers");
+    println!(
+        "mean batch: 1 key {:.2} ms, 10,000 keys {:.2} ms",
+        (one_total / n).as_secs_f64() * 1e3,
+        (many_total / n).as_secs_f64() * 1e3
+    );
+    println!(
+        "throughput ratio 10,000 keys / 1 key: median {:.2}×, quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
+        quantile(&ratios, 0.5),
+        quantile(&ratios, 0.25),
+        quantile(&ratios, 0.75),
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    let below = ratios.iter().filter(|&&r| r < 0.8).count();
+    println!("rounds below 0.8×: {below} of {rounds}");
+}
