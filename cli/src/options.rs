@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use fabraix_scheduler::mock::ServerModel;
-use fabraix_scheduler::{Quota, Tier, FABRAIX_BASE_URL};
+use fabraix_scheduler::{Quota, RefusedCalls, Tier, FABRAIX_BASE_URL};
 
 /// `fabraix-sched`: send JSONL batches to the Fabraix API as fast as the key's quota allows and
 /// never faster.
@@ -60,6 +60,10 @@ fn parse_quota(s: &str) -> Result<Quota, String> {
     s.parse::<Quota>().map_err(|e| e.to_string())
 }
 
+fn parse_refused_calls(s: &str) -> Result<RefusedCalls, String> {
+    s.parse::<RefusedCalls>()
+}
+
 fn parse_model(s: &str) -> Result<ServerModel, String> {
     s.parse::<ServerModel>().map_err(|e| e.to_string())
 }
@@ -97,6 +101,10 @@ pub struct SendOpts {
     /// Calls on the wire at once, at most. Also the bound on calls sent twice after a `kill -9`.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
+    /// Whether a call the server refuses (429) counts against the key's quota: learn (find out with
+    /// one probe call once counting them is all that holds the key back), count, or do-not-count.
+    #[arg(long, value_name = "RULE", default_value = "learn", value_parser = parse_refused_calls)]
+    pub refused_calls: RefusedCalls,
     /// Jobs read ahead of the sender, at most (the scheduler's bounded queue; backpressure).
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_capacity: u32,
@@ -221,6 +229,26 @@ mod tests {
         let e = Opts::try_parse_from(["x", "mock", "--model", "leaky"]).unwrap_err();
         assert!(e.to_string().contains("--model"), "{e}");
         assert!(Opts::try_parse_from(["x", "demo", "--time-scale", "0"]).is_err());
+        let e = Opts::try_parse_from(["x", "send", "-i", "a", "--dry-run", "--refused-calls", "x"])
+            .unwrap_err();
+        assert!(e.to_string().contains("--refused-calls"), "{e}");
+    }
+
+    #[test]
+    fn refused_calls_are_learned_unless_told() {
+        let rule = |extra: &[&str]| {
+            let args = ["x", "send", "-i", "a", "--dry-run"].iter().chain(extra);
+            let Command::Send(s) = Opts::parse_from(args).command else {
+                panic!("not send")
+            };
+            s.refused_calls
+        };
+        assert_eq!(rule(&[]), RefusedCalls::Learn);
+        assert_eq!(rule(&["--refused-calls", "count"]), RefusedCalls::Count);
+        assert_eq!(
+            rule(&["--refused-calls", "do-not-count"]),
+            RefusedCalls::DoNotCount
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     let config = KeyConfig::with_endpoint(key.clone(), api_key, endpoint, quota.clone())
         .map_err(|e| CliError::new(format!("--base-url {}: {e}", opts.base_url)))?
         .max_in_flight(opts.concurrency as usize)
-        .queue_capacity(opts.queue_capacity as usize);
+        .queue_capacity(opts.queue_capacity as usize)
+        .refused_calls(opts.refused_calls);
     let output = opts
         .output
         .as_deref()

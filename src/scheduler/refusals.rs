@@ -50,6 +50,22 @@ pub enum RefusedCalls {
     DoNotCount,
 }
 
+/// Parses `learn`, `count` or `do-not-count` (case-insensitive), as the CLI's `--refused-calls`.
+impl std::str::FromStr for RefusedCalls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "learn" => Ok(Self::Learn),
+            "count" => Ok(Self::Count),
+            "do-not-count" => Ok(Self::DoNotCount),
+            _ => Err(format!(
+                "unknown rule for refused calls {s:?} (use learn, count or do-not-count)"
+            )),
+        }
+    }
+}
+
 /// What answered a probe said about refused calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProbeVerdict {
@@ -292,6 +308,15 @@ mod tests {
         assert_eq!(acc.rule(), RefusedCalls::Learn);
         assert!(ledger.earliest(now) >= before);
         assert!(acc.reserve(&mut ledger, now, &quota).1, "tried again");
+    }
+
+    #[test]
+    fn rules_parse_by_name() {
+        assert_eq!("learn".parse(), Ok(RefusedCalls::Learn));
+        assert_eq!("Count".parse(), Ok(RefusedCalls::Count));
+        assert_eq!("do-not-count".parse(), Ok(RefusedCalls::DoNotCount));
+        let e = "never".parse::<RefusedCalls>().unwrap_err();
+        assert!(e.contains("\"never\"") && e.contains("do-not-count"), "{e}");
     }
 
     #[test]
