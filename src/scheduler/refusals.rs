@@ -90,7 +90,14 @@ struct Probe {
 pub(crate) struct RefusalAccounting {
     /// What the key does with a refused call now: the configured rule, or what learning found.
     rule: RefusedCalls,
-    /// While learning: the slots of refused calls still counted in the ledger, oldest first.
+    /// What learning needs, from the key's first refused call until it has learned: boxed, so
+    /// that a key that is never refused carries a pointer, and reserving checks only that.
+    learning: Option<Box<Learning>>,
+}
+
+#[derive(Debug, Default)]
+struct Learning {
+    /// The slots of refused calls still counted in the ledger, oldest first.
     kept: Vec<Instant>,
     probe: Option<Probe>,
     refused_probes: u32,
@@ -100,9 +107,7 @@ impl RefusalAccounting {
     pub(crate) fn new(rule: RefusedCalls) -> Self {
         Self {
             rule,
-            kept: Vec::new(),
-            probe: None,
-            refused_probes: 0,
+            learning: None,
         }
     }
 
@@ -113,7 +118,13 @@ impl RefusalAccounting {
 
     /// Whether a probe is out (its slot reserved, its answer not in).
     pub(crate) fn probing(&self) -> bool {
-        self.probe.is_some()
+        self.learning.as_ref().is_some_and(|l| l.probe.is_some())
+    }
+
+    /// Learning found `rule`: it is the key's from now on.
+    fn learned(&mut self, rule: RefusedCalls) {
+        self.rule = rule;
+        self.learning = None;
     }
 
     /// A call in `slot` was refused: true if its slot is to be refunded.
@@ -122,10 +133,11 @@ impl RefusalAccounting {
             RefusedCalls::DoNotCount => true,
             RefusedCalls::Count => false,
             RefusedCalls::Learn => {
-                if self.kept.len() == MAX_KEPT {
-                    self.kept.remove(0);
+                let kept = &mut self.learning.get_or_insert_with(Box::default).kept;
+                if kept.len() == MAX_KEPT {
+                    kept.remove(0);
                 }
-                self.kept.push(slot);
+                kept.push(slot);
                 false
             }
         }
@@ -141,36 +153,43 @@ impl RefusalAccounting {
         now: Instant,
         quota: &Quota,
     ) -> (Instant, bool) {
-        if self.rule != RefusedCalls::Learn || self.probe.is_some() || self.kept.is_empty() {
+        let Some(learning) = self.learning.as_deref_mut() else {
+            return (ledger.reserve(now), false);
+        };
+        if learning.probe.is_some() {
             return (ledger.reserve(now), false);
         }
         // A refusal older than the longest window is in no window any more.
         let longest = quota.longest_window();
-        self.kept.retain(|&t| t + longest > now);
+        learning.kept.retain(|&t| t + longest > now);
+        if learning.kept.is_empty() {
+            if learning.refused_probes == 0 {
+                // Nothing left to learn from: back to the plain path until the next refusal.
+                self.learning = None;
+            }
+            return (ledger.reserve(now), false);
+        }
         let shortest = quota
             .limits()
             .first()
             .map_or(Duration::ZERO, |l| l.window());
-        if self.kept.is_empty() {
-            return (ledger.reserve(now), false);
-        }
         let counted = ledger.earliest(now);
         if counted.saturating_duration_since(now) <= shortest {
             return (ledger.reserve(now), false);
         }
         let mut uncounted = ledger.clone();
-        for &t in &self.kept {
+        for &t in &learning.kept {
             uncounted.refund(t);
         }
         if counted.saturating_duration_since(uncounted.earliest(now)) <= shortest {
             return (ledger.reserve(now), false);
         }
-        let refunded = u32::try_from(self.kept.len()).unwrap_or(u32::MAX);
-        for t in self.kept.drain(..) {
+        let refunded = u32::try_from(learning.kept.len()).unwrap_or(u32::MAX);
+        for t in learning.kept.drain(..) {
             ledger.refund(t);
         }
         let slot = ledger.reserve(now);
-        self.probe = Some(Probe { slot, refunded });
+        learning.probe = Some(Probe { slot, refunded });
         tracing::info!(
             refunded,
             "refused calls alone hold the key back: probing whether the server counts them"
@@ -187,28 +206,29 @@ impl RefusalAccounting {
         ledger: Option<&mut Ledger>,
         now: Instant,
     ) {
-        let Some(probe) = self.probe else { return };
-        if probe.slot != slot {
+        let Some(learning) = self.learning.as_deref_mut() else {
             return;
-        }
-        self.probe = None;
+        };
+        let Some(probe) = learning.probe.filter(|p| p.slot == slot) else {
+            return;
+        };
+        learning.probe = None;
         if verdict == ProbeVerdict::Accepted {
             tracing::info!("a probe was accepted: refused calls do not count on this server");
-            self.rule = RefusedCalls::DoNotCount;
-            self.kept.clear();
+            self.learned(RefusedCalls::DoNotCount);
             return;
         }
         if let Some(ledger) = ledger {
             ledger.record_late(now, probe.refunded);
-            self.kept
+            learning
+                .kept
                 .extend(std::iter::repeat_n(now, probe.refunded as usize));
         }
         if verdict == ProbeVerdict::Refused {
-            self.refused_probes += 1;
-            if self.refused_probes >= MAX_REFUSED_PROBES {
+            learning.refused_probes += 1;
+            if learning.refused_probes >= MAX_REFUSED_PROBES {
                 tracing::info!("probes were refused: refused calls count on this server");
-                self.rule = RefusedCalls::Count;
-                self.kept.clear();
+                self.learned(RefusedCalls::Count);
             }
         }
     }
@@ -308,6 +328,19 @@ mod tests {
         assert_eq!(acc.rule(), RefusedCalls::Learn);
         assert!(ledger.earliest(now) >= before);
         assert!(acc.reserve(&mut ledger, now, &quota).1, "tried again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_older_than_the_longest_window_are_forgotten() {
+        let (mut ledger, quota, t0) = setup();
+        let mut acc = RefusalAccounting::new(RefusedCalls::Learn);
+        let r = ledger.reserve(t0);
+        acc.on_refused(r);
+        assert!(acc.learning.is_some());
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(acc.reserve(&mut ledger, later, &quota), (later, false));
+        assert!(acc.learning.is_none(), "nothing left to learn from");
+        assert_eq!(acc.rule(), RefusedCalls::Learn);
     }
 
     #[test]
