@@ -42,16 +42,17 @@ pub(crate) fn build_request(job: &Queued, to: Addressing) -> HttpRequest {
     let mut request = http::Request::new(job.job.body.clone());
     *request.method_mut() = job.job.method.clone();
     *request.uri_mut() = uri;
-    if job.job.headers.is_empty() {
-        *request.headers_mut() = headers;
-    } else {
-        let all = request.headers_mut();
-        all.extend(job.job.headers.clone());
-        for (name, value) in &headers {
-            if name == http::header::USER_AGENT && all.contains_key(name) {
-                continue;
+    match job.job.headers.as_deref() {
+        None => *request.headers_mut() = headers,
+        Some(own) => {
+            let all = request.headers_mut();
+            all.extend(own.clone());
+            for (name, value) in &headers {
+                if name == http::header::USER_AGENT && all.contains_key(name) {
+                    continue;
+                }
+                all.insert(name.clone(), value.clone());
             }
-            all.insert(name.clone(), value.clone());
         }
     }
     request
