@@ -30,7 +30,7 @@ use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
-use super::request_template::{headers_with_key, Addressing};
+use super::request_template::Addressing;
 use super::slot_timers::Timers;
 use super::Inner;
 use crate::clock::{Instant, Sleep};
@@ -283,7 +283,8 @@ enum Step {
 
 /// Serves one key: gives back or uses the slot it holds, then reserves and sends while it has
 /// jobs and room on the wire. `timer` is set when the key's slot timer fired. With the key's
-/// ledger in this process, each call costs one lock of the queue and one of the ledger.
+/// ledger in this process, each call costs one lock of the queue and one of the ledger, and
+/// nothing is awaited; only a store elsewhere makes this wait (boxed, see [`serve_waiting`]).
 async fn serve<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
@@ -292,10 +293,29 @@ async fn serve<S: LedgerStore>(
     timers: &mut Timers,
     start: &mut Start<'_>,
 ) {
-    let mut step = held_slot(inner, q, timer, now, timers);
+    let step = held_slot(inner, q, timer, now, timers);
+    // Bound before the `.await`, so that no step is kept in the shard's future.
+    let Some(wait) = serve_now(inner, q, step, now, timers, start) else {
+        return;
+    };
+    Box::pin(serve_waiting(inner, q, wait, now, timers, start)).await;
+}
+
+/// Does `step` and the steps that follow it as long as none needs to wait for a store elsewhere;
+/// returns that one (`Step::AskStore`, or `Step::Refund` without an in-process ledger), or `None`
+/// when the key has nothing more to do for now.
+fn serve_now<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    step: Step,
+    now: &mut Option<Instant>,
+    timers: &mut Timers,
+    start: &mut Start<'_>,
+) -> Option<Step> {
+    let mut step = step;
     loop {
         step = match step {
-            Step::Idle => return,
+            Step::Idle => return None,
             Step::Send(job, to, slot, sent_at) => {
                 q.space.notify_one();
                 start(q, job, to, slot, sent_at);
@@ -306,12 +326,34 @@ async fn serve<S: LedgerStore>(
                 Step::Refund(slot)
             }
             Step::Refund(slot) => {
+                if !inner.refund_in_process(q, slot) {
+                    return Some(Step::Refund(slot));
+                }
+                fill(inner, q, q.lock(), None, now, timers)
+            }
+            Step::AskStore(at, epoch) => return Some(Step::AskStore(at, epoch)),
+        };
+    }
+}
+
+/// Serving a key whose ledger the store keeps outside this process: waits for the store at each
+/// `Step::AskStore` or `Step::Refund`, and does what follows with [`serve_now`].
+async fn serve_waiting<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    wait: Step,
+    now: &mut Option<Instant>,
+    timers: &mut Timers,
+    start: &mut Start<'_>,
+) {
+    let mut wait = wait;
+    loop {
+        let step = match wait {
+            Step::Refund(slot) => {
                 if let Err(e) = inner.refund_slot(q, slot).await {
                     tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
                 }
-                if q.ledger.is_none() {
-                    *now = None;
-                }
+                *now = None;
                 fill(inner, q, q.lock(), None, now, timers)
             }
             Step::AskStore(at, epoch) => {
@@ -319,7 +361,12 @@ async fn serve<S: LedgerStore>(
                 *now = None;
                 fill(inner, q, q.lock(), Some((reserved, at, epoch)), now, timers)
             }
+            other => other,
         };
+        match serve_now(inner, q, step, now, timers, start) {
+            Some(next) => wait = next,
+            None => return,
+        }
     }
 }
 
@@ -431,7 +478,7 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     st.calls.sent += 1;
     let to = Addressing {
         uri,
-        headers: headers_with_key(st.api_key_header.clone()),
+        api_key: st.api_key_header.clone(),
     };
     Step::Send(job, to, held.slot, held.reserved_at)
 }
