@@ -3,7 +3,7 @@
 //! Each key is given to a shard when it is added (round robin). The shard keeps a list of keys
 //! that asked for service ([`KeyQueue::wake`]: a job arrived, a call ended, a slot must be given
 //! back, the key closed), a timer per key waiting for its reserved slot, and every call of its keys
-//! on the wire (driven here, in a `FuturesUnordered`, rather than one spawned task per call).
+//! on the wire (driven here, in its [`Wire`], rather than one spawned task per call).
 //!
 //! Serving a key: while it has jobs and room on the wire, reserve its next slot in the ledger; a
 //! slot that is due now takes the highest-priority job at once; a later one is held and the job is
@@ -32,6 +32,7 @@ use super::dispatch::{
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::request_template::Addressing;
 use super::slot_timers::Timers;
+use super::wire::Wire;
 use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
@@ -125,13 +126,15 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     else {
         return;
     };
-    let mut wire = FuturesUnordered::new();
+    let mut wire = Wire::default();
     let mut backoffs = FuturesUnordered::new();
     let mut timers = Timers::default();
     let mut sleep: Option<(Instant, Sleep)> = None;
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
     let mut woke_for: Option<Instant> = None;
     let mut asked: Option<Arc<KeyQueue>> = None;
+    // Answers that are not a plain success, to be handled after the wait below.
+    let mut others = Vec::new();
     loop {
         // The clock is read once per turn: the calls of one turn go out within microseconds of
         // each other (with the in-memory store), far inside the guard the ledger keeps at each
@@ -152,7 +155,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
             let calls = &mut wire;
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
-                calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
+                let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
+                calls.push(call, response);
             };
             serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
         }
@@ -164,7 +168,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             while let Some(t) = timers.pop_due(through) {
                 let calls = &mut wire;
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
-                    calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
+                    let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
+                    calls.push(call, response);
                 };
                 serve(
                     inner,
@@ -198,21 +203,15 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         };
         tokio::select! {
             biased;
-            Some(answer) = wire.next(), if !wire.is_empty() => {
-                // The plain success is handled here, without creating (and moving) a future.
-                if let Some(answer) = finish_plain_success(inner, answer) {
-                    handle(inner, answer, &mut backoffs).await;
+            // The plain success is handled as it is polled, without creating (and moving) a
+            // future; the rest is handled here.
+            () = wire.answers(BATCH, |call, result| {
+                if let Some(answer) = finish_plain_success(inner, call, result) {
+                    others.push(answer);
                 }
-                // And the answers already in, without going round the loop for each.
-                for _ in 1..BATCH {
-                    match wire.next().now_or_never() {
-                        Some(Some(answer)) => {
-                            if let Some(answer) = finish_plain_success(inner, answer) {
-                                handle(inner, answer, &mut backoffs).await;
-                            }
-                        }
-                        _ => break,
-                    }
+            }), if !wire.is_empty() => {
+                for answer in others.drain(..) {
+                    handle(inner, answer, &mut backoffs).await;
                 }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
