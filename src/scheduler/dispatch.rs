@@ -18,7 +18,7 @@ use crate::response::Response;
 use crate::retry::{
     classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
 };
-use crate::transport::{HttpResponse, TransportError};
+use crate::transport::{HttpResponse, TransportError, TransportFuture};
 
 /// Ends a job that never went on the wire.
 pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
@@ -68,12 +68,17 @@ fn requeue_front(q: &Arc<KeyQueue>, job: Queued, from_backoff: bool) {
     q.wake();
 }
 
+/// A call on the wire, as its answer will need it: its key, its job, its slot, when it went.
+pub(crate) struct OnWire {
+    pub(crate) q: Arc<KeyQueue>,
+    pub(crate) job: Queued,
+    pub(crate) slot: Instant,
+    pub(crate) sent_at: Instant,
+}
+
 /// A call that has been answered (or failed on the way).
 pub(crate) struct Answer {
-    q: Arc<KeyQueue>,
-    job: Queued,
-    slot: Instant,
-    sent_at: Instant,
+    call: OnWire,
     result: Result<HttpResponse, TransportError>,
 }
 
@@ -85,8 +90,9 @@ pub(crate) struct Backoff {
     pub(crate) until: Instant,
 }
 
-/// Puts one attempt of `job` on the wire (its `slot`, sent at `sent_at`, addressed `to`). The future holds only the job and the transport's future, so it is cheap to keep
-/// among the shard's calls; what the answer leads to is [`on_answer`]'s work.
+/// Puts one attempt of `job` on the wire (its `slot`, sent at `sent_at`, addressed `to`): the
+/// call, to be kept until it is answered, and the transport's future of its answer. What the
+/// answer leads to is [`finish_plain_success`]'s and [`on_answer`]'s work.
 pub(crate) fn send<S: LedgerStore>(
     inner: &Inner<S>,
     q: Arc<KeyQueue>,
@@ -94,7 +100,7 @@ pub(crate) fn send<S: LedgerStore>(
     to: Addressing,
     slot: Instant,
     sent_at: Instant,
-) -> impl std::future::Future<Output = Answer> + Send + 'static {
+) -> (OnWire, TransportFuture) {
     let request = build_request(&job, to);
     job.attempts += 1;
     if job.attempts == 1 {
@@ -102,15 +108,15 @@ pub(crate) fn send<S: LedgerStore>(
     }
     tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
     let response = inner.transport.send(request);
-    async move {
-        Answer {
-            result: response.await,
+    (
+        OnWire {
             q,
             job,
             slot,
             sent_at,
-        }
-    }
+        },
+        response,
+    )
 }
 
 /// The common answer, handled without an `.await`: a success without rate-limit headers on a key
@@ -118,34 +124,23 @@ pub(crate) fn send<S: LedgerStore>(
 /// [`on_answer`]. (An awaited handler is a large future, moved on every call; this is not.)
 pub(crate) fn finish_plain_success<S: LedgerStore>(
     inner: &Inner<S>,
-    answer: Answer,
+    call: OnWire,
+    result: Result<HttpResponse, TransportError>,
 ) -> Option<Answer> {
-    let Answer {
-        q,
-        job,
-        slot,
-        sent_at,
-        result,
-    } = answer;
     match result {
         Ok(response)
             if matches!(classify_status(response.status()), Class::Success)
                 && parse_rate_limit_headers(response.headers(), || inner.clock.wall_now())
                     .is_none()
-                && !q_is_paced(&q) =>
+                && !q_is_paced(&call.q) =>
         {
-            q.settle_probe(slot, ProbeVerdict::Accepted, inner.clock.as_ref());
+            call.q
+                .settle_probe(call.slot, ProbeVerdict::Accepted, inner.clock.as_ref());
             let (parts, body) = response.into_parts();
-            succeed(&q, job, parts, body, sent_at);
+            succeed(&call.q, call.job, parts, body, call.sent_at);
             None
         }
-        result => Some(Answer {
-            q,
-            job,
-            slot,
-            sent_at,
-            result,
-        }),
+        result => Some(Answer { call, result }),
     }
 }
 
@@ -176,10 +171,13 @@ fn q_is_paced(q: &KeyQueue) -> bool {
 /// the job back (429), or returns the backoff a transient failure waits out before its retry.
 pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) -> Option<Backoff> {
     let Answer {
-        q,
-        job,
-        slot,
-        sent_at,
+        call:
+            OnWire {
+                q,
+                job,
+                slot,
+                sent_at,
+            },
         result,
     } = answer;
     let verdict = match &result {

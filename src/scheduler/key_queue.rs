@@ -231,6 +231,12 @@ impl KeyQueue {
     /// Asks the key's shard to serve it: reserve and send if there are jobs and room, drop a slot
     /// that must be reserved again, or let the key go once it is closed and done.
     pub(crate) fn wake(self: &Arc<Self>) {
+        // A key already listed (the usual case while it is busy) costs a load, not a swap: what
+        // changed before this call is seen by the shard, which clears the flag before it locks
+        // the queue to serve the key.
+        if self.scheduled.load(Ordering::Acquire) {
+            return;
+        }
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             self.shard.schedule(Arc::clone(self));
         }

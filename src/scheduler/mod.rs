@@ -30,6 +30,7 @@ mod slots;
 mod stats;
 mod submit;
 mod ticket;
+mod wire;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -9,6 +9,9 @@ use crate::transport::HttpRequest;
 
 const USER_AGENT: &str = concat!("fabraix-scheduler/", env!("CARGO_PKG_VERSION"));
 
+/// The key's header, checked once at compile time rather than on every call.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Paths remembered per key. A scan of this many short strings costs less than parsing one URI.
 const URI_CACHE_SIZE: usize = 8;
 
@@ -18,7 +21,7 @@ const URI_CACHE_SIZE: usize = 8;
 /// rarely in cache; building writes two fresh ones.
 pub(crate) fn headers_with_key(api_key: HeaderValue) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(2);
-    headers.insert(HeaderName::from_static("x-api-key"), api_key);
+    headers.insert(X_API_KEY, api_key);
     headers.insert(
         http::header::USER_AGENT,
         HeaderValue::from_static(USER_AGENT),
@@ -26,32 +29,35 @@ pub(crate) fn headers_with_key(api_key: HeaderValue) -> HeaderMap {
     headers
 }
 
-/// Where one attempt goes and the key's headers it carries, taken under the key's lock.
+/// Where one attempt goes and the key it carries, taken under the key's lock. The headers are
+/// built from it later, without the lock ([`build_request`]).
 #[derive(Debug)]
 pub(crate) struct Addressing {
     /// The job's absolute URI.
     pub(crate) uri: http::Uri,
-    /// The key's headers (see [`headers_with_key`]).
-    pub(crate) headers: HeaderMap,
+    /// The key's value as a sensitive header value (see [`headers_with_key`]).
+    pub(crate) api_key: HeaderValue,
 }
 
 /// The request for one attempt of `job`. A job's own headers come first; the key header always
 /// wins, the user agent only if the job sets none.
 pub(crate) fn build_request(job: &Queued, to: Addressing) -> HttpRequest {
-    let Addressing { uri, headers } = to;
+    let Addressing { uri, api_key } = to;
+    let headers = headers_with_key(api_key);
     let mut request = http::Request::new(job.job.body.clone());
     *request.method_mut() = job.job.method.clone();
     *request.uri_mut() = uri;
-    if job.job.headers.is_empty() {
-        *request.headers_mut() = headers;
-    } else {
-        let all = request.headers_mut();
-        all.extend(job.job.headers.clone());
-        for (name, value) in &headers {
-            if name == http::header::USER_AGENT && all.contains_key(name) {
-                continue;
+    match job.job.headers.as_deref() {
+        None => *request.headers_mut() = headers,
+        Some(own) => {
+            let all = request.headers_mut();
+            all.extend(own.clone());
+            for (name, value) in &headers {
+                if name == http::header::USER_AGENT && all.contains_key(name) {
+                    continue;
+                }
+                all.insert(name.clone(), value.clone());
             }
-            all.insert(name.clone(), value.clone());
         }
     }
     request
@@ -132,7 +138,7 @@ mod tests {
     fn to(uri: http::Uri, key: &ApiKey) -> Addressing {
         Addressing {
             uri,
-            headers: headers_with_key(key.header_value()),
+            api_key: key.header_value(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! Each key is given to a shard when it is added (round robin). The shard keeps a list of keys
 //! that asked for service ([`KeyQueue::wake`]: a job arrived, a call ended, a slot must be given
 //! back, the key closed), a timer per key waiting for its reserved slot, and every call of its keys
-//! on the wire (driven here, in a `FuturesUnordered`, rather than one spawned task per call).
+//! on the wire (driven here, in its [`Wire`], rather than one spawned task per call).
 //!
 //! Serving a key: while it has jobs and room on the wire, reserve its next slot in the ledger; a
 //! slot that is due now takes the highest-priority job at once; a later one is held and the job is
@@ -31,8 +31,9 @@ use super::dispatch::{
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::refusals::ProbeVerdict;
-use super::request_template::{headers_with_key, Addressing};
+use super::request_template::Addressing;
 use super::slot_timers::Timers;
+use super::wire::Wire;
 use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
@@ -126,13 +127,15 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     else {
         return;
     };
-    let mut wire = FuturesUnordered::new();
+    let mut wire = Wire::default();
     let mut backoffs = FuturesUnordered::new();
     let mut timers = Timers::default();
     let mut sleep: Option<(Instant, Sleep)> = None;
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
     let mut woke_for: Option<Instant> = None;
     let mut asked: Option<Arc<KeyQueue>> = None;
+    // Answers that are not a plain success, to be handled after the wait below.
+    let mut others = Vec::new();
     loop {
         // The clock is read once per turn: the calls of one turn go out within microseconds of
         // each other (with the in-memory store), far inside the guard the ledger keeps at each
@@ -153,7 +156,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
             let calls = &mut wire;
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
-                calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
+                let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
+                calls.push(call, response);
             };
             serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
         }
@@ -165,7 +169,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             while let Some(t) = timers.pop_due(through) {
                 let calls = &mut wire;
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
-                    calls.push(send(inner, Arc::clone(q), job, to, slot, sent_at));
+                    let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
+                    calls.push(call, response);
                 };
                 serve(
                     inner,
@@ -199,21 +204,15 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         };
         tokio::select! {
             biased;
-            Some(answer) = wire.next(), if !wire.is_empty() => {
-                // The plain success is handled here, without creating (and moving) a future.
-                if let Some(answer) = finish_plain_success(inner, answer) {
-                    handle(inner, answer, &mut backoffs).await;
+            // The plain success is handled as it is polled, without creating (and moving) a
+            // future; the rest is handled here.
+            () = wire.answers(BATCH, |call, result| {
+                if let Some(answer) = finish_plain_success(inner, call, result) {
+                    others.push(answer);
                 }
-                // And the answers already in, without going round the loop for each.
-                for _ in 1..BATCH {
-                    match wire.next().now_or_never() {
-                        Some(Some(answer)) => {
-                            if let Some(answer) = finish_plain_success(inner, answer) {
-                                handle(inner, answer, &mut backoffs).await;
-                            }
-                        }
-                        _ => break,
-                    }
+            }), if !wire.is_empty() => {
+                for answer in others.drain(..) {
+                    handle(inner, answer, &mut backoffs).await;
                 }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
@@ -284,7 +283,8 @@ enum Step {
 
 /// Serves one key: gives back or uses the slot it holds, then reserves and sends while it has
 /// jobs and room on the wire. `timer` is set when the key's slot timer fired. With the key's
-/// ledger in this process, each call costs one lock of the queue and one of the ledger.
+/// ledger in this process, each call costs one lock of the queue and one of the ledger, and
+/// nothing is awaited; only a store elsewhere makes this wait (boxed, see [`serve_waiting`]).
 async fn serve<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
@@ -293,10 +293,29 @@ async fn serve<S: LedgerStore>(
     timers: &mut Timers,
     start: &mut Start<'_>,
 ) {
-    let mut step = held_slot(inner, q, timer, now, timers);
+    let step = held_slot(inner, q, timer, now, timers);
+    // Bound before the `.await`, so that no step is kept in the shard's future.
+    let Some(wait) = serve_now(inner, q, step, now, timers, start) else {
+        return;
+    };
+    Box::pin(serve_waiting(inner, q, wait, now, timers, start)).await;
+}
+
+/// Does `step` and the steps that follow it as long as none needs to wait for a store elsewhere;
+/// returns that one (`Step::AskStore`, or `Step::Refund` without an in-process ledger), or `None`
+/// when the key has nothing more to do for now.
+fn serve_now<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    step: Step,
+    now: &mut Option<Instant>,
+    timers: &mut Timers,
+    start: &mut Start<'_>,
+) -> Option<Step> {
+    let mut step = step;
     loop {
         step = match step {
-            Step::Idle => return,
+            Step::Idle => return None,
             Step::Send(job, to, slot, sent_at) => {
                 q.space.notify_one();
                 start(q, job, to, slot, sent_at);
@@ -307,13 +326,36 @@ async fn serve<S: LedgerStore>(
                 Step::Refund(slot)
             }
             Step::Refund(slot) => {
+                if !inner.refund_in_process(q, slot) {
+                    return Some(Step::Refund(slot));
+                }
+                q.settle_probe(slot, ProbeVerdict::Undecided, inner.clock.as_ref());
+                fill(inner, q, q.lock(), None, now, timers)
+            }
+            Step::AskStore(at, epoch) => return Some(Step::AskStore(at, epoch)),
+        };
+    }
+}
+
+/// Serving a key whose ledger the store keeps outside this process: waits for the store at each
+/// `Step::AskStore` or `Step::Refund`, and does what follows with [`serve_now`].
+async fn serve_waiting<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    wait: Step,
+    now: &mut Option<Instant>,
+    timers: &mut Timers,
+    start: &mut Start<'_>,
+) {
+    let mut wait = wait;
+    loop {
+        let step = match wait {
+            Step::Refund(slot) => {
                 if let Err(e) = inner.refund_slot(q, slot).await {
                     tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
                 }
                 q.settle_probe(slot, ProbeVerdict::Undecided, inner.clock.as_ref());
-                if q.ledger.is_none() {
-                    *now = None;
-                }
+                *now = None;
                 fill(inner, q, q.lock(), None, now, timers)
             }
             Step::AskStore(at, epoch) => {
@@ -321,7 +363,12 @@ async fn serve<S: LedgerStore>(
                 *now = None;
                 fill(inner, q, q.lock(), Some((reserved, at, epoch)), now, timers)
             }
+            other => other,
         };
+        match serve_now(inner, q, step, now, timers, start) {
+            Some(next) => wait = next,
+            None => return,
+        }
     }
 }
 
@@ -441,7 +488,7 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     st.calls.sent += 1;
     let to = Addressing {
         uri,
-        headers: headers_with_key(st.api_key_header.clone()),
+        api_key: st.api_key_header.clone(),
     };
     Step::Send(job, to, held.slot, held.reserved_at)
 }

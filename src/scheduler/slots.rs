@@ -10,11 +10,22 @@ use crate::ledger::{LedgerStore, StoreError};
 impl<S: LedgerStore> Inner<S> {
     /// Gives back a slot of `q` whose call was never sent (or was refused and does not count).
     pub(crate) async fn refund_slot(&self, q: &KeyQueue, slot: Instant) -> Result<(), StoreError> {
-        if let Some(mut ledger) = q.lock_ledger() {
-            ledger.refund(slot);
+        if self.refund_in_process(q, slot) {
             return Ok(());
         }
         self.store.refund(&q.id, slot).await
+    }
+
+    /// Gives back a slot of `q` to its ledger if the ledger is in this process (true); false,
+    /// doing nothing, if the store keeps it elsewhere.
+    pub(crate) fn refund_in_process(&self, q: &KeyQueue, slot: Instant) -> bool {
+        match q.lock_ledger() {
+            Some(mut ledger) => {
+                ledger.refund(slot);
+                true
+            }
+            None => false,
+        }
     }
 
     /// When `q`'s `k`-th next call (1-based) could go; commits nothing.
