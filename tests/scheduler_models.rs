@@ -131,10 +131,36 @@ async fn counter_model_counting_refusals_still_converges() {
     assert!(elapsed < Duration::from_secs(375), "{elapsed:?}");
 }
 
-/// 1,000 calls on a Development key against a counter model that does not count refusals: told
-/// that refusals count, the scheduler counts its few refused calls against the hour window, so the
-/// last calls wait for the hour; told they do not, it finishes near the minimum; by default it
-/// learns that they do not (one probe) and finishes near the minimum too.
+/// 1,000 calls on a Development key, told `rule` for refused calls, against a counter-model mock
+/// that counts refused calls if `count_refused`: the makespan, the 429s and the key's stats.
+async fn counter_batch(
+    count_refused: bool,
+    rule: RefusedCalls,
+) -> (Duration, u64, fabraix_scheduler::KeyStats, common::Rig) {
+    let quota = Quota::development();
+    let builder = MockServer::builder()
+        .key(TEST_DEV_KEY, quota.clone())
+        .model(ServerModel::SlidingWindowCounter)
+        .count_refused(count_refused);
+    let rig = common::rig_with(
+        builder,
+        TEST_DEV_KEY,
+        quota,
+        fabraix_scheduler::RetryPolicy::default(),
+        |c| c.refused_calls(rule),
+    )
+    .await;
+    let start = Instant::now();
+    common::send_events(&rig, 1_000).await;
+    let elapsed = Instant::now() - start;
+    let stats = rig.scheduler.stats(&rig.key).unwrap();
+    (elapsed, rig.server.refused(), stats, rig)
+}
+
+/// Against a counter model that does not count refusals: told that refusals count, the scheduler
+/// counts its few refused calls against the hour window, so the last calls wait for the hour; told
+/// they do not, it finishes near the minimum; by default it learns that they do not (one probe)
+/// and finishes near the minimum too.
 #[tokio::test(start_paused = true)]
 async fn refused_calls_count_learned_or_as_told() {
     for rule in [
@@ -142,24 +168,8 @@ async fn refused_calls_count_learned_or_as_told() {
         RefusedCalls::DoNotCount,
         RefusedCalls::Learn,
     ] {
-        let quota = Quota::development();
-        let builder = MockServer::builder()
-            .key(TEST_DEV_KEY, quota.clone())
-            .model(ServerModel::SlidingWindowCounter);
-        let rig = common::rig_with(
-            builder,
-            TEST_DEV_KEY,
-            quota,
-            fabraix_scheduler::RetryPolicy::default(),
-            |c| c.refused_calls(rule),
-        )
-        .await;
-        let start = Instant::now();
-        common::send_events(&rig, 1_000).await;
-        let elapsed = Instant::now() - start;
-        let refused = rig.server.refused();
+        let (elapsed, refused, stats, _rig) = counter_batch(false, rule).await;
         assert!((1..=30).contains(&refused), "{rule:?}: {refused} refused");
-        let stats = rig.scheduler.stats(&rig.key).unwrap();
         if rule == RefusedCalls::Count {
             assert!(
                 elapsed >= Duration::from_secs(3600),
@@ -178,38 +188,25 @@ async fn refused_calls_count_learned_or_as_told() {
 }
 
 /// The same batch against a counter model that does count refusals: learning costs at most
-/// [`MAX_REFUSED_PROBES`] (2) more refused calls than counting from the start, never sends more
-/// than the server's quota in any window, and loses nothing.
+/// `MAX_REFUSED_PROBES` (2) more refused calls than counting from the start, the server never
+/// accepts more than its quota in any window, and nothing is lost.
 #[tokio::test(start_paused = true)]
 async fn learning_on_a_server_that_counts_refusals_costs_a_refused_probe_or_two() {
     let mut refused_by_rule = Vec::new();
     for rule in [RefusedCalls::Count, RefusedCalls::Learn] {
-        let quota = Quota::development();
-        let builder = MockServer::builder()
-            .key(TEST_DEV_KEY, quota.clone())
-            .model(ServerModel::SlidingWindowCounter)
-            .count_refused(true);
-        let rig = common::rig_with(
-            builder,
-            TEST_DEV_KEY,
-            quota,
-            fabraix_scheduler::RetryPolicy::default(),
-            |c| c.refused_calls(rule),
-        )
-        .await;
-        let start = Instant::now();
-        common::send_events(&rig, 1_000).await;
-        let elapsed = Instant::now() - start;
-        let stats = rig.scheduler.stats(&rig.key).unwrap();
+        let (elapsed, refused, stats, rig) = counter_batch(true, rule).await;
         assert_eq!(stats.succeeded, 1_000, "{rule:?}");
         assert_ne!(stats.refused_calls, RefusedCalls::DoNotCount, "{rule:?}");
+        rig.server
+            .verify()
+            .expect("never above the quota in any window");
         // Counted refusals push the last calls into the next hour either way.
         assert!(
             elapsed >= Duration::from_secs(3600),
             "{rule:?}: {elapsed:?}"
         );
-        eprintln!("{rule:?}: {} refused, {elapsed:?}", rig.server.refused());
-        refused_by_rule.push(rig.server.refused());
+        eprintln!("{rule:?}: {refused} refused, {elapsed:?}");
+        refused_by_rule.push(refused);
     }
     let (counting, learning) = (refused_by_rule[0], refused_by_rule[1]);
     assert!(
