@@ -354,7 +354,7 @@ async fn serve_waiting<S: LedgerStore>(
                 if let Err(e) = inner.refund_slot(q, slot).await {
                     tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
                 }
-                q.settle_probe(slot, ProbeVerdict::Undecided, inner.clock.as_ref());
+                // No probe to settle: probes need the key's ledger in this process.
                 *now = None;
                 fill(inner, q, q.lock(), None, now, timers)
             }
