@@ -16,35 +16,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fabraix_scheduler::{Job, KeyId};
-use scheduler_rig::{job, run_batch, run_two_submitters, scheduler_with_keys};
-use tokio::sync::{mpsc, oneshot};
+use scheduler_rig::{raw_batch, raw_server, run_batch, run_two_submitters, scheduler_with_keys};
 
 const BATCH: usize = 1_000;
 const MANY: usize = 10_000;
-
-/// The raw reference: one server task answering (request, oneshot) pairs from an mpsc channel.
-fn raw_server() -> mpsc::UnboundedSender<(Job, oneshot::Sender<u16>)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Job, oneshot::Sender<u16>)>();
-    tokio::spawn(async move {
-        while let Some((job, reply)) = rx.recv().await {
-            drop(job);
-            let _ = reply.send(200);
-        }
-    });
-    tx
-}
-
-async fn raw_batch(tx: &mpsc::UnboundedSender<(Job, oneshot::Sender<u16>)>, n: usize) {
-    let mut replies = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (reply, rx) = oneshot::channel();
-        tx.send((job(), reply)).expect("server alive");
-        replies.push(rx);
-    }
-    for r in replies {
-        r.await.expect("answered");
-    }
-}
 
 fn scheduler_overhead(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

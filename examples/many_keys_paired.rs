@@ -14,6 +14,7 @@
 //! ```
 
 #[path = "../benches/support/scheduler_rig.rs"]
+#[allow(dead_code)] // The raw reference is the overhead example's.
 mod scheduler_rig;
 
 use std::sync::Arc;

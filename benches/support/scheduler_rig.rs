@@ -1,5 +1,6 @@
-//! What the scheduler benchmarks share (`benches/scheduler.rs`, `examples/many_keys_paired.rs`):
-//! a transport that answers at once, the job they send, a scheduler with n keys, and a batch.
+//! What the scheduler benchmarks share (`benches/scheduler.rs`, `examples/many_keys_paired.rs`,
+//! `examples/overhead_paired.rs`): a transport that answers at once, the job they send, a
+//! scheduler with n keys, a batch, and the raw mpsc + oneshot reference.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use fabraix_scheduler::{
     TransportFuture,
 };
 use http::Method;
+use tokio::sync::{mpsc, oneshot};
 
 /// Answers every request with an empty 200 at once.
 pub struct NoopTransport;
@@ -71,5 +73,31 @@ pub async fn run_two_submitters(scheduler: &Scheduler, keys: &Arc<[KeyId]>, n: u
         .collect();
     for t in tasks {
         t.await.expect("submitter finished");
+    }
+}
+
+/// The raw reference of the overhead benchmark: one task answering (job, oneshot) pairs from an
+/// unbounded mpsc channel. Call inside a runtime.
+pub fn raw_server() -> mpsc::UnboundedSender<(Job, oneshot::Sender<u16>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Job, oneshot::Sender<u16>)>();
+    tokio::spawn(async move {
+        while let Some((job, reply)) = rx.recv().await {
+            drop(job);
+            let _ = reply.send(200);
+        }
+    });
+    tx
+}
+
+/// Sends `n` jobs to the raw server, each with its oneshot, then awaits every reply.
+pub async fn raw_batch(tx: &mpsc::UnboundedSender<(Job, oneshot::Sender<u16>)>, n: usize) {
+    let mut replies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (reply, rx) = oneshot::channel();
+        tx.send((job(), reply)).expect("server alive");
+        replies.push(rx);
+    }
+    for r in replies {
+        r.await.expect("answered");
     }
 }

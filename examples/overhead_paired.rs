@@ -1,0 +1,96 @@
+//! Scheduler overhead, measured in pairs: the `scheduler_overhead` workload of
+//! `benches/scheduler.rs` (1,000 jobs through the whole scheduler on one key with an unlimited
+//! quota and a no-op transport, against the same 1,000 jobs through a raw tokio mpsc + oneshot
+//! round trip), on one current-thread runtime.
+//!
+//! Criterion measures the two cases one after the other, so a change in this shared machine's load
+//! between them moves their ratio. Here each round times one batch of each, back to back, in
+//! alternating order, and the ratio is taken per round. Prints the median, quartiles and range of
+//! the per-round time ratio (scheduler / raw; the goal of issue 4 is ≤ 2).
+//!
+//! ```text
+//! cargo run --release --example overhead_paired              # 2,000 rounds after 200 warm-up rounds
+//! cargo run --release --example overhead_paired -- --rounds 5000
+//! ```
+
+#[path = "../benches/support/scheduler_rig.rs"]
+#[allow(dead_code)] // The two-submitter workload is the many-keys example's.
+mod scheduler_rig;
+
+use std::time::Duration;
+
+use scheduler_rig::{raw_batch, raw_server, run_batch, scheduler_with_keys};
+
+const BATCH: usize = 1_000;
+const WARM_UP_ROUNDS: usize = 200;
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse().expect("--rounds N"))
+        .unwrap_or(2_000)
+        .max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (scheduler, keys) = rt.block_on(scheduler_with_keys(1, BATCH));
+    let raw = rt.block_on(async { raw_server() });
+    // Wall-clock timing is the point of this example (it is a benchmark, not library code).
+    let time_scheduler = || {
+        let start = std::time::Instant::now();
+        rt.block_on(run_batch(&scheduler, &keys, BATCH, 0));
+        start.elapsed()
+    };
+    let time_raw = || {
+        let start = std::time::Instant::now();
+        rt.block_on(raw_batch(&raw, BATCH));
+        start.elapsed()
+    };
+
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut sched_total, mut raw_total) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..WARM_UP_ROUNDS + rounds {
+        // Alternate which case goes first, so neither always runs on a warmer machine.
+        let (t_sched, t_raw) = if round % 2 == 0 {
+            let a = time_scheduler();
+            (a, time_raw())
+        } else {
+            let b = time_raw();
+            (time_scheduler(), b)
+        };
+        if round >= WARM_UP_ROUNDS {
+            ratios.push(t_sched.as_secs_f64() / t_raw.as_secs_f64());
+            sched_total += t_sched;
+            raw_total += t_raw;
+        }
+    }
+    rt.block_on(scheduler.shutdown(fabraix_scheduler::ShutdownMode::Drain));
+
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len() as u32;
+    println!("{rounds} rounds of {BATCH} jobs per case, one current-thread runtime");
+    println!(
+        "mean per job: scheduler {:.0} ns, raw mpsc + oneshot {:.0} ns",
+        (sched_total / n).as_secs_f64() * 1e9 / BATCH as f64,
+        (raw_total / n).as_secs_f64() * 1e9 / BATCH as f64
+    );
+    println!(
+        "time ratio scheduler / raw: median {:.2}×, quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
+        quantile(&ratios, 0.5),
+        quantile(&ratios, 0.25),
+        quantile(&ratios, 0.75),
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    let above = ratios.iter().filter(|&&r| r > 2.0).count();
+    println!("rounds above 2×: {above} of {rounds}");
+}
