@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fabraix_scheduler::{Job, KeyId};
+use fabraix_scheduler::KeyId;
 use scheduler_rig::{raw_batch, raw_server, run_batch, run_two_submitters, scheduler_with_keys};
 
 const BATCH: usize = 1_000;
