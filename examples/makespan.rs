@@ -40,8 +40,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use fabraix_scheduler::mock::{key_fingerprint, MockServer, ServerModel, TEST_DEV_KEY};
 use fabraix_scheduler::{
-    ApiKey, HttpRequest, HttpResponse, Instant, Job, KeyConfig, KeyId, Limit, Quota, RefusedCalls,
-    Scheduler, ShutdownMode, Transport, TransportConfig, TransportFuture, WindowSemantics,
+    ApiKey, HttpResponse, Instant, Job, KeyConfig, KeyId, Limit, OutgoingRequest, Quota,
+    RefusedCalls, Scheduler, ShutdownMode, Transport, TransportConfig, TransportFuture,
+    WindowSemantics,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ struct SimTransport {
 }
 
 impl Transport for SimTransport {
-    fn send(&self, _request: HttpRequest) -> TransportFuture {
+    fn send(&self, _request: OutgoingRequest<'_>) -> TransportFuture {
         let decision = self
             .server
             .lock()

@@ -78,6 +78,6 @@ pub use scheduler::{
 };
 pub use telemetry::{TelemetryConfig, TelemetrySender};
 pub use transport::{
-    HttpRequest, HttpResponse, ReqwestTransport, Transport, TransportConfig, TransportError,
-    TransportErrorKind, TransportFuture,
+    HttpRequest, HttpResponse, OutgoingRequest, ReqwestTransport, Transport, TransportConfig,
+    TransportError, TransportErrorKind, TransportFuture, USER_AGENT,
 };

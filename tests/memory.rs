@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fabraix_scheduler::{
-    ApiKey, HttpRequest, HttpResponse, Instant, Job, KeyConfig, KeyId, Ledger, LedgerConfig, Quota,
-    Scheduler, Transport, TransportFuture,
+    ApiKey, HttpResponse, Instant, Job, KeyConfig, KeyId, Ledger, LedgerConfig, OutgoingRequest,
+    Quota, Scheduler, Transport, TransportFuture,
 };
 use http::Method;
 
@@ -83,7 +83,7 @@ fn ledger_bytes(quota: &Quota) -> (usize, isize, usize) {
 struct Silent;
 
 impl Transport for Silent {
-    fn send(&self, _request: HttpRequest) -> TransportFuture {
+    fn send(&self, _request: OutgoingRequest<'_>) -> TransportFuture {
         Box::pin(async {
             pending::<()>().await;
             Ok(HttpResponse::new(Bytes::new()))

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use fabraix_scheduler::mock::{MockServer, TEST_PROD_KEY};
 use fabraix_scheduler::telemetry::{Recorded, TelemetryConfig, TelemetrySender};
 use fabraix_scheduler::{
-    ApiKey, Event, EventType, FabraixClient, HttpRequest, KeyConfig, KeyId, Quota,
+    ApiKey, Event, EventType, FabraixClient, KeyConfig, KeyId, OutgoingRequest, Quota,
     ReqwestTransport, Scheduler, Transport, TransportConfig, TransportFuture,
 };
 
@@ -102,7 +102,7 @@ struct Recording {
 }
 
 impl Transport for Recording {
-    fn send(&self, request: HttpRequest) -> TransportFuture {
+    fn send(&self, request: OutgoingRequest<'_>) -> TransportFuture {
         let path = request.uri().path().to_string();
         let body = request.body().clone();
         let log = Arc::clone(&self.log);

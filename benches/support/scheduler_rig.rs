@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fabraix_scheduler::{
-    ApiKey, HttpRequest, HttpResponse, Job, KeyConfig, KeyId, Quota, Scheduler, Transport,
+    ApiKey, HttpResponse, Job, KeyConfig, KeyId, OutgoingRequest, Quota, Scheduler, Transport,
     TransportFuture,
 };
 use http::Method;
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct NoopTransport;
 
 impl Transport for NoopTransport {
-    fn send(&self, _request: HttpRequest) -> TransportFuture {
+    fn send(&self, _request: OutgoingRequest<'_>) -> TransportFuture {
         Box::pin(async { Ok(HttpResponse::new(Bytes::new())) })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::key_queue::{KeyQueue, Queued};
 use super::refusals::ProbeVerdict;
-use super::request_template::{build_request, Addressing};
+use super::request_template::Addressing;
 use super::stats::Counters;
 use super::Inner;
 use crate::api_error::ApiError;
@@ -18,7 +18,7 @@ use crate::response::Response;
 use crate::retry::{
     classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
 };
-use crate::transport::{HttpResponse, TransportError, TransportFuture};
+use crate::transport::{HttpResponse, OutgoingRequest, TransportError, TransportFuture};
 
 /// Ends a job that never went on the wire.
 pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
@@ -101,12 +101,18 @@ pub(crate) fn send<S: LedgerStore>(
     slot: Instant,
     sent_at: Instant,
 ) -> (OnWire, TransportFuture) {
-    let request = build_request(&job, to);
     job.attempts += 1;
     if job.attempts == 1 {
         inner.budget.deposit();
     }
     tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
+    let request = OutgoingRequest::new(
+        &job.job.method,
+        &to.uri,
+        &to.api_key,
+        job.job.headers.as_deref(),
+        &job.job.body,
+    );
     let response = inner.transport.send(request);
     (
         OnWire {

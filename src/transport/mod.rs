@@ -1,6 +1,7 @@
 //! How requests reach the server: a [`Transport`] over the `http` crate's types. The default is
 //! [`ReqwestTransport`] (rustls, no OpenSSL); tests and benchmarks plug in their own.
 
+mod outgoing_request;
 mod reqwest_transport;
 
 use std::fmt;
@@ -9,10 +10,11 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+pub use outgoing_request::{OutgoingRequest, USER_AGENT};
 pub use reqwest_transport::{ReqwestTransport, TransportConfig};
 
-/// A request as the scheduler hands it to a transport: absolute URI, headers (with the
-/// sensitive `x-api-key`), body.
+/// An attempt as an owned `http::Request` ([`OutgoingRequest::to_http`]): absolute URI, headers
+/// (with the sensitive `x-api-key`), body.
 pub type HttpRequest = http::Request<Bytes>;
 
 /// A complete response.
@@ -24,8 +26,10 @@ pub type TransportFuture =
 
 /// Sends one request and returns the whole response.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends `request`. Must not follow redirects to another origin (the key would leak).
-    fn send(&self, request: HttpRequest) -> TransportFuture;
+    /// Sends `request`, which is borrowed for this call only: the future must own what it
+    /// needs (clone the parts, or build the request here, as [`ReqwestTransport`] does). Must not
+    /// follow redirects to another origin (the key would leak).
+    fn send(&self, request: OutgoingRequest<'_>) -> TransportFuture;
 }
 
 /// Why no response arrived.

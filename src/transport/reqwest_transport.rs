@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    HttpRequest, HttpResponse, Transport, TransportError, TransportErrorKind, TransportFuture,
+    HttpResponse, OutgoingRequest, Transport, TransportError, TransportErrorKind, TransportFuture,
 };
 
 /// Timeouts of the default transport.
@@ -87,14 +87,25 @@ fn transport_error(e: &reqwest::Error) -> TransportError {
     TransportError { kind, message }
 }
 
+/// reqwest's request for `request`: built before the call's future, which must own what it uses.
+fn reqwest_request(request: &OutgoingRequest<'_>) -> Result<reqwest::Request, TransportError> {
+    // reqwest wants a `Url`; the scheduler's URI is absolute and already checked.
+    let url = reqwest::Url::parse(&request.uri().to_string()).map_err(|e| TransportError {
+        kind: TransportErrorKind::Other,
+        message: format!("invalid request URL: {e}"),
+    })?;
+    let mut out = reqwest::Request::new(request.method().clone(), url);
+    *out.headers_mut() = request.headers();
+    *out.body_mut() = Some(reqwest::Body::from(request.body().clone()));
+    Ok(out)
+}
+
 impl Transport for ReqwestTransport {
-    fn send(&self, request: HttpRequest) -> TransportFuture {
+    fn send(&self, request: OutgoingRequest<'_>) -> TransportFuture {
         let client = self.client.clone();
+        let request = reqwest_request(&request);
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request).map_err(|e| TransportError {
-                kind: TransportErrorKind::Other,
-                message: format!("invalid request: {e}"),
-            })?;
+            let request = request?;
             let response = client
                 .execute(request)
                 .await
@@ -121,5 +132,69 @@ impl Transport for ReqwestTransport {
             *out.headers_mut() = headers;
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What a loopback listener received: the request head, lower-cased, and the body.
+    async fn serve_once(listener: tokio::net::TcpListener) -> (String, Vec<u8>) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed before the request head ended");
+            received.extend_from_slice(&buf[..n]);
+            if let Some(i) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8(received[..head_end].to_vec())
+            .unwrap()
+            .to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while received.len() < head_end + length {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed before the body ended");
+            received.extend_from_slice(&buf[..n]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\nx-reply: yes\r\n\r\nok")
+            .await
+            .unwrap();
+        (head, received[head_end..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn sends_the_method_path_key_user_agent_job_headers_and_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: http::Uri = format!("http://{}/v1/event", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let server = tokio::spawn(serve_once(listener));
+        let key = crate::ApiKey::new("secret-value").unwrap().header_value();
+        let mut own = http::HeaderMap::new();
+        own.insert("x-trace", http::HeaderValue::from_static("t1"));
+        let body = bytes::Bytes::from_static(b"{\"n\":1}");
+        let transport = ReqwestTransport::new(TransportConfig::default()).unwrap();
+        let request = OutgoingRequest::new(&http::Method::POST, &uri, &key, Some(&own), &body);
+        let response = transport.send(request).await.unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["x-reply"], "yes");
+        assert_eq!(response.body().as_ref(), b"ok");
+        let (head, sent_body) = server.await.unwrap();
+        assert!(head.starts_with("post /v1/event http/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nx-api-key: secret-value\r\n"), "{head}");
+        let agent = format!("\r\nuser-agent: {}\r\n", crate::USER_AGENT);
+        assert!(head.contains(&agent), "{head}");
+        assert!(head.contains("\r\nx-trace: t1\r\n"), "{head}");
+        assert_eq!(sent_body, b"{\"n\":1}");
     }
 }
