@@ -310,3 +310,54 @@ async fn shutdown_with_a_deadline_sends_what_the_quota_allows_then_hands_back() 
     }
     assert_eq!(outcomes, 20);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_of_submits_yields_and_a_submit_dropped_at_its_yield_queues_nothing() {
+    use futures_util::FutureExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let rig = slow_rig("1/1h").await;
+    // On this current-thread runtime the spawned task runs only when the test's task yields.
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut ran_after = None;
+    let mut tickets = Vec::new();
+    for i in 0..1_000 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+        if ran_after.is_none() && ran.load(Ordering::SeqCst) {
+            ran_after = Some(i + 1);
+        }
+    }
+    let ran_after = ran_after.expect("1,000 submits in a row never yielded");
+    assert!(ran_after < 1_000, "yielded only after {ran_after} submits");
+
+    // Polled once and dropped: a submit either queued its job (and gave its ticket) or did
+    // nothing. The coop budget runs out within a few hundred polls, so some are dropped.
+    let before = rig.scheduler.stats(&rig.key).unwrap().submitted;
+    let (mut queued, mut dropped) = (0u64, 0u64);
+    for i in 0..1_000 {
+        match rig.scheduler.submit(&rig.key, event(i)).now_or_never() {
+            Some(result) => {
+                tickets.push(result.unwrap());
+                queued += 1;
+            }
+            None => {
+                dropped += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    assert!(dropped > 0, "no submit ever waited for the budget");
+    let stats = rig.scheduler.stats(&rig.key).unwrap();
+    assert_eq!(
+        stats.submitted - before,
+        queued,
+        "{dropped} dropped submits"
+    );
+    assert_eq!(
+        stats.queued + stats.in_flight + stats.succeeded,
+        tickets.len() as u64
+    );
+}

@@ -79,7 +79,18 @@ impl<S: LedgerStore> Scheduler<S> {
     /// [`Overflow::Wait`] a full queue makes this wait for room; with [`Overflow::Reject`] it
     /// returns [`SubmitError::QueueFull`]. A job for a key answered 401 fails at once with
     /// [`JobError::KeyRevoked`] (through its ticket) until the key is rotated.
+    ///
+    /// Cooperative: once the calling task has used its tokio budget, `submit` yields to the
+    /// runtime first, so a long loop of submits lets the dispatchers run. A `submit` dropped while
+    /// it waits for that budget or for room in the queue has queued nothing. (With a ledger store
+    /// outside this process the job is queued before the store is asked for its ETA; dropped
+    /// during that wait, the job stays queued, as if its ticket had been dropped.)
     pub async fn submit(&self, key: &KeyId, job: Job) -> Result<Ticket, SubmitError> {
+        // A yield point, taken once the task's coop budget is spent, before anything is queued
+        // (so a submit dropped here has done nothing). Without it a loop of submits never
+        // yields: the key's dispatcher waits until the whole loop is done, by which time the
+        // first jobs' state has left the cache.
+        tokio::task::consume_budget().await;
         // The usual case is decided without waiting: queued (or failed fast), with its ETA from
         // the key's in-process ledger. Waiting for room, or for a store elsewhere to give the
         // ETA, takes the slower way, boxed so that this future stays small (it is moved on every
