@@ -13,6 +13,8 @@
 //! cargo run --release --example many_keys_paired -- --rounds 200
 //! ```
 
+#[path = "../benches/support/paired.rs"]
+mod paired;
 #[path = "../benches/support/scheduler_rig.rs"]
 #[allow(dead_code)] // The raw reference is the overhead example's.
 mod scheduler_rig;
@@ -21,25 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabraix_scheduler::KeyId;
+use paired::{in_pairs, means, rounds_arg, spread};
 use scheduler_rig::{run_two_submitters, scheduler_with_keys};
 
 const JOBS: usize = 10_000;
 const WARM_UP_ROUNDS: usize = 5;
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.parse().expect("--rounds N"))
-        .unwrap_or(60)
-        .max(1);
+    let rounds = rounds_arg(60);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,43 +46,32 @@ fn main() {
     let (many, many_ids) = rt.block_on(scheduler_with_keys(JOBS, JOBS));
     let (one_ids, many_ids): (Arc<[KeyId]>, Arc<[KeyId]>) = (one_ids.into(), many_ids.into());
 
-    let mut ratios = Vec::with_capacity(rounds);
-    let (mut one_total, mut many_total) = (Duration::ZERO, Duration::ZERO);
-    for round in 0..WARM_UP_ROUNDS + rounds {
-        // Alternate which case goes first, so neither always runs on a warmer machine.
-        let (t_one, t_many) = if round % 2 == 0 {
-            let a = timed(&one, &one_ids);
-            (a, timed(&many, &many_ids))
-        } else {
-            let b = timed(&many, &many_ids);
-            (timed(&one, &one_ids), b)
-        };
-        if round >= WARM_UP_ROUNDS {
-            // Throughput ratio: (JOBS / t_many) / (JOBS / t_one).
-            ratios.push(t_one.as_secs_f64() / t_many.as_secs_f64());
-            one_total += t_one;
-            many_total += t_many;
-        }
-    }
+    let pairs = in_pairs(
+        WARM_UP_ROUNDS,
+        rounds,
+        || timed(&one, &one_ids),
+        || timed(&many, &many_ids),
+    );
     rt.block_on(one.shutdown(fabraix_scheduler::ShutdownMode::Drain));
     rt.block_on(many.shutdown(fabraix_scheduler::ShutdownMode::Drain));
 
-    ratios.sort_by(f64::total_cmp);
-    let n = ratios.len() as u32;
+    // Throughput ratio per round: (JOBS / t_many) / (JOBS / t_one).
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(one, many)| one.as_secs_f64() / many.as_secs_f64())
+        .collect();
+    let below = ratios.iter().filter(|&&r| r < 0.8).count();
+    let (one_mean, many_mean) = means(&pairs);
+    let s = spread(ratios);
     println!("{rounds} rounds of {JOBS} jobs per case, 2 submitters, 2 workers");
     println!(
         "mean batch: 1 key {:.2} ms, 10,000 keys {:.2} ms",
-        (one_total / n).as_secs_f64() * 1e3,
-        (many_total / n).as_secs_f64() * 1e3
+        one_mean.as_secs_f64() * 1e3,
+        many_mean.as_secs_f64() * 1e3
     );
     println!(
         "throughput ratio 10,000 keys / 1 key: median {:.2}×, quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
-        quantile(&ratios, 0.5),
-        quantile(&ratios, 0.25),
-        quantile(&ratios, 0.75),
-        ratios[0],
-        ratios[ratios.len() - 1]
+        s.median, s.q1, s.q3, s.min, s.max
     );
-    let below = ratios.iter().filter(|&&r| r < 0.8).count();
     println!("rounds below 0.8×: {below} of {rounds}");
 }

@@ -13,31 +13,20 @@
 //! cargo run --release --example overhead_paired -- --rounds 5000
 //! ```
 
+#[path = "../benches/support/paired.rs"]
+mod paired;
 #[path = "../benches/support/scheduler_rig.rs"]
 #[allow(dead_code)] // The two-submitter workload is the many-keys example's.
 mod scheduler_rig;
 
-use std::time::Duration;
-
+use paired::{in_pairs, means, rounds_arg, spread};
 use scheduler_rig::{raw_batch, raw_server, run_batch, scheduler_with_keys};
 
 const BATCH: usize = 1_000;
 const WARM_UP_ROUNDS: usize = 200;
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.parse().expect("--rounds N"))
-        .unwrap_or(2_000)
-        .max(1);
+    let rounds = rounds_arg(2_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -55,42 +44,25 @@ fn main() {
         rt.block_on(raw_batch(&raw, BATCH));
         start.elapsed()
     };
-
-    let mut ratios = Vec::with_capacity(rounds);
-    let (mut sched_total, mut raw_total) = (Duration::ZERO, Duration::ZERO);
-    for round in 0..WARM_UP_ROUNDS + rounds {
-        // Alternate which case goes first, so neither always runs on a warmer machine.
-        let (t_sched, t_raw) = if round % 2 == 0 {
-            let a = time_scheduler();
-            (a, time_raw())
-        } else {
-            let b = time_raw();
-            (time_scheduler(), b)
-        };
-        if round >= WARM_UP_ROUNDS {
-            ratios.push(t_sched.as_secs_f64() / t_raw.as_secs_f64());
-            sched_total += t_sched;
-            raw_total += t_raw;
-        }
-    }
+    let pairs = in_pairs(WARM_UP_ROUNDS, rounds, time_scheduler, time_raw);
     rt.block_on(scheduler.shutdown(fabraix_scheduler::ShutdownMode::Drain));
 
-    ratios.sort_by(f64::total_cmp);
-    let n = ratios.len() as u32;
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(sched, raw)| sched.as_secs_f64() / raw.as_secs_f64())
+        .collect();
+    let above = ratios.iter().filter(|&&r| r > 2.0).count();
+    let (sched_mean, raw_mean) = means(&pairs);
+    let s = spread(ratios);
     println!("{rounds} rounds of {BATCH} jobs per case, one current-thread runtime");
     println!(
         "mean per job: scheduler {:.0} ns, raw mpsc + oneshot {:.0} ns",
-        (sched_total / n).as_secs_f64() * 1e9 / BATCH as f64,
-        (raw_total / n).as_secs_f64() * 1e9 / BATCH as f64
+        sched_mean.as_secs_f64() * 1e9 / BATCH as f64,
+        raw_mean.as_secs_f64() * 1e9 / BATCH as f64
     );
     println!(
         "time ratio scheduler / raw: median {:.2}×, quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
-        quantile(&ratios, 0.5),
-        quantile(&ratios, 0.25),
-        quantile(&ratios, 0.75),
-        ratios[0],
-        ratios[ratios.len() - 1]
+        s.median, s.q1, s.q3, s.min, s.max
     );
-    let above = ratios.iter().filter(|&&r| r > 2.0).count();
     println!("rounds above 2×: {above} of {rounds}");
 }
