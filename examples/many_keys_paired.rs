@@ -12,6 +12,10 @@
 //! cargo run --release --example many_keys_paired              # 60 rounds after 5 warm-up rounds
 //! cargo run --release --example many_keys_paired -- --rounds 200
 //! ```
+//!
+//! `--case one` or `--case many` runs that case alone, `--rounds` batches (no pairs, no warm-up),
+//! for a profiler: the difference between two such runs under `valgrind --tool=cachegrind
+//! --cache-sim=yes`, 1 and 6 rounds, is what 5 batches cost without the set-up.
 
 #[path = "../benches/support/paired.rs"]
 mod paired;
@@ -29,6 +33,17 @@ use scheduler_rig::{run_two_submitters, scheduler_with_keys};
 const JOBS: usize = 10_000;
 const WARM_UP_ROUNDS: usize = 5;
 
+/// The number of keys of `--case one|many`, if given.
+fn case_arg() -> Option<usize> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let i = args.iter().position(|a| a == "--case")?;
+    match args.get(i + 1).map(String::as_str) {
+        Some("one") => Some(1),
+        Some("many") => Some(JOBS),
+        _ => panic!("--case one|many"),
+    }
+}
+
 fn main() {
     let rounds = rounds_arg(60);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -42,6 +57,16 @@ fn main() {
         rt.block_on(run_two_submitters(scheduler, keys, JOBS));
         start.elapsed()
     };
+    if let Some(keys) = case_arg() {
+        let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, JOBS));
+        let ids: Arc<[KeyId]> = ids.into();
+        let total: Duration = (0..rounds).map(|_| timed(&scheduler, &ids)).sum();
+        println!(
+            "{keys} key(s), {rounds} batches of {JOBS} jobs: mean batch {:.2} ms",
+            total.as_secs_f64() * 1e3 / rounds as f64
+        );
+        return;
+    }
     let (one, one_ids) = rt.block_on(scheduler_with_keys(1, JOBS));
     let (many, many_ids) = rt.block_on(scheduler_with_keys(JOBS, JOBS));
     let (one_ids, many_ids): (Arc<[KeyId]>, Arc<[KeyId]>) = (one_ids.into(), many_ids.into());
