@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::addressing::Addressing;
 use super::key_queue::{KeyQueue, Queued};
 use super::refusals::ProbeVerdict;
-use super::request_template::Addressing;
 use super::stats::Counters;
 use super::Inner;
 use crate::api_error::ApiError;

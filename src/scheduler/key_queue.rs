@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use http::HeaderValue;
 use tokio::sync::{oneshot, Notify};
 
+use super::addressing::UriCache;
 use super::config::{KeyConfig, Overflow};
 use super::pacing::Pacer;
 use super::refusals::{ProbeVerdict, RefusalAccounting};
-use super::request_template::UriCache;
 use super::shard::Shard;
 use super::stats::{CallCounts, Counters, KeyStats};
 use crate::api_key::ApiKey;

@@ -18,12 +18,12 @@
 //! call instead. Calls refused with 429 or never connected are always retried: the server did not
 //! process them.
 
+mod addressing;
 mod config;
 mod dispatch;
 mod key_queue;
 mod pacing;
 mod refusals;
-mod request_template;
 mod shard;
 mod slot_timers;
 mod slots;

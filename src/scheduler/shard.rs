@@ -26,12 +26,12 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
+use super::addressing::Addressing;
 use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::refusals::ProbeVerdict;
-use super::request_template::Addressing;
 use super::slot_timers::Timers;
 use super::wire::Wire;
 use super::Inner;
