@@ -23,7 +23,7 @@ use crate::transport::{HttpResponse, OutgoingRequest, TransportError, TransportF
 /// Ends a job that never went on the wire.
 pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
     Counters::bump(&q.counters.failed);
-    let _ = job.outcome.send(outcome);
+    job.outcome.send(outcome);
     q.space.notify_one();
     q.wake();
 }
@@ -44,7 +44,7 @@ fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
         // unless it is closing and may now be done.
         st.has_jobs() || st.closed
     };
-    let _ = job.outcome.send(outcome);
+    job.outcome.send(outcome);
     if serve {
         q.wake();
     }

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use super::addressing::UriCache;
 use super::config::{KeyConfig, Overflow};
+use super::outcome_slots::{OutcomeSender, OutcomeSlots};
 use super::pacing::Pacer;
 use super::refusals::{ProbeVerdict, RefusalAccounting};
 use super::shard::Shard;
@@ -19,7 +20,7 @@ use crate::api_key::ApiKey;
 use crate::clock::{Clock, Instant};
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
-use crate::job_error::{JobError, Outcome};
+use crate::job_error::JobError;
 use crate::key_id::KeyId;
 use crate::ledger::{Ledger, PlanCursor};
 use crate::quota::Quota;
@@ -32,7 +33,7 @@ pub(crate) struct Queued {
     pub(crate) attempts: u32,
     pub(crate) rate_limited: u32,
     pub(crate) transient_retries: u32,
-    pub(crate) outcome: oneshot::Sender<Outcome>,
+    pub(crate) outcome: OutcomeSender,
 }
 
 /// A job handed back at shutdown.
@@ -167,6 +168,9 @@ pub(crate) struct KeyQueue {
     /// was paused, or the slot's job was cancelled.
     pub(crate) reslot_epoch: AtomicU64,
     pub(crate) counters: Counters,
+    /// Where the outcomes of the key's unfinished jobs wait for their tickets: the shard's slots,
+    /// shared by its keys.
+    pub(crate) outcomes: Arc<OutcomeSlots>,
     pub(crate) pacer: Mutex<Pacer>,
     /// Whether `pacer` has started pacing (it never stops), readable without its lock.
     pub(crate) paced: AtomicBool,
@@ -180,6 +184,7 @@ impl KeyQueue {
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
     ) -> Self {
+        let outcomes = Arc::clone(&shard.outcomes);
         Self {
             id: config.id.clone(),
             endpoint: config.endpoint.clone(),
@@ -211,6 +216,7 @@ impl KeyQueue {
             space: Notify::new(),
             reslot_epoch: AtomicU64::new(0),
             counters: Counters::default(),
+            outcomes,
             pacer: Mutex::new(Pacer::default()),
             paced: AtomicBool::new(false),
             probing: AtomicBool::new(false),
@@ -277,7 +283,7 @@ impl KeyQueue {
             Some(q) => {
                 Counters::bump(&self.counters.cancelled);
                 Counters::bump(&self.counters.failed);
-                let _ = q.outcome.send(Err(JobError::Cancelled));
+                q.outcome.send(Err(JobError::Cancelled));
                 self.space.notify_one();
                 true
             }
@@ -294,7 +300,7 @@ impl KeyQueue {
             job: q.job,
             attempts: q.attempts,
         });
-        let _ = q.outcome.send(Err(JobError::ShutDown));
+        q.outcome.send(Err(JobError::ShutDown));
     }
 
     pub(crate) fn stats(&self) -> KeyStats {

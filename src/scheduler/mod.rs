@@ -22,6 +22,7 @@ mod addressing;
 mod config;
 mod dispatch;
 mod key_queue;
+mod outcome_slots;
 mod pacing;
 mod refusals;
 mod shard;

@@ -31,6 +31,7 @@ use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
+use super::outcome_slots::OutcomeSlots;
 use super::refusals::ProbeVerdict;
 use super::slot_timers::Timers;
 use super::wire::Wire;
@@ -57,6 +58,9 @@ pub(crate) struct Shard {
     /// The receiving end, held by the shard's task while it runs.
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Arc<KeyQueue>>>>,
     life: Mutex<ShardLife>,
+    /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
+    /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
+    pub(crate) outcomes: Arc<OutcomeSlots>,
 }
 
 impl Default for Shard {
@@ -66,6 +70,7 @@ impl Default for Shard {
             ready,
             receiver: Mutex::new(Some(receiver)),
             life: Mutex::default(),
+            outcomes: Arc::default(),
         }
     }
 }

@@ -4,10 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::config::Overflow;
 use super::key_queue::{KeyQueue, Queued};
+use super::outcome_slots::OutcomeReceiver;
 use super::{Scheduler, Ticket};
 use crate::clock::Instant;
 use crate::job::Job;
@@ -29,7 +28,7 @@ enum Waiting {
     Eta {
         q: Arc<KeyQueue>,
         id: u64,
-        rx: oneshot::Receiver<crate::Outcome>,
+        rx: OutcomeReceiver,
         k: usize,
         now: Instant,
     },
@@ -49,7 +48,7 @@ fn ticket(
     id: u64,
     key: &KeyId,
     eta: Instant,
-    outcome: oneshot::Receiver<crate::Outcome>,
+    outcome: OutcomeReceiver,
     q: &Arc<KeyQueue>,
 ) -> Ticket {
     Ticket {
@@ -68,8 +67,10 @@ enum Enqueued {
         pending: Option<Instant>,
         /// The ETA, when the key's ledger is in this process.
         eta: Option<Instant>,
+        rx: OutcomeReceiver,
     },
-    FailedFast,
+    /// Failed at once (the key is revoked); its outcome is in already.
+    FailedFast(OutcomeReceiver),
     Refused(Box<SubmitError>),
     Full(Job),
 }
@@ -112,17 +113,18 @@ impl<S: LedgerStore> Scheduler<S> {
     /// One attempt at queuing `job`, without waiting.
     fn try_submit(&self, q: Arc<KeyQueue>, key: &KeyId, job: Job) -> Attempt {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        match self.enqueue(&q, job, id, tx) {
-            Enqueued::Queued { eta: Some(eta), .. } => {
-                Attempt::Done(Ok(ticket(id, key, eta, rx, &q)))
-            }
-            Enqueued::Queued { ahead, pending, .. } => {
+        match self.enqueue(&q, job, id) {
+            Enqueued::Queued {
+                eta: Some(eta), rx, ..
+            } => Attempt::Done(Ok(ticket(id, key, eta, rx, &q))),
+            Enqueued::Queued {
+                ahead, pending, rx, ..
+            } => {
                 let now = self.inner.clock.now();
                 let k = eta_rank(ahead, pending);
                 Attempt::Wait(Waiting::Eta { q, id, rx, k, now })
             }
-            Enqueued::FailedFast => {
+            Enqueued::FailedFast(rx) => {
                 Attempt::Done(Ok(ticket(id, key, self.inner.clock.now(), rx, &q)))
             }
             Enqueued::Refused(e) => Attempt::Done(Err(*e)),
@@ -159,13 +161,7 @@ impl<S: LedgerStore> Scheduler<S> {
     }
 
     /// Puts a job into its lane if there is room; never waits.
-    fn enqueue(
-        &self,
-        q: &Arc<KeyQueue>,
-        job: Job,
-        id: u64,
-        tx: oneshot::Sender<crate::Outcome>,
-    ) -> Enqueued {
+    fn enqueue(&self, q: &Arc<KeyQueue>, job: Job, id: u64) -> Enqueued {
         let mut st = q.lock();
         // Checked here; the URI itself is cloned from this cache by the key's shard when the job
         // is sent. (A clone here would bump the URI's reference counts on this thread and drop
@@ -184,8 +180,9 @@ impl<S: LedgerStore> Scheduler<S> {
             st.calls.submitted += 1;
             drop(st);
             q.counters.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
-            return Enqueued::FailedFast;
+            let (tx, rx) = q.outcomes.pair();
+            tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
+            return Enqueued::FailedFast(rx);
         }
         if st.len() >= q.capacity {
             if q.overflow == Overflow::Reject {
@@ -209,6 +206,8 @@ impl<S: LedgerStore> Scheduler<S> {
         // A key waiting for a slot, or with its calls all on the wire, is served again when the
         // slot is due or a call ends.
         let serve = st.pending.is_none() && st.in_flight < st.ramp;
+        // Taken only now that the job is sure to be queued (the slab's lock nests in the queue's).
+        let (tx, rx) = q.outcomes.pair();
         st.push_back(Queued {
             id,
             job,
@@ -226,6 +225,7 @@ impl<S: LedgerStore> Scheduler<S> {
             ahead,
             pending,
             eta,
+            rx,
         }
     }
 }

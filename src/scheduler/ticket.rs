@@ -5,11 +5,10 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
-
 use super::key_queue::KeyQueue;
+use super::outcome_slots::OutcomeReceiver;
 use crate::clock::Instant;
-use crate::job_error::{JobError, Outcome};
+use crate::job_error::Outcome;
 use crate::key_id::KeyId;
 
 /// The handle of a submitted job. Await it for the job's outcome. Dropping it does not cancel
@@ -19,7 +18,7 @@ pub struct Ticket {
     pub(crate) id: u64,
     pub(crate) key: KeyId,
     pub(crate) eta: Instant,
-    pub(crate) outcome: oneshot::Receiver<Outcome>,
+    pub(crate) outcome: OutcomeReceiver,
     pub(crate) queue: Weak<KeyQueue>,
 }
 
@@ -55,12 +54,6 @@ impl Future for Ticket {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.outcome).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(JobError::Internal(
-                    "the job's task ended without an outcome".into(),
-                ))
-            })
-        })
+        Pin::new(&mut self.outcome).poll(cx)
     }
 }
