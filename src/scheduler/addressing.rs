@@ -1,5 +1,7 @@
 //! What every call of a key shares, made once rather than per call: the key's header value and the
-//! absolute URIs of the paths it sends to.
+//! absolute URIs of the paths it sends to, together, behind one reference count.
+
+use std::sync::Arc;
 
 use http::HeaderValue;
 
@@ -8,8 +10,9 @@ use crate::endpoint::Endpoint;
 /// Paths remembered per key. A scan of this many short strings costs less than parsing one URI.
 const URI_CACHE_SIZE: usize = 8;
 
-/// Where one attempt goes and the key it carries, taken under the key's lock; the transport is
-/// handed them, with the job, as an [`OutgoingRequest`](crate::OutgoingRequest) without the lock.
+/// Where one attempt goes and the key it carries, taken under the key's lock (a reference count
+/// bumped, nothing copied); the transport is handed them, with the job, as an
+/// [`OutgoingRequest`](crate::OutgoingRequest) without the lock.
 #[derive(Debug)]
 pub(crate) struct Addressing {
     /// The job's absolute URI.
@@ -18,20 +21,22 @@ pub(crate) struct Addressing {
     pub(crate) api_key: HeaderValue,
 }
 
-/// The absolute URIs of the last few distinct paths a key was given, most recent first.
+/// The addressing of the last few distinct paths a key was given, most recent first. Made with
+/// the key's header value: [`clear`](Self::clear) it when the key rotates.
 #[derive(Debug, Default)]
-pub(crate) struct UriCache {
-    entries: Vec<(Box<str>, http::Uri)>,
+pub(crate) struct AddressingCache {
+    entries: Vec<(Box<str>, Arc<Addressing>)>,
 }
 
-impl UriCache {
-    /// The URI of `path` under `endpoint`: remembered, or checked and built (see
-    /// [`Endpoint::uri_for`]) and remembered. An invalid path is not remembered.
-    pub(crate) fn uri_for(
+impl AddressingCache {
+    /// Where `path` goes under `endpoint`, carrying `api_key`: remembered, or checked and built
+    /// (see [`Endpoint::uri_for`]) and remembered. An invalid path is not remembered.
+    pub(crate) fn addressing_for(
         &mut self,
         endpoint: &Endpoint,
+        api_key: &HeaderValue,
         path: &str,
-    ) -> Result<&http::Uri, String> {
+    ) -> Result<&Arc<Addressing>, String> {
         match self.entries.iter().position(|(p, _)| &**p == path) {
             Some(0) => {}
             Some(i) => {
@@ -43,10 +48,19 @@ impl UriCache {
                 if self.entries.len() == URI_CACHE_SIZE {
                     self.entries.pop();
                 }
-                self.entries.insert(0, (path.into(), uri));
+                let addressing = Arc::new(Addressing {
+                    uri,
+                    api_key: api_key.clone(),
+                });
+                self.entries.insert(0, (path.into(), addressing));
             }
         }
         Ok(&self.entries[0].1)
+    }
+
+    /// Forgets every path (their addressing carries a key that is no longer the key's).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
     }
 }
 
@@ -57,21 +71,35 @@ mod tests {
     #[test]
     fn remembers_recent_paths_and_rejects_bad_ones() {
         let endpoint = Endpoint::new("http://127.0.0.1:9/v1", false).unwrap();
-        let mut cache = UriCache::default();
+        let key = HeaderValue::from_static("secret-1");
+        let mut cache = AddressingCache::default();
         for i in 0..(URI_CACHE_SIZE + 3) {
-            let uri = cache.uri_for(&endpoint, &format!("/p{i}")).unwrap().clone();
-            assert_eq!(uri.to_string(), format!("http://127.0.0.1:9/v1/p{i}"));
+            let to = Arc::clone(
+                cache
+                    .addressing_for(&endpoint, &key, &format!("/p{i}"))
+                    .unwrap(),
+            );
+            assert_eq!(to.uri.to_string(), format!("http://127.0.0.1:9/v1/p{i}"));
+            assert_eq!(to.api_key, key);
         }
         assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
         assert_eq!(&*cache.entries[0].0, format!("/p{}", URI_CACHE_SIZE + 2));
-        // A hit moves to the front and gives the same URI as a fresh build.
-        let hit = cache.uri_for(&endpoint, "/p5").unwrap().clone();
-        assert_eq!(hit, endpoint.uri_for("/p5").unwrap());
+        // A hit moves to the front and gives the same addressing, shared, not rebuilt.
+        let first = Arc::clone(cache.addressing_for(&endpoint, &key, "/p5").unwrap());
+        assert_eq!(first.uri, endpoint.uri_for("/p5").unwrap());
         assert_eq!(&*cache.entries[0].0, "/p5");
+        let again = cache.addressing_for(&endpoint, &key, "/p5").unwrap();
+        assert!(Arc::ptr_eq(&first, again));
         assert!(cache
-            .uri_for(&endpoint, "https://elsewhere.example/x")
+            .addressing_for(&endpoint, &key, "https://elsewhere.example/x")
             .is_err());
-        assert!(cache.uri_for(&endpoint, "/a/../b").is_err());
+        assert!(cache.addressing_for(&endpoint, &key, "/a/../b").is_err());
         assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
+        // Cleared (the key rotated): built again with the new key.
+        cache.clear();
+        let rotated = HeaderValue::from_static("secret-2");
+        let to = cache.addressing_for(&endpoint, &rotated, "/p5").unwrap();
+        assert_eq!(to.api_key, rotated);
+        assert!(!Arc::ptr_eq(&first, to));
     }
 }

@@ -97,7 +97,7 @@ pub(crate) fn send<S: LedgerStore>(
     inner: &Inner<S>,
     q: Arc<KeyQueue>,
     mut job: Queued,
-    to: Addressing,
+    to: Arc<Addressing>,
     slot: Instant,
     sent_at: Instant,
 ) -> (OnWire, TransportFuture) {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use http::HeaderValue;
 use tokio::sync::Notify;
 
-use super::addressing::UriCache;
+use super::addressing::AddressingCache;
 use super::config::{KeyConfig, Overflow};
 use super::outcome_slots::{OutcomeSender, OutcomeSlots};
 use super::pacing::Pacer;
@@ -60,8 +60,9 @@ pub(crate) struct QueueState {
     pub(crate) api_key: ApiKey,
     /// `api_key` as a sensitive header value, made once per key (and rotation), not per call.
     pub(crate) api_key_header: HeaderValue,
-    /// Absolute URIs of the paths submitted lately, so a repeated path is not parsed again.
-    pub(crate) uris: UriCache,
+    /// Addressing (absolute URI and key header) of the paths submitted lately, so a repeated path
+    /// is not parsed again and a call copies nothing of it.
+    pub(crate) addressing: AddressingCache,
     /// The slot reserved for the next call, while the shard waits for it.
     pub(crate) pending: Option<PendingSlot>,
     /// The key's shard has let it go: closed, empty, nothing on the wire.
@@ -202,7 +203,7 @@ impl KeyQueue {
                 revoked: false,
                 api_key: config.api_key.clone(),
                 api_key_header: config.api_key.header_value(),
-                uris: UriCache::default(),
+                addressing: AddressingCache::default(),
                 pending: None,
                 retired: false,
                 calls: CallCounts::default(),

@@ -320,6 +320,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 let mut st = q.lock();
                 tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
                 st.api_key_header = api_key.header_value();
+                st.addressing.clear();
                 st.api_key = api_key;
                 st.revoked = false;
                 true

@@ -268,7 +268,7 @@ impl Future for BackoffWait {
 
 /// Starts a call: `(key, job, its addressing, its slot, when it goes)`.
 pub(crate) type Start<'s> =
-    dyn FnMut(&Arc<KeyQueue>, Queued, Addressing, Instant, Instant) + Send + 's;
+    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) + Send + 's;
 
 /// What serving a key does next, decided under the key's lock and done without it.
 // The job moves once or twice per call; a box would cost an allocation per call instead.
@@ -277,7 +277,7 @@ enum Step {
     /// Nothing more for now.
     Idle,
     /// Send this job, addressed so, in this slot, at this instant.
-    Send(Queued, Addressing, Instant, Instant),
+    Send(Queued, Arc<Addressing>, Instant, Instant),
     /// Fail this job (its path does not form a URI) and give its slot back.
     Invalid(Queued, Instant, String),
     /// Give this slot back: no job takes it.
@@ -485,15 +485,14 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     }
     // The path was checked at submission with this endpoint, so this does not fail; if it did,
     // the job fails rather than the shard.
-    let uri = match st.uris.uri_for(&q.endpoint, &job.job.path) {
-        Ok(uri) => uri.clone(),
+    let to = match st
+        .addressing
+        .addressing_for(&q.endpoint, &st.api_key_header, &job.job.path)
+    {
+        Ok(to) => Arc::clone(to),
         Err(reason) => return Step::Invalid(job, held.slot, reason),
     };
     st.in_flight += 1;
     st.calls.sent += 1;
-    let to = Addressing {
-        uri,
-        api_key: st.api_key_header.clone(),
-    };
     Step::Send(job, to, held.slot, held.reserved_at)
 }

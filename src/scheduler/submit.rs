@@ -163,10 +163,14 @@ impl<S: LedgerStore> Scheduler<S> {
     /// Puts a job into its lane if there is room; never waits.
     fn enqueue(&self, q: &Arc<KeyQueue>, job: Job, id: u64) -> Enqueued {
         let mut st = q.lock();
-        // Checked here; the URI itself is cloned from this cache by the key's shard when the job
-        // is sent. (A clone here would bump the URI's reference counts on this thread and drop
-        // them on the shard's: two cache lines passed between cores per call.)
-        match st.uris.uri_for(&q.endpoint, &job.path) {
+        // Checked here; the addressing itself is taken from this cache by the key's shard when
+        // the job is sent. (Taken here, its reference count would be bumped on this thread and
+        // dropped on the shard's: a cache line passed between cores per call.)
+        let state = &mut *st;
+        match state
+            .addressing
+            .addressing_for(&q.endpoint, &state.api_key_header, &job.path)
+        {
             Ok(_) => {}
             Err(reason) => {
                 return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
