@@ -276,8 +276,9 @@ pub(crate) type Start<'s> =
 enum Step {
     /// Nothing more for now.
     Idle,
-    /// Send this job, addressed so, in this slot, at this instant.
-    Send(Queued, Arc<Addressing>, Instant, Instant),
+    /// Send this job, addressed so, in this slot, at this instant; then look for the next job
+    /// if `more` (the queue had more when this one was taken).
+    Send(Queued, Arc<Addressing>, Instant, Instant, bool),
     /// Fail this job (its path does not form a URI) and give its slot back.
     Invalid(Queued, Instant, String),
     /// Give this slot back: no job takes it.
@@ -321,9 +322,15 @@ fn serve_now<S: LedgerStore>(
     loop {
         step = match step {
             Step::Idle => return None,
-            Step::Send(job, to, slot, sent_at) => {
+            Step::Send(job, to, slot, sent_at, more) => {
                 q.space.notify_one();
                 start(q, job, to, slot, sent_at);
+                if !more {
+                    // The queue was empty once this job was taken, and the key has a call on
+                    // the wire, so it is not finished: looking again would find nothing to do.
+                    // A job queued since then wakes the key (it was unlisted before serving).
+                    return None;
+                }
                 fill(inner, q, q.lock(), None, now, timers)
             }
             Step::Invalid(job, slot, reason) => {
@@ -398,7 +405,7 @@ fn held_slot<S: LedgerStore>(
     st.pending = None;
     match take_for_slot(q, &mut st, held, due && !stale) {
         // Sent when the timer fired: now, not when the slot was reserved.
-        Step::Send(job, to, slot, _) => Step::Send(job, to, slot, inner.clock.now()),
+        Step::Send(job, to, slot, _, more) => Step::Send(job, to, slot, inner.clock.now(), more),
         other => other,
     }
 }
@@ -470,7 +477,10 @@ fn fill<S: LedgerStore>(
 /// Takes the highest-priority job for a slot that is due (none if the slot must be given back or
 /// the key is handing jobs back), counts it on the wire, and returns it with its addressing.
 fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: bool) -> Step {
-    if held.slot.saturating_duration_since(held.reserved_at) >= RAMP_AFTER_HOLD {
+    // (Compared first: a slot due when reserved, the usual case, skips the subtraction.)
+    if held.slot > held.reserved_at
+        && held.slot.saturating_duration_since(held.reserved_at) >= RAMP_AFTER_HOLD
+    {
         st.ramp = 1;
     }
     if !keep || st.hand_back {
@@ -479,7 +489,8 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     let Some(job) = st.pop_highest() else {
         return Step::Refund(held.slot);
     };
-    if !st.has_jobs() {
+    let more = st.has_jobs();
+    if !more {
         // The plan of an empty queue is of no further use; it holds a copy of the ledger.
         st.plan = None;
     }
@@ -494,5 +505,5 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
     };
     st.in_flight += 1;
     st.calls.sent += 1;
-    Step::Send(job, to, held.slot, held.reserved_at)
+    Step::Send(job, to, held.slot, held.reserved_at, more)
 }
