@@ -14,8 +14,6 @@
 //! done with it, so an index is never shared by two jobs.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -95,11 +93,7 @@ impl OutcomeSlots {
                 index,
                 sent: false,
             },
-            OutcomeReceiver {
-                slots: Arc::clone(self),
-                index,
-                done: false,
-            },
+            OutcomeReceiver { index, done: false },
         )
     }
 
@@ -172,24 +166,24 @@ impl fmt::Debug for OutcomeSender {
     }
 }
 
-/// The end of a job's outcome that its ticket awaits. Ready once, with the outcome.
+/// The end of a job's outcome that its ticket holds: an index into the slots its key's queue
+/// holds (the ticket holds the queue, so this needs no reference count of its own). Ready once,
+/// with the outcome; [`abandon`](Self::abandon) it if it is dropped before that.
 pub(crate) struct OutcomeReceiver {
-    slots: Arc<OutcomeSlots>,
     index: u32,
     done: bool,
 }
 
-impl Future for OutcomeReceiver {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+impl OutcomeReceiver {
+    /// The outcome, if it is in; otherwise the task of `cx` is woken when it is.
+    pub(crate) fn poll(&mut self, slots: &OutcomeSlots, cx: &mut Context<'_>) -> Poll<Outcome> {
         if self.done {
             return Poll::Ready(Err(JobError::Internal(
                 "the ticket was awaited after it gave its outcome".into(),
             )));
         }
         let index = self.index;
-        let mut slab = self.slots.lock();
+        let mut slab = slots.lock();
         let slot = slab.slot(index);
         match slot {
             Slot::Waiting(waker) => {
@@ -217,14 +211,14 @@ impl Future for OutcomeReceiver {
             }
         }
     }
-}
 
-impl Drop for OutcomeReceiver {
-    fn drop(&mut self) {
-        if self.done {
+    /// The ticket is dropped: an outcome already in is dropped and the slot freed; otherwise the
+    /// sender frees it when it sends.
+    pub(crate) fn abandon(&mut self, slots: &OutcomeSlots) {
+        if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let mut slab = self.slots.lock();
+        let mut slab = slots.lock();
         let slot = slab.slot(self.index);
         match slot {
             Slot::Ready(_) => {
@@ -233,7 +227,6 @@ impl Drop for OutcomeReceiver {
                 drop(slab);
                 drop(unwanted);
             }
-            // The sender frees the slot when it sends.
             Slot::Waiting(_) => *slot = Slot::Abandoned,
             Slot::Vacant | Slot::Abandoned => {}
         }
@@ -254,10 +247,41 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
 
+    use std::future::Future;
+    use std::pin::Pin;
+
     use futures_util::FutureExt;
 
     use super::*;
     use crate::api_error::ApiError;
+
+    /// A receiver with the slots it reads from, as a ticket holds it: a future of the outcome,
+    /// abandoned when dropped.
+    struct Held {
+        slots: Arc<OutcomeSlots>,
+        rx: OutcomeReceiver,
+    }
+
+    impl Future for Held {
+        type Output = Outcome;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+            let this = self.get_mut();
+            this.rx.poll(&this.slots, cx)
+        }
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.rx.abandon(&self.slots);
+        }
+    }
+
+    fn pair(slots: &Arc<OutcomeSlots>) -> (OutcomeSender, Held) {
+        let (tx, rx) = slots.pair();
+        let slots = Arc::clone(slots);
+        (tx, Held { slots, rx })
+    }
 
     fn failed(n: u16) -> Outcome {
         Err(JobError::Rejected(ApiError::from_body(n, b"")))
@@ -283,8 +307,8 @@ mod tests {
     #[test]
     fn an_outcome_sent_before_or_after_the_poll_reaches_its_own_ticket() {
         let slots = Arc::new(OutcomeSlots::default());
-        let (tx1, rx1) = slots.pair();
-        let (tx2, mut rx2) = slots.pair();
+        let (tx1, rx1) = pair(&slots);
+        let (tx2, mut rx2) = pair(&slots);
         let counting = Arc::new(CountingWaker::default());
         let waker = Waker::from(Arc::clone(&counting));
         let mut cx = Context::from_waker(&waker);
@@ -310,7 +334,7 @@ mod tests {
     #[test]
     fn a_sender_dropped_unsent_delivers_an_internal_error() {
         let slots = Arc::new(OutcomeSlots::default());
-        let (tx, rx) = slots.pair();
+        let (tx, rx) = pair(&slots);
         drop(tx);
         assert!(matches!(
             rx.now_or_never(),
@@ -327,7 +351,7 @@ mod tests {
     fn slots_are_reused_once_both_ends_are_done_whichever_goes_first() {
         let slots = Arc::new(OutcomeSlots::default());
         for round in 0..3 {
-            let pairs: Vec<_> = (0..CHUNK).map(|_| slots.pair()).collect();
+            let pairs: Vec<_> = (0..CHUNK).map(|_| pair(&slots)).collect();
             assert_eq!(
                 counts(&slots),
                 (CHUNK, 0),
@@ -363,14 +387,14 @@ mod tests {
     #[test]
     fn a_slot_held_by_either_end_is_not_handed_out_again() {
         let slots = Arc::new(OutcomeSlots::default());
-        let (tx_a, rx_a) = slots.pair();
-        let (tx_b, rx_b) = slots.pair();
+        let (tx_a, rx_a) = pair(&slots);
+        let (tx_b, rx_b) = pair(&slots);
         // Only the sender of `a` and only the receiver of `b` are left.
         drop(rx_a);
         tx_b.send(failed(409));
-        let more: Vec<_> = (0..2 * CHUNK).map(|_| slots.pair()).collect();
+        let more: Vec<_> = (0..2 * CHUNK).map(|_| pair(&slots)).collect();
         let mut indices: Vec<u32> = more.iter().map(|(tx, _)| tx.index).collect();
-        indices.extend([tx_a.index, rx_b.index]);
+        indices.extend([tx_a.index, rx_b.rx.index]);
         let n = indices.len();
         indices.sort_unstable();
         indices.dedup();
@@ -383,7 +407,7 @@ mod tests {
     #[test]
     fn ends_on_two_threads_deliver_every_outcome_once_to_its_own_ticket() {
         let slots = Arc::new(OutcomeSlots::default());
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..2_000).map(|_| slots.pair()).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..2_000).map(|_| pair(&slots)).unzip();
         let sending = std::thread::spawn(move || {
             for (i, tx) in senders.into_iter().enumerate() {
                 tx.send(failed(400 + (i % 100) as u16));

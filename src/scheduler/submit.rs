@@ -24,11 +24,10 @@ enum Attempt {
 enum Waiting {
     /// Room in the key's queue, to queue `job`.
     Room { q: Arc<KeyQueue>, job: Job },
-    /// The ETA of queued job `id`, the `k`-th next call, from a store not in this process.
+    /// The ETA of a queued job, the `k`-th next call, from a store not in this process. Its
+    /// ticket is made already (dropped while waiting, it lets go of the job's outcome).
     Eta {
-        q: Arc<KeyQueue>,
-        id: u64,
-        rx: OutcomeReceiver,
+        ticket: Ticket,
         k: usize,
         now: Instant,
     },
@@ -43,20 +42,13 @@ fn eta_rank(ahead: usize, pending: Option<Instant>) -> usize {
     }
 }
 
-/// The ticket of job `id` of `key`.
-fn ticket(
-    id: u64,
-    key: &KeyId,
-    eta: Instant,
-    outcome: OutcomeReceiver,
-    q: &Arc<KeyQueue>,
-) -> Ticket {
+/// The ticket of job `id` of the key of `queue`.
+fn ticket(id: u64, eta: Instant, outcome: OutcomeReceiver, queue: Arc<KeyQueue>) -> Ticket {
     Ticket {
         id,
-        key: key.clone(),
         eta,
+        queue,
         outcome,
-        queue: Arc::downgrade(q),
     }
 }
 
@@ -103,29 +95,30 @@ impl<S: LedgerStore> Scheduler<S> {
             });
         };
         // Bound before the `.await`, so that the attempt is not kept in this future's state.
-        let wait = match self.try_submit(q, key, job) {
+        let wait = match self.try_submit(q, job) {
             Attempt::Done(result) => return result,
             Attempt::Wait(wait) => wait,
         };
-        Box::pin(self.submit_waiting(key, wait)).await
+        Box::pin(self.submit_waiting(wait)).await
     }
 
     /// One attempt at queuing `job`, without waiting.
-    fn try_submit(&self, q: Arc<KeyQueue>, key: &KeyId, job: Job) -> Attempt {
+    fn try_submit(&self, q: Arc<KeyQueue>, job: Job) -> Attempt {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         match self.enqueue(&q, job, id) {
             Enqueued::Queued {
                 eta: Some(eta), rx, ..
-            } => Attempt::Done(Ok(ticket(id, key, eta, rx, &q))),
+            } => Attempt::Done(Ok(ticket(id, eta, rx, q))),
             Enqueued::Queued {
                 ahead, pending, rx, ..
             } => {
                 let now = self.inner.clock.now();
                 let k = eta_rank(ahead, pending);
-                Attempt::Wait(Waiting::Eta { q, id, rx, k, now })
+                let ticket = ticket(id, now, rx, q);
+                Attempt::Wait(Waiting::Eta { ticket, k, now })
             }
             Enqueued::FailedFast(rx) => {
-                Attempt::Done(Ok(ticket(id, key, self.inner.clock.now(), rx, &q)))
+                Attempt::Done(Ok(ticket(id, self.inner.clock.now(), rx, q)))
             }
             Enqueued::Refused(e) => Attempt::Done(Err(*e)),
             Enqueued::Full(job) => Attempt::Wait(Waiting::Room { q, job }),
@@ -134,20 +127,21 @@ impl<S: LedgerStore> Scheduler<S> {
 
     /// The slower way of [`submit`](Self::submit): waits for room in a full queue (registered
     /// before each attempt, so no room is missed), or for a store elsewhere to give the ETA.
-    async fn submit_waiting(&self, key: &KeyId, wait: Waiting) -> Result<Ticket, SubmitError> {
+    async fn submit_waiting(&self, wait: Waiting) -> Result<Ticket, SubmitError> {
         let mut wait = wait;
         loop {
             match wait {
-                Waiting::Eta { q, id, rx, k, now } => {
-                    let eta = self.inner.store.nth_slot(&q.id, now, k).await;
-                    return Ok(ticket(id, key, eta.unwrap_or(now), rx, &q));
+                Waiting::Eta { mut ticket, k, now } => {
+                    let eta = self.inner.store.nth_slot(&ticket.queue.id, now, k).await;
+                    ticket.eta = eta.unwrap_or(now);
+                    return Ok(ticket);
                 }
                 Waiting::Room { q, job } => {
                     let space = Arc::clone(&q);
                     let room = space.space.notified();
                     tokio::pin!(room);
                     room.as_mut().enable();
-                    match self.try_submit(Arc::clone(&q), key, job) {
+                    match self.try_submit(Arc::clone(&q), job) {
                         Attempt::Done(result) => return result,
                         Attempt::Wait(Waiting::Room { job, .. }) => {
                             room.await;

@@ -1,8 +1,9 @@
 //! A submitted job's handle: its ETA, a way to cancel it, and the future of its one outcome.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::key_queue::KeyQueue;
@@ -13,13 +14,14 @@ use crate::key_id::KeyId;
 
 /// The handle of a submitted job. Await it for the job's outcome. Dropping it does not cancel
 /// the job (fire and forget is allowed); [`cancel`](Ticket::cancel) does.
-#[derive(Debug)]
+///
+/// A ticket holds its key's queue (one reference count): a key removed from the scheduler is
+/// freed once its last ticket is dropped.
 pub struct Ticket {
     pub(crate) id: u64,
-    pub(crate) key: KeyId,
     pub(crate) eta: Instant,
+    pub(crate) queue: Arc<KeyQueue>,
     pub(crate) outcome: OutcomeReceiver,
-    pub(crate) queue: Weak<KeyQueue>,
 }
 
 impl Ticket {
@@ -30,7 +32,7 @@ impl Ticket {
 
     /// The key the job was submitted to.
     pub fn key(&self) -> &KeyId {
-        &self.key
+        &self.queue.id
     }
 
     /// When the job was planned to be sent, as of its submission: the ledger's slot for its place
@@ -40,20 +42,34 @@ impl Ticket {
     }
 
     /// Cancels the job if it has not been sent yet: it is never sent, its slot (if one was held for
-    /// it) is refunded, and its outcome becomes [`JobError::Cancelled`]. Returns false if the job
-    /// was already sent or finished.
+    /// it) is refunded, and its outcome becomes [`JobError::Cancelled`](crate::JobError::Cancelled).
+    /// Returns false if the job was already sent or finished.
     pub fn cancel(&self) -> bool {
-        match self.queue.upgrade() {
-            Some(queue) => queue.cancel(self.id),
-            None => false,
-        }
+        self.queue.cancel(self.id)
     }
 }
 
 impl Future for Ticket {
     type Output = Outcome;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.outcome).poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.outcome.poll(&this.queue.outcomes, cx)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.outcome.abandon(&self.queue.outcomes);
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("id", &self.id)
+            .field("key", &self.queue.id)
+            .field("eta", &self.eta)
+            .finish_non_exhaustive()
     }
 }
