@@ -361,3 +361,42 @@ async fn a_loop_of_submits_yields_and_a_submit_dropped_at_its_yield_queues_nothi
         tickets.len() as u64
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropped_tickets_still_send_and_every_other_ticket_gets_its_own_outcome() {
+    // Outcomes wait in slots that later jobs reuse: a ticket dropped before, or after, its outcome
+    // came must neither lose its job nor hand its slot's outcome to another ticket.
+    let rig = slow_rig("600/1m,10000/1h").await;
+    for round in 0..3 {
+        let mut kept = Vec::new();
+        for i in 0..40 {
+            let is_check = i % 2 == 1;
+            let job = if is_check { check() } else { event(i) };
+            let ticket = rig.scheduler.submit(&rig.key, job).await.unwrap();
+            if i % 3 == 0 {
+                drop(ticket);
+            } else {
+                kept.push((is_check, ticket));
+            }
+        }
+        // Some outcomes come in before their ticket is awaited, some after.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (is_check, ticket) in kept {
+            let body = String::from_utf8(ticket.await.unwrap().body.to_vec()).unwrap();
+            let (own, other) = if is_check {
+                ("is_safe", "event_id")
+            } else {
+                ("event_id", "is_safe")
+            };
+            assert!(
+                body.contains(own) && !body.contains(other),
+                "round {round}: {body}"
+            );
+        }
+        while rig.scheduler.stats(&rig.key).unwrap().in_flight > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(rig.server.record().len(), 40 * (round + 1), "round {round}");
+    }
+    rig.server.verify().unwrap();
+}
