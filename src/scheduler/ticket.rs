@@ -15,8 +15,8 @@ use crate::key_id::KeyId;
 /// The handle of a submitted job. Await it for the job's outcome. Dropping it does not cancel
 /// the job (fire and forget is allowed); [`cancel`](Ticket::cancel) does.
 ///
-/// A ticket holds its key's queue (one reference count): a key removed from the scheduler is
-/// freed once its last ticket is dropped.
+/// A ticket holds its key's queue (one reference count): the queue outlives the scheduler until
+/// the last of its tickets is dropped.
 pub struct Ticket {
     pub(crate) id: u64,
     pub(crate) eta: Instant,
