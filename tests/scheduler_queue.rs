@@ -154,12 +154,20 @@ async fn overflow_reject_hands_the_job_back() {
         }
     }
     let (index, job) = refused.expect("a full queue refuses");
-    assert_eq!(index, 3, "three jobs fit, the fourth is refused");
-    assert!(String::from_utf8_lossy(job.body()).contains(r#"\"n\":3"#));
-    // Once the shard takes one onto the wire, there is room again.
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(rig.scheduler.submit(&rig.key, event(3)).await.is_ok());
-    assert!(rig.scheduler.submit(&rig.key, event(4)).await.is_err());
+    // The idle key starts the first job at once (it never takes room in the queue); the next
+    // three fill the queue and the fifth is refused.
+    assert_eq!(
+        index, 4,
+        "one on the wire and three queued fit, the fifth is refused"
+    );
+    assert!(String::from_utf8_lossy(job.body()).contains(r#"\"n\":4"#));
+    assert_eq!(rig.scheduler.stats(&rig.key).unwrap().queued, 3);
+    // Once the shard takes the next one onto the wire (the quota's next slot, an hour later), there
+    // is room for one again.
+    tokio::time::sleep(Duration::from_secs(3_601)).await;
+    assert_eq!(rig.server.record().len(), 2);
+    assert!(rig.scheduler.submit(&rig.key, event(4)).await.is_ok());
+    assert!(rig.scheduler.submit(&rig.key, event(5)).await.is_err());
 }
 
 #[tokio::test(start_paused = true)]

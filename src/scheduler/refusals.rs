@@ -116,6 +116,12 @@ impl RefusalAccounting {
         self.rule
     }
 
+    /// Whether a reservation is the ledger's own (nothing being learned): then
+    /// [`reserve`](Self::reserve) is `ledger.reserve(now)`.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.learning.is_none()
+    }
+
     /// Whether a probe is out (its slot reserved, its answer not in).
     pub(crate) fn probing(&self) -> bool {
         self.learning.as_ref().is_some_and(|l| l.probe.is_some())

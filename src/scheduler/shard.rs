@@ -10,6 +10,13 @@
 //! chosen only when the slot is due (so an agent's `/check` overtakes a backlog of `/event`s, and
 //! a cancelled job never holds a slot). A key holds at most one future slot at a time.
 //!
+//! An idle key (nothing queued, no slot held, room on the wire) whose next slot is due when a job
+//! is submitted does not wait to be served: `submit` reserves the slot and counts the call on the
+//! wire under the key's lock, as serving would, and hands the shard the call itself
+//! ([`Ready::Start`]), which the shard only starts. A job on a key of its own then crosses to the
+//! shard's thread once, with what starting it needs, instead of the shard fetching the key's
+//! queue, ledger and addressing again.
+//!
 //! Why shards: a task per key costs a wake, a poll and a spawned send task per call; with 10,000
 //! keys each holding one job that is all there is. A shard serves whichever of its keys are ready
 //! in one pass, and a call costs a push and a poll. The shard exits when all its keys are retired
@@ -52,11 +59,11 @@ const BATCH: usize = 64;
 /// The part of a shard that keys and the scheduler share: the keys to serve and the shard's life.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    /// Keys to serve. A channel rather than a locked list: submitters on other threads add keys
-    /// without contending for a lock, and the shard wakes on the channel itself.
-    ready: mpsc::UnboundedSender<Arc<KeyQueue>>,
+    /// Keys to serve and calls to start. A channel rather than a locked list: submitters on other
+    /// threads add work without contending for a lock, and the shard wakes on the channel itself.
+    ready: mpsc::UnboundedSender<Ready>,
     /// The receiving end, held by the shard's task while it runs.
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<Arc<KeyQueue>>>>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Ready>>>,
     life: Mutex<ShardLife>,
     /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
     /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
@@ -75,6 +82,29 @@ impl Default for Shard {
     }
 }
 
+/// Work for a shard.
+// A due call is moved once through the channel; a box would cost an allocation per call instead.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Ready {
+    /// Serve this key (see [`KeyQueue::wake`]).
+    Serve(Arc<KeyQueue>),
+    /// Start this call: its slot was reserved and its place on the wire counted when it was
+    /// submitted to an idle key (see `Scheduler::submit`).
+    Start(DueCall),
+}
+
+/// A job whose slot is due, taken at submission by a key with nothing queued and room on the
+/// wire: the shard only starts it.
+#[derive(Debug)]
+pub(crate) struct DueCall {
+    pub(crate) q: Arc<KeyQueue>,
+    pub(crate) job: Queued,
+    pub(crate) to: Arc<Addressing>,
+    /// Its slot, reserved at submission (when it was due).
+    pub(crate) slot: Instant,
+}
+
 #[derive(Debug, Default)]
 struct ShardLife {
     /// Keys given to this shard and not retired.
@@ -88,7 +118,13 @@ impl Shard {
     /// is listed once).
     pub(crate) fn schedule(&self, q: Arc<KeyQueue>) {
         // The receiver lives in the shard as long as the shard does: this cannot fail.
-        let _ = self.ready.send(q);
+        let _ = self.ready.send(Ready::Serve(q));
+    }
+
+    /// Hands the shard a call to start (its key counts it on the wire already).
+    pub(crate) fn start(&self, call: DueCall) {
+        // As in `schedule`: the receiver lives as long as the shard.
+        let _ = self.ready.send(Ready::Start(call));
     }
 
     /// A key joins the shard. True if the shard's task is not running and must be started.
@@ -107,8 +143,8 @@ impl Shard {
     /// same lock as `join`, so a task started next finds it); otherwise the receiver is returned.
     fn stop_if_done(
         &self,
-        ready: mpsc::UnboundedReceiver<Arc<KeyQueue>>,
-    ) -> Result<(), mpsc::UnboundedReceiver<Arc<KeyQueue>>> {
+        ready: mpsc::UnboundedReceiver<Ready>,
+    ) -> Result<(), mpsc::UnboundedReceiver<Ready>> {
         let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
         if life.live == 0 {
             life.running = false;
@@ -138,7 +174,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     let mut sleep: Option<(Instant, Sleep)> = None;
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
     let mut woke_for: Option<Instant> = None;
-    let mut asked: Option<Arc<KeyQueue>> = None;
+    let mut asked: Option<Ready> = None;
     // Answers that are not a plain success, to be handled after the wait below.
     let mut others = Vec::new();
     loop {
@@ -154,8 +190,15 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         // Keys that asked to be served, a batch at a time: the calls they start are answered
         // before more are started, so the set of calls stays small and warm in cache.
         for _ in 0..BATCH {
-            let Some(q) = asked.take().or_else(|| ready.try_recv().ok()) else {
-                break;
+            let q = match asked.take().or_else(|| ready.try_recv().ok()) {
+                None => break,
+                Some(Ready::Serve(q)) => q,
+                Some(Ready::Start(due)) => {
+                    let DueCall { q, job, to, slot } = due;
+                    let (call, response) = send(inner, q, job, to, slot, slot);
+                    wire.push(call, response);
+                    continue;
+                }
             };
             q.scheduled.store(false, Ordering::Release);
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
@@ -221,7 +264,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
-            Some(q) = ready.recv() => asked = Some(q),
+            Some(work) = ready.recv() => asked = Some(work),
             () = slot_due => {
                 woke_for = sleep.take().map(|(at, _)| at);
             }
