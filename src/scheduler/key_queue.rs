@@ -36,6 +36,20 @@ pub(crate) struct Queued {
     pub(crate) outcome: OutcomeSender,
 }
 
+impl Queued {
+    /// A job just submitted, never sent, its outcome to go through `outcome`.
+    pub(crate) fn new(id: u64, job: Job, outcome: OutcomeSender) -> Self {
+        Self {
+            id,
+            job,
+            attempts: 0,
+            rate_limited: 0,
+            transient_retries: 0,
+            outcome,
+        }
+    }
+}
+
 /// A job handed back at shutdown.
 #[derive(Debug)]
 pub struct ReturnedJob {

@@ -228,14 +228,7 @@ impl<S: LedgerStore> Scheduler<S> {
         let serve = st.pending.is_none() && st.in_flight < st.ramp;
         // Taken only now that the job is sure to be queued (the slab's lock nests in the queue's).
         let (tx, rx) = q.outcomes.pair();
-        st.push_back(Queued {
-            id,
-            job,
-            attempts: 0,
-            rate_limited: 0,
-            transient_retries: 0,
-            outcome: tx,
-        });
+        st.push_back(Queued::new(id, job, tx));
         st.calls.submitted += 1;
         drop(st);
         if serve {
@@ -278,14 +271,7 @@ impl<S: LedgerStore> Scheduler<S> {
         drop(st);
         q.shard.start(DueCall {
             q: Arc::clone(q),
-            job: Queued {
-                id,
-                job,
-                attempts: 0,
-                rate_limited: 0,
-                transient_retries: 0,
-                outcome: tx,
-            },
+            job: Queued::new(id, job, tx),
             to,
             slot,
         });
