@@ -187,8 +187,9 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         while let Some(Some(backoff)) = backoffs.next().now_or_never() {
             requeue_after_backoff(backoff);
         }
-        // Keys that asked to be served, a batch at a time: the calls they start are answered
-        // before more are started, so the set of calls stays small and warm in cache.
+        // Keys that asked to be served, and calls to start that were submitted to idle keys, a
+        // batch at a time: the calls started are answered before more are started, so the set of
+        // calls stays small and warm in cache.
         for _ in 0..BATCH {
             let q = match asked.take().or_else(|| ready.try_recv().ok()) {
                 None => break,
