@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::addressing::AddressingCache;
 use super::config::{KeyConfig, Overflow};
-use super::outcome_slots::{OutcomeSender, OutcomeSlots};
+use super::outcome_slots::OutcomeSender;
 use super::pacing::Pacer;
 use super::refusals::{ProbeVerdict, RefusalAccounting};
 use super::shard::Shard;
@@ -183,9 +183,6 @@ pub(crate) struct KeyQueue {
     /// was paused, or the slot's job was cancelled.
     pub(crate) reslot_epoch: AtomicU64,
     pub(crate) counters: Counters,
-    /// Where the outcomes of the key's unfinished jobs wait for their tickets: the shard's slots,
-    /// shared by its keys.
-    pub(crate) outcomes: Arc<OutcomeSlots>,
     pub(crate) pacer: Mutex<Pacer>,
     /// Whether `pacer` has started pacing (it never stops), readable without its lock.
     pub(crate) paced: AtomicBool,
@@ -199,7 +196,6 @@ impl KeyQueue {
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
     ) -> Self {
-        let outcomes = Arc::clone(&shard.outcomes);
         Self {
             id: config.id.clone(),
             endpoint: config.endpoint.clone(),
@@ -231,7 +227,6 @@ impl KeyQueue {
             space: Notify::new(),
             reslot_epoch: AtomicU64::new(0),
             counters: Counters::default(),
-            outcomes,
             pacer: Mutex::new(Pacer::default()),
             paced: AtomicBool::new(false),
             probing: AtomicBool::new(false),

@@ -1,9 +1,9 @@
-//! Where a job's outcome waits for its ticket: one slot per unfinished job in a slab kept per key,
-//! reused by the jobs that come after it.
+//! Where a job's outcome waits for its ticket: one slot per unfinished job in a slab that each
+//! dispatch shard keeps for its keys, reused by the jobs that come after it.
 //!
 //! A tokio `oneshot` per job cost an allocation (about 200 bytes with an [`Outcome`] in it, past
 //! the allocator's fast bins) and its free, the largest single item of a call's cost in the
-//! scheduler-overhead profile. Here a job takes a vacant slot of its key's slab when it is queued
+//! scheduler-overhead profile. Here a job takes a vacant slot of its shard's slab when it is queued
 //! and gives it back when its ticket has taken the outcome, so steady traffic allocates nothing.
 //! The slab grows in chunks of [`CHUNK`] slots (one allocation per chunk, never moved or doubled)
 //! to the most tickets unfinished at once, and keeps them.
@@ -97,7 +97,7 @@ impl OutcomeSlots {
         )
     }
 
-    /// Slots in the slab (vacant or not): what the key's outcomes hold on to.
+    /// Slots in the slab (vacant or not): what the shard's outcomes hold on to.
     #[cfg(test)]
     fn capacity(&self) -> usize {
         self.lock().chunks.len() * CHUNK

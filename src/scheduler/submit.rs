@@ -191,7 +191,7 @@ impl<S: LedgerStore> Scheduler<S> {
             st.calls.submitted += 1;
             drop(st);
             q.counters.failed.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = q.outcomes.pair();
+            let (tx, rx) = q.shard.outcomes.pair();
             tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
             return Enqueued::FailedFast(rx);
         }
@@ -227,7 +227,7 @@ impl<S: LedgerStore> Scheduler<S> {
         // slot is due or a call ends.
         let serve = st.pending.is_none() && st.in_flight < st.ramp;
         // Taken only now that the job is sure to be queued (the slab's lock nests in the queue's).
-        let (tx, rx) = q.outcomes.pair();
+        let (tx, rx) = q.shard.outcomes.pair();
         st.push_back(Queued::new(id, job, tx));
         st.calls.submitted += 1;
         drop(st);
@@ -267,7 +267,7 @@ impl<S: LedgerStore> Scheduler<S> {
         st.in_flight += 1;
         st.calls.submitted += 1;
         st.calls.sent += 1;
-        let (tx, rx) = q.outcomes.pair();
+        let (tx, rx) = q.shard.outcomes.pair();
         drop(st);
         q.shard.start(DueCall {
             q: Arc::clone(q),

@@ -54,13 +54,13 @@ impl Future for Ticket {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        this.outcome.poll(&this.queue.outcomes, cx)
+        this.outcome.poll(&this.queue.shard.outcomes, cx)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.outcome.abandon(&self.queue.outcomes);
+        self.outcome.abandon(&self.queue.shard.outcomes);
     }
 }
 
