@@ -408,3 +408,31 @@ async fn dropped_tickets_still_send_and_every_other_ticket_gets_its_own_outcome(
     }
     rig.server.verify().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_key_whose_slot_is_not_due_gives_the_slot_as_eta_and_sends_then() {
+    let rig = slow_rig("1/1s").await;
+    let first = rig.scheduler.submit(&rig.key, check()).await.unwrap();
+    first.await.unwrap();
+    // Nothing queued, nothing on the wire, but the window is full: no start from `submit`.
+    let second = rig.scheduler.submit(&rig.key, check()).await.unwrap();
+    let eta = second.eta();
+    let first_arrival = rig.server.record()[0].arrival;
+    assert!(
+        eta - first_arrival >= Duration::from_secs(1),
+        "{:?}",
+        eta - first_arrival
+    );
+    second.await.unwrap();
+    let arrival = rig.server.record()[1].arrival;
+    assert!(
+        arrival >= eta,
+        "sent at {arrival:?}, before its ETA {eta:?}"
+    );
+    assert!(
+        arrival - eta < Duration::from_millis(5),
+        "{:?}",
+        arrival - eta
+    );
+    rig.server.verify().unwrap();
+}

@@ -151,6 +151,19 @@ impl Ledger {
         self.instant(t)
     }
 
+    /// Commits a slot at `now` if one is free at `now` and returns it (`Ok`); otherwise commits
+    /// nothing and returns the earliest slot, later than `now` (`Err`). One look at the windows
+    /// either way (an idle key's job is sent at once or given its ETA).
+    pub fn reserve_if_due(&mut self, now: Instant) -> Result<Instant, Instant> {
+        let now_ns = self.ns(now);
+        let t = self.earliest_ns(now_ns);
+        if t > now_ns {
+            return Err(self.instant(t));
+        }
+        self.commit(t, now_ns);
+        Ok(self.instant(t))
+    }
+
     fn commit(&mut self, t: u64, now_ns: u64) {
         self.version += 1;
         for log in &mut self.logs {
@@ -413,6 +426,20 @@ mod tests {
         let real: Vec<_> = (0..7).map(|_| l.reserve(t0)).collect();
         assert_eq!(plan, real);
         assert_eq!(l.nth_slot(t0, 1), l.earliest(t0));
+    }
+
+    #[test]
+    fn reserve_if_due_commits_only_a_slot_free_now() {
+        let (mut l, t0) = ledger("2/1s", 0);
+        assert_eq!(l.reserve_if_due(t0), Ok(t0));
+        assert_eq!(l.reserve_if_due(t0), Ok(t0));
+        // Full: the earliest slot is given and nothing is committed.
+        let next = l.earliest(t0);
+        assert!(next >= t0 + Duration::from_secs(1));
+        assert_eq!(l.reserve_if_due(t0), Err(next));
+        assert_eq!(l.reserve_if_due(t0), Err(next));
+        assert_eq!(l.reserve(t0), next);
+        assert_eq!(l.reserve_if_due(next), Ok(next));
     }
 
     #[test]

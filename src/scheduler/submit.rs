@@ -166,12 +166,11 @@ impl<S: LedgerStore> Scheduler<S> {
         // from this cache by the key's shard when the job is sent (taken here, its reference count
         // would be bumped on this thread and dropped on the shard's: a cache line passed between
         // cores per call).
+        // (A closed or revoked key returns below, before the addressing is used.)
         let idle = !st.has_jobs()
             && st.pending.is_none()
             && st.in_flight < st.ramp
-            && st.refusals.is_plain()
-            && !st.closed
-            && !st.revoked;
+            && st.refusals.is_plain();
         let state = &mut *st;
         let to =
             match state
@@ -205,12 +204,15 @@ impl<S: LedgerStore> Scheduler<S> {
             }
             return Enqueued::Full(job);
         }
+        // The ETA of a job on an idle key whose slot is not due yet: its key's earliest slot.
+        let mut idle_eta = None;
         if let Some(to) = to {
             match self.start_if_due(q, st, job, id, to) {
                 Ok(started) => return started,
-                Err((reacquired, returned)) => {
+                Err((reacquired, returned, eta)) => {
                     st = reacquired;
                     job = returned;
+                    idle_eta = eta;
                 }
             }
         }
@@ -218,6 +220,8 @@ impl<S: LedgerStore> Scheduler<S> {
         let pending = st.pending_slot();
         let eta = match pending {
             Some(slot) if ahead == 0 => Some(slot),
+            // Looked up already (nothing ahead, no slot held: the next slot is this job's).
+            _ if idle_eta.is_some() => idle_eta,
             _ => q.lock_ledger().map(|ledger| {
                 let now = self.inner.clock.now();
                 ledger.nth_slot_with(&mut st.plan, now, eta_rank(ahead, pending))
@@ -245,8 +249,9 @@ impl<S: LedgerStore> Scheduler<S> {
     /// The idle key's fast path: if the key's ledger is in this process and its next slot is due
     /// now, reserves it, counts the job on the wire and hands it to the key's shard to start, as
     /// the shard would have done once woken, without the shard touching the queue. Otherwise the
-    /// lock and the job are given back for the usual way.
+    /// lock and the job are given back for the usual way, with the job's ETA if the ledger gave it.
     #[allow(clippy::result_large_err)] // The job goes back by value, without an allocation.
+    #[allow(clippy::type_complexity)]
     fn start_if_due<'q>(
         &self,
         q: &'q Arc<KeyQueue>,
@@ -254,15 +259,14 @@ impl<S: LedgerStore> Scheduler<S> {
         job: Job,
         id: u64,
         to: Arc<Addressing>,
-    ) -> Result<Enqueued, (MutexGuard<'q, QueueState>, Job)> {
+    ) -> Result<Enqueued, (MutexGuard<'q, QueueState>, Job, Option<Instant>)> {
         let Some(mut ledger) = q.lock_ledger() else {
-            return Err((st, job));
+            return Err((st, job, None));
         };
-        let now = self.inner.clock.now();
-        if ledger.earliest(now) > now {
-            return Err((st, job));
-        }
-        let slot = ledger.reserve(now);
+        let slot = match ledger.reserve_if_due(self.inner.clock.now()) {
+            Ok(slot) => slot,
+            Err(eta) => return Err((st, job, Some(eta))),
+        };
         drop(ledger);
         st.in_flight += 1;
         st.calls.submitted += 1;
