@@ -4,19 +4,20 @@
 //!   outcome) with a no-op transport (200 at once) and an unlimited quota, against a raw tokio
 //!   mpsc + oneshot round trip of the same batch, on the same current-thread runtime.
 //! - `many_keys`: 10,000 jobs submitted from 2 tasks on a 2-worker multi-thread runtime, spread
-//!   over 10,000 keys against all on 1 key (unlimited quota, no-op transport).
+//!   over 10,000 keys against all on 1 key (unlimited quota, no-op transport), each key named by
+//!   its id (`Scheduler::submit`) and by its handle (`KeyHandle::submit`).
 //!
 //! `cargo bench --bench scheduler`
 
 #[path = "support/scheduler_rig.rs"]
 mod scheduler_rig;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fabraix_scheduler::KeyId;
-use scheduler_rig::{raw_batch, raw_server, run_batch, run_two_submitters, scheduler_with_keys};
+use scheduler_rig::{
+    raw_batch, raw_server, run_batch, run_two_submitters, scheduler_with_keys, Via,
+};
 
 const BATCH: usize = 1_000;
 const MANY: usize = 10_000;
@@ -36,7 +37,7 @@ fn scheduler_overhead(c: &mut Criterion) {
         .throughput(Throughput::Elements(BATCH as u64));
     group.bench_function(BenchmarkId::new("scheduler_noop_transport", BATCH), |b| {
         b.to_async(&rt)
-            .iter(|| run_batch(&scheduler, &keys, BATCH, 0))
+            .iter(|| run_batch(&scheduler, &keys, Via::Id, BATCH, 0))
     });
     group.bench_function(BenchmarkId::new("raw_mpsc_oneshot", BATCH), |b| {
         b.to_async(&rt).iter(|| raw_batch(&raw, BATCH))
@@ -57,14 +58,16 @@ fn many_keys(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(1))
         .throughput(Throughput::Elements(MANY as u64));
-    for keys in [1usize, MANY] {
-        let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, MANY));
-        let ids: Arc<[KeyId]> = ids.into();
-        group.bench_function(BenchmarkId::new("keys_2_submitters", keys), |b| {
-            b.to_async(&rt)
-                .iter(|| run_two_submitters(&scheduler, &ids, MANY))
-        });
-        rt.block_on(scheduler.shutdown(fabraix_scheduler::ShutdownMode::Drain));
+    for (via, name) in [(Via::Id, "by_id"), (Via::Handle, "by_handle")] {
+        for keys in [1usize, MANY] {
+            let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, MANY));
+            let id = BenchmarkId::new(format!("keys_2_submitters_{name}"), keys);
+            group.bench_function(id, |b| {
+                b.to_async(&rt)
+                    .iter(|| run_two_submitters(&scheduler, &ids, via, MANY))
+            });
+            rt.block_on(scheduler.shutdown(fabraix_scheduler::ShutdownMode::Drain));
+        }
     }
     group.finish();
 }

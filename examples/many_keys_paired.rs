@@ -11,7 +11,12 @@
 //! ```text
 //! cargo run --release --example many_keys_paired              # 60 rounds after 5 warm-up rounds
 //! cargo run --release --example many_keys_paired -- --rounds 200
+//! cargo run --release --example many_keys_paired -- --via handle   # one way only
 //! ```
+//!
+//! Each job names its key by its id (`Scheduler::submit`, a lookup per job) and, in a second set
+//! of rounds, by the key's handle (`KeyHandle::submit`, looked up once); `--via id|handle` runs
+//! one of the two.
 //!
 //! `--case one` or `--case many` runs that case alone, `--rounds` batches (no pairs, no warm-up),
 //! for a profiler: the difference between two such runs under `valgrind --tool=cachegrind
@@ -26,9 +31,8 @@ mod scheduler_rig;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabraix_scheduler::KeyId;
 use paired::{in_pairs, means, rounds_arg, spread};
-use scheduler_rig::{run_two_submitters, scheduler_with_keys};
+use scheduler_rig::{run_two_submitters, scheduler_with_keys, Keys, Via};
 
 const JOBS: usize = 10_000;
 const WARM_UP_ROUNDS: usize = 5;
@@ -52,51 +56,58 @@ fn main() {
         .build()
         .expect("runtime");
     // Wall-clock timing is the point of this example (it is a benchmark, not library code).
-    let timed = |scheduler: &fabraix_scheduler::Scheduler, keys: &Arc<[KeyId]>| -> Duration {
+    let timed = |scheduler: &fabraix_scheduler::Scheduler, keys: &Arc<Keys>, via: Via| {
         let start = std::time::Instant::now();
-        rt.block_on(run_two_submitters(scheduler, keys, JOBS));
+        rt.block_on(run_two_submitters(scheduler, keys, via, JOBS));
         start.elapsed()
+    };
+    let vias = if std::env::args().any(|a| a == "--via") {
+        vec![Via::from_args(Via::Id)]
+    } else {
+        vec![Via::Id, Via::Handle]
     };
     if let Some(keys) = case_arg() {
         let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, JOBS));
-        let ids: Arc<[KeyId]> = ids.into();
-        let total: Duration = (0..rounds).map(|_| timed(&scheduler, &ids)).sum();
-        println!(
-            "{keys} key(s), {rounds} batches of {JOBS} jobs: mean batch {:.2} ms",
-            total.as_secs_f64() * 1e3 / rounds as f64
-        );
+        for via in vias {
+            let total: Duration = (0..rounds).map(|_| timed(&scheduler, &ids, via)).sum();
+            println!(
+                "{keys} key(s) by {via:?}, {rounds} batches of {JOBS} jobs: mean batch {:.2} ms",
+                total.as_secs_f64() * 1e3 / rounds as f64
+            );
+        }
         return;
     }
-    let (one, one_ids) = rt.block_on(scheduler_with_keys(1, JOBS));
-    let (many, many_ids) = rt.block_on(scheduler_with_keys(JOBS, JOBS));
-    let (one_ids, many_ids): (Arc<[KeyId]>, Arc<[KeyId]>) = (one_ids.into(), many_ids.into());
+    let (one, one_keys) = rt.block_on(scheduler_with_keys(1, JOBS));
+    let (many, many_keys) = rt.block_on(scheduler_with_keys(JOBS, JOBS));
 
-    let pairs = in_pairs(
-        WARM_UP_ROUNDS,
-        rounds,
-        || timed(&one, &one_ids),
-        || timed(&many, &many_ids),
-    );
+    println!("{rounds} rounds of {JOBS} jobs per case, 2 submitters, 2 workers");
+    for via in vias {
+        let pairs = in_pairs(
+            WARM_UP_ROUNDS,
+            rounds,
+            || timed(&one, &one_keys, via),
+            || timed(&many, &many_keys, via),
+        );
+        // Throughput ratio per round: (JOBS / t_many) / (JOBS / t_one).
+        let ratios: Vec<f64> = pairs
+            .iter()
+            .map(|(one, many)| one.as_secs_f64() / many.as_secs_f64())
+            .collect();
+        let below = ratios.iter().filter(|&&r| r < 0.8).count();
+        let (one_mean, many_mean) = means(&pairs);
+        let s = spread(ratios);
+        println!("keys named by {via:?}:");
+        println!(
+            "  mean batch: 1 key {:.2} ms, 10,000 keys {:.2} ms",
+            one_mean.as_secs_f64() * 1e3,
+            many_mean.as_secs_f64() * 1e3
+        );
+        println!(
+            "  throughput ratio 10,000 keys / 1 key: median {:.2}×, quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
+            s.median, s.q1, s.q3, s.min, s.max
+        );
+        println!("  rounds below 0.8×: {below} of {rounds}");
+    }
     rt.block_on(one.shutdown(fabraix_scheduler::ShutdownMode::Drain));
     rt.block_on(many.shutdown(fabraix_scheduler::ShutdownMode::Drain));
-
-    // Throughput ratio per round: (JOBS / t_many) / (JOBS / t_one).
-    let ratios: Vec<f64> = pairs
-        .iter()
-        .map(|(one, many)| one.as_secs_f64() / many.as_secs_f64())
-        .collect();
-    let below = ratios.iter().filter(|&&r| r < 0.8).count();
-    let (one_mean, many_mean) = means(&pairs);
-    let s = spread(ratios);
-    println!("{rounds} rounds of {JOBS} jobs per case, 2 submitters, 2 workers");
-    println!(
-        "mean batch: 1 key {:.2} ms, 10,000 keys {:.2} ms",
-        one_mean.as_secs_f64() * 1e3,
-        many_mean.as_secs_f64() * 1e3
-    );
-    println!(
-        "throughput ratio 10,000 keys / 1 key: median {:.2}×, quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
-        s.median, s.q1, s.q3, s.min, s.max
-    );
-    println!("rounds below 0.8×: {below} of {rounds}");
 }

@@ -11,6 +11,7 @@
 //! ```text
 //! cargo run --release --example overhead_paired              # 2,000 rounds after 200 warm-up rounds
 //! cargo run --release --example overhead_paired -- --rounds 5000
+//! cargo run --release --example overhead_paired -- --via handle   # KeyHandle::submit
 //! ```
 
 #[path = "../benches/support/paired.rs"]
@@ -20,13 +21,14 @@ mod paired;
 mod scheduler_rig;
 
 use paired::{in_pairs, means, rounds_arg, spread};
-use scheduler_rig::{raw_batch, raw_server, run_batch, scheduler_with_keys};
+use scheduler_rig::{raw_batch, raw_server, run_batch, scheduler_with_keys, Via};
 
 const BATCH: usize = 1_000;
 const WARM_UP_ROUNDS: usize = 200;
 
 fn main() {
     let rounds = rounds_arg(2_000);
+    let via = Via::from_args(Via::Id);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -36,7 +38,7 @@ fn main() {
     // Wall-clock timing is the point of this example (it is a benchmark, not library code).
     let time_scheduler = || {
         let start = std::time::Instant::now();
-        rt.block_on(run_batch(&scheduler, &keys, BATCH, 0));
+        rt.block_on(run_batch(&scheduler, &keys, via, BATCH, 0));
         start.elapsed()
     };
     let time_raw = || {
@@ -54,7 +56,9 @@ fn main() {
     let above = ratios.iter().filter(|&&r| r > 2.0).count();
     let (sched_mean, raw_mean) = means(&pairs);
     let s = spread(ratios);
-    println!("{rounds} rounds of {BATCH} jobs per case, one current-thread runtime");
+    println!(
+        "{rounds} rounds of {BATCH} jobs per case, one current-thread runtime, key by {via:?}"
+    );
     println!(
         "mean per job: scheduler {:.0} ns, raw mpsc + oneshot {:.0} ns",
         sched_mean.as_secs_f64() * 1e9 / BATCH as f64,

@@ -1,12 +1,33 @@
 //! The name of one key's queue and ledger.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Names one key's queue and quota ledger inside a scheduler. Not the secret: a label you choose
 /// (`"default"`, `"tenant-42"`), kept when the key behind it rotates.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Cheap to clone (a reference count). Two ids are equal when their labels are; a clone of the
+/// id a key was added with is recognised without reading the label (the scheduler looks ids up
+/// on every submit, and with thousands of keys the label is rarely in cache).
+#[derive(Clone, PartialOrd, Ord)]
 pub struct KeyId(Arc<str>);
+
+impl PartialEq for KeyId {
+    fn eq(&self, other: &Self) -> bool {
+        // `Arc<str>`'s own `==` compares the labels even when both are the same allocation.
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for KeyId {}
+
+impl Hash for KeyId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As a derive would: the label's hash, so that equal labels hash alike.
+        self.0.hash(state);
+    }
+}
 
 impl KeyId {
     /// A key id from a label.
@@ -53,3 +74,24 @@ impl From<String> for KeyId {
 /// not by whoever sends data, so a fast seeded hash serves better than SipHash (it is looked up
 /// on every submit and every reservation).
 pub(crate) type KeyMap<V> = dashmap::DashMap<KeyId, V, foldhash::fast::RandomState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn equal_labels_are_equal_ids_whether_shared_or_not() {
+        let a = KeyId::new("tenant-42");
+        let shared = a.clone();
+        let separate = KeyId::new(String::from("tenant-") + "42");
+        assert!(!Arc::ptr_eq(&a.0, &separate.0));
+        assert_eq!(a, shared);
+        assert_eq!(a, separate);
+        assert_ne!(a, KeyId::new("tenant-43"));
+        // Hashing agrees with equality: a separately made id finds the entry.
+        let set: HashSet<KeyId> = [a].into_iter().collect();
+        assert!(set.contains(&separate));
+        assert!(!set.contains(&KeyId::new("tenant-4")));
+    }
+}

@@ -73,8 +73,8 @@ pub use retry::{
     RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
 };
 pub use scheduler::{
-    KeyConfig, KeyStats, Overflow, RefusedCalls, ReturnedJob, Scheduler, SchedulerBuilder,
-    ShutdownMode, ShutdownReport, Ticket,
+    KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob, Scheduler,
+    SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,
 };
 pub use telemetry::{TelemetryConfig, TelemetrySender};
 pub use transport::{

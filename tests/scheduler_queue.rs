@@ -436,3 +436,74 @@ async fn an_idle_key_whose_slot_is_not_due_gives_the_slot_as_eta_and_sends_then(
     );
     rig.server.verify().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_handle_shares_its_keys_queue_quota_and_outcomes() {
+    let rig = slow_rig("1/1s").await;
+    let handle = rig.scheduler.key(&rig.key).expect("the key was added");
+    assert_eq!(handle.id(), &rig.key);
+    // Alternating the two ways: one queue, one ledger, so the jobs take the quota's next slots in
+    // order, as the ledger plans them (the paused clock stands still while they are submitted).
+    let plan = rig.scheduler.plan(&rig.key, 6).await.unwrap();
+    assert!(plan[5] - plan[0] >= Duration::from_secs(5), "{plan:?}");
+    let mut tickets = Vec::new();
+    for (i, slot) in plan.iter().enumerate() {
+        let ticket = if i % 2 == 0 {
+            handle.submit(event(i)).await.unwrap()
+        } else {
+            rig.scheduler.submit(&rig.key, event(i)).await.unwrap()
+        };
+        assert_eq!(ticket.key(), &rig.key);
+        assert_eq!(ticket.eta(), *slot, "job {i}");
+        tickets.push(ticket);
+    }
+    for t in tickets {
+        t.await.unwrap();
+    }
+    let record = rig.server.record();
+    assert_eq!(record.len(), 6);
+    for (i, (call, slot)) in record.iter().zip(&plan).enumerate() {
+        let late = call.arrival.saturating_duration_since(*slot);
+        assert!(late < Duration::from_millis(5), "call {i} {late:?} late");
+        assert!(call.arrival >= *slot, "call {i} early");
+    }
+    rig.server.verify().unwrap();
+    let stats = rig.scheduler.stats(&rig.key).unwrap();
+    assert_eq!((stats.submitted, stats.succeeded), (6, 6));
+    assert!(rig.scheduler.key(&KeyId::new("not-added")).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_handle_keeps_the_scheduler_open_when_its_other_handles_are_dropped() {
+    let Rig {
+        server,
+        scheduler,
+        key,
+    } = slow_rig("60/1m").await;
+    let handle = scheduler.key(&key).unwrap().clone();
+    let other = scheduler.clone();
+    // Every `Scheduler` handle dropped (which closes every key when nothing else holds the
+    // scheduler): the key handle still holds it open.
+    drop(scheduler);
+    drop(other);
+    let response = handle.submit(check()).await.unwrap().await.unwrap();
+    assert_eq!(response.attempts, 1);
+    assert_eq!(server.record().len(), 1);
+    let debug = format!("{handle:?}");
+    assert!(debug.contains("KeyHandle"), "{debug}");
+    assert!(!debug.contains(TEST_DEV_KEY), "{debug}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_handle_is_refused_after_shutdown_with_its_job_handed_back() {
+    let rig = slow_rig("60/1m").await;
+    let handle = rig.scheduler.key(&rig.key).unwrap();
+    handle.submit(event(0)).await.unwrap().await.unwrap();
+    let report = rig.scheduler.shutdown(ShutdownMode::Drain).await;
+    assert!(report.returned.is_empty());
+    match handle.submit(event(1)).await {
+        Err(SubmitError::ShuttingDown { job }) => assert_eq!(job.path(), "/event"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.server.record().len(), 1);
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fabraix_scheduler::{
-    ApiKey, HttpResponse, Job, KeyConfig, KeyId, OutgoingRequest, Quota, Scheduler, Transport,
-    TransportFuture,
+    ApiKey, HttpResponse, Job, KeyConfig, KeyHandle, KeyId, OutgoingRequest, Quota, Scheduler,
+    Transport, TransportFuture,
 };
 use http::Method;
 use tokio::sync::{mpsc, oneshot};
@@ -26,14 +26,46 @@ pub fn job() -> Job {
     Job::new(Method::POST, "/event").with_body(Bytes::from_static(b"{\"n\":1}"))
 }
 
+/// How the benchmark names the key of each job it submits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `Scheduler::submit(&id, job)`: the key is looked up by its id on every submit.
+    Id,
+    /// `KeyHandle::submit(job)`: a handle per key, looked up once.
+    Handle,
+}
+
+impl Via {
+    /// `--via id|handle` from the command line, or `default`.
+    #[allow(dead_code)] // The examples' only; criterion has its own arguments.
+    pub fn from_args(default: Via) -> Via {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.iter().position(|a| a == "--via") {
+            None => default,
+            Some(i) => match args.get(i + 1).map(String::as_str) {
+                Some("id") => Via::Id,
+                Some("handle") => Via::Handle,
+                _ => panic!("--via id|handle"),
+            },
+        }
+    }
+}
+
+/// The keys of a benchmark scheduler: their ids and a handle of each.
+pub struct Keys {
+    pub ids: Vec<KeyId>,
+    pub handles: Vec<KeyHandle>,
+}
+
 /// A scheduler with `keys` keys (unlimited quota, queues of `capacity`) on the no-op transport.
-pub async fn scheduler_with_keys(keys: usize, capacity: usize) -> (Scheduler, Vec<KeyId>) {
+pub async fn scheduler_with_keys(keys: usize, capacity: usize) -> (Scheduler, Arc<Keys>) {
     let scheduler = Scheduler::builder()
         .transport(Arc::new(NoopTransport))
         .seed(1)
         .build()
         .expect("scheduler builds");
     let mut ids = Vec::with_capacity(keys);
+    let mut handles = Vec::with_capacity(keys);
     for i in 0..keys {
         let id = KeyId::new(format!("k{i}"));
         let config = KeyConfig::new(
@@ -45,30 +77,37 @@ pub async fn scheduler_with_keys(keys: usize, capacity: usize) -> (Scheduler, Ve
         .expect("loopback endpoint")
         .queue_capacity(capacity);
         scheduler.add_key(config).await.expect("key added");
+        handles.push(scheduler.key(&id).expect("key just added"));
         ids.push(id);
     }
-    (scheduler, ids)
+    (scheduler, Arc::new(Keys { ids, handles }))
 }
 
-/// Submits `n` jobs round-robin over `keys` (starting at `offset`), then awaits every outcome.
-pub async fn run_batch(scheduler: &Scheduler, keys: &[KeyId], n: usize, offset: usize) {
+/// Submits `n` jobs round-robin over the keys (starting at `offset`), naming each key `via` its
+/// id or its handle, then awaits every outcome.
+pub async fn run_batch(scheduler: &Scheduler, keys: &Keys, via: Via, n: usize, offset: usize) {
     let mut tickets = Vec::with_capacity(n);
+    let count = keys.ids.len();
     for i in 0..n {
-        let key = &keys[(offset + i) % keys.len()];
-        tickets.push(scheduler.submit(key, job()).await.expect("submitted"));
+        let k = (offset + i) % count;
+        let submitted = match via {
+            Via::Id => scheduler.submit(&keys.ids[k], job()).await,
+            Via::Handle => keys.handles[k].submit(job()).await,
+        };
+        tickets.push(submitted.expect("submitted"));
     }
     for t in tickets {
         t.await.expect("success");
     }
 }
 
-/// `n` jobs from 2 spawned submitters (n / 2 each, the second starting halfway through `keys`).
-pub async fn run_two_submitters(scheduler: &Scheduler, keys: &Arc<[KeyId]>, n: usize) {
+/// `n` jobs from 2 spawned submitters (n / 2 each, the second starting halfway through the keys).
+pub async fn run_two_submitters(scheduler: &Scheduler, keys: &Arc<Keys>, via: Via, n: usize) {
     let half = n / 2;
     let tasks: Vec<_> = (0..2)
         .map(|t| {
             let (s, k) = (scheduler.clone(), Arc::clone(keys));
-            tokio::spawn(async move { run_batch(&s, &k, half, t * half).await })
+            tokio::spawn(async move { run_batch(&s, &k, via, half, t * half).await })
         })
         .collect();
     for t in tasks {

@@ -21,6 +21,7 @@
 mod addressing;
 mod config;
 mod dispatch;
+mod key_handle;
 mod key_queue;
 mod outcome_slots;
 mod pacing;
@@ -39,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 pub use config::{KeyConfig, Overflow, ShutdownMode};
+pub use key_handle::KeyHandle;
 pub use key_queue::ReturnedJob;
 pub use refusals::RefusedCalls;
 pub use stats::KeyStats;
@@ -310,6 +312,32 @@ impl<S: LedgerStore> Scheduler<S> {
 
     fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
         self.inner.keys.get(key).map(|e| Arc::clone(e.value()))
+    }
+
+    /// A handle of the key `key` (`None` if no such key was added), whose
+    /// [`submit`](KeyHandle::submit) skips looking the key up by its id: the way to submit to
+    /// thousands of keys at the lowest cost per job.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, KeyId, Quota, Scheduler};
+    /// let scheduler = Scheduler::builder().build().unwrap();
+    /// let id = KeyId::new("tenant-42");
+    /// let config = KeyConfig::new(
+    ///     id.clone(),
+    ///     ApiKey::new("secret").unwrap(),
+    ///     "https://api.fabraix.com/v1",
+    ///     Quota::development(),
+    /// )
+    /// .unwrap();
+    /// scheduler.add_key(config).await.unwrap();
+    /// let tenant = scheduler.key(&id).unwrap();
+    /// assert_eq!(tenant.id(), &id);
+    /// assert!(scheduler.key(&KeyId::new("tenant-43")).is_none());
+    /// # }
+    /// ```
+    pub fn key(&self, key: &KeyId) -> Option<KeyHandle<S>> {
+        self.queue(key).map(|q| KeyHandle::new(self.clone(), q))
     }
 
     /// Swaps the key behind `key` at run time: queued jobs stay queued and go out with the new

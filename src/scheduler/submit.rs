@@ -96,6 +96,16 @@ impl<S: LedgerStore> Scheduler<S> {
                 job,
             });
         };
+        self.submit_to(q, job).await
+    }
+
+    /// [`submit`](Self::submit) once the key is found (and the budget spent): also
+    /// [`KeyHandle::submit`](super::KeyHandle::submit)'s.
+    pub(crate) async fn submit_to(
+        &self,
+        q: Arc<KeyQueue>,
+        job: Job,
+    ) -> Result<Ticket, SubmitError> {
         // Bound before the `.await`, so that the attempt is not kept in this future's state.
         let wait = match self.try_submit(q, job) {
             Attempt::Done(result) => return result,
