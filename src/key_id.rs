@@ -2,30 +2,76 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+
+use crate::scheduler::KeyQueue;
 
 /// Names one key's queue and quota ledger inside a scheduler. Not the secret: a label you choose
 /// (`"default"`, `"tenant-42"`), kept when the key behind it rotates.
 ///
-/// Cheap to clone (a reference count). Two ids are equal when their labels are; a clone of the
-/// id a key was added with is recognised without reading the label (the scheduler looks ids up
-/// on every submit, and with thousands of keys the label is rarely in cache).
-#[derive(Clone, PartialOrd, Ord)]
-pub struct KeyId(Arc<str>);
+/// Cheap to clone (a reference count), and clones share what the scheduler learns of them: the
+/// first scheduler that looks an id up keeps a weak reference to its key's queue in it, so that
+/// its later submits with this id (or a clone of it) skip the hash-map lookup, whose memory is
+/// rarely in cache when there are thousands of keys. Other schedulers look it up as usual. Two
+/// ids are equal when their labels are.
+#[derive(Clone)]
+pub struct KeyId(Arc<dyn Named>);
+
+/// What a [`KeyId`] holds. Behind a trait object because the remembered queue is set after the
+/// id is made (a `OnceLock`), and clippy's `mutable_key_type` would otherwise flag every map or
+/// set keyed by `KeyId` in users' code; that cell takes no part in equality, ordering or hashing.
+trait Named: Send + Sync {
+    fn label(&self) -> &str;
+    /// The queue this id names in the first scheduler that looked it up (set once).
+    fn known(&self) -> &OnceLock<KnownQueue>;
+}
+
+struct NamedKey {
+    label: Box<str>,
+    known: OnceLock<KnownQueue>,
+}
+
+impl Named for NamedKey {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn known(&self) -> &OnceLock<KnownQueue> {
+        &self.known
+    }
+}
+
+/// A key's queue, as a scheduler found it for an id.
+struct KnownQueue {
+    /// The scheduler's id ([`crate::Scheduler`] numbers them in the process).
+    scheduler: u64,
+    queue: Weak<KeyQueue>,
+}
 
 impl PartialEq for KeyId {
     fn eq(&self, other: &Self) -> bool {
-        // `Arc<str>`'s own `==` compares the labels even when both are the same allocation.
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+        Arc::ptr_eq(&self.0, &other.0) || self.0.label() == other.0.label()
     }
 }
 
 impl Eq for KeyId {}
 
+impl PartialOrd for KeyId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.label().cmp(other.0.label())
+    }
+}
+
 impl Hash for KeyId {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // As a derive would: the label's hash, so that equal labels hash alike.
-        self.0.hash(state);
+        // The label's hash, so that equal labels hash alike.
+        self.0.label().hash(state);
     }
 }
 
@@ -37,24 +83,50 @@ impl KeyId {
     /// assert_eq!(KeyId::new("tenant-42").as_str(), "tenant-42");
     /// ```
     pub fn new(label: impl AsRef<str>) -> Self {
-        Self(Arc::from(label.as_ref()))
+        Self::from_label(label.as_ref().into())
+    }
+
+    fn from_label(label: Box<str>) -> Self {
+        Self(Arc::new(NamedKey {
+            label,
+            known: OnceLock::new(),
+        }))
     }
 
     /// The label.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.label()
+    }
+
+    /// The queue this id names in scheduler `scheduler`, if that scheduler recorded it here
+    /// ([`remember`](Self::remember)) and the queue still exists.
+    pub(crate) fn known_queue(&self, scheduler: u64) -> Option<Arc<KeyQueue>> {
+        let known = self.0.known().get()?;
+        if known.scheduler != scheduler {
+            return None;
+        }
+        known.queue.upgrade()
+    }
+
+    /// Records that this id names `queue` in scheduler `scheduler`, unless a scheduler recorded
+    /// its own already (the first one keeps it).
+    pub(crate) fn remember(&self, scheduler: u64, queue: &Arc<KeyQueue>) {
+        let _ = self.0.known().set(KnownQueue {
+            scheduler,
+            queue: Arc::downgrade(queue),
+        });
     }
 }
 
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.0)
+        write!(f, "KeyId({})", self.0.label())
     }
 }
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.label())
     }
 }
 
@@ -66,7 +138,7 @@ impl From<&str> for KeyId {
 
 impl From<String> for KeyId {
     fn from(s: String) -> Self {
-        Self(Arc::from(s))
+        Self::from_label(s.into_boxed_str())
     }
 }
 

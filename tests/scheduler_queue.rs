@@ -507,3 +507,55 @@ async fn a_key_handle_is_refused_after_shutdown_with_its_job_handed_back() {
     }
     assert_eq!(rig.server.record().len(), 1);
 }
+
+/// A scheduler on a mock server of its own, with `id` as its one key (Development quota).
+async fn scheduler_for(id: &KeyId) -> (MockServer, fabraix_scheduler::Scheduler) {
+    let quota = Quota::development();
+    let server = MockServer::builder()
+        .key(TEST_DEV_KEY, quota.clone())
+        .start()
+        .await
+        .unwrap();
+    let scheduler = fabraix_scheduler::Scheduler::builder()
+        .transport_config(common::patient_transport())
+        .seed(3)
+        .build()
+        .unwrap();
+    let config = KeyConfig::new(
+        id.clone(),
+        ApiKey::new(TEST_DEV_KEY).unwrap(),
+        &server.base_url(),
+        quota,
+    )
+    .unwrap();
+    scheduler.add_key(config).await.unwrap();
+    (server, scheduler)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_key_id_names_its_own_key_in_each_scheduler_it_is_added_to() {
+    // One id (and its clones) in two schedulers: an id remembers its queue for the first
+    // scheduler only; the second must still reach its own key, not the first one's.
+    let id = KeyId::new("tenant");
+    let (server_a, a) = scheduler_for(&id).await;
+    let (server_b, b) = scheduler_for(&id.clone()).await;
+    let same_label = KeyId::new("tenant");
+    for (i, scheduler) in [&a, &b, &b, &a, &b].into_iter().enumerate() {
+        let key = if i % 2 == 0 { &id } else { &same_label };
+        scheduler
+            .submit(key, event(i))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(server_a.record().len(), 2);
+    assert_eq!(server_b.record().len(), 3);
+    // The first scheduler gone, the id still names its key in the second.
+    a.shutdown(ShutdownMode::Drain).await;
+    drop(a);
+    b.submit(&id, event(9)).await.unwrap().await.unwrap();
+    assert_eq!(server_b.record().len(), 4);
+    assert_eq!(server_a.record().len(), 2);
+    assert_eq!(b.stats(&id).unwrap().succeeded, 4);
+}

@@ -52,8 +52,11 @@ use crate::key_id::{KeyId, KeyMap};
 use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
-use key_queue::KeyQueue;
+pub(crate) use key_queue::KeyQueue;
 use shard::Shard;
+
+/// Numbers the schedulers of this process (see [`Inner::number`]).
+static SCHEDULERS: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Inner<S> {
     pub(crate) store: S,
@@ -69,6 +72,9 @@ pub(crate) struct Inner<S> {
     next_shard: AtomicUsize,
     shard_tasks: Mutex<Vec<JoinHandle<()>>>,
     next_id: AtomicU64,
+    /// This scheduler's number in the process: a [`KeyId`] remembers its key's queue for one
+    /// scheduler, named so.
+    number: u64,
 }
 
 impl<S> Inner<S> {
@@ -258,6 +264,7 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             next_shard: AtomicUsize::new(0),
             shard_tasks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            number: SCHEDULERS.fetch_add(1, Ordering::Relaxed),
         });
         Ok(Scheduler {
             handle: Arc::new(LastHandle {
@@ -296,6 +303,8 @@ impl<S: LedgerStore> Scheduler<S> {
             // Added concurrently by another caller: that one's queue stands.
             dashmap::Entry::Occupied(_) => return Ok(()),
             dashmap::Entry::Vacant(slot) => {
+                // The id it was added with (and its clones) find the queue without the map.
+                config.id.remember(self.inner.number, &queue);
                 slot.insert(queue);
             }
         }
@@ -310,8 +319,15 @@ impl<S: LedgerStore> Scheduler<S> {
         Ok(())
     }
 
+    /// The queue of key `key`: the one `key` remembers for this scheduler, else from the map
+    /// (and then remembered in `key`, if no scheduler has been).
     fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
-        self.inner.keys.get(key).map(|e| Arc::clone(e.value()))
+        if let Some(q) = key.known_queue(self.inner.number) {
+            return Some(q);
+        }
+        let q = self.inner.keys.get(key).map(|e| Arc::clone(e.value()))?;
+        key.remember(self.inner.number, &q);
+        Some(q)
     }
 
     /// A handle of the key `key` (`None` if no such key was added), whose
