@@ -4,11 +4,17 @@
 use std::sync::Arc;
 
 use http::HeaderValue;
+use smallvec::SmallVec;
 
 use crate::endpoint::Endpoint;
 
 /// Paths remembered per key. A scan of this many short strings costs less than parsing one URI.
 const URI_CACHE_SIZE: usize = 8;
+
+/// A remembered path, kept in the cache's own entry when short (as API paths are): compared on
+/// every submit and every send, it is then read from the line the entry is on, not from an
+/// allocation of its own (with thousands of keys, one more cache miss per job).
+type PathKey = SmallVec<[u8; 24]>;
 
 /// Where one attempt goes and the key it carries, taken under the key's lock (a reference count
 /// bumped, nothing copied); the transport is handed them, with the job, as an
@@ -25,7 +31,7 @@ pub(crate) struct Addressing {
 /// the key's header value: [`clear`](Self::clear) it when the key rotates.
 #[derive(Debug, Default)]
 pub(crate) struct AddressingCache {
-    entries: Vec<(Box<str>, Arc<Addressing>)>,
+    entries: Vec<(PathKey, Arc<Addressing>)>,
 }
 
 impl AddressingCache {
@@ -37,7 +43,11 @@ impl AddressingCache {
         api_key: &HeaderValue,
         path: &str,
     ) -> Result<&Arc<Addressing>, String> {
-        match self.entries.iter().position(|(p, _)| &**p == path) {
+        match self
+            .entries
+            .iter()
+            .position(|(p, _)| p.as_slice() == path.as_bytes())
+        {
             Some(0) => {}
             Some(i) => {
                 let hit = self.entries.remove(i);
@@ -52,7 +62,8 @@ impl AddressingCache {
                     uri,
                     api_key: api_key.clone(),
                 });
-                self.entries.insert(0, (path.into(), addressing));
+                self.entries
+                    .insert(0, (PathKey::from_slice(path.as_bytes()), addressing));
             }
         }
         Ok(&self.entries[0].1)
@@ -83,11 +94,12 @@ mod tests {
             assert_eq!(to.api_key, key);
         }
         assert_eq!(cache.entries.len(), URI_CACHE_SIZE);
-        assert_eq!(&*cache.entries[0].0, format!("/p{}", URI_CACHE_SIZE + 2));
+        let newest = format!("/p{}", URI_CACHE_SIZE + 2);
+        assert_eq!(cache.entries[0].0.as_slice(), newest.as_bytes());
         // A hit moves to the front and gives the same addressing, shared, not rebuilt.
         let first = Arc::clone(cache.addressing_for(&endpoint, &key, "/p5").unwrap());
         assert_eq!(first.uri, endpoint.uri_for("/p5").unwrap());
-        assert_eq!(&*cache.entries[0].0, "/p5");
+        assert_eq!(cache.entries[0].0.as_slice(), b"/p5");
         let again = cache.addressing_for(&endpoint, &key, "/p5").unwrap();
         assert!(Arc::ptr_eq(&first, again));
         assert!(cache
@@ -101,5 +113,27 @@ mod tests {
         let to = cache.addressing_for(&endpoint, &rotated, "/p5").unwrap();
         assert_eq!(to.api_key, rotated);
         assert!(!Arc::ptr_eq(&first, to));
+    }
+
+    #[test]
+    fn long_paths_are_remembered_and_told_apart_like_short_ones() {
+        let endpoint = Endpoint::new("http://127.0.0.1:9/v1", false).unwrap();
+        let key = HeaderValue::from_static("secret-1");
+        let mut cache = AddressingCache::default();
+        // Past the inline size, and differing only in the last byte.
+        let long_a = format!("/{}/a", "segment".repeat(6));
+        let long_b = format!("/{}/b", "segment".repeat(6));
+        let a = Arc::clone(cache.addressing_for(&endpoint, &key, &long_a).unwrap());
+        let b = Arc::clone(cache.addressing_for(&endpoint, &key, &long_b).unwrap());
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(a.uri.path(), format!("/v1{long_a}"));
+        assert!(Arc::ptr_eq(
+            &a,
+            cache.addressing_for(&endpoint, &key, &long_a).unwrap()
+        ));
+        // A short path that is a prefix of a remembered one is a path of its own.
+        let short = Arc::clone(cache.addressing_for(&endpoint, &key, "/segment").unwrap());
+        assert_eq!(short.uri.path(), "/v1/segment");
+        assert_eq!(cache.entries.len(), 3);
     }
 }
