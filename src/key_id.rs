@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::scheduler::KeyQueue;
@@ -20,7 +21,7 @@ pub struct KeyId(Arc<dyn Named>);
 /// What a [`KeyId`] holds. Behind a trait object because the remembered queue is set after the
 /// id is made (a `OnceLock`), and clippy's `mutable_key_type` would otherwise flag every map or
 /// set keyed by `KeyId` in users' code; that cell takes no part in equality, ordering or hashing.
-trait Named: Send + Sync {
+trait Named: Send + Sync + UnwindSafe + RefUnwindSafe {
     fn label(&self) -> &str;
     /// The queue this id names in the first scheduler that looked it up (set once).
     fn known(&self) -> &OnceLock<KnownQueue>;
@@ -45,7 +46,10 @@ impl Named for NamedKey {
 struct KnownQueue {
     /// The scheduler's id ([`crate::Scheduler`] numbers them in the process).
     scheduler: u64,
-    queue: Weak<KeyQueue>,
+    /// Only ever upgraded, and set once (whole or not at all), so a panic elsewhere cannot leave
+    /// it half-made: asserted unwind-safe, so that `KeyId` stays `UnwindSafe` and
+    /// `RefUnwindSafe`, as a label alone was.
+    queue: AssertUnwindSafe<Weak<KeyQueue>>,
 }
 
 impl PartialEq for KeyId {
@@ -113,7 +117,7 @@ impl KeyId {
     pub(crate) fn remember(&self, scheduler: u64, queue: &Arc<KeyQueue>) {
         let _ = self.0.known().set(KnownQueue {
             scheduler,
-            queue: Arc::downgrade(queue),
+            queue: AssertUnwindSafe(Arc::downgrade(queue)),
         });
     }
 }
@@ -151,6 +155,12 @@ pub(crate) type KeyMap<V> = dashmap::DashMap<KeyId, V, foldhash::fast::RandomSta
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn an_id_is_as_freely_shared_as_a_label() {
+        fn shareable<T: Send + Sync + Unpin + UnwindSafe + RefUnwindSafe + 'static>() {}
+        shareable::<KeyId>();
+    }
 
     #[test]
     fn equal_labels_are_equal_ids_whether_shared_or_not() {
