@@ -321,3 +321,93 @@ async fn dropping_the_last_handle_sends_what_is_queued_then_stops() {
         "the dispatch tasks outlived the last handle"
     );
 }
+
+/// Answers every request at once (its future is ready on its first poll) and records the paths
+/// in the order they were sent. Not over HTTP: a loopback server never answers within the first
+/// poll, and what this checks happens only when a transport does (one answering from memory).
+#[derive(Default)]
+struct InstantTransport {
+    sent: std::sync::Mutex<Vec<String>>,
+}
+
+impl fabraix_scheduler::Transport for InstantTransport {
+    fn send(
+        &self,
+        request: fabraix_scheduler::OutgoingRequest<'_>,
+    ) -> fabraix_scheduler::TransportFuture {
+        self.sent
+            .lock()
+            .unwrap()
+            .push(request.uri().path().to_string());
+        Box::pin(async {
+            Ok(fabraix_scheduler::HttpResponse::new(
+                bytes::Bytes::from_static(b"{}"),
+            ))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_whose_calls_are_answered_at_once_take_turns_on_their_shard() {
+    let transport = Arc::new(InstantTransport::default());
+    let scheduler = Scheduler::builder()
+        .transport(transport.clone())
+        .dispatch_tasks(1)
+        .seed(5)
+        .build()
+        .unwrap();
+    let (a, b) = (KeyId::new("a"), KeyId::new("b"));
+    for (id, secret) in [(&a, TEST_DEV_KEY), (&b, TEST_PROD_KEY)] {
+        let config = KeyConfig::new(
+            id.clone(),
+            ApiKey::new(secret).unwrap(),
+            "http://127.0.0.1:9/v1",
+            Quota::unlimited(),
+        )
+        .unwrap()
+        .max_in_flight(4)
+        .queue_capacity(1_000);
+        scheduler.add_key(config).await.unwrap();
+    }
+    // Queued without yielding, so the shard finds them all at once: 200 on each key.
+    let tickets = tokio::task::unconstrained(async {
+        let mut tickets = Vec::new();
+        for (id, path) in [(&a, "/a"), (&b, "/b")] {
+            for _ in 0..200 {
+                let job = fabraix_scheduler::Job::new(http::Method::POST, path);
+                tickets.push(scheduler.submit(id, job).await.unwrap());
+            }
+        }
+        tickets
+    })
+    .await;
+    for t in tickets {
+        t.await.unwrap();
+    }
+    let sent = transport.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 400);
+    // Every call is answered as it goes out, so neither key is ever held back by its in-flight
+    // cap; still, a key sends at most `max_in_flight` calls per turn, and the two alternate
+    // rather than one sending its 200 before the other's backlog starts.
+    let last_a = sent.iter().rposition(|p| p == "/v1/a").unwrap();
+    let tenth_b = sent
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| *p == "/v1/b")
+        .nth(9)
+        .map(|(i, _)| i)
+        .unwrap();
+    assert!(
+        tenth_b < last_a,
+        "b's 10th call went out {tenth_b}th, after a's last ({last_a}th)"
+    );
+    let longest_run = sent
+        .chunk_by(|x, y| x == y)
+        .map(<[String]>::len)
+        .max()
+        .unwrap();
+    assert!(
+        longest_run <= 2 * 4,
+        "{longest_run} calls of one key in a row"
+    );
+}

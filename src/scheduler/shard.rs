@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use super::addressing::Addressing;
 use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
+    OnWire,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::outcome_slots::OutcomeSlots;
@@ -46,6 +47,7 @@ use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
 use crate::ledger::{LedgerStore, StoreError};
+use crate::transport::TransportFuture;
 
 /// After the key was held back at least this long (a full window, a 429 pause), calls ramp up
 /// again: one on the wire, then twice as many after each success, up to `max_in_flight`. If the
@@ -197,16 +199,16 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 Some(Ready::Start(due)) => {
                     let DueCall { q, job, to, slot } = due;
                     let (call, response) = send(inner, q, job, to, slot, slot);
-                    wire.push(call, response);
+                    put_on_wire(inner, &mut wire, call, response, &mut others);
                     continue;
                 }
             };
             q.scheduled.store(false, Ordering::Release);
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
-            let calls = &mut wire;
+            let (calls, not_plain) = (&mut wire, &mut others);
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                 let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
-                calls.push(call, response);
+                put_on_wire(inner, calls, call, response, not_plain);
             };
             serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
         }
@@ -216,10 +218,10 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             let now = *now.get_or_insert_with(|| inner.clock.now());
             let through = woke_for.take().map_or(now, |at| at.max(now));
             while let Some(t) = timers.pop_due(through) {
-                let calls = &mut wire;
+                let (calls, not_plain) = (&mut wire, &mut others);
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                     let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
-                    calls.push(call, response);
+                    put_on_wire(inner, calls, call, response, not_plain);
                 };
                 serve(
                     inner,
@@ -231,6 +233,11 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 )
                 .await;
             }
+        }
+
+        // Calls answered as they were put on the wire, other than with a plain success.
+        for answer in others.drain(..) {
+            handle(inner, answer, &mut backoffs).await;
         }
 
         if wire.is_empty() && backoffs.is_empty() {
@@ -269,6 +276,22 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             () = slot_due => {
                 woke_for = sleep.take().map(|(at, _)| at);
             }
+        }
+    }
+}
+
+/// Puts a call on the wire; if it is answered at once ([`Wire::push`]), a plain success is
+/// delivered here and anything else is kept in `others`, for [`handle`] after the turn's serving.
+fn put_on_wire<S: LedgerStore>(
+    inner: &Inner<S>,
+    wire: &mut Wire,
+    call: OnWire,
+    response: TransportFuture,
+    others: &mut Vec<Answer>,
+) {
+    if let Some((call, result)) = wire.push(call, response) {
+        if let Some(answer) = finish_plain_success(inner, call, result) {
+            others.push(answer);
         }
     }
 }
@@ -363,6 +386,11 @@ fn serve_now<S: LedgerStore>(
     start: &mut Start<'_>,
 ) -> Option<Step> {
     let mut step = step;
+    // Calls started in this serving. A call answered as it starts frees its place on the wire at
+    // once, so a transport that answers from memory would let one key send its whole queue here;
+    // after `max_in_flight` calls (the most a serving sends otherwise) the key is listed again
+    // and the shard's other keys get their turn first.
+    let mut started = 0;
     loop {
         step = match step {
             Step::Idle => return None,
@@ -373,6 +401,11 @@ fn serve_now<S: LedgerStore>(
                     // The queue was empty once this job was taken, and the key has a call on
                     // the wire, so it is not finished: looking again would find nothing to do.
                     // A job queued since then wakes the key (it was unlisted before serving).
+                    return None;
+                }
+                started += 1;
+                if started >= q.max_in_flight {
+                    q.wake();
                     return None;
                 }
                 fill(inner, q, q.lock(), None, now, timers)
