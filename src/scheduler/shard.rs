@@ -208,7 +208,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             let (calls, not_plain) = (&mut wire, &mut others);
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                 let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
-                put_on_wire(inner, calls, call, response, not_plain);
+                put_on_wire(inner, calls, call, response, not_plain)
             };
             serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
         }
@@ -221,7 +221,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 let (calls, not_plain) = (&mut wire, &mut others);
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                     let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
-                    put_on_wire(inner, calls, call, response, not_plain);
+                    put_on_wire(inner, calls, call, response, not_plain)
                 };
                 serve(
                     inner,
@@ -282,18 +282,21 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
 
 /// Puts a call on the wire; if it is answered at once ([`Wire::push`]), a plain success is
 /// delivered here and anything else is kept in `others`, for [`handle`] after the turn's serving.
+/// Returns whether it was answered at once.
 fn put_on_wire<S: LedgerStore>(
     inner: &Inner<S>,
     wire: &mut Wire,
     call: OnWire,
     response: TransportFuture,
     others: &mut Vec<Answer>,
-) {
-    if let Some((call, result)) = wire.push(call, response) {
-        if let Some(answer) = finish_plain_success(inner, call, result) {
-            others.push(answer);
-        }
+) -> bool {
+    let Some((call, result)) = wire.push(call, response) else {
+        return false;
+    };
+    if let Some(answer) = finish_plain_success(inner, call, result) {
+        others.push(answer);
     }
+    true
 }
 
 /// Handles an answered call that is not a plain success; a transient failure's backoff joins
@@ -333,9 +336,10 @@ impl Future for BackoffWait {
     }
 }
 
-/// Starts a call: `(key, job, its addressing, its slot, when it goes)`.
+/// Starts a call: `(key, job, its addressing, its slot, when it goes)`; true if it was answered
+/// as it started.
 pub(crate) type Start<'s> =
-    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) + Send + 's;
+    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) -> bool + Send + 's;
 
 /// What serving a key does next, decided under the key's lock and done without it.
 // The job moves once or twice per call; a box would cost an allocation per call instead.
@@ -386,27 +390,31 @@ fn serve_now<S: LedgerStore>(
     start: &mut Start<'_>,
 ) -> Option<Step> {
     let mut step = step;
-    // Calls started in this serving. A call answered as it starts frees its place on the wire at
-    // once, so a transport that answers from memory would let one key send its whole queue here;
-    // after `max_in_flight` calls (the most a serving sends otherwise) the key is listed again
-    // and the shard's other keys get their turn first.
-    let mut started = 0;
+    // Calls of this serving answered as they started. Each frees its place on the wire at once,
+    // so a transport that answers from memory would let one key send its whole queue here; after
+    // `max_in_flight` of them (the most a serving sends otherwise) the key is listed again and the
+    // shard's other keys get their turn first. Calls that wait for their answer never count.
+    let mut answered_at_once = 0;
     loop {
         step = match step {
             Step::Idle => return None,
             Step::Send(job, to, slot, sent_at, more) => {
                 q.space.notify_one();
-                start(q, job, to, slot, sent_at);
+                let answered = start(q, job, to, slot, sent_at);
                 if !more {
                     // The queue was empty once this job was taken, and the key has a call on
                     // the wire, so it is not finished: looking again would find nothing to do.
-                    // A job queued since then wakes the key (it was unlisted before serving).
+                    // A job queued since then wakes the key (it was unlisted before serving);
+                    // so does the end of that call if the key is closing (`finish`), even when
+                    // it ended as it started.
                     return None;
                 }
-                started += 1;
-                if started >= q.max_in_flight {
-                    q.wake();
-                    return None;
+                if answered {
+                    answered_at_once += 1;
+                    if answered_at_once >= q.max_in_flight {
+                        q.wake();
+                        return None;
+                    }
                 }
                 fill(inner, q, q.lock(), None, now, timers)
             }
