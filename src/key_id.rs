@@ -10,11 +10,16 @@ use crate::scheduler::KeyQueue;
 /// Names one key's queue and quota ledger inside a scheduler. Not the secret: a label you choose
 /// (`"default"`, `"tenant-42"`), kept when the key behind it rotates.
 ///
-/// Cheap to clone (a reference count), and clones share what the scheduler learns of them: the
-/// first scheduler that looks an id up keeps a weak reference to its key's queue in it, so that
-/// its later submits with this id (or a clone of it) skip the hash-map lookup, whose memory is
-/// rarely in cache when there are thousands of keys. Other schedulers look it up as usual. Two
-/// ids are equal when their labels are.
+/// Cheap to clone (a reference count). Two ids are equal when their labels are.
+///
+/// The id a key is added with ([`Scheduler::add_key`](crate::Scheduler::add_key)) remembers that
+/// key's queue (a weak reference, shared by the id's clones), so that submitting with it or a
+/// clone of it skips the hash-map lookup, whose memory is rarely in cache when there are
+/// thousands of keys. Only the first scheduler it is added to is remembered; an id made
+/// separately from the same label, or used with another scheduler, is looked up in the map as
+/// usual ([`KeyHandle`](crate::KeyHandle) skips the lookup for any key). While clones of the id
+/// outlive the scheduler, the weak reference keeps the memory of that key's queue allocated (not
+/// its contents: its jobs and ledger are freed with the scheduler).
 #[derive(Clone)]
 pub struct KeyId(Arc<dyn Named>);
 
@@ -23,7 +28,7 @@ pub struct KeyId(Arc<dyn Named>);
 /// set keyed by `KeyId` in users' code; that cell takes no part in equality, ordering or hashing.
 trait Named: Send + Sync + UnwindSafe + RefUnwindSafe {
     fn label(&self) -> &str;
-    /// The queue this id names in the first scheduler that looked it up (set once).
+    /// The queue this id names in the first scheduler it was added to (set once).
     fn known(&self) -> &OnceLock<KnownQueue>;
 }
 
@@ -112,8 +117,8 @@ impl KeyId {
         known.queue.upgrade()
     }
 
-    /// Records that this id names `queue` in scheduler `scheduler`, unless a scheduler recorded
-    /// its own already (the first one keeps it).
+    /// Records that this id names `queue` in scheduler `scheduler` (done when the key is added
+    /// with this id), unless a scheduler recorded its own already (the first one keeps it).
     pub(crate) fn remember(&self, scheduler: u64, queue: &Arc<KeyQueue>) {
         let _ = self.0.known().set(KnownQueue {
             scheduler,

@@ -323,11 +323,24 @@ async fn dropping_the_last_handle_sends_what_is_queued_then_stops() {
 }
 
 /// Answers every request at once (its future is ready on its first poll) and records the paths
-/// in the order they were sent. Not over HTTP: a loopback server never answers within the first
-/// poll, and what this checks happens only when a transport does (one answering from memory).
+/// in the order they were sent, with when. Not over HTTP: a loopback server never answers within
+/// the first poll, and what this checks happens only when a transport does (one answering from
+/// memory). Call number `refuse` (0-based), if set, is answered 429 with `Retry-After: 10`.
 #[derive(Default)]
 struct InstantTransport {
-    sent: std::sync::Mutex<Vec<String>>,
+    sent: std::sync::Mutex<Vec<(String, tokio::time::Instant)>>,
+    refuse: Option<usize>,
+}
+
+impl InstantTransport {
+    fn paths(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
 }
 
 impl fabraix_scheduler::Transport for InstantTransport {
@@ -335,32 +348,41 @@ impl fabraix_scheduler::Transport for InstantTransport {
         &self,
         request: fabraix_scheduler::OutgoingRequest<'_>,
     ) -> fabraix_scheduler::TransportFuture {
-        self.sent
-            .lock()
-            .unwrap()
-            .push(request.uri().path().to_string());
-        Box::pin(async {
-            Ok(fabraix_scheduler::HttpResponse::new(
-                bytes::Bytes::from_static(b"{}"),
-            ))
+        let mut sent = self.sent.lock().unwrap();
+        let n = sent.len();
+        sent.push((
+            request.uri().path().to_string(),
+            tokio::time::Instant::now(),
+        ));
+        let refused = self.refuse == Some(n);
+        Box::pin(async move {
+            let mut response =
+                fabraix_scheduler::HttpResponse::new(bytes::Bytes::from_static(b"{}"));
+            if refused {
+                *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("10"),
+                );
+            }
+            Ok(response)
         })
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn keys_whose_calls_are_answered_at_once_take_turns_on_their_shard() {
-    let transport = Arc::new(InstantTransport::default());
+/// A scheduler on `transport` with one dispatch task and the given keys (unlimited quota,
+/// `max_in_flight(4)`).
+async fn instant_scheduler(transport: &Arc<InstantTransport>, keys: &[&KeyId]) -> Scheduler {
     let scheduler = Scheduler::builder()
         .transport(transport.clone())
         .dispatch_tasks(1)
         .seed(5)
         .build()
         .unwrap();
-    let (a, b) = (KeyId::new("a"), KeyId::new("b"));
-    for (id, secret) in [(&a, TEST_DEV_KEY), (&b, TEST_PROD_KEY)] {
+    for (i, id) in keys.iter().enumerate() {
         let config = KeyConfig::new(
-            id.clone(),
-            ApiKey::new(secret).unwrap(),
+            (*id).clone(),
+            ApiKey::new(format!("secret-{i}")).unwrap(),
             "http://127.0.0.1:9/v1",
             Quota::unlimited(),
         )
@@ -369,6 +391,51 @@ async fn keys_whose_calls_are_answered_at_once_take_turns_on_their_shard() {
         .queue_capacity(1_000);
         scheduler.add_key(config).await.unwrap();
     }
+    scheduler
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_answered_as_its_call_starts_pauses_the_key_before_it_sends_more() {
+    let transport = Arc::new(InstantTransport {
+        refuse: Some(4),
+        ..InstantTransport::default()
+    });
+    let key = KeyId::new("k");
+    let scheduler = instant_scheduler(&transport, &[&key]).await;
+    let tickets = tokio::task::unconstrained(async {
+        let mut tickets = Vec::new();
+        for _ in 0..200 {
+            let job = fabraix_scheduler::Job::new(http::Method::POST, "/event");
+            tickets.push(scheduler.submit(&key, job).await.unwrap());
+        }
+        tickets
+    })
+    .await;
+    for t in tickets {
+        let response = t.await.unwrap();
+        assert_eq!(response.status, 200);
+    }
+    let sent = transport.sent.lock().unwrap().clone();
+    // Every job succeeded, the refused one on its second attempt.
+    assert_eq!(sent.len(), 201);
+    let refused_at = sent[4].1;
+    let before_pause = sent[5..]
+        .iter()
+        .filter(|(_, at)| *at < refused_at + Duration::from_secs(10))
+        .count();
+    // At most the calls already out when the 429 came (fewer than `max_in_flight`); not the rest
+    // of the queue.
+    assert!(
+        before_pause < 4,
+        "{before_pause} calls went out during the pause"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_whose_calls_are_answered_at_once_take_turns_on_their_shard() {
+    let transport = Arc::new(InstantTransport::default());
+    let (a, b) = (KeyId::new("a"), KeyId::new("b"));
+    let scheduler = instant_scheduler(&transport, &[&a, &b]).await;
     // Queued without yielding, so the shard finds them all at once: 200 on each key.
     let tickets = tokio::task::unconstrained(async {
         let mut tickets = Vec::new();
@@ -384,7 +451,7 @@ async fn keys_whose_calls_are_answered_at_once_take_turns_on_their_shard() {
     for t in tickets {
         t.await.unwrap();
     }
-    let sent = transport.sent.lock().unwrap().clone();
+    let sent = transport.paths();
     assert_eq!(sent.len(), 400);
     // Every call is answered as it goes out, so neither key is ever held back by its in-flight
     // cap; still, a key sends at most `max_in_flight` calls per turn, and the two alternate

@@ -319,20 +319,21 @@ impl<S: LedgerStore> Scheduler<S> {
         Ok(())
     }
 
-    /// The queue of key `key`: the one `key` remembers for this scheduler, else from the map
-    /// (and then remembered in `key`, if no scheduler has been).
+    /// The queue of key `key`: the one `key` remembers for this scheduler (it is the id the key
+    /// was added with, or a clone of it), else from the map. An id found in the map is not made
+    /// to remember: ids made per call would each take and drop a weak count of the queue, an
+    /// atomic that every submitting thread would then contend for.
     fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
         if let Some(q) = key.known_queue(self.inner.number) {
             return Some(q);
         }
-        let q = self.inner.keys.get(key).map(|e| Arc::clone(e.value()))?;
-        key.remember(self.inner.number, &q);
-        Some(q)
+        self.inner.keys.get(key).map(|e| Arc::clone(e.value()))
     }
 
     /// A handle of the key `key` (`None` if no such key was added), whose
-    /// [`submit`](KeyHandle::submit) skips looking the key up by its id: the way to submit to
-    /// thousands of keys at the lowest cost per job.
+    /// [`submit`](KeyHandle::submit) never looks the key up by its id. (Submitting with the id
+    /// the key was added with, or a clone of it, skips the lookup too: see [`KeyId`]. A handle
+    /// does it for any id, and reads nothing of the id per job.)
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

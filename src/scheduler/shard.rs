@@ -177,7 +177,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
     let mut woke_for: Option<Instant> = None;
     let mut asked: Option<Ready> = None;
-    // Answers that are not a plain success, to be handled after the wait below.
+    // Answers that are not a plain success, to be handled after the wait below or, for a call
+    // answered as it started, right after the serving that started it.
     let mut others = Vec::new();
     loop {
         // The clock is read once per turn: the calls of one turn go out within microseconds of
@@ -200,6 +201,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                     let DueCall { q, job, to, slot } = due;
                     let (call, response) = send(inner, q, job, to, slot, slot);
                     put_on_wire(inner, &mut wire, call, response, &mut others);
+                    handle_all(inner, &mut others, &mut backoffs).await;
                     continue;
                 }
             };
@@ -211,6 +213,9 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 put_on_wire(inner, calls, call, response, not_plain)
             };
             serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
+            // An answer other than a plain success that came as its call started (a 429, say) is
+            // acted on before this turn serves anything else: the key must pause first.
+            handle_all(inner, &mut others, &mut backoffs).await;
         }
 
         // Slots that are due.
@@ -232,12 +237,8 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                     &mut start,
                 )
                 .await;
+                handle_all(inner, &mut others, &mut backoffs).await;
             }
-        }
-
-        // Calls answered as they were put on the wire, other than with a plain success.
-        for answer in others.drain(..) {
-            handle(inner, answer, &mut backoffs).await;
         }
 
         if wire.is_empty() && backoffs.is_empty() {
@@ -267,9 +268,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                     others.push(answer);
                 }
             }), if !wire.is_empty() => {
-                for answer in others.drain(..) {
-                    handle(inner, answer, &mut backoffs).await;
-                }
+                handle_all(inner, &mut others, &mut backoffs).await;
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
             Some(work) = ready.recv() => asked = Some(work),
@@ -280,23 +279,48 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     }
 }
 
+/// What became of a call put on the wire ([`put_on_wire`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Started {
+    /// It waits for its answer.
+    OnWire,
+    /// It was answered at once with a plain success, delivered already.
+    Done,
+    /// It was answered at once otherwise (a 429, an error): the answer waits in `others` for
+    /// [`handle`], which decides what the key does next.
+    ToHandle,
+}
+
 /// Puts a call on the wire; if it is answered at once ([`Wire::push`]), a plain success is
-/// delivered here and anything else is kept in `others`, for [`handle`] after the turn's serving.
-/// Returns whether it was answered at once.
+/// delivered here and anything else is kept in `others`, for [`handle`] right after the serving.
 fn put_on_wire<S: LedgerStore>(
     inner: &Inner<S>,
     wire: &mut Wire,
     call: OnWire,
     response: TransportFuture,
     others: &mut Vec<Answer>,
-) -> bool {
+) -> Started {
     let Some((call, result)) = wire.push(call, response) else {
-        return false;
+        return Started::OnWire;
     };
-    if let Some(answer) = finish_plain_success(inner, call, result) {
-        others.push(answer);
+    match finish_plain_success(inner, call, result) {
+        None => Started::Done,
+        Some(answer) => {
+            others.push(answer);
+            Started::ToHandle
+        }
     }
-    true
+}
+
+/// Handles every answer in `others` (see [`handle`]).
+async fn handle_all<S: LedgerStore>(
+    inner: &Inner<S>,
+    others: &mut Vec<Answer>,
+    backoffs: &mut FuturesUnordered<BackoffWait>,
+) {
+    for answer in others.drain(..) {
+        handle(inner, answer, backoffs).await;
+    }
 }
 
 /// Handles an answered call that is not a plain success; a transient failure's backoff joins
@@ -336,10 +360,10 @@ impl Future for BackoffWait {
     }
 }
 
-/// Starts a call: `(key, job, its addressing, its slot, when it goes)`; true if it was answered
-/// as it started.
+/// Starts a call: `(key, job, its addressing, its slot, when it goes)`; says whether it was
+/// answered as it started.
 pub(crate) type Start<'s> =
-    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) -> bool + Send + 's;
+    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) -> Started + Send + 's;
 
 /// What serving a key does next, decided under the key's lock and done without it.
 // The job moves once or twice per call; a box would cost an allocation per call instead.
@@ -400,7 +424,13 @@ fn serve_now<S: LedgerStore>(
             Step::Idle => return None,
             Step::Send(job, to, slot, sent_at, more) => {
                 q.space.notify_one();
-                let answered = start(q, job, to, slot, sent_at);
+                let started = start(q, job, to, slot, sent_at);
+                if started == Started::ToHandle {
+                    // Answered at once, but not with a plain success (a 429, say): nothing more
+                    // goes out until that answer is handled, right after this serving; handling
+                    // it lists the key again if it has more to do.
+                    return None;
+                }
                 if !more {
                     // The queue was empty once this job was taken, and the key has a call on
                     // the wire, so it is not finished: looking again would find nothing to do.
@@ -409,7 +439,7 @@ fn serve_now<S: LedgerStore>(
                     // it ended as it started.
                     return None;
                 }
-                if answered {
+                if started == Started::Done {
                     answered_at_once += 1;
                     if answered_at_once >= q.max_in_flight {
                         q.wake();

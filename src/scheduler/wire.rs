@@ -32,7 +32,7 @@ pub(crate) struct Wire<C = OnWire> {
     free: Vec<usize>,
     /// Calls on the wire.
     len: usize,
-    /// Places to poll: the new calls' and those taken from the woken list.
+    /// Places to poll: those taken from the woken list (a new call is polled as it is pushed).
     to_poll: Vec<usize>,
     woken: Arc<Woken>,
 }
@@ -143,7 +143,7 @@ impl<C> Wire<C> {
         self.len == 0
     }
 
-    /// Waits for answers: polls the calls that were woken (and the new ones), hands each call
+    /// Waits for answers: polls the calls that were woken, hands each call
     /// answered, with its result, to `answered` (up to `max` in one go, so that the answers
     /// already in are handled without a turn of the shard's loop each), and is ready once at
     /// least one came. Never ready while no call is on the wire.
