@@ -5,8 +5,7 @@
 //!   mpsc + oneshot round trip of the same batch, on the same current-thread runtime.
 //! - `many_keys`: 10,000 jobs submitted from 2 tasks on a 2-worker multi-thread runtime, spread
 //!   over 10,000 keys against all on 1 key (unlimited quota, no-op transport), each key named by
-//!   the id it was added with (`Scheduler::submit`), by its handle (`KeyHandle::submit`) and by an
-//!   id made separately from its label (`Scheduler::submit`, a map lookup per job).
+//!   its id (`Scheduler::submit`, a map lookup per job) and by its handle (`KeyHandle::submit`).
 //!
 //! `cargo bench --bench scheduler`
 
@@ -59,11 +58,7 @@ fn many_keys(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(1))
         .throughput(Throughput::Elements(MANY as u64));
-    for (via, name) in [
-        (Via::Id, "by_id"),
-        (Via::Handle, "by_handle"),
-        (Via::Label, "by_label"),
-    ] {
+    for (via, name) in [(Via::Id, "by_id"), (Via::Handle, "by_handle")] {
         for keys in [1usize, MANY] {
             let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, MANY));
             let id = BenchmarkId::new(format!("keys_2_submitters_{name}"), keys);

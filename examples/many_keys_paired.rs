@@ -14,15 +14,9 @@
 //! cargo run --release --example many_keys_paired -- --via handle   # one way only
 //! ```
 //!
-//! Each job names its key in one of three ways, a set of rounds each: by the id the key was added
-//! with (`Scheduler::submit`; the id remembers its queue), by the key's handle
-//! (`KeyHandle::submit`), and by an id made separately from the same label (`Scheduler::submit`,
-//! looked up in the key map per job, as every id was before `ebb376a`). `--via id|handle|label`
-//! runs one of the three.
-//!
-//! `--case one` or `--case many` runs that case alone, `--rounds` batches (no pairs, no warm-up),
-//! for a profiler: the difference between two such runs under `valgrind --tool=cachegrind
-//! --cache-sim=yes`, 1 and 6 rounds, is what 5 batches cost without the set-up.
+//! Each job names its key by its id (`Scheduler::submit`, a lookup in the key map per job) and,
+//! in a second set of rounds, by the key's handle (`KeyHandle::submit`, looked up once);
+//! `--via id|handle` runs one of the two.
 
 #[path = "../benches/support/paired.rs"]
 mod paired;
@@ -66,7 +60,7 @@ fn main() {
     let vias = if std::env::args().any(|a| a == "--via") {
         vec![Via::from_args(Via::Id)]
     } else {
-        vec![Via::Id, Via::Handle, Via::Label]
+        vec![Via::Id, Via::Handle]
     };
     if let Some(keys) = case_arg() {
         let (scheduler, ids) = rt.block_on(scheduler_with_keys(keys, JOBS));

@@ -324,8 +324,9 @@ async fn dropping_the_last_handle_sends_what_is_queued_then_stops() {
 
 /// Answers every request at once (its future is ready on its first poll) and records the paths
 /// in the order they were sent, with when. Not over HTTP: a loopback server never answers within
-/// the first poll, and what this checks happens only when a transport does (one answering from
-/// memory). Call number `refuse` (0-based), if set, is answered 429 with `Retry-After: 10`.
+/// the first poll, and these tests check how the shard treats a transport that does (one
+/// answering from memory): turns between keys, and a 429 that pauses the key before it sends
+/// more. Call number `refuse` (0-based), if set, is answered 429 with `Retry-After: 10`.
 #[derive(Default)]
 struct InstantTransport {
     sent: std::sync::Mutex<Vec<(String, tokio::time::Instant)>>,
@@ -453,9 +454,9 @@ async fn keys_whose_calls_are_answered_at_once_take_turns_on_their_shard() {
     }
     let sent = transport.paths();
     assert_eq!(sent.len(), 400);
-    // Every call is answered as it goes out, so neither key is ever held back by its in-flight
-    // cap; still, a key sends at most `max_in_flight` calls per turn, and the two alternate
-    // rather than one sending its 200 before the other's backlog starts.
+    // Every call is answered as soon as it is polled; still, a key sends at most `max_in_flight`
+    // calls per turn, and the two alternate rather than one sending its 200 before the other's
+    // backlog starts.
     let last_a = sent.iter().rposition(|p| p == "/v1/a").unwrap();
     let tenth_b = sent
         .iter()

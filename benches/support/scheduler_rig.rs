@@ -29,18 +29,14 @@ pub fn job() -> Job {
 /// How the benchmark names the key of each job it submits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
-    /// `Scheduler::submit(&id, job)` with the id the key was added with: the id remembers its
-    /// key's queue, so there is no map lookup (before `ebb376a`, a lookup on every submit).
+    /// `Scheduler::submit(&id, job)`: the key is looked up in the key map on every submit.
     Id,
     /// `KeyHandle::submit(job)`: a handle per key, looked up once.
     Handle,
-    /// `Scheduler::submit(&id, job)` with an id made separately from the same label (kept, not
-    /// made per job): looked up in the key map on every submit.
-    Label,
 }
 
 impl Via {
-    /// `--via id|handle|label` from the command line, or `default`.
+    /// `--via id|handle` from the command line, or `default`.
     #[allow(dead_code)] // The examples' only; criterion has its own arguments.
     pub fn from_args(default: Via) -> Via {
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,19 +45,16 @@ impl Via {
             Some(i) => match args.get(i + 1).map(String::as_str) {
                 Some("id") => Via::Id,
                 Some("handle") => Via::Handle,
-                Some("label") => Via::Label,
-                _ => panic!("--via id|handle|label"),
+                _ => panic!("--via id|handle"),
             },
         }
     }
 }
 
-/// The keys of a benchmark scheduler: the ids they were added with, a handle of each, and ids
-/// made separately from the same labels.
+/// The keys of a benchmark scheduler: their ids and a handle of each.
 pub struct Keys {
     pub ids: Vec<KeyId>,
     pub handles: Vec<KeyHandle>,
-    pub labels: Vec<KeyId>,
 }
 
 /// A scheduler with `keys` keys (unlimited quota, queues of `capacity`) on the no-op transport.
@@ -73,7 +66,6 @@ pub async fn scheduler_with_keys(keys: usize, capacity: usize) -> (Scheduler, Ar
         .expect("scheduler builds");
     let mut ids = Vec::with_capacity(keys);
     let mut handles = Vec::with_capacity(keys);
-    let mut labels = Vec::with_capacity(keys);
     for i in 0..keys {
         let id = KeyId::new(format!("k{i}"));
         let config = KeyConfig::new(
@@ -86,17 +78,9 @@ pub async fn scheduler_with_keys(keys: usize, capacity: usize) -> (Scheduler, Ar
         .queue_capacity(capacity);
         scheduler.add_key(config).await.expect("key added");
         handles.push(scheduler.key(&id).expect("key just added"));
-        labels.push(KeyId::new(format!("k{i}")));
         ids.push(id);
     }
-    (
-        scheduler,
-        Arc::new(Keys {
-            ids,
-            handles,
-            labels,
-        }),
-    )
+    (scheduler, Arc::new(Keys { ids, handles }))
 }
 
 /// Submits `n` jobs round-robin over the keys (starting at `offset`), naming each key `via` its
@@ -109,7 +93,6 @@ pub async fn run_batch(scheduler: &Scheduler, keys: &Keys, via: Via, n: usize, o
         let submitted = match via {
             Via::Id => scheduler.submit(&keys.ids[k], job()).await,
             Via::Handle => keys.handles[k].submit(job()).await,
-            Via::Label => scheduler.submit(&keys.labels[k], job()).await,
         };
         tickets.push(submitted.expect("submitted"));
     }

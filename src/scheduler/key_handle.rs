@@ -15,9 +15,7 @@ use crate::ledger::{LedgerStore, MemoryLedgerStore};
 /// [`submit`](KeyHandle::submit) does exactly what [`Scheduler::submit`] does for this key (same
 /// queue, quota, priorities, overflow policy, outcomes), but never looks the key up by its id:
 /// with thousands of keys that lookup is a hash-map probe whose memory is rarely in cache, a
-/// large part of a submit's cost. The id a key was added with (or a clone of it) skips the
-/// lookup too ([`KeyId`]); a handle does so for ids made separately from their labels, for a key
-/// of a second scheduler, and without reading the id at all.
+/// large part of a submit's cost. Keep one handle per key you submit to often.
 ///
 /// A key, once added, stays for the scheduler's life, so a handle never goes stale: a key
 /// rotated ([`Scheduler::rotate_key`]) sends with its new API key through every handle. A handle

@@ -52,11 +52,8 @@ use crate::key_id::{KeyId, KeyMap};
 use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
-pub(crate) use key_queue::KeyQueue;
+use key_queue::KeyQueue;
 use shard::Shard;
-
-/// Numbers the schedulers of this process (see [`Inner::number`]).
-static SCHEDULERS: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Inner<S> {
     pub(crate) store: S,
@@ -72,9 +69,6 @@ pub(crate) struct Inner<S> {
     next_shard: AtomicUsize,
     shard_tasks: Mutex<Vec<JoinHandle<()>>>,
     next_id: AtomicU64,
-    /// This scheduler's number in the process: a [`KeyId`] remembers its key's queue for one
-    /// scheduler, named so.
-    number: u64,
 }
 
 impl<S> Inner<S> {
@@ -264,7 +258,6 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             next_shard: AtomicUsize::new(0),
             shard_tasks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-            number: SCHEDULERS.fetch_add(1, Ordering::Relaxed),
         });
         Ok(Scheduler {
             handle: Arc::new(LastHandle {
@@ -303,8 +296,6 @@ impl<S: LedgerStore> Scheduler<S> {
             // Added concurrently by another caller: that one's queue stands.
             dashmap::Entry::Occupied(_) => return Ok(()),
             dashmap::Entry::Vacant(slot) => {
-                // The id it was added with (and its clones) find the queue without the map.
-                config.id.remember(self.inner.number, &queue);
                 slot.insert(queue);
             }
         }
@@ -319,21 +310,13 @@ impl<S: LedgerStore> Scheduler<S> {
         Ok(())
     }
 
-    /// The queue of key `key`: the one `key` remembers for this scheduler (it is the id the key
-    /// was added with, or a clone of it), else from the map. An id found in the map is not made
-    /// to remember: ids made per call would each take and drop a weak count of the queue, an
-    /// atomic that every submitting thread would then contend for.
     fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
-        if let Some(q) = key.known_queue(self.inner.number) {
-            return Some(q);
-        }
         self.inner.keys.get(key).map(|e| Arc::clone(e.value()))
     }
 
     /// A handle of the key `key` (`None` if no such key was added), whose
-    /// [`submit`](KeyHandle::submit) never looks the key up by its id. (Submitting with the id
-    /// the key was added with, or a clone of it, skips the lookup too: see [`KeyId`]. A handle
-    /// does it for any id, and reads nothing of the id per job.)
+    /// [`submit`](KeyHandle::submit) never looks the key up by its id: the way to submit to
+    /// thousands of keys at the lowest cost per job.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -36,7 +36,6 @@ use tokio::sync::mpsc;
 use super::addressing::Addressing;
 use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
-    OnWire,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::outcome_slots::OutcomeSlots;
@@ -47,7 +46,6 @@ use super::Inner;
 use crate::clock::{Instant, Sleep};
 use crate::job_error::JobError;
 use crate::ledger::{LedgerStore, StoreError};
-use crate::transport::TransportFuture;
 
 /// After the key was held back at least this long (a full window, a 429 pause), calls ramp up
 /// again: one on the wire, then twice as many after each success, up to `max_in_flight`. If the
@@ -177,8 +175,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
     let mut woke_for: Option<Instant> = None;
     let mut asked: Option<Ready> = None;
-    // Answers that are not a plain success, to be handled after the wait below or, for a call
-    // answered as it started, right after the serving that started it.
+    // Answers that are not a plain success, to be handled after the wait below.
     let mut others = Vec::new();
     loop {
         // The clock is read once per turn: the calls of one turn go out within microseconds of
@@ -200,22 +197,18 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 Some(Ready::Start(due)) => {
                     let DueCall { q, job, to, slot } = due;
                     let (call, response) = send(inner, q, job, to, slot, slot);
-                    put_on_wire(inner, &mut wire, call, response, &mut others);
-                    handle_all(inner, &mut others, &mut backoffs).await;
+                    wire.push(call, response);
                     continue;
                 }
             };
             q.scheduled.store(false, Ordering::Release);
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
-            let (calls, not_plain) = (&mut wire, &mut others);
+            let calls = &mut wire;
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                 let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
-                put_on_wire(inner, calls, call, response, not_plain)
+                calls.push(call, response);
             };
             serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
-            // An answer other than a plain success that came as its call started (a 429, say) is
-            // acted on before this turn serves anything else: the key must pause first.
-            handle_all(inner, &mut others, &mut backoffs).await;
         }
 
         // Slots that are due.
@@ -223,10 +216,10 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             let now = *now.get_or_insert_with(|| inner.clock.now());
             let through = woke_for.take().map_or(now, |at| at.max(now));
             while let Some(t) = timers.pop_due(through) {
-                let (calls, not_plain) = (&mut wire, &mut others);
+                let calls = &mut wire;
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                     let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
-                    put_on_wire(inner, calls, call, response, not_plain)
+                    calls.push(call, response);
                 };
                 serve(
                     inner,
@@ -237,7 +230,6 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                     &mut start,
                 )
                 .await;
-                handle_all(inner, &mut others, &mut backoffs).await;
             }
         }
 
@@ -268,7 +260,9 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                     others.push(answer);
                 }
             }), if !wire.is_empty() => {
-                handle_all(inner, &mut others, &mut backoffs).await;
+                for answer in others.drain(..) {
+                    handle(inner, answer, &mut backoffs).await;
+                }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
             Some(work) = ready.recv() => asked = Some(work),
@@ -276,50 +270,6 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 woke_for = sleep.take().map(|(at, _)| at);
             }
         }
-    }
-}
-
-/// What became of a call put on the wire ([`put_on_wire`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Started {
-    /// It waits for its answer.
-    OnWire,
-    /// It was answered at once with a plain success, delivered already.
-    Done,
-    /// It was answered at once otherwise (a 429, an error): the answer waits in `others` for
-    /// [`handle`], which decides what the key does next.
-    ToHandle,
-}
-
-/// Puts a call on the wire; if it is answered at once ([`Wire::push`]), a plain success is
-/// delivered here and anything else is kept in `others`, for [`handle`] right after the serving.
-fn put_on_wire<S: LedgerStore>(
-    inner: &Inner<S>,
-    wire: &mut Wire,
-    call: OnWire,
-    response: TransportFuture,
-    others: &mut Vec<Answer>,
-) -> Started {
-    let Some((call, result)) = wire.push(call, response) else {
-        return Started::OnWire;
-    };
-    match finish_plain_success(inner, call, result) {
-        None => Started::Done,
-        Some(answer) => {
-            others.push(answer);
-            Started::ToHandle
-        }
-    }
-}
-
-/// Handles every answer in `others` (see [`handle`]).
-async fn handle_all<S: LedgerStore>(
-    inner: &Inner<S>,
-    others: &mut Vec<Answer>,
-    backoffs: &mut FuturesUnordered<BackoffWait>,
-) {
-    for answer in others.drain(..) {
-        handle(inner, answer, backoffs).await;
     }
 }
 
@@ -360,10 +310,9 @@ impl Future for BackoffWait {
     }
 }
 
-/// Starts a call: `(key, job, its addressing, its slot, when it goes)`; says whether it was
-/// answered as it started.
+/// Starts a call: `(key, job, its addressing, its slot, when it goes)`.
 pub(crate) type Start<'s> =
-    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) -> Started + Send + 's;
+    dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) + Send + 's;
 
 /// What serving a key does next, decided under the key's lock and done without it.
 // The job moves once or twice per call; a box would cost an allocation per call instead.
@@ -414,37 +363,17 @@ fn serve_now<S: LedgerStore>(
     start: &mut Start<'_>,
 ) -> Option<Step> {
     let mut step = step;
-    // Calls of this serving answered as they started. Each frees its place on the wire at once,
-    // so a transport that answers from memory would let one key send its whole queue here; after
-    // `max_in_flight` of them (the most a serving sends otherwise) the key is listed again and the
-    // shard's other keys get their turn first. Calls that wait for their answer never count.
-    let mut answered_at_once = 0;
     loop {
         step = match step {
             Step::Idle => return None,
             Step::Send(job, to, slot, sent_at, more) => {
                 q.space.notify_one();
-                let started = start(q, job, to, slot, sent_at);
-                if started == Started::ToHandle {
-                    // Answered at once, but not with a plain success (a 429, say): nothing more
-                    // goes out until that answer is handled, right after this serving; handling
-                    // it lists the key again if it has more to do.
-                    return None;
-                }
+                start(q, job, to, slot, sent_at);
                 if !more {
                     // The queue was empty once this job was taken, and the key has a call on
                     // the wire, so it is not finished: looking again would find nothing to do.
-                    // A job queued since then wakes the key (it was unlisted before serving);
-                    // so does the end of that call if the key is closing (`finish`), even when
-                    // it ended as it started.
+                    // A job queued since then wakes the key (it was unlisted before serving).
                     return None;
-                }
-                if started == Started::Done {
-                    answered_at_once += 1;
-                    if answered_at_once >= q.max_in_flight {
-                        q.wake();
-                        return None;
-                    }
                 }
                 fill(inner, q, q.lock(), None, now, timers)
             }

@@ -2,9 +2,8 @@
 //!
 //! Each call has a place in a slab: the call itself (key, job, slot, when it went), its transport
 //! future while it runs, and a waker of its own, made once per place and reused by every call that
-//! takes the place after it. A new call's future is polled once as it is pushed, with its place's
-//! waker; answered then, it is handed straight back and never stored. Otherwise a waker woken puts
-//! its place on a ready list and wakes the shard; the shard polls only the places listed.
+//! takes the place after it. A waker woken puts its place on a ready list and wakes the shard;
+//! the shard polls only the places listed (a new call's place is listed when it is pushed).
 //! Compared with a `FuturesUnordered`, a call costs no task allocation and no task to free, and
 //! its job is moved into the slab once and out once.
 //!
@@ -32,7 +31,7 @@ pub(crate) struct Wire<C = OnWire> {
     free: Vec<usize>,
     /// Calls on the wire.
     len: usize,
-    /// Places to poll: those taken from the woken list (a new call is polled as it is pushed).
+    /// Places to poll: the new calls' and those taken from the woken list.
     to_poll: Vec<usize>,
     woken: Arc<Woken>,
 }
@@ -90,17 +89,9 @@ impl Wake for PlaceWaker {
 }
 
 impl<C> Wire<C> {
-    /// Puts `call` on the wire: polls `response` once, at once, with the waker of the place the
-    /// call takes. An answer already there (a transport answering from memory, a cache, a test
-    /// double) is handed back with the call, which then never occupies the place; otherwise the
-    /// call waits in its place and comes out of [`answers`](Self::answers) once its waker fires.
-    /// The first poll a transport future gets is the same either way, only earlier: a call
-    /// answered at once costs no place, no listing and no move into and out of the slab.
-    pub(crate) fn push(
-        &mut self,
-        call: C,
-        response: TransportFuture,
-    ) -> Option<(C, Result<HttpResponse, TransportError>)> {
+    /// Puts `call` on the wire, answered when `response` completes (it is first polled by the
+    /// next [`answers`](Self::answers)).
+    pub(crate) fn push(&mut self, call: C, response: TransportFuture) {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -120,22 +111,12 @@ impl<C> Wire<C> {
             }
         };
         let place = &mut self.places[index];
-        let mut response = response;
-        // Unlisted before the poll (as `poll_answers` does): a wake during or after it lists the
-        // place. (A place still listed by a stale waker of an earlier call is polled once more
-        // than needed, later, which a future allows.)
-        place.listed.listed.store(false, Ordering::Release);
-        if let Poll::Ready(result) = response
-            .as_mut()
-            .poll(&mut Context::from_waker(&place.waker))
-        {
-            self.free.push(index);
-            return Some((call, result));
-        }
         place.call = Some(call);
         place.response = Some(response);
         self.len += 1;
-        None
+        if !place.listed.listed.swap(true, Ordering::AcqRel) {
+            self.to_poll.push(index);
+        }
     }
 
     /// Whether no call is on the wire.
@@ -143,7 +124,7 @@ impl<C> Wire<C> {
         self.len == 0
     }
 
-    /// Waits for answers: polls the calls that were woken, hands each call
+    /// Waits for answers: polls the calls that were woken (and the new ones), hands each call
     /// answered, with its result, to `answered` (up to `max` in one go, so that the answers
     /// already in are handled without a turn of the shard's loop each), and is ready once at
     /// least one came. Never ready while no call is on the wire.
@@ -363,29 +344,6 @@ mod tests {
         assert!(ready_now(&mut wire, 64).is_empty());
         tx.send(()).unwrap();
         assert_eq!(ready_now(&mut wire, 64), [7]);
-        assert!(wire.is_empty());
-    }
-
-    #[test]
-    fn a_call_answered_on_its_first_poll_is_handed_back_and_takes_no_place() {
-        let mut wire = Wire::<u32>::default();
-        let (tx, rx) = oneshot::channel();
-        assert!(wire.push(1, answered_by(rx)).is_none());
-        let ready: TransportFuture = Box::pin(async { Ok(HttpResponse::new(Bytes::new())) });
-        match wire.push(2, ready) {
-            Some((call, result)) => {
-                assert_eq!(call, 2);
-                assert!(result.is_ok());
-            }
-            None => panic!("an answer ready at once is handed back"),
-        }
-        // Only the waiting call is on the wire; the answered one's place is free again.
-        assert!(!wire.is_empty());
-        assert_eq!(wire.places.len(), 2);
-        assert_eq!(wire.free, [1]);
-        assert!(ready_now(&mut wire, 64).is_empty());
-        tx.send(()).unwrap();
-        assert_eq!(ready_now(&mut wire, 64), [1]);
         assert!(wire.is_empty());
     }
 }
