@@ -1,33 +1,12 @@
 //! The name of one key's queue and ledger.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Names one key's queue and quota ledger inside a scheduler. Not the secret: a label you choose
 /// (`"default"`, `"tenant-42"`), kept when the key behind it rotates.
-///
-/// Cheap to clone (a reference count). Two ids are equal when their labels are; a clone of the
-/// id a key was added with is recognised without reading the label (the scheduler looks ids up
-/// on every submit, and with thousands of keys the label is rarely in cache).
-#[derive(Clone, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(Arc<str>);
-
-impl PartialEq for KeyId {
-    fn eq(&self, other: &Self) -> bool {
-        // `Arc<str>`'s own `==` compares the labels even when both are the same allocation.
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
-    }
-}
-
-impl Eq for KeyId {}
-
-impl Hash for KeyId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As a derive would: the label's hash, so that equal labels hash alike.
-        self.0.hash(state);
-    }
-}
 
 impl KeyId {
     /// A key id from a label.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::key_queue::KeyQueue;
+use super::submit::Attempt;
 use super::{Scheduler, Ticket};
 use crate::job::Job;
 use crate::job_error::SubmitError;
@@ -42,7 +43,12 @@ impl<S: LedgerStore> KeyHandle<S> {
     pub async fn submit(&self, job: Job) -> Result<Ticket, SubmitError> {
         // The same yield point as `Scheduler::submit`'s, before anything is queued.
         tokio::task::consume_budget().await;
-        self.scheduler.submit_to(Arc::clone(&self.queue), job).await
+        // As `Scheduler::submit` does once it has found the key.
+        let wait = match self.scheduler.try_submit(Arc::clone(&self.queue), job) {
+            Attempt::Done(result) => return result,
+            Attempt::Wait(wait) => wait,
+        };
+        Box::pin(self.scheduler.submit_waiting(wait)).await
     }
 }
 
