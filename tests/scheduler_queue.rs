@@ -534,8 +534,8 @@ async fn scheduler_for(id: &KeyId) -> (MockServer, fabraix_scheduler::Scheduler)
 
 #[tokio::test(start_paused = true)]
 async fn one_key_id_names_its_own_key_in_each_scheduler_it_is_added_to() {
-    // One id (and its clones) in two schedulers: an id remembers its queue for the first
-    // scheduler only; the second must still reach its own key, not the first one's.
+    // One id (and its clones) in two schedulers, and an id made again from the same label: each
+    // scheduler reaches its own key, whichever of them names it.
     let id = KeyId::new("tenant");
     let (server_a, a) = scheduler_for(&id).await;
     let (server_b, b) = scheduler_for(&id.clone()).await;
