@@ -511,25 +511,16 @@ async fn a_key_handle_is_refused_after_shutdown_with_its_job_handed_back() {
 /// A scheduler on a mock server of its own, with `id` as its one key (Development quota).
 async fn scheduler_for(id: &KeyId) -> (MockServer, fabraix_scheduler::Scheduler) {
     let quota = Quota::development();
-    let server = MockServer::builder()
-        .key(TEST_DEV_KEY, quota.clone())
-        .start()
-        .await
-        .unwrap();
-    let scheduler = fabraix_scheduler::Scheduler::builder()
-        .transport_config(common::patient_transport())
-        .seed(3)
-        .build()
-        .unwrap();
-    let config = KeyConfig::new(
-        id.clone(),
-        ApiKey::new(TEST_DEV_KEY).unwrap(),
-        &server.base_url(),
+    let rig = common::rig_with_id(
+        MockServer::builder().key(TEST_DEV_KEY, quota.clone()),
+        TEST_DEV_KEY,
         quota,
+        RetryPolicy::default(),
+        |c| c,
+        id.clone(),
     )
-    .unwrap();
-    scheduler.add_key(config).await.unwrap();
-    (server, scheduler)
+    .await;
+    (rig.server, rig.scheduler)
 }
 
 #[tokio::test(start_paused = true)]

@@ -86,8 +86,7 @@ pub async fn scheduler_with_keys(keys: usize, capacity: usize) -> (Scheduler, Ar
 /// Submits `n` jobs round-robin over the keys (starting at `offset`), naming each key `via` its
 /// id or its handle, then awaits every outcome.
 pub async fn run_batch(scheduler: &Scheduler, keys: &Keys, via: Via, n: usize, offset: usize) {
-    // A function per way, each the plain loop a user would write: one loop with the choice in it
-    // changed what the compiler inlined, and so the cost of making the jobs.
+    // A function per way, each the plain loop a user would write.
     match via {
         Via::Id => by_id(scheduler, &keys.ids, n, offset).await,
         Via::Handle => by_handle(&keys.handles, n, offset).await,

@@ -34,6 +34,18 @@ pub async fn rig_with(
     policy: RetryPolicy,
     configure: impl FnOnce(KeyConfig) -> KeyConfig,
 ) -> Rig {
+    rig_with_id(server, secret, quota, policy, configure, KeyId::new("k")).await
+}
+
+/// As [`rig_with`], with the key added under `key` (a test may add one id to several schedulers).
+pub async fn rig_with_id(
+    server: MockServerBuilder,
+    secret: &str,
+    quota: Quota,
+    policy: RetryPolicy,
+    configure: impl FnOnce(KeyConfig) -> KeyConfig,
+    key: KeyId,
+) -> Rig {
     let server = server.start().await.expect("mock server starts");
     let scheduler = Scheduler::builder()
         .transport_config(patient_transport())
@@ -41,7 +53,6 @@ pub async fn rig_with(
         .seed(42)
         .build()
         .expect("scheduler builds");
-    let key = KeyId::new("k");
     let config = KeyConfig::new(
         key.clone(),
         ApiKey::new(secret).unwrap(),
