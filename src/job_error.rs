@@ -10,8 +10,14 @@ use crate::ledger::StoreError;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
     /// 400, 404, 422 or another 4xx: the request is wrong and retrying cannot help.
-    #[error("rejected by the server: {0}")]
-    Rejected(ApiError),
+    #[error("rejected by the server: {api}")]
+    Rejected {
+        /// The server's error.
+        api: ApiError,
+        /// Times the call was sent, this one included (more than 1 after transient failures
+        /// or 429s).
+        attempts: u32,
+    },
     /// 401: the key is invalid or revoked.
     #[error("key {key} is invalid or revoked: {api}")]
     Unauthorized {
@@ -19,6 +25,8 @@ pub enum JobError {
         key: String,
         /// The server's error.
         api: ApiError,
+        /// Times the call was sent, this one included.
+        attempts: u32,
     },
     /// 403: the key may not make this call.
     #[error("key {key} may not make this call: {api}")]
@@ -27,13 +35,17 @@ pub enum JobError {
         key: String,
         /// The server's error.
         api: ApiError,
+        /// Times the call was sent, this one included.
+        attempts: u32,
     },
-    /// Not sent: another call of the same key was answered 401, so the key is treated as
-    /// revoked until it is rotated.
+    /// Not sent (again): another call of the same key was answered 401, so the key is treated
+    /// as revoked until it is rotated.
     #[error("not sent: key {key} was refused with 401 (rotate the key to resume)")]
     KeyRevoked {
         /// The key's fingerprint.
         key: String,
+        /// Times the call had been sent before (after transient failures or 429s; usually 0).
+        attempts: u32,
     },
     /// The server answered 429 more often than the retry policy allows for one job.
     #[error("gave up after {attempts} attempts, {rate_limited} of them answered 429: {last}")]
@@ -60,9 +72,16 @@ pub enum JobError {
         /// Why it was not retried again.
         why: &'static str,
     },
-    /// The job cannot be sent as given (its path would leave the key's origin, say).
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
+    /// The job cannot be sent as given: its path would leave the key's origin, say, or the
+    /// server redirected it to another origin (which is refused: the key would go with it).
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+        /// Times the call was sent (0 for a path refused before sending; at least 1 for a
+        /// refused redirect).
+        attempts: u32,
+    },
     /// Cancelled through its ticket before it was sent.
     #[error("cancelled before it was sent")]
     Cancelled,
@@ -82,13 +101,13 @@ impl JobError {
     /// A short stable name for the kind of failure (for output files and metrics).
     pub fn kind(&self) -> &'static str {
         match self {
-            JobError::Rejected(_) => "rejected",
+            JobError::Rejected { .. } => "rejected",
             JobError::Unauthorized { .. } => "unauthorized",
             JobError::Forbidden { .. } => "forbidden",
             JobError::KeyRevoked { .. } => "key_revoked",
             JobError::RateLimited { .. } => "rate_limited",
             JobError::Transient { .. } => "transient",
-            JobError::InvalidRequest(_) => "invalid_request",
+            JobError::InvalidRequest { .. } => "invalid_request",
             JobError::Cancelled => "cancelled",
             JobError::ShutDown => "shut_down",
             JobError::Store(_) => "store",
@@ -99,7 +118,7 @@ impl JobError {
     /// The HTTP status of the last response, if any.
     pub fn status(&self) -> Option<u16> {
         match self {
-            JobError::Rejected(api)
+            JobError::Rejected { api, .. }
             | JobError::Unauthorized { api, .. }
             | JobError::Forbidden { api, .. } => Some(api.status),
             JobError::RateLimited { last, .. } => Some(last.status),
@@ -108,10 +127,36 @@ impl JobError {
         }
     }
 
+    /// Times the job's call was sent before this outcome (each attempt once), where the error
+    /// records it: `None` for [`Cancelled`](Self::Cancelled), [`ShutDown`](Self::ShutDown),
+    /// [`Store`](Self::Store) and [`Internal`](Self::Internal), which do not.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiError, JobError};
+    /// let e = JobError::Rejected { api: ApiError::from_body(422, b""), attempts: 3 };
+    /// assert_eq!(e.attempts(), Some(3));
+    /// assert_eq!(JobError::Cancelled.attempts(), None);
+    /// ```
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            JobError::Rejected { attempts, .. }
+            | JobError::Unauthorized { attempts, .. }
+            | JobError::Forbidden { attempts, .. }
+            | JobError::KeyRevoked { attempts, .. }
+            | JobError::RateLimited { attempts, .. }
+            | JobError::Transient { attempts, .. }
+            | JobError::InvalidRequest { attempts, .. } => Some(*attempts),
+            JobError::Cancelled
+            | JobError::ShutDown
+            | JobError::Store(_)
+            | JobError::Internal(_) => None,
+        }
+    }
+
     /// The server's error code, if any.
     pub fn code(&self) -> Option<&str> {
         match self {
-            JobError::Rejected(api)
+            JobError::Rejected { api, .. }
             | JobError::Unauthorized { api, .. }
             | JobError::Forbidden { api, .. } => api.code.as_deref(),
             JobError::RateLimited { last, .. } => last.code.as_deref(),

@@ -78,7 +78,7 @@ async fn a_run_its_events_and_a_check() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ClientError::Job(JobError::Rejected(api)) if api.status == 404 || api.status == 405)
+        matches!(err, ClientError::Job(JobError::Rejected { api, .. }) if api.status == 404 || api.status == 405)
     );
 }
 

@@ -36,14 +36,14 @@ async fn fatal_statuses_fail_once_with_the_servers_words() {
         errors.push(t.await.unwrap_err());
     }
     assert!(
-        matches!(&errors[0], JobError::Rejected(api) if api.code.as_deref() == Some("invalid_body") && api.message == "bad body")
+        matches!(&errors[0], JobError::Rejected { api, attempts: 1 } if api.code.as_deref() == Some("invalid_body") && api.message == "bad body")
     );
     assert_eq!(errors[0].status(), Some(400));
     assert!(
-        matches!(&errors[1], JobError::Rejected(api) if api.status == 404 && api.message == "Not Found")
+        matches!(&errors[1], JobError::Rejected { api, attempts: 1 } if api.status == 404 && api.message == "Not Found")
     );
     assert!(
-        matches!(&errors[2], JobError::Rejected(api) if api.message == "body.trace_id: field required")
+        matches!(&errors[2], JobError::Rejected { api, attempts: 1 } if api.message == "body.trace_id: field required")
     );
     assert_eq!(errors[2].kind(), "rejected");
     let stats = rig.scheduler.stats(&rig.key).unwrap();
@@ -114,6 +114,42 @@ async fn retries_run_out_with_a_clear_error() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_refusal_counts_every_attempt_before_it() {
+    // The first job is retried after a 502 and a 429, then rejected; the second is retried after
+    // a 503, then forbidden.
+    let builder = MockServer::builder().key(TEST_DEV_KEY, generous()).script(
+        "/event",
+        [
+            ScriptedResponse::new(502),
+            rate_limited(json!(1)),
+            ScriptedResponse::json(400, json!({"detail": "bad"})),
+            ScriptedResponse::new(503),
+            ScriptedResponse::json(403, json!({"detail": "no"})),
+        ],
+    );
+    let rig = rig(builder, TEST_DEV_KEY, generous()).await;
+    let mut errors = Vec::new();
+    for i in 0..2 {
+        let t = rig.scheduler.submit(&rig.key, event(i)).await.unwrap();
+        errors.push(t.await.unwrap_err());
+    }
+    assert!(
+        matches!(&errors[0], JobError::Rejected { api, attempts: 3 } if api.status == 400),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        matches!(&errors[1], JobError::Forbidden { api, attempts: 2, .. } if api.status == 403),
+        "{:?}",
+        errors[1]
+    );
+    assert_eq!(
+        (errors[0].attempts(), errors[1].attempts()),
+        (Some(3), Some(2))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,12 +361,16 @@ async fn unauthorized_fails_every_queued_job_at_once_until_rotation() {
     let mut failed_fast = 0;
     for t in tickets {
         match t.await {
-            Err(JobError::Unauthorized { key, api }) => {
+            Err(JobError::Unauthorized {
+                key,
+                api,
+                attempts: 1,
+            }) => {
                 unauthorized += 1;
                 assert_eq!(api.code.as_deref(), Some("invalid_api_key"));
                 assert!(key.starts_with("key#"));
             }
-            Err(JobError::KeyRevoked { .. }) => failed_fast += 1,
+            Err(JobError::KeyRevoked { attempts: 0, .. }) => failed_fast += 1,
             other => panic!("{other:?}"),
         }
     }

@@ -133,6 +133,8 @@ it is never printed: messages name its fingerprint (key#xxxxxxxx).
 Output lines:
   {\"id\":\"...\",\"status\":200,\"attempts\":1,\"body\":{...}}
   {\"id\":\"...\",\"error\":{\"kind\":\"rejected\",\"status\":422,\"code\":null,\"message\":\"...\"},\"attempts\":1}
+\"attempts\" counts every time the call was sent (retries included); it is null for an error that
+does not record it (a quota-store or internal error).
 
 Crash safety: each result line is written and flushed as its call completes. After a crash or
 `kill -9`, rerun the same command with --resume: ids already in the output are skipped, a cut-off

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use fabraix_scheduler::{JobError, Outcome};
+use fabraix_scheduler::Outcome;
 use serde_json::{json, Value};
 
 use crate::exit::CliError;
@@ -171,14 +171,14 @@ pub fn result_line(id: &str, outcome: &Outcome) -> Value {
             e.status(),
             e.code(),
             &e.to_string(),
-            attempts(e),
+            e.attempts(),
         ),
     }
 }
 
 /// The result line of a bad input line.
 pub fn invalid_input_line(id: &str, message: &str) -> Value {
-    error_line(id, INVALID_INPUT, None, None, message, 0)
+    error_line(id, INVALID_INPUT, None, None, message, Some(0))
 }
 
 fn error_line(
@@ -187,7 +187,7 @@ fn error_line(
     status: Option<u16>,
     code: Option<&str>,
     message: &str,
-    attempts: u32,
+    attempts: Option<u32>,
 ) -> Value {
     json!({
         "id": id,
@@ -196,24 +196,30 @@ fn error_line(
     })
 }
 
-/// Times a failed job was sent, as far as its error tells: the count where the error carries
-/// one, 1 for an error that came from a response, 0 for a job never sent.
-fn attempts(e: &JobError) -> u32 {
-    match e {
-        JobError::RateLimited { attempts, .. } | JobError::Transient { attempts, .. } => *attempts,
-        JobError::Rejected(_) | JobError::Unauthorized { .. } | JobError::Forbidden { .. } => 1,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fabraix_scheduler::JobError;
 
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("fbx-cli-out-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("out.jsonl")
+    }
+
+    #[test]
+    fn error_lines_count_every_attempt_or_say_they_do_not_know() {
+        let rejected: Outcome = Err(JobError::Rejected {
+            api: fabraix_scheduler::ApiError::from_body(422, b"{\"detail\": \"bad\"}"),
+            attempts: 3,
+        });
+        let line = result_line("a", &rejected);
+        assert_eq!(line["attempts"], 3);
+        assert_eq!(line["error"]["kind"], "rejected");
+        assert_eq!(line["error"]["status"], 422);
+        let internal: Outcome = Err(JobError::Internal("lost".into()));
+        assert_eq!(result_line("b", &internal)["attempts"], Value::Null);
+        assert_eq!(invalid_input_line("c", "line 3: not JSON")["attempts"], 0);
     }
 
     #[test]

@@ -284,12 +284,14 @@ async fn on_response<S: LedgerStore>(
             let api = ApiError::from_body(status.as_u16(), &body);
             let key = q.lock().api_key.fingerprint().to_string();
             tracing::warn!(key = %q.id, fingerprint = %key, status = 403, "call forbidden for this key");
-            finish(q, job, Err(JobError::Forbidden { key, api }));
+            let attempts = job.attempts;
+            finish(q, job, Err(JobError::Forbidden { key, api, attempts }));
             None
         }
         Class::Fatal => {
             let api = ApiError::from_body(status.as_u16(), &body);
-            finish(q, job, Err(JobError::Rejected(api)));
+            let attempts = job.attempts;
+            finish(q, job, Err(JobError::Rejected { api, attempts }));
             None
         }
     }
@@ -304,9 +306,14 @@ fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
     };
     tracing::error!(key = %q.id, fingerprint = %key, failed_fast = queued.len(), "401: key invalid or revoked");
     for other in queued {
-        finish_unsent(q, other, Err(JobError::KeyRevoked { key: key.clone() }));
+        let error = JobError::KeyRevoked {
+            key: key.clone(),
+            attempts: other.attempts,
+        };
+        finish_unsent(q, other, Err(error));
     }
-    finish(q, job, Err(JobError::Unauthorized { key, api }));
+    let attempts = job.attempts;
+    finish(q, job, Err(JobError::Unauthorized { key, api, attempts }));
 }
 
 async fn on_rate_limited<S: LedgerStore>(
@@ -390,7 +397,11 @@ fn on_transport_error<S: LedgerStore>(
 ) -> Option<Backoff> {
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
     if !error.kind.is_transient() {
-        finish(q, job, Err(JobError::InvalidRequest(error.to_string())));
+        let error = JobError::InvalidRequest {
+            reason: error.to_string(),
+            attempts: job.attempts,
+        };
+        finish(q, job, Err(error));
         return None;
     }
     let reached = error.kind.may_have_reached_server();

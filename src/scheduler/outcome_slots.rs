@@ -284,12 +284,15 @@ mod tests {
     }
 
     fn failed(n: u16) -> Outcome {
-        Err(JobError::Rejected(ApiError::from_body(n, b"")))
+        Err(JobError::Rejected {
+            api: ApiError::from_body(n, b""),
+            attempts: 1,
+        })
     }
 
     fn status_of(outcome: Outcome) -> Option<u16> {
         match outcome {
-            Err(JobError::Rejected(api)) => Some(api.status),
+            Err(JobError::Rejected { api, .. }) => Some(api.status),
             _ => None,
         }
     }

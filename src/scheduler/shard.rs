@@ -378,7 +378,8 @@ fn serve_now<S: LedgerStore>(
                 fill(inner, q, q.lock(), None, now, timers)
             }
             Step::Invalid(job, slot, reason) => {
-                finish_unsent(q, job, Err(JobError::InvalidRequest(reason)));
+                let attempts = job.attempts;
+                finish_unsent(q, job, Err(JobError::InvalidRequest { reason, attempts }));
                 Step::Refund(slot)
             }
             Step::Refund(slot) => {

@@ -196,7 +196,10 @@ impl<S: LedgerStore> Scheduler<S> {
             drop(st);
             q.counters.failed.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = q.shard.outcomes.pair();
-            tx.send(Err(JobError::KeyRevoked { key: fingerprint }));
+            tx.send(Err(JobError::KeyRevoked {
+                key: fingerprint,
+                attempts: 0,
+            }));
             return Enqueued::FailedFast(rx);
         }
         if st.len() >= q.capacity {

@@ -826,7 +826,7 @@ async fn feed<S: LedgerStore>(shared: Arc<Shared<S>>) -> FeederEnd {
                         shared.resolve(item.seq);
                         stall = Duration::from_secs(1);
                     }
-                    Err(e @ (JobError::Rejected(_) | JobError::Forbidden { .. } | JobError::InvalidRequest(_))) => {
+                    Err(e @ (JobError::Rejected { .. } | JobError::Forbidden { .. } | JobError::InvalidRequest { .. })) => {
                         fail(&shared, item, e.kind(), &e.to_string());
                     }
                     Err(JobError::Cancelled | JobError::ShutDown) => {
