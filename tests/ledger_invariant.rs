@@ -97,6 +97,54 @@ proptest! {
         }
     }
 
+    /// A run that stops (a crash, say) and a second run that starts with the first run's sent
+    /// calls as earlier calls: together they never put more than N calls in any window.
+    #[test]
+    fn a_restarted_ledger_keeps_the_windows_of_the_run_before(
+        q in quota(),
+        first in prop::collection::vec(0u64..400, 0..120),
+        restart_after in 0u64..12_000,
+        second in prop::collection::vec(0u64..400, 1..120),
+        guard in 0u64..20,
+        bucket in any::<bool>(),
+    ) {
+        let config = LedgerConfig {
+            guard: Some(Duration::from_millis(guard)),
+            semantics: if bucket { WindowSemantics::TokenBucket } else { WindowSemantics::Sliding },
+        };
+        let t0 = Instant::now();
+        let mut run = Ledger::new(&q, config, t0);
+        let mut now = t0;
+        let mut slots = Vec::new();
+        for ms in first {
+            now += Duration::from_millis(ms);
+            slots.push(run.reserve(now));
+        }
+        // The restart: calls whose slot had come were sent; the others never were.
+        let restart = now + Duration::from_millis(restart_after);
+        slots.retain(|&s| s <= restart);
+        let ages: Vec<Duration> = slots.iter().map(|&s| restart - s).collect();
+        let mut run = Ledger::with_earlier_calls(&q, config, restart, &ages);
+        let mut now = restart;
+        for ms in second {
+            now += Duration::from_millis(ms);
+            let slot = run.reserve(now);
+            prop_assert!(slot >= now, "slot before now");
+            slots.push(slot);
+        }
+        if !bucket {
+            for limit in q.limits() {
+                let worst = worst_window(&slots, limit.window());
+                prop_assert!(worst <= limit.count() as usize,
+                    "{} calls in one window of {:?} (limit {})", worst, limit.window(), limit);
+            }
+        } else {
+            for (i, &t) in slots.iter().enumerate() {
+                prop_assert!(bucket_accepts(&slots[..i], t, &q, t0), "bucket refuses call {} at {:?}", i, t - t0);
+            }
+        }
+    }
+
     #[test]
     fn slots_are_the_earliest_possible(q in quota(), gaps in prop::collection::vec(0u64..300, 1..250)) {
         let t0 = Instant::now();

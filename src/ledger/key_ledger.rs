@@ -62,6 +62,10 @@ struct ServerCap {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     origin: Instant,
+    /// What `origin` reads as, in ns: 0, or (for a ledger made with calls from before `origin`,
+    /// [`with_earlier_calls`](Self::with_earlier_calls)) how far back those calls may lie, so that
+    /// they have a place on the same scale.
+    offset_ns: u64,
     logs: Vec<LimitAccount>,
     last_slot_ns: Option<u64>,
     blocked_until_ns: u64,
@@ -101,6 +105,7 @@ impl Ledger {
             .collect();
         Self {
             origin,
+            offset_ns: 0,
             logs,
             last_slot_ns: None,
             blocked_until_ns: 0,
@@ -110,12 +115,71 @@ impl Ledger {
         }
     }
 
+    /// A ledger for `quota` at `now` that already counts calls made before `now` (by an earlier
+    /// run of the program, say), each given by its age: how long before `now` it was sent. Each
+    /// holds every window until its age reaches the window, as the server still counts it; calls
+    /// older than the longest window (plus the guard) no longer count and are left out. Ages may
+    /// come in any order; a call of age zero was sent at `now`. Under
+    /// [`WindowSemantics::TokenBucket`](super::WindowSemantics::TokenBucket) the buckets are also
+    /// taken as empty just after the newest call (their state depends on calls older than any
+    /// window, which are not given).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{Ledger, LedgerConfig, Quota};
+    /// use std::time::Duration;
+    /// let now = tokio::time::Instant::now();
+    /// let quota: Quota = "2/1s".parse().unwrap();
+    /// let ages = [Duration::from_millis(300), Duration::from_millis(800), Duration::from_secs(5)];
+    /// let mut ledger = Ledger::with_earlier_calls(&quota, LedgerConfig::default(), now, &ages);
+    /// // The calls of 0.8 s and 0.3 s ago fill the window: the next goes when the older one
+    /// // leaves it (0.2 s from now), plus the 100 ms guard. The call of 5 s ago counts no more.
+    /// let slot = ledger.reserve(now);
+    /// // (Exact up to the windows' tick: a call is recorded at most a tick late.)
+    /// assert!(slot >= now + Duration::from_millis(300) && slot < now + Duration::from_millis(301));
+    /// ```
+    pub fn with_earlier_calls(
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+        ages: &[Duration],
+    ) -> Self {
+        let mut ledger = Self::new(quota, config, now);
+        let guard = duration_ns(config.guard_for(quota));
+        let longest = quota
+            .limits()
+            .iter()
+            .map(|l| duration_ns(l.window()))
+            .max()
+            .unwrap_or(0);
+        let horizon = longest.saturating_add(guard);
+        let mut ages: Vec<u64> = ages
+            .iter()
+            .map(|&age| duration_ns(age))
+            .filter(|&age| age < horizon)
+            .collect();
+        if ages.is_empty() {
+            return ledger;
+        }
+        // Oldest first: the windows record calls in time order.
+        ages.sort_unstable_by(|a, b| b.cmp(a));
+        ledger.offset_ns = horizon;
+        let mut newest = 0;
+        for age in ages {
+            newest = horizon - age;
+            ledger.commit(newest, horizon);
+        }
+        for log in &mut ledger.logs {
+            log.after_earlier_calls(newest);
+        }
+        ledger
+    }
+
     fn ns(&self, t: Instant) -> u64 {
-        nanos_since(self.origin, t)
+        self.offset_ns.saturating_add(nanos_since(self.origin, t))
     }
 
     fn instant(&self, ns: u64) -> Instant {
-        at_nanos(self.origin, ns)
+        at_nanos(self.origin, ns.saturating_sub(self.offset_ns))
     }
 
     fn earliest_ns(&self, now_ns: u64) -> u64 {
@@ -406,6 +470,57 @@ mod tests {
             ..LedgerConfig::default()
         };
         (Ledger::new(&spec.parse().unwrap(), config, now), now)
+    }
+
+    #[test]
+    fn earlier_calls_hold_each_window_until_they_age_out_of_it() {
+        let now = tokio::time::Instant::now();
+        let quota: Quota = "2/1s,3/10s".parse().unwrap();
+        let config = LedgerConfig {
+            guard: Some(Duration::ZERO),
+            ..LedgerConfig::default()
+        };
+        let ms = Duration::from_millis;
+        // Two calls 9.5 s and 0.4 s ago; one 11 s ago is past every window.
+        let mut l =
+            Ledger::with_earlier_calls(&quota, config, now, &[ms(400), ms(11_000), ms(9_500)]);
+        // Slots are exact up to the windows' tick (a call is recorded at most a tick late).
+        let at = |slot: Instant, expected: Instant| {
+            assert!(
+                slot >= expected && slot < expected + Duration::from_micros(10),
+                "{:?} after now, expected {:?}",
+                slot - now,
+                expected - now
+            );
+        };
+        // One more fits the 10 s window now (2 of 3 used) and the 1 s window (1 of 2).
+        assert_eq!(l.reserve(now), now);
+        // The 1 s window is full until the call of 0.4 s ago leaves it (0.6 s from now); the
+        // 10 s window until the call of 9.5 s ago does (0.5 s from now).
+        at(l.reserve(now), now + ms(600));
+        // Then the 10 s window holds the calls of -0.4 s, 0 and 0.6 s: the next waits for the
+        // first of them to leave it.
+        at(l.reserve(now), now + ms(9_600));
+        // Without the earlier calls, the same ledger would have sent the first two at once.
+        let mut fresh = Ledger::with_earlier_calls(&quota, config, now, &[ms(11_000)]);
+        assert_eq!((fresh.reserve(now), fresh.reserve(now)), (now, now));
+    }
+
+    #[test]
+    fn earlier_calls_keep_the_token_bucket_reading_too() {
+        let now = tokio::time::Instant::now();
+        let quota: Quota = "2/1s".parse().unwrap();
+        let config = LedgerConfig {
+            guard: Some(Duration::ZERO),
+            semantics: crate::ledger::WindowSemantics::TokenBucket,
+        };
+        let ms = Duration::from_millis;
+        let mut l = Ledger::with_earlier_calls(&quota, config, now, &[ms(0), ms(0)]);
+        let first = l.reserve(now);
+        assert!(
+            first > now,
+            "a bucket emptied just now has no token at once: {first:?}"
+        );
     }
 
     #[test]

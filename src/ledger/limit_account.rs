@@ -59,6 +59,15 @@ impl LimitAccount {
         }
     }
 
+    /// Calls from an earlier run were recorded, the newest at `newest_ns`. A window log holds
+    /// every call that still counts; a bucket is taken as empty after the newest
+    /// ([`TokenBucket::drained_after`]).
+    pub(crate) fn after_earlier_calls(&mut self, newest_ns: u64) {
+        if let LimitAccount::Bucket(bucket) = self {
+            bucket.drained_after(newest_ns);
+        }
+    }
+
     pub(crate) fn forget(&mut self, t_ns: u64) -> bool {
         match self {
             LimitAccount::Sliding { log, .. } => log.forget(t_ns),

@@ -53,7 +53,19 @@ impl LedgerStore for MemoryLedgerStore {
         config: LedgerConfig,
         now: Instant,
     ) -> Result<(), StoreError> {
-        let ledger = Ledger::new(quota, config, now);
+        self.register_with_earlier_calls(key, quota, config, now, &[])
+            .await
+    }
+
+    async fn register_with_earlier_calls(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+        ages: &[Duration],
+    ) -> Result<(), StoreError> {
+        let ledger = Ledger::with_earlier_calls(quota, config, now, ages);
         match self.ledgers.entry(key.clone()) {
             // Replaced in place: a scheduler holding this key's ledger keeps seeing it.
             dashmap::Entry::Occupied(entry) => {

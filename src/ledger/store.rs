@@ -37,6 +37,23 @@ pub trait LedgerStore: Send + Sync + 'static {
         now: Instant,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// [`register`](Self::register), with calls the key made before `now` (by an earlier run of
+    /// the program), each given by its age: see [`Ledger::with_earlier_calls`](super::Ledger::with_earlier_calls).
+    /// The default ignores them and registers: right for a store shared between processes, which
+    /// recorded those calls when they were made. A store that lives in one process must count
+    /// them, as [`MemoryLedgerStore`](super::MemoryLedgerStore) does.
+    fn register_with_earlier_calls(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+        ages: &[Duration],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = ages;
+        self.register(key, quota, config, now)
+    }
+
     /// Commits the earliest slot not before `now`.
     fn reserve(
         &self,

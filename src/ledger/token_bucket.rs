@@ -45,6 +45,16 @@ impl TokenBucket {
         self.recent.add(t_ns);
     }
 
+    /// After calls replayed from an earlier run (only the recent ones: the bucket's state also
+    /// depends on older calls, and the replay can read it fuller than the server does): takes the
+    /// bucket as empty just after the newest of them, at `newest_ns`. A server's bucket holds its
+    /// theoretical arrival time at most N × T past a call it accepted, so this is never less
+    /// cautious than the server.
+    pub(crate) fn drained_after(&mut self, newest_ns: u64) {
+        let full = self.interval_ns.saturating_mul(u64::from(self.count));
+        self.tat_ns = self.tat_ns.max(newest_ns.saturating_add(full));
+    }
+
     /// Takes back the latest call; an older one is left counted (the safe side: removing it
     /// exactly would need the whole history).
     pub(crate) fn forget(&mut self, t_ns: u64) -> bool {

@@ -1,6 +1,6 @@
 //! How a key is added, and what the scheduler does when a queue is full or shutting down.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::api_key::ApiKey;
 use crate::endpoint::{Endpoint, EndpointError};
@@ -32,6 +32,7 @@ pub struct KeyConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) overflow: Overflow,
     pub(crate) refused_calls: RefusedCalls,
+    pub(crate) sent_earlier: Vec<SystemTime>,
 }
 
 impl KeyConfig {
@@ -71,6 +72,7 @@ impl KeyConfig {
             queue_capacity: 10_000,
             overflow: Overflow::Wait,
             refused_calls: RefusedCalls::Learn,
+            sent_earlier: Vec::new(),
         })
     }
 
@@ -142,6 +144,35 @@ impl KeyConfig {
     pub fn semantics(mut self, semantics: crate::ledger::WindowSemantics) -> Self {
         self.ledger.semantics = semantics;
         self
+    }
+
+    /// Calls this key made before the scheduler took it (by an earlier run of the program that
+    /// stopped or crashed), at these wall-clock times. The server still counts them, so the key's
+    /// windows start with them: each holds every window until it has aged out of it (see
+    /// [`Ledger::with_earlier_calls`](crate::Ledger::with_earlier_calls)). Without them a restarted
+    /// program would send a full window's worth at once into windows the server still holds
+    /// part-used, and be refused. Times later than the scheduler's wall clock count as sent at
+    /// once; times older than the longest window change nothing. Only the in-process ledger store
+    /// needs them (a store shared between processes recorded the calls when they were made).
+    /// Ignored when the key is already in the scheduler (its ledger keeps its own record).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
+    /// use std::time::{Duration, SystemTime};
+    /// let a_minute_ago = SystemTime::now() - Duration::from_secs(60);
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .sent_earlier([a_minute_ago; 3]);
+    /// assert_eq!(config.earlier_calls().len(), 3);
+    /// ```
+    pub fn sent_earlier(mut self, times: impl IntoIterator<Item = SystemTime>) -> Self {
+        self.sent_earlier.extend(times);
+        self
+    }
+
+    /// The calls given to [`sent_earlier`](Self::sent_earlier).
+    pub fn earlier_calls(&self) -> &[SystemTime] {
+        &self.sent_earlier
     }
 
     /// The key id.

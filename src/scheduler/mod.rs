@@ -36,6 +36,7 @@ mod wire;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -284,9 +285,15 @@ impl<S: LedgerStore> Scheduler<S> {
             return Ok(());
         }
         let now = self.inner.clock.now();
+        let wall = self.inner.clock.wall_now();
+        let ages: Vec<Duration> = config
+            .sent_earlier
+            .iter()
+            .map(|&t| wall.duration_since(t).unwrap_or(Duration::ZERO))
+            .collect();
         self.inner
             .store
-            .register(&config.id, &config.quota, config.ledger, now)
+            .register_with_earlier_calls(&config.id, &config.quota, config.ledger, now, &ages)
             .await?;
         let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
         let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);

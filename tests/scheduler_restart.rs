@@ -1,0 +1,132 @@
+//! A program that stops and starts again: the second run is told of the first run's calls
+//! (`KeyConfig::sent_earlier`) and keeps the windows the server still holds — over real HTTP to
+//! the mock server (a sliding log), on tokio's paused clock.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{event, patient_transport};
+use fabraix_scheduler::mock::{KeyProfile, MockServer, TEST_DEV_KEY};
+use fabraix_scheduler::{
+    ApiKey, Clock, Instant, KeyConfig, KeyId, Quota, Scheduler, ShutdownMode, TokioClock,
+};
+
+const LABEL: &str = "restart";
+
+/// One run of the program: a scheduler on the shared clock with the key, told of `earlier`.
+async fn run(clock: &Arc<dyn Clock>, base: &str, earlier: &[SystemTime]) -> (Scheduler, KeyId) {
+    let scheduler = Scheduler::builder()
+        .transport_config(patient_transport())
+        .clock(Arc::clone(clock))
+        .seed(7)
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    let config = KeyConfig::new(
+        key.clone(),
+        ApiKey::new(TEST_DEV_KEY).unwrap(),
+        base,
+        "5/10s".parse::<Quota>().unwrap(),
+    )
+    .unwrap()
+    .sent_earlier(earlier.iter().copied());
+    scheduler.add_key(config).await.unwrap();
+    (scheduler, key)
+}
+
+/// Sends `n` events and returns when each went (the scheduler's clock).
+async fn send(scheduler: &Scheduler, key: &KeyId, n: usize) -> Vec<Instant> {
+    let mut tickets = Vec::new();
+    for i in 0..n {
+        tickets.push(scheduler.submit(key, event(i)).await.unwrap());
+    }
+    let mut sent = Vec::new();
+    for t in tickets {
+        sent.push(t.await.unwrap().sent_at);
+    }
+    sent
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_run_keeps_the_windows_of_the_run_before_and_is_never_refused() {
+    let server = MockServer::builder()
+        .key(
+            TEST_DEV_KEY,
+            KeyProfile::new("5/10s".parse::<Quota>().unwrap()).label(LABEL),
+        )
+        .start()
+        .await
+        .unwrap();
+    let base = server.base_url();
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+
+    // Run 1 fills the 10 s window, then stops.
+    let (first, key) = run(&clock, &base, &[]).await;
+    let t0 = clock.now();
+    let sent = send(&first, &key, 5).await;
+    assert!(sent.iter().all(|&s| s == t0), "an idle key sends at once");
+    first.shutdown(ShutdownMode::Drain).await;
+    let wall_of = |at: Instant| clock.wall_now() - clock.now().saturating_duration_since(at);
+    let earlier: Vec<SystemTime> = sent.iter().map(|&s| wall_of(s)).collect();
+
+    // Run 2 starts 3 s later, told of run 1's calls: it waits for them to leave the window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (second, key) = run(&clock, &base, &earlier).await;
+    let resent = send(&second, &key, 5).await;
+    let guard = Duration::from_millis(100);
+    for &s in &resent {
+        assert!(s >= t0 + Duration::from_secs(10) + guard, "{:?}", s - t0);
+        // As early as the windows allow: the ages are read from wall-clock times (µs apart).
+        assert!(
+            s < t0 + Duration::from_secs(10) + guard + Duration::from_millis(5),
+            "{:?}",
+            s - t0
+        );
+    }
+    second.shutdown(ShutdownMode::Drain).await;
+    let stats = server.key_stats(LABEL).unwrap();
+    assert_eq!((stats.accepted, stats.refused), (10, 0));
+    assert!(server.verify().is_ok());
+
+    // The same restart without the earlier calls is refused: run 3 starts at once after run 2.
+    let (third, key) = run(&clock, &base, &[]).await;
+    send(&third, &key, 5).await;
+    third.shutdown(ShutdownMode::Drain).await;
+    assert!(server.key_stats(LABEL).unwrap().refused > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn earlier_calls_older_than_the_window_or_from_the_future_are_read_safely() {
+    let server = MockServer::builder()
+        .key(
+            TEST_DEV_KEY,
+            KeyProfile::new("5/10s".parse::<Quota>().unwrap()).label(LABEL),
+        )
+        .start()
+        .await
+        .unwrap();
+    let base = server.base_url();
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let now = clock.wall_now();
+    // Four calls an hour ago count no more; one "in a minute" (a clock set differently) counts as
+    // sent now.
+    let mut earlier = vec![now - Duration::from_secs(3600); 4];
+    earlier.push(now + Duration::from_secs(60));
+    let (scheduler, key) = run(&clock, &base, &earlier).await;
+    let t0 = clock.now();
+    let sent = send(&scheduler, &key, 5).await;
+    // Four go at once (the window has room for 4 beside the call counted as now); the fifth
+    // waits for that call to leave the window.
+    assert_eq!(sent.iter().filter(|&&s| s == t0).count(), 4);
+    assert!(
+        sent[4] >= t0 + Duration::from_secs(10),
+        "{:?}",
+        sent[4] - t0
+    );
+    scheduler.shutdown(ShutdownMode::Drain).await;
+    assert_eq!(server.key_stats(LABEL).unwrap().refused, 0);
+    server.shutdown().await;
+}
