@@ -13,8 +13,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use fabraix_scheduler::{
-    JobError, KeyId, MemoryLedgerStore, Outcome, Quota, Scheduler, ShutdownMode, SubmitError,
-    Ticket,
+    Clock, JobError, KeyId, MemoryLedgerStore, Outcome, Quota, Scheduler, ShutdownMode,
+    SubmitError, Ticket,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -128,7 +128,13 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         tx,
         counters: Arc::clone(&counters),
     }));
-    let collect_task = tokio::spawn(collect(rx, writer, Arc::clone(&counters), stop.clone()));
+    let collect_task = tokio::spawn(collect(
+        rx,
+        writer,
+        Arc::clone(&counters),
+        stop.clone(),
+        Arc::clone(&clock),
+    ));
     let work = async { (intake_task.await, collect_task.await) };
     tokio::pin!(work);
     let (intake_result, collect_result) = tokio::select! {
@@ -266,6 +272,7 @@ async fn collect(
     mut writer: Option<ResultWriter>,
     counters: Arc<RunCounters>,
     stop: Stop,
+    clock: Arc<dyn Clock>,
 ) -> Result<(), CliError> {
     let mut pending: JoinSet<(String, Outcome, OwnedSemaphorePermit)> = JoinSet::new();
     let mut open = true;
@@ -300,11 +307,11 @@ async fn collect(
                     // Handed back unsent by a stop: not written, so --resume sends it.
                     Err(JobError::ShutDown) => RunCounters::bump(&counters.unsent),
                     Ok(_) => {
-                        write(&result_line(&id, &outcome))?;
+                        write(&result_line(&id, &outcome, clock.wall_now()))?;
                         RunCounters::bump(&counters.succeeded);
                     }
                     Err(e) => {
-                        write(&result_line(&id, &outcome))?;
+                        write(&result_line(&id, &outcome, clock.wall_now()))?;
                         counters.fail(e.kind());
                     }
                 }

@@ -131,16 +131,20 @@ The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), nev
 it is never printed: messages name its fingerprint (key#xxxxxxxx).
 
 Output lines:
-  {\"id\":\"...\",\"status\":200,\"attempts\":1,\"body\":{...}}
-  {\"id\":\"...\",\"error\":{\"kind\":\"rejected\",\"status\":422,\"code\":null,\"message\":\"...\"},\"attempts\":1}
+  {\"id\":\"...\",\"status\":200,\"attempts\":1,\"body\":{...},\"finished_at_ms\":1764115200000}
+  {\"id\":\"...\",\"error\":{\"kind\":\"rejected\",\"status\":422,\"code\":null,\"message\":\"...\"},\"attempts\":1,\"finished_at_ms\":...}
 \"attempts\" counts every time the call was sent (retries included); it is null for an error that
-does not record it (a quota-store or internal error).
+does not record it (a quota-store or internal error). \"finished_at_ms\": when the result came
+(Unix time, milliseconds).
 
 Crash safety: each result line is written and flushed as its call completes. After a crash or
 `kill -9`, rerun the same command with --resume: ids already in the output are skipped, a cut-off
 last line is removed, and the output ends with exactly one line per input id. Calls sent twice are
 at most those in flight at the kill (--concurrency, default 16): they were on the wire (or their
-result line not yet written) when the process died.
+result line not yet written) when the process died. The resumed run starts with the earlier run's
+calls still in the quota's windows (each result line's attempts at its finished_at_ms, and
+--concurrency calls that may have been on the wire, as sent at the restart), so it does not send
+into windows the server still holds part-used and get refused.
 
 Ctrl-C stops gracefully: no new call starts, calls on the wire finish and their results are
 written, unsent jobs are not written (so --resume sends them), exit code 130. A second Ctrl-C

@@ -1,10 +1,11 @@
 //! The output: one JSON line per input id, appended and flushed as each call completes; and, for
 //! `--resume`, the ids an earlier run already wrote (a truncated last line is cut off first).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fabraix_scheduler::Outcome;
 use serde_json::{json, Value};
@@ -30,12 +31,40 @@ pub struct Resumed {
     pub done: HashSet<String>,
     /// Bytes cut off the end: a last line the crash left without its newline.
     pub truncated_bytes: u64,
+    /// The earlier run's calls that may still count in the quota's windows: for each result line
+    /// finished within the horizon given to [`ResultWriter::open`] of the newest one, its time
+    /// (`finished_at_ms`, no earlier than any of its attempts; the file's modification time for a
+    /// line written without it) and its attempts (1 where the line does not say).
+    pub calls: Vec<(SystemTime, u32)>,
+}
+
+impl Resumed {
+    /// The calls to count as sent before this run (for
+    /// [`KeyConfig::sent_earlier`](fabraix_scheduler::KeyConfig::sent_earlier)): each attempt of
+    /// [`calls`](Self::calls) at its line's time, and `in_flight` calls at `now` — the earlier run
+    /// may have been killed with that many on the wire, and their results were never written.
+    pub fn earlier_calls(&self, now: SystemTime, in_flight: u32) -> Vec<SystemTime> {
+        let mut times: Vec<SystemTime> = self
+            .calls
+            .iter()
+            .flat_map(|&(at, attempts)| std::iter::repeat_n(at, attempts as usize))
+            .collect();
+        times.extend(std::iter::repeat_n(now, in_flight as usize));
+        times
+    }
+}
+
+/// Milliseconds since the Unix epoch of `t` (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl ResultWriter {
     /// Opens `path` for appending. Without `resume` the file must not exist or be empty (so that no
-    /// earlier results are mixed in by mistake); with it, the ids already written are returned.
-    pub fn open(path: &Path, resume: bool) -> Result<(Self, Resumed), CliError> {
+    /// earlier results are mixed in by mistake); with it, the ids already written are returned, and
+    /// the calls finished within `horizon` (the quota's longest window) of the last one.
+    pub fn open(path: &Path, resume: bool, horizon: Duration) -> Result<(Self, Resumed), CliError> {
         let shown = path.display();
         let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let resumed = if existing > 0 {
@@ -44,7 +73,7 @@ impl ResultWriter {
                     "--output {shown} already holds results: pass --resume to continue it, or choose another file"
                 )));
             }
-            scan(path)?
+            scan(path, horizon)?
         } else {
             Resumed::default()
         };
@@ -99,8 +128,9 @@ pub fn scan_ids(path: &Path) -> Result<HashSet<String>, CliError> {
     Ok(done)
 }
 
-/// Reads the ids of an existing output; cuts off a last line that has no newline.
-fn scan(path: &Path) -> Result<Resumed, CliError> {
+/// Reads the ids and the recent calls of an existing output; cuts off a last line that has no
+/// newline.
+fn scan(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
     let shown = path.display();
     let mut file = OpenOptions::new()
         .read(true)
@@ -112,6 +142,11 @@ fn scan(path: &Path) -> Result<Resumed, CliError> {
     let mut complete_end = 0u64;
     let mut line = Vec::new();
     let mut number = 0u64;
+    // (finished_at_ms if the line has it, attempts); written in time order, so the old ones
+    // leave from the front.
+    let mut calls: VecDeque<(Option<u64>, u32)> = VecDeque::new();
+    let horizon_ms = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX);
+    let mut newest_ms = 0u64;
     loop {
         line.clear();
         let n = reader
@@ -129,12 +164,32 @@ fn scan(path: &Path) -> Result<Resumed, CliError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let id = serde_json::from_slice::<Value>(&line)
-            .ok()
+        let value = serde_json::from_slice::<Value>(&line).ok();
+        let id = value
+            .as_ref()
             .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string));
         match id {
             Some(id) => {
                 resumed.done.insert(id);
+                let v = value.as_ref().unwrap_or(&Value::Null);
+                // A line without the count (an error that does not record it) sent at least once;
+                // a bad input line (0) sent nothing.
+                let attempts = v
+                    .get("attempts")
+                    .and_then(Value::as_u64)
+                    .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX));
+                if attempts > 0 {
+                    let finished = v.get("finished_at_ms").and_then(Value::as_u64);
+                    if let Some(ms) = finished {
+                        newest_ms = newest_ms.max(ms);
+                        while calls.front().is_some_and(|&(at, _)| {
+                            at.is_some_and(|at| at.saturating_add(horizon_ms) < newest_ms)
+                        }) {
+                            calls.pop_front();
+                        }
+                    }
+                    calls.push_back((finished, attempts));
+                }
             }
             None => {
                 return Err(CliError::new(format!(
@@ -144,6 +199,18 @@ fn scan(path: &Path) -> Result<Resumed, CliError> {
         }
     }
     drop(reader);
+    // Lines written before `finished_at_ms` existed: no later than the file's last change.
+    let modified = file.metadata().and_then(|m| m.modified()).ok();
+    resumed.calls = calls
+        .into_iter()
+        .filter_map(|(at, attempts)| {
+            let at = match at {
+                Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+                None => modified?,
+            };
+            Some((at, attempts))
+        })
+        .collect();
     if resumed.truncated_bytes > 0 {
         file.set_len(complete_end)
             .and_then(|()| file.seek(SeekFrom::End(0)).map(|_| ()))
@@ -152,8 +219,16 @@ fn scan(path: &Path) -> Result<Resumed, CliError> {
     Ok(resumed)
 }
 
-/// The result line of a finished job.
-pub fn result_line(id: &str, outcome: &Outcome) -> Value {
+/// The result line of a job finished at `finished` (wall clock): its outcome, and when it finished
+/// as `finished_at_ms` (Unix milliseconds), which `--resume` reads to count the calls that still
+/// hold the quota's windows.
+pub fn result_line(id: &str, outcome: &Outcome, finished: SystemTime) -> Value {
+    let mut line = outcome_line(id, outcome);
+    line["finished_at_ms"] = Value::from(unix_ms(finished));
+    line
+}
+
+fn outcome_line(id: &str, outcome: &Outcome) -> Value {
     match outcome {
         Ok(r) => {
             let body = if r.body.is_empty() {
@@ -213,13 +288,44 @@ mod tests {
             api: fabraix_scheduler::ApiError::from_body(422, b"{\"detail\": \"bad\"}"),
             attempts: 3,
         });
-        let line = result_line("a", &rejected);
+        let line = result_line("a", &rejected, UNIX_EPOCH + Duration::from_millis(1_234));
         assert_eq!(line["attempts"], 3);
         assert_eq!(line["error"]["kind"], "rejected");
         assert_eq!(line["error"]["status"], 422);
         let internal: Outcome = Err(JobError::Internal("lost".into()));
-        assert_eq!(result_line("b", &internal)["attempts"], Value::Null);
+        assert_eq!(line["finished_at_ms"], 1_234);
+        assert_eq!(
+            result_line("b", &internal, UNIX_EPOCH)["attempts"],
+            Value::Null
+        );
         assert_eq!(invalid_input_line("c", "line 3: not JSON")["attempts"], 0);
+    }
+
+    #[test]
+    fn resume_reads_the_calls_still_in_the_window_with_their_attempts() {
+        let path = temp("calls");
+        let lines = [
+            // Older than the horizon (60 s) before the newest line: no longer counts.
+            r#"{"id":"a","status":200,"attempts":1,"finished_at_ms":1000000}"#,
+            r#"{"id":"b","error":{"kind":"rejected"},"attempts":3,"finished_at_ms":1050000}"#,
+            r#"{"id":"c","error":{"kind":"invalid_input"},"attempts":0}"#,
+            r#"{"id":"d","error":{"kind":"internal"},"attempts":null,"finished_at_ms":1070000}"#,
+            // Written before lines had a time: counted at the file's last change.
+            r#"{"id":"e","status":200,"attempts":2}"#,
+        ];
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let (_, resumed) = ResultWriter::open(&path, true, Duration::from_secs(60)).unwrap();
+        assert_eq!(resumed.done.len(), 5);
+        let ms = |n: u64| UNIX_EPOCH + Duration::from_millis(n);
+        assert_eq!(
+            resumed.calls,
+            [(ms(1_050_000), 3), (ms(1_070_000), 1), (modified, 2)]
+        );
+        let now = ms(1_080_000);
+        let earlier = resumed.earlier_calls(now, 2);
+        assert_eq!(earlier.len(), 3 + 1 + 2 + 2);
+        assert_eq!(earlier.iter().filter(|&&t| t == now).count(), 2);
     }
 
     #[test]
@@ -230,8 +336,9 @@ mod tests {
             "{\"id\":\"a\",\"status\":200}\n{\"id\":\"b\",\"status\":200}\n{\"id\":\"c\",\"sta",
         )
         .unwrap();
-        assert!(ResultWriter::open(&path, false).is_err());
-        let (mut w, resumed) = ResultWriter::open(&path, true).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(ResultWriter::open(&path, false, hour).is_err());
+        let (mut w, resumed) = ResultWriter::open(&path, true, hour).unwrap();
         assert_eq!(resumed.truncated_bytes, 14);
         assert_eq!(resumed.done.len(), 2);
         assert!(resumed.done.contains("a") && resumed.done.contains("b"));
@@ -251,7 +358,7 @@ mod tests {
     fn a_corrupt_complete_line_stops_the_resume() {
         let path = temp("corrupt");
         std::fs::write(&path, "{\"id\":\"a\"}\ngarbage\n").unwrap();
-        let e = ResultWriter::open(&path, true).unwrap_err();
+        let e = ResultWriter::open(&path, true, Duration::from_secs(3600)).unwrap_err();
         assert!(e.0.contains("line 2"), "{e}");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

@@ -61,7 +61,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         .output
         .as_deref()
         .ok_or_else(|| CliError::new("--output FILE is required (or use --dry-run)"))?;
-    let (writer, resumed) = ResultWriter::open(output, opts.resume)?;
+    let (writer, resumed) = ResultWriter::open(output, opts.resume, quota.longest_window())?;
     if resumed.truncated_bytes > 0 {
         eprintln!(
             "resume: cut off a truncated last line ({} bytes) of {}",
@@ -69,12 +69,23 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             output.display()
         );
     }
+    let mut config = config;
     if opts.resume {
         eprintln!(
             "resume: {} ids already in {} are skipped",
             human::count(resumed.done.len() as u64),
             output.display()
         );
+        // The earlier run's calls still hold the server's windows: counted, so that this run
+        // does not send into windows the server holds part-used (and get refused).
+        let earlier = resumed.earlier_calls(TokioClock::new().wall_now(), opts.concurrency);
+        let recent: u64 = resumed.calls.iter().map(|&(_, n)| u64::from(n)).sum();
+        eprintln!(
+            "resume: counting {} calls of the earlier run within the quota's longest window, and {} that may have been on the wire when it stopped",
+            human::count(recent),
+            opts.concurrency
+        );
+        config = config.sent_earlier(earlier);
     }
     let progress = ProgressMode::detect(!opts.no_progress);
     let total = match progress {

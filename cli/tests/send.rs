@@ -251,8 +251,16 @@ async fn ctrl_c_exits_130_after_writing_in_flight_results_and_resume_finishes_ex
     let all = lines(&output);
     assert_eq!(all.len(), 20);
     assert_eq!(ids(&all).into_iter().collect::<HashSet<_>>().len(), 20);
-    // Nothing was sent twice.
-    assert_eq!(server.key_stats(LABEL).unwrap().accepted, 20);
+    // Nothing was sent twice, and the resumed run was never refused: it counted the calls of
+    // the run before, which the server's window still held.
+    let stats = server.key_stats(LABEL).unwrap();
+    assert_eq!((stats.accepted, stats.refused), (20, 0));
+    assert!(server.verify().is_ok());
+    assert!(
+        all.iter().all(|l| l["finished_at_ms"].as_u64().is_some()),
+        "{}",
+        all[0]
+    );
     server.shutdown().await;
 }
 
