@@ -3,8 +3,8 @@
 //! milliseconds on tokio's paused clock (`#[tokio::test(start_paused = true)]`).
 //!
 //! Instants are [`tokio::time::Instant`]: they follow tokio's clock, which a test can pause and
-//! advance. Wall-clock time ([`Clock::wall_now`]) is needed only at the edge, to turn an HTTP-date
-//! `Retry-After` into a duration.
+//! advance. Wall-clock time ([`Clock::wall_now`]) is needed only at the edge: to turn an HTTP-date
+//! `Retry-After` into a duration, and the times of an earlier run's calls into ages.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +20,8 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// The current instant (monotonic).
     fn now(&self) -> Instant;
 
-    /// The current wall-clock time, for HTTP dates only.
+    /// The current wall-clock time: to read HTTP dates, and the wall-clock times of calls made
+    /// before a key was added ([`KeyConfig::sent_earlier`](crate::KeyConfig::sent_earlier)).
     fn wall_now(&self) -> SystemTime;
 
     /// A future that completes at `deadline` (at once if it has passed).

@@ -78,8 +78,8 @@ pub enum JobError {
     InvalidRequest {
         /// What is wrong.
         reason: String,
-        /// Times the call was sent (0 for a path refused before sending; at least 1 for a
-        /// refused redirect).
+        /// Times the call was sent: 0 for a path refused before sending; with a transport
+        /// failure that no retry can help (a redirect to another origin), the sends so far.
         attempts: u32,
     },
     /// Cancelled through its ticket before it was sent.

@@ -144,7 +144,8 @@ at most those in flight at the kill (--concurrency, default 16): they were on th
 result line not yet written) when the process died. The resumed run starts with the earlier run's
 calls still in the quota's windows (each result line's attempts at its finished_at_ms, and
 --concurrency calls that may have been on the wire, as sent at the restart), so it does not send
-into windows the server still holds part-used and get refused.
+into windows the server still holds part-used and get refused. The sends of a job retried and
+never finished are not in the output: only the --concurrency allowance covers them.
 
 Ctrl-C stops gracefully: no new call starts, calls on the wire finish and their results are
 written, unsent jobs are not written (so --resume sends them), exit code 130. A second Ctrl-C

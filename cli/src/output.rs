@@ -31,26 +31,31 @@ pub struct Resumed {
     pub done: HashSet<String>,
     /// Bytes cut off the end: a last line the crash left without its newline.
     pub truncated_bytes: u64,
+    /// Whether the output existed (an earlier run opened it, even if it wrote nothing).
+    pub existed: bool,
     /// The earlier run's calls that may still count in the quota's windows: for each result line
     /// finished within the horizon given to [`ResultWriter::open`] of the newest one, its time
-    /// (`finished_at_ms`, no earlier than any of its attempts; the file's modification time for a
-    /// line written without it) and its attempts (1 where the line does not say).
+    /// (`finished_at_ms`, no earlier than any of its attempts) and its attempts (1 where the line
+    /// does not say); lines written without a time count together at the file's modification time.
     pub calls: Vec<(SystemTime, u32)>,
 }
 
 impl Resumed {
     /// The calls to count as sent before this run (for
-    /// [`KeyConfig::sent_earlier`](fabraix_scheduler::KeyConfig::sent_earlier)): each attempt of
-    /// [`calls`](Self::calls) at its line's time, and `in_flight` calls at `now` — the earlier run
-    /// may have been killed with that many on the wire, and their results were never written.
-    pub fn earlier_calls(&self, now: SystemTime, in_flight: u32) -> Vec<SystemTime> {
-        let mut times: Vec<SystemTime> = self
-            .calls
-            .iter()
-            .flat_map(|&(at, attempts)| std::iter::repeat_n(at, attempts as usize))
-            .collect();
-        times.extend(std::iter::repeat_n(now, in_flight as usize));
-        times
+    /// [`KeyConfig::sent_earlier`](fabraix_scheduler::KeyConfig::sent_earlier)), newest first:
+    /// `in_flight` calls at `now` if the output existed — the earlier run may have been killed
+    /// with that many on the wire, and their results were never written — then each attempt of
+    /// [`calls`](Self::calls) at its line's time; at most `most` in all (the quota's largest
+    /// count: calls older than that many change no window).
+    pub fn earlier_calls(&self, now: SystemTime, in_flight: u32, most: u32) -> Vec<SystemTime> {
+        let mut by_time = self.calls.clone();
+        by_time.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
+        let phantom = if self.existed { in_flight } else { 0 };
+        std::iter::once((now, phantom))
+            .chain(by_time)
+            .flat_map(|(at, n)| std::iter::repeat_n(at, n.min(most) as usize))
+            .take(most as usize)
+            .collect()
     }
 }
 
@@ -67,7 +72,8 @@ impl ResultWriter {
     pub fn open(path: &Path, resume: bool, horizon: Duration) -> Result<(Self, Resumed), CliError> {
         let shown = path.display();
         let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let resumed = if existing > 0 {
+        let existed = path.exists();
+        let mut resumed = if existing > 0 {
             if !resume {
                 return Err(CliError::new(format!(
                     "--output {shown} already holds results: pass --resume to continue it, or choose another file"
@@ -77,6 +83,7 @@ impl ResultWriter {
         } else {
             Resumed::default()
         };
+        resumed.existed = existed;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -142,9 +149,10 @@ fn scan(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
     let mut complete_end = 0u64;
     let mut line = Vec::new();
     let mut number = 0u64;
-    // (finished_at_ms if the line has it, attempts); written in time order, so the old ones
-    // leave from the front.
-    let mut calls: VecDeque<(Option<u64>, u32)> = VecDeque::new();
+    // (finished_at_ms, attempts) of the lines with a time; written in time order, so the old
+    // ones leave from the front. Lines without one are counted together.
+    let mut calls: VecDeque<(u64, u32)> = VecDeque::new();
+    let mut undated = 0u32;
     let horizon_ms = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX);
     let mut newest_ms = 0u64;
     loop {
@@ -179,16 +187,19 @@ fn scan(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
                     .and_then(Value::as_u64)
                     .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX));
                 if attempts > 0 {
-                    let finished = v.get("finished_at_ms").and_then(Value::as_u64);
-                    if let Some(ms) = finished {
-                        newest_ms = newest_ms.max(ms);
-                        while calls.front().is_some_and(|&(at, _)| {
-                            at.is_some_and(|at| at.saturating_add(horizon_ms) < newest_ms)
-                        }) {
-                            calls.pop_front();
+                    match v.get("finished_at_ms").and_then(Value::as_u64) {
+                        Some(ms) => {
+                            newest_ms = newest_ms.max(ms);
+                            while calls
+                                .front()
+                                .is_some_and(|&(at, _)| at.saturating_add(horizon_ms) < newest_ms)
+                            {
+                                calls.pop_front();
+                            }
+                            calls.push_back((ms, attempts));
                         }
+                        None => undated = undated.saturating_add(attempts),
                     }
-                    calls.push_back((finished, attempts));
                 }
             }
             None => {
@@ -203,14 +214,16 @@ fn scan(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
     let modified = file.metadata().and_then(|m| m.modified()).ok();
     resumed.calls = calls
         .into_iter()
-        .filter_map(|(at, attempts)| {
-            let at = match at {
-                Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
-                None => modified?,
-            };
+        .filter_map(|(ms, attempts)| {
+            let at = UNIX_EPOCH
+                .checked_add(Duration::from_millis(ms))
+                .or(modified)?;
             Some((at, attempts))
         })
         .collect();
+    if let (Some(at), true) = (modified, undated > 0) {
+        resumed.calls.push((at, undated));
+    }
     if resumed.truncated_bytes > 0 {
         file.set_len(complete_end)
             .and_then(|()| file.seek(SeekFrom::End(0)).map(|_| ()))
@@ -317,15 +330,35 @@ mod tests {
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
         let (_, resumed) = ResultWriter::open(&path, true, Duration::from_secs(60)).unwrap();
         assert_eq!(resumed.done.len(), 5);
+        assert!(resumed.existed);
         let ms = |n: u64| UNIX_EPOCH + Duration::from_millis(n);
         assert_eq!(
             resumed.calls,
             [(ms(1_050_000), 3), (ms(1_070_000), 1), (modified, 2)]
         );
-        let now = ms(1_080_000);
-        let earlier = resumed.earlier_calls(now, 2);
-        assert_eq!(earlier.len(), 3 + 1 + 2 + 2);
-        assert_eq!(earlier.iter().filter(|&&t| t == now).count(), 2);
+        // Newest first: 2 that may have been on the wire (at now), then by time; at most `most`.
+        let now = modified + Duration::from_secs(1);
+        let earlier = resumed.earlier_calls(now, 2, 100);
+        let mut expected = vec![now, now, modified, modified, ms(1_070_000)];
+        expected.extend([ms(1_050_000); 3]);
+        assert_eq!(earlier, expected);
+        assert_eq!(resumed.earlier_calls(now, 2, 3), [now, now, modified]);
+        // No earlier output: nothing can have been on the wire.
+        let fresh = Resumed::default();
+        assert!(fresh.earlier_calls(now, 16, 100).is_empty());
+    }
+
+    #[test]
+    fn absurd_counts_and_times_in_an_output_stay_bounded() {
+        let path = temp("absurd");
+        let lines = [
+            r#"{"id":"a","status":200,"attempts":4000000000,"finished_at_ms":18446744073709551615}"#,
+            r#"{"id":"b","status":200,"attempts":4000000000}"#,
+        ];
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let (_, resumed) = ResultWriter::open(&path, true, Duration::from_secs(60)).unwrap();
+        let earlier = resumed.earlier_calls(SystemTime::now(), 16, 600);
+        assert_eq!(earlier.len(), 600);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::io::BufRead;
 use std::path::Path;
+use std::time::SystemTime;
 
 use fabraix_scheduler::{Clock, Endpoint, KeyConfig, KeyId, Scheduler, TokioClock};
 
@@ -78,11 +79,11 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         );
         // The earlier run's calls still hold the server's windows: counted, so that this run
         // does not send into windows the server holds part-used (and get refused).
-        let earlier = resumed.earlier_calls(TokioClock::new().wall_now(), opts.concurrency);
-        let recent: u64 = resumed.calls.iter().map(|&(_, n)| u64::from(n)).sum();
+        let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);
+        let earlier = resumed.earlier_calls(SystemTime::now(), opts.concurrency, most);
         eprintln!(
-            "resume: counting {} calls of the earlier run within the quota's longest window, and {} that may have been on the wire when it stopped",
-            human::count(recent),
+            "resume: the key's windows start with {} calls of the earlier run (its results within the quota's longest window, and up to {} that may have been on the wire when it stopped)",
+            human::count(earlier.len() as u64),
             opts.concurrency
         );
         config = config.sent_earlier(earlier);

@@ -304,6 +304,59 @@ async fn resume_after_a_crash_cuts_the_truncated_last_line_and_sends_the_rest_on
 }
 
 #[tokio::test(start_paused = true)]
+async fn resume_waits_for_the_calls_of_the_run_before_to_leave_the_window() {
+    let server = server("3/1s").await;
+    let d = dir("resume-window");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    write_events(&input, 5);
+    // The run before finished e1 and e2 half a second ago (wall clock), then was killed.
+    let half_a_second_ago = std::time::SystemTime::now() - Duration::from_millis(500);
+    let ms = half_a_second_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let done: String = (1..=2)
+        .map(|i| {
+            format!("{{\"id\":\"e{i}\",\"status\":200,\"attempts\":1,\"finished_at_ms\":{ms}}}\n")
+        })
+        .collect();
+    std::fs::write(&output, done).unwrap();
+    let base = server.base_url();
+    let start = tokio::time::Instant::now();
+    let report = send(
+        &[
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--base-url",
+            &base,
+            "--quota",
+            "3/1s",
+            "--concurrency",
+            "1",
+            "--resume",
+        ],
+        Stop::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exit, Exit::Success);
+    assert_eq!(lines(&output).len(), 5);
+    // The window holds e1, e2 (0.5 s old) and one call that may have been on the wire: the first
+    // call of this run waits until e1 and e2 leave it (0.5 s, plus the 100 ms guard).
+    let arrivals = server.arrivals(LABEL);
+    assert_eq!(arrivals.len(), 3);
+    let first = arrivals.iter().min().unwrap().duration_since(start);
+    assert!(
+        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
+        "first call after {first:?}"
+    );
+    assert_eq!(server.key_stats(LABEL).unwrap().refused, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_large_input_is_streamed_never_more_than_the_queue_ahead() {
     let server = server("10/1s").await;
     let d = dir("large");

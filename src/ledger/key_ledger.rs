@@ -174,6 +174,13 @@ impl Ledger {
         ledger
     }
 
+    /// Takes the place of `old` (a ledger replaced in place, as a store does when a key is
+    /// registered again): its versions continue after `old`'s, so that no plan made from `old`
+    /// ([`PlanCursor`]) is taken for one of this ledger.
+    pub(crate) fn replaces(&mut self, old: &Ledger) {
+        self.version = self.version.saturating_add(old.version).saturating_add(1);
+    }
+
     fn ns(&self, t: Instant) -> u64 {
         self.offset_ns.saturating_add(nanos_since(self.origin, t))
     }
@@ -507,20 +514,43 @@ mod tests {
     }
 
     #[test]
-    fn earlier_calls_keep_the_token_bucket_reading_too() {
+    fn earlier_calls_leave_a_token_bucket_empty_after_the_newest() {
         let now = tokio::time::Instant::now();
         let quota: Quota = "2/1s".parse().unwrap();
         let config = LedgerConfig {
             guard: Some(Duration::ZERO),
             semantics: crate::ledger::WindowSemantics::TokenBucket,
         };
-        let ms = Duration::from_millis;
-        let mut l = Ledger::with_earlier_calls(&quota, config, now, &[ms(0), ms(0)]);
-        let first = l.reserve(now);
-        assert!(
-            first > now,
-            "a bucket emptied just now has no token at once: {first:?}"
+        // One call just now: replayed alone, it would leave a token for a call at once; but calls
+        // older than any window (not given) may have emptied the bucket, so the next waits one
+        // interval (W / N).
+        let mut l = Ledger::with_earlier_calls(&quota, config, now, &[Duration::ZERO]);
+        assert_eq!(l.reserve(now), now + Duration::from_millis(500));
+        // A call older than the horizon changes nothing.
+        let mut old = Ledger::with_earlier_calls(&quota, config, now, &[Duration::from_secs(5)]);
+        assert_eq!((old.reserve(now), old.reserve(now)), (now, now));
+    }
+
+    #[test]
+    fn a_replacing_ledger_continues_the_versions_of_the_one_it_replaces() {
+        let now = tokio::time::Instant::now();
+        let quota: Quota = "2/1s".parse().unwrap();
+        let mut old = Ledger::new(&quota, LedgerConfig::default(), now);
+        for _ in 0..3 {
+            old.reserve(now);
+        }
+        let mut cursor = None;
+        old.nth_slot_with(&mut cursor, now, 4);
+        let mut new = Ledger::with_earlier_calls(
+            &quota,
+            LedgerConfig::default(),
+            now,
+            &[Duration::from_millis(10); 3],
         );
+        new.replaces(&old);
+        assert!(new.version > old.version);
+        // The old ledger's plan is not taken for the new one's.
+        assert_eq!(new.nth_slot_with(&mut cursor, now, 4), new.nth_slot(now, 4));
     }
 
     #[test]

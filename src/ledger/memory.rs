@@ -65,11 +65,13 @@ impl LedgerStore for MemoryLedgerStore {
         now: Instant,
         ages: &[Duration],
     ) -> Result<(), StoreError> {
-        let ledger = Ledger::with_earlier_calls(quota, config, now, ages);
+        let mut ledger = Ledger::with_earlier_calls(quota, config, now, ages);
         match self.ledgers.entry(key.clone()) {
             // Replaced in place: a scheduler holding this key's ledger keeps seeing it.
             dashmap::Entry::Occupied(entry) => {
-                *entry.get().lock().unwrap_or_else(|p| p.into_inner()) = ledger;
+                let mut held = entry.get().lock().unwrap_or_else(|p| p.into_inner());
+                ledger.replaces(&held);
+                *held = ledger;
             }
             dashmap::Entry::Vacant(entry) => {
                 entry.insert(Arc::new(Mutex::new(ledger)));
