@@ -15,6 +15,20 @@ use fabraix_scheduler::{
 
 const LABEL: &str = "restart";
 
+/// The mock server (a 5/10s sliding log), its URL, and the clock every run shares.
+async fn start() -> (MockServer, String, Arc<dyn Clock>) {
+    let server = MockServer::builder()
+        .key(
+            TEST_DEV_KEY,
+            KeyProfile::new("5/10s".parse::<Quota>().unwrap()).label(LABEL),
+        )
+        .start()
+        .await
+        .unwrap();
+    let base = server.base_url();
+    (server, base, Arc::new(TokioClock::new()))
+}
+
 /// One run of the program: a scheduler on the shared clock with the key, told of `earlier`.
 async fn run(clock: &Arc<dyn Clock>, base: &str, earlier: &[SystemTime]) -> (Scheduler, KeyId) {
     let scheduler = Scheduler::builder()
@@ -51,16 +65,7 @@ async fn send(scheduler: &Scheduler, key: &KeyId, n: usize) -> Vec<Instant> {
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_run_keeps_the_windows_of_the_run_before_and_is_never_refused() {
-    let server = MockServer::builder()
-        .key(
-            TEST_DEV_KEY,
-            KeyProfile::new("5/10s".parse::<Quota>().unwrap()).label(LABEL),
-        )
-        .start()
-        .await
-        .unwrap();
-    let base = server.base_url();
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let (server, base, clock) = start().await;
 
     // Run 1 fills the 10 s window, then stops.
     let (first, key) = run(&clock, &base, &[]).await;
@@ -100,16 +105,7 @@ async fn a_restarted_run_keeps_the_windows_of_the_run_before_and_is_never_refuse
 
 #[tokio::test(start_paused = true)]
 async fn earlier_calls_older_than_the_window_or_from_the_future_are_read_safely() {
-    let server = MockServer::builder()
-        .key(
-            TEST_DEV_KEY,
-            KeyProfile::new("5/10s".parse::<Quota>().unwrap()).label(LABEL),
-        )
-        .start()
-        .await
-        .unwrap();
-    let base = server.base_url();
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let (server, base, clock) = start().await;
     let now = clock.wall_now();
     // Four calls an hour ago count no more; one "in a minute" (a clock set differently) counts as
     // sent now.
