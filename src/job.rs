@@ -66,6 +66,7 @@ impl Job {
     /// let job = Job::new(http::Method::GET, "/status").with_priority(Priority::Interactive);
     /// assert_eq!(job.path(), "/status");
     /// ```
+    #[inline]
     pub fn new(method: Method, path: impl Into<String>) -> Self {
         Self {
             method,
