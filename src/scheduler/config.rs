@@ -157,9 +157,10 @@ impl KeyConfig {
     /// Ignored when the key is already in the scheduler (its ledger keeps its own record).
     ///
     /// ```
-    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
-    /// use std::time::{Duration, SystemTime};
-    /// let a_minute_ago = SystemTime::now() - Duration::from_secs(60);
+    /// use fabraix_scheduler::{ApiKey, Clock, KeyConfig, Quota, TokioClock};
+    /// use std::time::Duration;
+    /// // From an earlier run's record (here: made up, a minute ago).
+    /// let a_minute_ago = TokioClock::new().wall_now() - Duration::from_secs(60);
     /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
     ///     .unwrap()
     ///     .sent_earlier([a_minute_ago; 3]);
