@@ -50,6 +50,31 @@ async fn run(clock: &Arc<dyn Clock>, base: &str, earlier: &[SystemTime]) -> (Sch
     (scheduler, key)
 }
 
+/// One run of the program keeping its key's calls in the journal at `journal`.
+async fn run_with_journal(
+    clock: &Arc<dyn Clock>,
+    base: &str,
+    journal: &std::path::Path,
+) -> (Scheduler, KeyId) {
+    let scheduler = Scheduler::builder()
+        .transport_config(patient_transport())
+        .clock(Arc::clone(clock))
+        .seed(7)
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    let config = KeyConfig::new(
+        key.clone(),
+        ApiKey::new(TEST_DEV_KEY).unwrap(),
+        base,
+        "5/10s".parse::<Quota>().unwrap(),
+    )
+    .unwrap()
+    .call_journal(journal);
+    scheduler.add_key(config).await.unwrap();
+    (scheduler, key)
+}
+
 /// Sends `n` events and returns when each went (the scheduler's clock).
 async fn send(scheduler: &Scheduler, key: &KeyId, n: usize) -> Vec<Instant> {
     let mut tickets = Vec::new();
@@ -125,4 +150,41 @@ async fn earlier_calls_older_than_the_window_or_from_the_future_are_read_safely(
     scheduler.shutdown(ShutdownMode::Drain).await;
     assert_eq!(server.key_stats(LABEL).unwrap().refused, 0);
     server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_with_a_call_journal_restarts_without_being_told_anything() {
+    let (server, base, clock) = start().await;
+    let dir = std::env::temp_dir().join(format!("fbx-restart-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("calls");
+
+    // Run 1 fills the window and is dropped without a shutdown (as a killed process would be).
+    let (first, key) = run_with_journal(&clock, &base, &journal).await;
+    let t0 = clock.now();
+    let sent = send(&first, &key, 5).await;
+    assert!(sent.iter().all(|&s| s == t0));
+    drop(first);
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 5 * 8);
+
+    // Run 2, 3 s later, with the same journal and nothing else.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (second, key) = run_with_journal(&clock, &base, &journal).await;
+    let resent = send(&second, &key, 5).await;
+    let guard = Duration::from_millis(100);
+    for &s in &resent {
+        assert!(s >= t0 + Duration::from_secs(10) + guard, "{:?}", s - t0);
+        assert!(
+            s < t0 + Duration::from_secs(10) + guard + Duration::from_millis(5),
+            "{:?}",
+            s - t0
+        );
+    }
+    second.shutdown(ShutdownMode::Drain).await;
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 10 * 8);
+    let stats = server.key_stats(LABEL).unwrap();
+    assert_eq!((stats.accepted, stats.refused), (10, 0));
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -70,15 +70,27 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             output.display()
         );
     }
-    let mut config = config;
+    // Every call is recorded here before it goes: a resumed run starts the key's windows with the
+    // calls that still count, whether the run before ended, was stopped or was killed.
+    let journal = journal_path(output);
+    let journal_existed = journal.exists();
+    let mut config = config.call_journal(&journal);
     if opts.resume {
         eprintln!(
             "resume: {} ids already in {} are skipped",
             human::count(resumed.done.len() as u64),
             output.display()
         );
-        // The earlier run's calls still hold the server's windows: counted, so that this run
-        // does not send into windows the server holds part-used (and get refused).
+        if journal_existed {
+            eprintln!(
+                "resume: the earlier run's calls that still count are read from {}",
+                journal.display()
+            );
+        }
+    }
+    if opts.resume && !journal_existed {
+        // An output written without a journal (by an older version): its result lines tell
+        // when its calls finished, and up to --concurrency may have been on the wire at a kill.
         let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);
         let earlier = resumed.earlier_calls(SystemTime::now(), opts.concurrency, most);
         eprintln!(
@@ -148,6 +160,13 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         summary: Some(report.summary),
         max_read_ahead: report.max_read_ahead,
     })
+}
+
+/// The call journal of the run writing `output`: the same name with `.calls` added.
+pub fn journal_path(output: &Path) -> std::path::PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".calls");
+    output.with_file_name(name)
 }
 
 /// Counts the non-blank lines of a regular file (for the progress bar); `None` for stdin.

@@ -242,6 +242,9 @@ async fn ctrl_c_exits_130_after_writing_in_flight_results_and_resume_finishes_ex
     let summary = report.summary.unwrap();
     assert!(summary.interrupted);
     assert_eq!(summary.succeeded, first.len() as u64);
+    // Every call was recorded in the journal next to the output before it went.
+    let journal = std::fs::metadata(d.join("out.jsonl.calls")).unwrap().len();
+    assert_eq!(journal, 8 * summary.calls_sent);
 
     let mut resume = args.to_vec();
     resume.push("--resume");

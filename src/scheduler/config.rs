@@ -1,5 +1,6 @@
 //! How a key is added, and what the scheduler does when a queue is full or shutting down.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::api_key::ApiKey;
@@ -33,6 +34,7 @@ pub struct KeyConfig {
     pub(crate) overflow: Overflow,
     pub(crate) refused_calls: RefusedCalls,
     pub(crate) sent_earlier: Vec<SystemTime>,
+    pub(crate) call_journal: Option<PathBuf>,
 }
 
 impl KeyConfig {
@@ -73,6 +75,7 @@ impl KeyConfig {
             overflow: Overflow::Wait,
             refused_calls: RefusedCalls::Learn,
             sent_earlier: Vec::new(),
+            call_journal: None,
         })
     }
 
@@ -169,6 +172,32 @@ impl KeyConfig {
     pub fn sent_earlier(mut self, times: impl IntoIterator<Item = SystemTime>) -> Self {
         self.sent_earlier.extend(times);
         self
+    }
+
+    /// Keeps a journal of this key's calls in the file at `path`: each call's wall-clock time is
+    /// appended before the call goes out, and when the key is added again (the program restarted,
+    /// even after being killed) the calls it holds that still count start the key's windows, as
+    /// [`sent_earlier`](Self::sent_earlier) would. Nothing else needs to be kept: a restarted
+    /// program is not refused for calls its previous run made. One program per file. The file
+    /// stays small (8 bytes per call, rewritten with only the calls that still count once it holds
+    /// a few thousand) and is written without `fsync` (a killed process loses nothing; a power
+    /// loss may lose the last records). Off by default.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .call_journal("/var/lib/agent/calls-k");
+    /// assert!(config.journal_path().is_some());
+    /// ```
+    pub fn call_journal(mut self, path: impl Into<PathBuf>) -> Self {
+        self.call_journal = Some(path.into());
+        self
+    }
+
+    /// The file given to [`call_journal`](Self::call_journal).
+    pub fn journal_path(&self) -> Option<&Path> {
+        self.call_journal.as_deref()
     }
 
     /// The calls given to [`sent_earlier`](Self::sent_earlier).

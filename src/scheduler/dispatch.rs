@@ -106,6 +106,12 @@ pub(crate) fn send<S: LedgerStore>(
         inner.budget.deposit();
     }
     tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
+    if let Some(journal) = &q.journal {
+        // Before the call goes: a crash after it cannot leave it unrecorded.
+        if let Err(e) = journal.record(inner.clock.wall_now()) {
+            tracing::warn!(key = %q.id, error = %e, "could not record a call in the key's journal");
+        }
+    }
     let request = OutgoingRequest::new(
         &job.job.method,
         &to.uri,

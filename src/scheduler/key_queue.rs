@@ -10,6 +10,7 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 
 use super::addressing::AddressingCache;
+use super::call_journal::CallJournal;
 use super::config::{KeyConfig, Overflow};
 use super::outcome_slots::OutcomeSender;
 use super::pacing::Pacer;
@@ -188,6 +189,8 @@ pub(crate) struct KeyQueue {
     pub(crate) paced: AtomicBool,
     /// Whether a probe of refused-call accounting is out (`refusals`), readable without the lock.
     pub(crate) probing: AtomicBool,
+    /// Where each call is recorded before it goes, if the key keeps a journal.
+    pub(crate) journal: Option<CallJournal>,
 }
 
 impl KeyQueue {
@@ -195,6 +198,7 @@ impl KeyQueue {
         config: &KeyConfig,
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
+        journal: Option<CallJournal>,
     ) -> Self {
         Self {
             id: config.id.clone(),
@@ -230,6 +234,7 @@ impl KeyQueue {
             pacer: Mutex::new(Pacer::default()),
             paced: AtomicBool::new(false),
             probing: AtomicBool::new(false),
+            journal,
         }
     }
 

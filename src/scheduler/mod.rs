@@ -19,6 +19,7 @@
 //! process them.
 
 mod addressing;
+mod call_journal;
 mod config;
 mod dispatch;
 mod key_handle;
@@ -37,6 +38,8 @@ mod wire;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use call_journal::CallJournal;
 
 use tokio::task::JoinHandle;
 
@@ -286,8 +289,25 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         let now = self.inner.clock.now();
         let wall = self.inner.clock.wall_now();
-        let ages: Vec<Duration> = config
-            .sent_earlier
+        let mut earlier = config.sent_earlier.clone();
+        let journal = match &config.call_journal {
+            Some(path) => {
+                let keep = config.quota.longest_window() + config.ledger.guard_for(&config.quota);
+                let most = config.quota.limits().iter().map(|l| l.count()).max();
+                let (journal, recorded) = CallJournal::open(path, keep, most.unwrap_or(0), wall)
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "call journal {} of key {}: {e}",
+                            path.display(),
+                            config.id
+                        ))
+                    })?;
+                earlier.extend(recorded);
+                Some(journal)
+            }
+            None => None,
+        };
+        let ages: Vec<Duration> = earlier
             .iter()
             .map(|&t| wall.duration_since(t).unwrap_or(Duration::ZERO))
             .collect();
@@ -298,7 +318,7 @@ impl<S: LedgerStore> Scheduler<S> {
         let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
         let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);
         let ledger = self.inner.store.local_ledger(&config.id);
-        let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard), ledger));
+        let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard), ledger, journal));
         match self.inner.keys.entry(config.id.clone()) {
             // Added concurrently by another caller: that one's queue stands.
             dashmap::Entry::Occupied(_) => return Ok(()),

@@ -83,7 +83,12 @@ mod tests {
             Quota::unlimited(),
         )
         .unwrap();
-        Arc::new(KeyQueue::new(&config, Arc::new(Shard::default()), None))
+        Arc::new(KeyQueue::new(
+            &config,
+            Arc::new(Shard::default()),
+            None,
+            None,
+        ))
     }
 
     #[test]

@@ -276,7 +276,9 @@ impl<S: LedgerStore> TelemetrySender<S> {
     /// use fabraix_scheduler::{ApiKey, FabraixClient, KeyConfig, Quota};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let config = KeyConfig::new("agent", ApiKey::from_env()?, "https://api.fabraix.com/v1", Quota::development())?;
+    /// let config = KeyConfig::new("agent", ApiKey::from_env()?, "https://api.fabraix.com/v1", Quota::development())?
+    ///     // A restarted agent is not refused for the calls its last run made.
+    ///     .call_journal("./agent-calls");
     /// let client = FabraixClient::new(config).await?;
     /// let (sender, recovered) = TelemetrySender::open(client, Quota::development(), TelemetryConfig::new("./spool"))?;
     /// println!("replaying {} events from the last run", recovered.replay);
