@@ -31,23 +31,7 @@ async fn start() -> (MockServer, String, Arc<dyn Clock>) {
 
 /// One run of the program: a scheduler on the shared clock with the key, told of `earlier`.
 async fn run(clock: &Arc<dyn Clock>, base: &str, earlier: &[SystemTime]) -> (Scheduler, KeyId) {
-    let scheduler = Scheduler::builder()
-        .transport_config(patient_transport())
-        .clock(Arc::clone(clock))
-        .seed(7)
-        .build()
-        .unwrap();
-    let key = KeyId::new("k");
-    let config = KeyConfig::new(
-        key.clone(),
-        ApiKey::new(TEST_DEV_KEY).unwrap(),
-        base,
-        "5/10s".parse::<Quota>().unwrap(),
-    )
-    .unwrap()
-    .sent_earlier(earlier.iter().copied());
-    scheduler.add_key(config).await.unwrap();
-    (scheduler, key)
+    run_with(clock, base, |c| c.sent_earlier(earlier.iter().copied())).await
 }
 
 /// One run of the program keeping its key's calls in the journal at `journal`.
@@ -55,6 +39,15 @@ async fn run_with_journal(
     clock: &Arc<dyn Clock>,
     base: &str,
     journal: &std::path::Path,
+) -> (Scheduler, KeyId) {
+    run_with(clock, base, |c| c.call_journal(journal)).await
+}
+
+/// A scheduler on the shared clock with the key (5/10s), configured by `configure`.
+async fn run_with(
+    clock: &Arc<dyn Clock>,
+    base: &str,
+    configure: impl FnOnce(KeyConfig) -> KeyConfig,
 ) -> (Scheduler, KeyId) {
     let scheduler = Scheduler::builder()
         .transport_config(patient_transport())
@@ -69,9 +62,8 @@ async fn run_with_journal(
         base,
         "5/10s".parse::<Quota>().unwrap(),
     )
-    .unwrap()
-    .call_journal(journal);
-    scheduler.add_key(config).await.unwrap();
+    .unwrap();
+    scheduler.add_key(configure(config)).await.unwrap();
     (scheduler, key)
 }
 
@@ -86,6 +78,19 @@ async fn send(scheduler: &Scheduler, key: &KeyId, n: usize) -> Vec<Instant> {
         sent.push(t.await.unwrap().sent_at);
     }
     sent
+}
+
+/// Each of `sent` went once the calls made at `t0` had left the 10 s window (plus the 100 ms
+/// guard), and no later than that (within 5 ms: ages are read from wall-clock times).
+fn after_the_window(sent: &[Instant], t0: Instant) {
+    let due = t0 + Duration::from_secs(10) + Duration::from_millis(100);
+    for &s in sent {
+        assert!(
+            s >= due && s < due + Duration::from_millis(5),
+            "{:?}",
+            s - t0
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -105,16 +110,7 @@ async fn a_restarted_run_keeps_the_windows_of_the_run_before_and_is_never_refuse
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (second, key) = run(&clock, &base, &earlier).await;
     let resent = send(&second, &key, 5).await;
-    let guard = Duration::from_millis(100);
-    for &s in &resent {
-        assert!(s >= t0 + Duration::from_secs(10) + guard, "{:?}", s - t0);
-        // As early as the windows allow: the ages are read from wall-clock times (µs apart).
-        assert!(
-            s < t0 + Duration::from_secs(10) + guard + Duration::from_millis(5),
-            "{:?}",
-            s - t0
-        );
-    }
+    after_the_window(&resent, t0);
     second.shutdown(ShutdownMode::Drain).await;
     let stats = server.key_stats(LABEL).unwrap();
     assert_eq!((stats.accepted, stats.refused), (10, 0));
@@ -172,15 +168,7 @@ async fn a_key_with_a_call_journal_restarts_without_being_told_anything() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (second, key) = run_with_journal(&clock, &base, &journal).await;
     let resent = send(&second, &key, 5).await;
-    let guard = Duration::from_millis(100);
-    for &s in &resent {
-        assert!(s >= t0 + Duration::from_secs(10) + guard, "{:?}", s - t0);
-        assert!(
-            s < t0 + Duration::from_secs(10) + guard + Duration::from_millis(5),
-            "{:?}",
-            s - t0
-        );
-    }
+    after_the_window(&resent, t0);
     second.shutdown(ShutdownMode::Drain).await;
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), 10 * 8);
     let stats = server.key_stats(LABEL).unwrap();
