@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     &serde_json::json!({"step": produced}), &serde_json::json!({"type": "object"}), clock.wall_now())?;
                 sender.record(event);
                 produced += 1;
-                if produced % 500 == 0 {
+                if produced.is_multiple_of(500) {
                     let check = ActionCheck::new("a1b2c3d4-e5f6-4890-9234-567890abcdef",
                         &serde_json::json!({"cmd": "deploy"}), &serde_json::json!({}), SystemTime::UNIX_EPOCH)?;
                     let asked = clock.now();

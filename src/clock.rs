@@ -29,11 +29,15 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The default clock: tokio's. Pausing tokio's clock in a test pauses this clock too, and the wall
-/// clock moves with it (it is anchored once, at construction, and then follows tokio's instants).
+/// clock moves with it: it is anchored once, at construction, and then follows tokio's instants —
+/// or the system's wall clock when that is later (tokio's clock stops while the machine sleeps;
+/// the wall clock must not fall behind, or a call journal would date calls too early).
 #[derive(Debug, Clone)]
 pub struct TokioClock {
     anchor_instant: Instant,
     anchor_wall: SystemTime,
+    /// Whether the system's wall clock may lead (not for a clock given its own wall time).
+    follows_system: bool,
 }
 
 impl TokioClock {
@@ -49,6 +53,7 @@ impl TokioClock {
         Self {
             anchor_instant: Instant::now(),
             anchor_wall: SystemTime::now(),
+            follows_system: true,
         }
     }
 
@@ -65,6 +70,7 @@ impl TokioClock {
         Self {
             anchor_instant: Instant::now(),
             anchor_wall: wall,
+            follows_system: false,
         }
     }
 }
@@ -81,7 +87,13 @@ impl Clock for TokioClock {
     }
 
     fn wall_now(&self) -> SystemTime {
-        self.anchor_wall + Instant::now().saturating_duration_since(self.anchor_instant)
+        let followed =
+            self.anchor_wall + Instant::now().saturating_duration_since(self.anchor_instant);
+        if self.follows_system {
+            followed.max(SystemTime::now())
+        } else {
+            followed
+        }
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {

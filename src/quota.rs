@@ -113,16 +113,16 @@ impl fmt::Display for Limit {
 /// Formats a window the way [`Quota`] strings spell it: `1h`, `1m`, `2s`, `250ms`.
 pub(crate) fn format_window(window: Duration) -> String {
     let ms = window.as_millis();
-    if window.subsec_nanos() % 1_000_000 != 0 {
+    if !window.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}us", window.as_micros());
     }
-    if ms % 86_400_000 == 0 {
+    if ms.is_multiple_of(86_400_000) {
         format!("{}d", ms / 86_400_000)
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -26,7 +26,10 @@ async fn start() -> (MockServer, String, Arc<dyn Clock>) {
         .await
         .unwrap();
     let base = server.base_url();
-    (server, base, Arc::new(TokioClock::new()))
+    // A wall clock of its own that follows tokio's paused clock only (not the system's), so that
+    // the ages read from wall-clock times are exact.
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    (server, base, Arc::new(TokioClock::with_wall_time(wall)))
 }
 
 /// One run of the program: a scheduler on the shared clock with the key, told of `earlier`.

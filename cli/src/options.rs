@@ -142,11 +142,10 @@ Crash safety: each result line is written and flushed as its call completes. Aft
 last line is removed, and the output ends with exactly one line per input id. Calls sent twice are
 at most those in flight at the kill (--concurrency, default 16): they were on the wire (or their
 result line not yet written) when the process died. Each call's time is recorded before it goes
-in a journal next to the output (OUTPUT.calls); the resumed run starts with the calls recorded
-there that still count in the quota's windows, so it does not send into windows the server still
-holds part-used and get refused. (For an output without a journal: each result line's attempts at
-its finished_at_ms, and --concurrency calls that may have been on the wire, as sent at the
-restart.)
+in a journal next to the output (OUTPUT.calls); every run starts with the calls recorded there
+that still count in the quota's windows, so it does not send into windows the server still holds
+part-used and get refused. (For an output without a journal: each result line's attempts at its
+finished_at_ms, and --concurrency calls that may have been on the wire, as sent at the restart.)
 
 Ctrl-C stops gracefully: no new call starts, calls on the wire finish and their results are
 written, unsent jobs are not written (so --resume sends them), exit code 130. A second Ctrl-C

@@ -1,10 +1,10 @@
 //! `send`: a JSONL batch to the API, one JSONL result per input id, resumable; and `--dry-run`.
 
-use std::io::BufRead;
+use std::io::{self, BufRead};
 use std::path::Path;
 use std::time::SystemTime;
 
-use fabraix_scheduler::{Clock, Endpoint, KeyConfig, KeyId, Scheduler, TokioClock};
+use fabraix_scheduler::{Clock, Endpoint, KeyConfig, KeyId, Scheduler, StoreError, TokioClock};
 
 use crate::batch::{self, Batch, Source};
 use crate::exit::{CliError, Exit};
@@ -74,19 +74,19 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     // calls that still count, whether the run before ended, was stopped or was killed.
     let journal = journal_path(output);
     let journal_existed = journal.exists();
-    let mut config = config.call_journal(&journal);
+    let mut config = config;
     if opts.resume {
         eprintln!(
             "resume: {} ids already in {} are skipped",
             human::count(resumed.done.len() as u64),
             output.display()
         );
-        if journal_existed {
-            eprintln!(
-                "resume: the earlier run's calls that still count are read from {}",
-                journal.display()
-            );
-        }
+    }
+    if journal_existed {
+        eprintln!(
+            "the key's windows start with the calls recorded in {} that still count",
+            journal.display()
+        );
     }
     if opts.resume && !journal_existed {
         // An output written without a journal (by an older version): its result lines tell
@@ -108,10 +108,28 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     let scheduler = Scheduler::builder()
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
-    scheduler
-        .add_key(config)
+    match scheduler
+        .add_key(config.clone().call_journal(&journal))
         .await
-        .map_err(|e| CliError::new(format!("cannot add the key: {e}")))?;
+    {
+        Ok(()) => {}
+        Err(StoreError::Journal { kind, message }) if kind != io::ErrorKind::WouldBlock => {
+            // A directory the journal cannot be written in (the output a pipe, say): sent
+            // without one; a later --resume counts this run from its result lines.
+            eprintln!("warning: no call journal: {message}");
+            scheduler
+                .add_key(config)
+                .await
+                .map_err(|e| CliError::new(format!("cannot add the key: {e}")))?;
+        }
+        Err(StoreError::Journal { message, .. }) => {
+            return Err(CliError::new(format!(
+                "{message}: is another fabraix-sched writing {}?",
+                output.display()
+            )));
+        }
+        Err(e) => return Err(CliError::new(format!("cannot add the key: {e}"))),
+    }
     eprintln!(
         "sending {} to {} with key {fingerprint} under {quota} ({} at once at most)",
         if opts.input.as_os_str() == "-" {

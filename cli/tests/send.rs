@@ -359,6 +359,85 @@ async fn resume_waits_for_the_calls_of_the_run_before_to_leave_the_window() {
     server.shutdown().await;
 }
 
+/// `send --resume` on `output` (3/1s, one call at a time) with the five events of `input`; returns
+/// when the first call reached the server, after the start.
+async fn resume_first_call_after(
+    server: &fabraix_scheduler::mock::MockServer,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> Duration {
+    let base = server.base_url();
+    let start = tokio::time::Instant::now();
+    let report = send(
+        &[
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--base-url",
+            &base,
+            "--quota",
+            "3/1s",
+            "--concurrency",
+            "1",
+            "--resume",
+        ],
+        Stop::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exit, Exit::Success);
+    assert_eq!(server.key_stats(LABEL).unwrap().refused, 0);
+    server
+        .arrivals(LABEL)
+        .iter()
+        .min()
+        .unwrap()
+        .duration_since(start)
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_counts_the_calls_in_the_journal_even_those_without_a_result() {
+    let server = server("3/1s").await;
+    let d = dir("resume-journal");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    write_events(&input, 5);
+    // The run before sent three calls half a second ago and was killed before any result.
+    std::fs::write(&output, "").unwrap();
+    let half_a_second_ago = std::time::SystemTime::now() - Duration::from_millis(500);
+    let ms = half_a_second_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
+    // The window is full until they leave it (0.5 s, plus the 100 ms guard); nothing more is
+    // counted (no allowance for calls on the wire: the journal has them all).
+    let first = resume_first_call_after(&server, &input, &output).await;
+    assert!(
+        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
+        "first call after {first:?}"
+    );
+    assert_eq!(lines(&output).len(), 5);
+    // The journal now holds those three and this run's five.
+    let journal = std::fs::metadata(d.join("out.jsonl.calls")).unwrap().len();
+    assert_eq!(journal, 8 * 8);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_that_cannot_be_written_is_done_without() {
+    let server = server("3/1s").await;
+    let d = dir("no-journal");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    write_events(&input, 5);
+    // Something else where the journal would go.
+    std::fs::create_dir(d.join("out.jsonl.calls")).unwrap();
+    let first = resume_first_call_after(&server, &input, &output).await;
+    assert_eq!(first, Duration::ZERO);
+    assert_eq!(lines(&output).len(), 5);
+    server.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_large_input_is_streamed_never_more_than_the_queue_ahead() {
     let server = server("10/1s").await;

@@ -124,4 +124,14 @@ pub enum StoreError {
     /// The store itself failed (a shared store's connection, say).
     #[error("quota store unavailable: {0}")]
     Unavailable(String),
+    /// The key's call journal ([`KeyConfig::call_journal`](crate::KeyConfig::call_journal))
+    /// cannot be opened (`kind` is [`WouldBlock`](std::io::ErrorKind::WouldBlock) when another
+    /// key or program holds it).
+    #[error("call journal: {message}")]
+    Journal {
+        /// What kind of failure.
+        kind: std::io::ErrorKind,
+        /// The journal's path and what failed.
+        message: String,
+    },
 }

@@ -3,13 +3,15 @@
 //! still counts ([`KeyConfig::call_journal`](crate::KeyConfig::call_journal)).
 //!
 //! The file is a sequence of 8-byte little-endian integers, one per call: milliseconds since the
-//! Unix epoch. A write cut short by a crash leaves fewer than 8 bytes at the end, which are ignored
-//! (that call was not sent: its record is written first). The file is appended to without `fsync`:
-//! what a killed process wrote is in the operating system's cache and survives it; a power loss
-//! may lose the last records. Once it holds [`COMPACT_AFTER`] records or more, it is rewritten
-//! with only those still within the key's longest window (a new file renamed over the old).
+//! Unix epoch, rounded up. A write cut short leaves fewer than 8 bytes at the end, which are
+//! ignored (that call was not sent: its record is written first) and cut off. The file is appended
+//! to without `fsync`: what a killed process wrote is in the operating system's cache and survives
+//! it; a power loss may lose the last records. Once it holds [`COMPACT_AFTER`] records or more, it
+//! is rewritten with only those still within the key's longest window (a new file, synced, renamed
+//! over the old). A lock on `PATH.lock`, held while the journal is open, keeps a second key or
+//! program from writing the same journal (its records would go to a file the first one replaces).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -31,51 +33,121 @@ pub(crate) struct CallJournal {
 
 #[derive(Debug)]
 struct Appending {
-    file: File,
+    /// The journal open for appending, and its lock file (locked); `None` once closed.
+    open: Option<(File, File)>,
     /// Records in the file.
     records: u64,
+    /// Records at which the next compaction is tried.
+    next_compaction: u64,
 }
 
 impl CallJournal {
     /// Opens the journal at `path` (created if missing) for a key whose calls count for `keep`,
-    /// and returns the calls it holds that still count at `now` (newer than `now - keep`). It is
-    /// compacted after `max(COMPACT_AFTER, 4 × most)` records, `most` being the quota's largest
-    /// count.
+    /// adds `also` (calls the key is told of otherwise, [`KeyConfig::sent_earlier`]
+    /// (crate::KeyConfig::sent_earlier)), and returns the calls that still count at `now`: newer
+    /// than `now - keep`, and not later than `now + keep` (a later record is not a time this
+    /// program wrote: a corrupt file or a clock set far off). It is compacted after
+    /// `max(COMPACT_AFTER, 4 × most)` records, `most` being the quota's largest count. Fails if
+    /// another journal holds `path` open.
     pub(crate) fn open(
         path: &Path,
         keep: Duration,
         most: u32,
         now: SystemTime,
+        also: &[SystemTime],
     ) -> io::Result<(Self, Vec<SystemTime>)> {
-        let recent = read_recent(path, keep, now)?;
+        let lock = lock(path)?;
+        let mut recent = read_recent(path, keep, now)?;
+        recent.extend(also.iter().filter(|&&t| counts(t, keep, now)));
+        recent.sort_unstable();
+        let compact_after = COMPACT_AFTER.max(4 * u64::from(most));
         let journal = Self {
             path: path.to_path_buf(),
             keep,
-            compact_after: COMPACT_AFTER.max(4 * u64::from(most)),
+            compact_after,
             file: Mutex::new(Appending {
-                file: rewrite(path, &recent)?,
+                open: Some((rewrite(path, &recent)?, lock)),
                 records: recent.len() as u64,
+                next_compaction: compact_after,
             }),
         };
         Ok((journal, recent))
     }
 
-    /// Records a call going out at `at`, before it goes. Compacts the file when it is due.
+    /// Records a call going out at `at`, before it goes. Compacts the file when it is due; a
+    /// compaction that fails is logged and tried again after as many more records (the record
+    /// itself is kept).
     pub(crate) fn record(&self, at: SystemTime) -> io::Result<()> {
         let mut appending = self.lock();
-        appending.file.write_all(&unix_ms(at).to_le_bytes())?;
+        let records = appending.records;
+        if appending.open.is_none() {
+            // Closed by a shutdown, and a call still goes: open it again.
+            let lock = lock(&self.path)?;
+            let file = OpenOptions::new().append(true).open(&self.path)?;
+            appending.records = file.metadata()?.len() / 8;
+            appending.open = Some((file, lock));
+        }
+        let Some((file, _)) = appending.open.as_mut() else {
+            unreachable!("opened above");
+        };
+        if let Err(e) = file.write_all(&unix_ms(at).to_le_bytes()) {
+            // Part of a record would put every later one out of step: cut it off.
+            let _ = file.set_len(records * 8);
+            return Err(e);
+        }
         appending.records += 1;
-        if appending.records >= self.compact_after {
-            let recent = read_recent(&self.path, self.keep, at)?;
-            appending.file = rewrite(&self.path, &recent)?;
-            appending.records = recent.len() as u64;
+        if appending.records >= appending.next_compaction {
+            let compacted = read_recent(&self.path, self.keep, at)
+                .and_then(|r| Ok((rewrite(&self.path, &r)?, r)));
+            match compacted {
+                Ok((file, recent)) => {
+                    if let Some((appended, _)) = appending.open.as_mut() {
+                        *appended = file;
+                    }
+                    appending.records = recent.len() as u64;
+                    appending.next_compaction = self.compact_after;
+                }
+                Err(e) => {
+                    appending.next_compaction = appending.records + self.compact_after;
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not compact a call journal; it keeps growing");
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Closes the file and lets go of its lock, so that another journal (the next run's, in
+    /// this process) may open it. A call recorded after this opens it again.
+    pub(crate) fn close(&self) {
+        self.lock().open = None;
     }
 
     fn lock(&self) -> MutexGuard<'_, Appending> {
         self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Takes the lock file of the journal at `path`.
+fn lock(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(sibling(path, ".lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "in use by another key or program",
+        )),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether a call at `t` still counts at `now` (see [`CallJournal::open`]).
+fn counts(t: SystemTime, keep: Duration, now: SystemTime) -> bool {
+    let since = now.checked_sub(keep).unwrap_or(UNIX_EPOCH);
+    t > since && now.checked_add(keep).is_none_or(|until| t <= until)
 }
 
 /// The calls recorded at `path` that still count at `now` (none if there is no file).
@@ -88,7 +160,6 @@ fn read_recent(path: &Path, keep: Duration, now: SystemTime) -> io::Result<Vec<S
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
-    let since = now.checked_sub(keep).unwrap_or(UNIX_EPOCH);
     // A torn last record (fewer than 8 bytes) is left out by `chunks_exact`.
     Ok(bytes
         .chunks_exact(8)
@@ -96,27 +167,36 @@ fn read_recent(path: &Path, keep: Duration, now: SystemTime) -> io::Result<Vec<S
             let ms = u64::from_le_bytes(b.try_into().ok()?);
             UNIX_EPOCH.checked_add(Duration::from_millis(ms))
         })
-        .filter(|&t| t > since)
+        .filter(|&t| counts(t, keep, now))
         .collect())
 }
 
-/// Writes `calls` to a new file renamed over `path`, and returns it open for appending.
+/// Writes `calls` to a new file, synced, renamed over `path`, and returns it open for appending.
 fn rewrite(path: &Path, calls: &[SystemTime]) -> io::Result<File> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".new");
-    let new = path.with_file_name(name);
+    let new = sibling(path, ".new");
     let mut bytes = Vec::with_capacity(calls.len() * 8);
     for &t in calls {
         bytes.extend_from_slice(&unix_ms(t).to_le_bytes());
     }
-    fs::write(&new, &bytes)?;
+    let mut file = File::create(&new)?;
+    file.write_all(&bytes)?;
+    file.sync_data()?;
     fs::rename(&new, path)?;
     OpenOptions::new().append(true).open(path)
 }
 
+/// `path` with `suffix` added to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Milliseconds since the Unix epoch, rounded up (a record is never earlier than its call).
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    })
 }
 
 #[cfg(test)]
@@ -135,7 +215,7 @@ mod tests {
         let path = temp("reopen");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let minute = Duration::from_secs(60);
-        let (journal, earlier) = CallJournal::open(&path, minute, 60, t0).unwrap();
+        let (journal, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
         assert!(earlier.is_empty());
         for s in [0, 10, 50, 59] {
             journal.record(t0 + Duration::from_secs(s)).unwrap();
@@ -147,7 +227,7 @@ mod tests {
         drop(file);
         // 65 s after t0, the call of t0 + 0 s is past the window.
         let (_, earlier) =
-            CallJournal::open(&path, minute, 60, t0 + Duration::from_secs(65)).unwrap();
+            CallJournal::open(&path, minute, 60, t0 + Duration::from_secs(65), &[]).unwrap();
         let secs: Vec<u64> = earlier
             .iter()
             .map(|t| t.duration_since(t0).unwrap().as_secs())
@@ -162,7 +242,7 @@ mod tests {
         let path = temp("compact");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let second = Duration::from_secs(1);
-        let (journal, _) = CallJournal::open(&path, second, 1, t0).unwrap();
+        let (journal, _) = CallJournal::open(&path, second, 1, t0, &[]).unwrap();
         // One call per millisecond: at each compaction, only the last second's 1,000 remain.
         for ms in 0..(2 * COMPACT_AFTER) {
             journal.record(t0 + Duration::from_millis(ms)).unwrap();
@@ -170,11 +250,47 @@ mod tests {
         let records = fs::metadata(&path).unwrap().len() / 8;
         assert!(records < COMPACT_AFTER, "{records} records");
         let last = t0 + Duration::from_millis(2 * COMPACT_AFTER - 1);
-        let (_, earlier) = CallJournal::open(&path, second, 1, last).unwrap();
+        drop(journal);
+        let (_, earlier) = CallJournal::open(&path, second, 1, last, &[]).unwrap();
         assert_eq!(
             earlier.len(),
             1_000,
             "the calls of the last second before {last:?}"
         );
+    }
+
+    #[test]
+    fn a_journal_in_use_is_refused_and_records_far_ahead_or_told_otherwise_are_sorted_out() {
+        let path = temp("lock");
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let minute = Duration::from_secs(60);
+        let told = [t0 - Duration::from_secs(30), t0 - Duration::from_secs(90)];
+        let (journal, earlier) = CallJournal::open(&path, minute, 60, t0, &told).unwrap();
+        // The call told of 30 s ago counts (and is now in the file); the one of 90 s ago does not.
+        assert_eq!(earlier, [t0 - Duration::from_secs(30)]);
+        let second = CallJournal::open(&path, minute, 60, t0, &[]).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        // A record an hour ahead of now is not a time this program wrote.
+        journal.record(t0 + Duration::from_secs(3600)).unwrap();
+        journal.record(t0).unwrap();
+        drop(journal);
+        let (_, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        assert_eq!(earlier, [t0 - Duration::from_secs(30), t0]);
+    }
+
+    #[test]
+    fn a_closed_journal_can_be_opened_by_the_next_run_and_still_records() {
+        let path = temp("close");
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let minute = Duration::from_secs(60);
+        let (journal, _) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        journal.record(t0).unwrap();
+        journal.close();
+        let (next, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        assert_eq!(earlier, [t0]);
+        drop(next);
+        // A late call of the closed one opens it again (the next run's is gone).
+        journal.record(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 16);
     }
 }

@@ -190,7 +190,7 @@ pub(crate) struct KeyQueue {
     /// Whether a probe of refused-call accounting is out (`refusals`), readable without the lock.
     pub(crate) probing: AtomicBool,
     /// Where each call is recorded before it goes, if the key keeps a journal.
-    pub(crate) journal: Option<CallJournal>,
+    pub(crate) journal: Option<Box<CallJournal>>,
 }
 
 impl KeyQueue {
@@ -198,7 +198,7 @@ impl KeyQueue {
         config: &KeyConfig,
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
-        journal: Option<CallJournal>,
+        journal: Option<Box<CallJournal>>,
     ) -> Self {
         Self {
             id: config.id.clone(),

@@ -289,23 +289,22 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         let now = self.inner.clock.now();
         let wall = self.inner.clock.wall_now();
-        let mut earlier = config.sent_earlier.clone();
-        let journal = match &config.call_journal {
+        // Calls made before: told of, and (with a journal) recorded; the journal keeps both.
+        let (journal, earlier) = match &config.call_journal {
             Some(path) => {
                 let keep = config.quota.longest_window() + config.ledger.guard_for(&config.quota);
                 let most = config.quota.limits().iter().map(|l| l.count()).max();
-                let (journal, recorded) = CallJournal::open(path, keep, most.unwrap_or(0), wall)
-                    .map_err(|e| {
-                        StoreError::Unavailable(format!(
-                            "call journal {} of key {}: {e}",
-                            path.display(),
-                            config.id
-                        ))
+                let told = &config.sent_earlier;
+                let (journal, earlier) =
+                    CallJournal::open(path, keep, most.unwrap_or(0), wall, told).map_err(|e| {
+                        StoreError::Journal {
+                            kind: e.kind(),
+                            message: format!("{} (key {}): {e}", path.display(), config.id),
+                        }
                     })?;
-                earlier.extend(recorded);
-                Some(journal)
+                (Some(Box::new(journal)), earlier)
             }
-            None => None,
+            None => (None, config.sent_earlier.clone()),
         };
         let ages: Vec<Duration> = earlier
             .iter()
@@ -478,6 +477,10 @@ impl<S: LedgerStore> Scheduler<S> {
         let mut report = ShutdownReport::default();
         for q in &queues {
             report.returned.append(&mut q.lock().returned);
+            // No call goes any more: the next run (in this process too) may open the journal.
+            if let Some(journal) = &q.journal {
+                journal.close();
+            }
         }
         report
     }

@@ -93,7 +93,9 @@ impl FullPolicy {
                 }
                 let filling = (held as f64) >= s.from_fill * capacity as f64;
                 match event_type.and_then(|t| s.keep_one_in.get(&t)) {
-                    Some(&n) if filling && counter % u64::from(n) != 0 => Decision::SampledOut,
+                    Some(&n) if filling && !counter.is_multiple_of(u64::from(n)) => {
+                        Decision::SampledOut
+                    }
                     _ => Decision::Keep,
                 }
             }
