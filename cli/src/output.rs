@@ -59,10 +59,12 @@ impl Resumed {
     }
 }
 
-/// Milliseconds since the Unix epoch of `t` (0 before it).
+/// Milliseconds since the Unix epoch of `t`, rounded up (a result is never dated before it came;
+/// 0 before the epoch).
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    })
 }
 
 impl ResultWriter {

@@ -313,50 +313,31 @@ async fn resume_waits_for_the_calls_of_the_run_before_to_leave_the_window() {
     let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
     write_events(&input, 5);
     // The run before finished e1 and e2 half a second ago (wall clock), then was killed.
-    let half_a_second_ago = std::time::SystemTime::now() - Duration::from_millis(500);
-    let ms = half_a_second_ago
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let ms = half_a_second_ago_ms();
     let done: String = (1..=2)
         .map(|i| {
             format!("{{\"id\":\"e{i}\",\"status\":200,\"attempts\":1,\"finished_at_ms\":{ms}}}\n")
         })
         .collect();
     std::fs::write(&output, done).unwrap();
-    let base = server.base_url();
-    let start = tokio::time::Instant::now();
-    let report = send(
-        &[
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-            "--base-url",
-            &base,
-            "--quota",
-            "3/1s",
-            "--concurrency",
-            "1",
-            "--resume",
-        ],
-        Stop::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.exit, Exit::Success);
-    assert_eq!(lines(&output).len(), 5);
     // The window holds e1, e2 (0.5 s old) and one call that may have been on the wire: the first
     // call of this run waits until e1 and e2 leave it (0.5 s, plus the 100 ms guard).
-    let arrivals = server.arrivals(LABEL);
-    assert_eq!(arrivals.len(), 3);
-    let first = arrivals.iter().min().unwrap().duration_since(start);
+    let first = resume_first_call_after(&server, &input, &output).await;
     assert!(
         first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
         "first call after {first:?}"
     );
-    assert_eq!(server.key_stats(LABEL).unwrap().refused, 0);
+    assert_eq!(lines(&output).len(), 5);
+    assert_eq!(server.arrivals(LABEL).len(), 3);
     server.shutdown().await;
+}
+
+/// The wall-clock time half a second ago, in Unix milliseconds.
+fn half_a_second_ago_ms() -> u64 {
+    (std::time::SystemTime::now() - Duration::from_millis(500))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// `send --resume` on `output` (3/1s, one call at a time) with the five events of `input`; returns
@@ -404,11 +385,7 @@ async fn resume_counts_the_calls_in_the_journal_even_those_without_a_result() {
     write_events(&input, 5);
     // The run before sent three calls half a second ago and was killed before any result.
     std::fs::write(&output, "").unwrap();
-    let half_a_second_ago = std::time::SystemTime::now() - Duration::from_millis(500);
-    let ms = half_a_second_ago
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let ms = half_a_second_ago_ms();
     std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
     // The window is full until they leave it (0.5 s, plus the 100 ms guard); nothing more is
     // counted (no allowance for calls on the wire: the journal has them all).
