@@ -2,7 +2,9 @@
 //!
 //! - `scheduler_overhead`: a batch of jobs through the whole scheduler (queue, ledger, dispatch,
 //!   outcome) with a no-op transport (200 at once) and an unlimited quota, against a raw tokio
-//!   mpsc + oneshot round trip of the same batch, on the same current-thread runtime.
+//!   mpsc + oneshot round trip of the same batch, on the same current-thread runtime; and the
+//!   lower bound of any scheduler with this library's contract (`floor_server`: the raw round trip
+//!   plus a `Response` as the outcome, the call through the `Transport` trait, a reservation).
 //! - `many_keys`: 10,000 jobs submitted from 2 tasks on a 2-worker multi-thread runtime, spread
 //!   over 10,000 keys against all on 1 key (unlimited quota, no-op transport), each key named by
 //!   its id (`Scheduler::submit`, a map lookup per job) and by its handle (`KeyHandle::submit`).
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use scheduler_rig::{
-    raw_batch, raw_server, run_batch, run_two_submitters, scheduler_with_keys, Via,
+    floor_batch, floor_server, raw_batch, raw_server, run_batch, run_two_submitters,
+    scheduler_with_keys, Floor, Via,
 };
 
 const BATCH: usize = 1_000;
@@ -29,6 +32,7 @@ fn scheduler_overhead(c: &mut Criterion) {
         .expect("runtime");
     let (scheduler, keys) = rt.block_on(scheduler_with_keys(1, MANY));
     let raw = rt.block_on(async { raw_server() });
+    let floor = rt.block_on(async { floor_server(Floor::Ledger) });
     let mut group = c.benchmark_group("scheduler_overhead");
     group
         .sample_size(30)
@@ -41,6 +45,9 @@ fn scheduler_overhead(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("raw_mpsc_oneshot", BATCH), |b| {
         b.to_async(&rt).iter(|| raw_batch(&raw, BATCH))
+    });
+    group.bench_function(BenchmarkId::new("floor_of_the_contract", BATCH), |b| {
+        b.to_async(&rt).iter(|| floor_batch(&floor, BATCH))
     });
     group.finish();
 }

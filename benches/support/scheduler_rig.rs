@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fabraix_scheduler::{
-    ApiKey, HttpResponse, Job, KeyConfig, KeyHandle, KeyId, OutgoingRequest, Quota, Scheduler,
-    Transport, TransportFuture,
+    ApiKey, Clock, HttpResponse, Job, JobError, KeyConfig, KeyHandle, KeyId, Ledger, LedgerConfig,
+    Outcome, OutgoingRequest, Quota, Response, Scheduler, TokioClock, Transport, TransportFuture,
 };
-use http::Method;
+use http::{HeaderValue, Method, Uri};
 use tokio::sync::{mpsc, oneshot};
 
 /// Answers every request with an empty 200 at once.
@@ -152,5 +152,89 @@ pub async fn raw_batch(tx: &mpsc::UnboundedSender<(Job, oneshot::Sender<u16>)>, 
     }
     for r in replies {
         r.await.expect("answered");
+    }
+}
+
+/// How much of the lower bound [`floor_server`] does: each level adds to the one before.
+#[allow(dead_code)] // The overhead benchmarks' only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Floor {
+    /// The raw round trip, its answer a [`Response`] (an `Outcome`) instead of a status code.
+    Outcome,
+    /// And the call through the [`Transport`] trait: its boxed future, awaited in place.
+    Transport,
+    /// And a reservation in an unlimited [`Ledger`], the clock read once per 64 jobs (as a shard
+    /// reads it once per turn): the whole lower bound.
+    Ledger,
+}
+
+/// Calls between two clock reads of [`Floor::Ledger`] (a shard's batch).
+const FLOOR_CLOCK_EVERY: u32 = 64;
+
+/// The lower bound of the overhead benchmark: the raw round trip (one task answering jobs from an
+/// unbounded mpsc channel through a `oneshot` each) plus only what every scheduler with this
+/// library's contract adds per job, each done the cheapest way (see [`Floor`]): a [`Response`] as
+/// the outcome, the call through [`Transport`] (awaited in place: right only for a transport that
+/// answers at once, as here), a reservation in an unlimited [`Ledger`] and the clock. No key
+/// lookup, queue, priorities, in-flight count, ETA or retry. Call inside a runtime.
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub fn floor_server(level: Floor) -> mpsc::UnboundedSender<(Job, oneshot::Sender<Outcome>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Job, oneshot::Sender<Outcome>)>();
+    tokio::spawn(async move {
+        let transport: Arc<dyn Transport> = Arc::new(NoopTransport);
+        let clock = TokioClock::new();
+        let mut now = clock.now();
+        let mut ledger = Ledger::new(&Quota::unlimited(), LedgerConfig::default(), now);
+        let uri: Uri = "http://127.0.0.1:9/v1/event".parse().expect("uri");
+        let mut api_key = HeaderValue::from_static("secret-0");
+        api_key.set_sensitive(true);
+        let mut calls = 0u32;
+        while let Some((job, reply)) = rx.recv().await {
+            let sent_at = if level == Floor::Ledger {
+                if calls % FLOOR_CLOCK_EVERY == 0 {
+                    now = clock.now();
+                }
+                calls = calls.wrapping_add(1);
+                ledger.reserve(now)
+            } else {
+                now
+            };
+            let result = if level == Floor::Outcome {
+                Ok(HttpResponse::new(Bytes::new()))
+            } else {
+                let request = OutgoingRequest::new(job.method(), &uri, &api_key, None, job.body());
+                transport.send(request).await
+            };
+            drop(job);
+            let outcome = match result {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    Ok(Response {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body,
+                        attempts: 1,
+                        sent_at,
+                    })
+                }
+                Err(e) => Err(JobError::Internal(e.to_string())),
+            };
+            let _ = reply.send(outcome);
+        }
+    });
+    tx
+}
+
+/// Sends `n` jobs to a [`floor_server`], each with its oneshot, then awaits every outcome.
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub async fn floor_batch(tx: &mpsc::UnboundedSender<(Job, oneshot::Sender<Outcome>)>, n: usize) {
+    let mut replies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (reply, rx) = oneshot::channel();
+        tx.send((job(), reply)).expect("server alive");
+        replies.push(rx);
+    }
+    for r in replies {
+        r.await.expect("answered").expect("success");
     }
 }
