@@ -74,7 +74,6 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     // calls that still count, whether the run before ended, was stopped or was killed.
     let journal = journal_path(output);
     let journal_existed = journal.exists();
-    let mut config = config;
     if opts.resume {
         eprintln!(
             "resume: {} ids already in {} are skipped",
@@ -82,15 +81,13 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             output.display()
         );
     }
-    if journal_existed {
-        eprintln!(
-            "the key's windows start with the calls recorded in {} that still count",
-            journal.display()
-        );
-    }
-    if opts.resume && !journal_existed {
-        // An output written without a journal (by an older version): its result lines tell
-        // when its calls finished, and up to --concurrency may have been on the wire at a kill.
+    // An output written without a journal (by an older version, or by a run that could not write
+    // one): its result lines tell when its calls finished, and up to --concurrency may have been
+    // on the wire at a kill.
+    let from_results = |config: KeyConfig| {
+        if !opts.resume {
+            return config;
+        }
         let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);
         let earlier = resumed.earlier_calls(SystemTime::now(), opts.concurrency, most);
         eprintln!(
@@ -98,8 +95,14 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             human::count(earlier.len() as u64),
             opts.concurrency
         );
-        config = config.sent_earlier(earlier);
-    }
+        config.sent_earlier(earlier)
+    };
+    // Without a journal to read, the result lines stand in for it (and go into the new journal).
+    let config = if journal_existed {
+        config
+    } else {
+        from_results(config)
+    };
     let progress = ProgressMode::detect(!opts.no_progress);
     let total = match progress {
         ProgressMode::Off => None,
@@ -112,11 +115,22 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         .add_key(config.clone().call_journal(&journal))
         .await
     {
+        Ok(()) if journal_existed => eprintln!(
+            "the key's windows start with the calls recorded in {} that still count",
+            journal.display()
+        ),
         Ok(()) => {}
         Err(StoreError::Journal { kind, message }) if kind != io::ErrorKind::WouldBlock => {
-            // A directory the journal cannot be written in (the output a pipe, say): sent
-            // without one; a later --resume counts this run from its result lines.
+            // A journal that cannot be opened or written (the output a pipe, a directory in its
+            // place, no permission): sent without one; a later --resume counts this run from
+            // its result lines. One that exists but cannot be read leaves the result lines to
+            // count the runs before.
             eprintln!("warning: no call journal: {message}");
+            let config = if journal_existed {
+                from_results(config)
+            } else {
+                config
+            };
             scheduler
                 .add_key(config)
                 .await

@@ -416,6 +416,32 @@ async fn a_journal_that_cannot_be_written_is_done_without() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_journal_that_cannot_be_read_leaves_the_result_lines_to_count_the_run_before() {
+    let server = server("3/1s").await;
+    let d = dir("unreadable-journal");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    write_events(&input, 5);
+    // The run before finished e1 and e2 half a second ago; its journal cannot be opened now
+    // (something else is in its place).
+    let ms = half_a_second_ago_ms();
+    let done: String = (1..=2)
+        .map(|i| {
+            format!("{{\"id\":\"e{i}\",\"status\":200,\"attempts\":1,\"finished_at_ms\":{ms}}}\n")
+        })
+        .collect();
+    std::fs::write(&output, done).unwrap();
+    std::fs::create_dir(d.join("out.jsonl.calls")).unwrap();
+    // As without a journal: the first call waits until e1 and e2 leave the window.
+    let first = resume_first_call_after(&server, &input, &output).await;
+    assert!(
+        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
+        "first call after {first:?}"
+    );
+    assert_eq!(lines(&output).len(), 5);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_large_input_is_streamed_never_more_than_the_queue_ahead() {
     let server = server("10/1s").await;
     let d = dir("large");
