@@ -73,8 +73,8 @@ pub use retry::{
     RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
 };
 pub use scheduler::{
-    KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob, Scheduler,
-    SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,
+    read_call_journal, KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob,
+    Scheduler, SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,
 };
 pub use telemetry::{TelemetryConfig, TelemetrySender};
 pub use transport::{

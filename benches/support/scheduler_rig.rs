@@ -191,7 +191,7 @@ pub fn floor_server(level: Floor) -> mpsc::UnboundedSender<(Job, oneshot::Sender
         let mut calls = 0u32;
         while let Some((job, reply)) = rx.recv().await {
             let sent_at = if level == Floor::Ledger {
-                if calls % FLOOR_CLOCK_EVERY == 0 {
+                if calls.is_multiple_of(FLOOR_CLOCK_EVERY) {
                     now = clock.now();
                 }
                 calls = calls.wrapping_add(1);

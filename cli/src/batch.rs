@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fabraix_scheduler::{
     JobError, KeyId, MemoryLedgerStore, Outcome, Quota, Scheduler, ShutdownMode, SubmitError,
@@ -25,7 +25,7 @@ use crate::counters::RunCounters;
 use crate::exit::CliError;
 use crate::input::{InputLine, InputReader};
 use crate::output::{invalid_input_line, result_line, ResultWriter, INVALID_INPUT};
-use crate::plan::planned_duration;
+use crate::plan::planned_duration_after;
 use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
 use crate::summary::Summary;
@@ -64,6 +64,9 @@ pub(crate) struct Batch {
     pub(crate) read_ahead: usize,
     pub(crate) progress: ProgressMode,
     pub(crate) total: Option<u64>,
+    /// The calls made before this run that the key's windows started with (wall clock): the
+    /// summary's planned minimum counts them.
+    pub(crate) earlier: Vec<SystemTime>,
 }
 
 /// What a run did, and why it ended early if it did.
@@ -102,9 +105,15 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         read_ahead,
         progress,
         total,
+        earlier,
     } = batch;
     let clock = Arc::clone(scheduler.clock());
     let start = clock.now();
+    let wall = clock.wall_now();
+    let earlier: Vec<Duration> = earlier
+        .iter()
+        .map(|&t| wall.duration_since(t).unwrap_or(Duration::ZERO))
+        .collect();
     let counters = Arc::new(RunCounters::default());
     let permits = Arc::new(Semaphore::new(read_ahead.max(1)));
     let (tx, rx) = mpsc::channel(256);
@@ -163,7 +172,8 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         rate_limited_429: stats.rate_limited,
         retries: stats.retries,
         elapsed_secs: clock.now().saturating_duration_since(start).as_secs_f64(),
-        planned_minimum_secs: planned_duration(&quota, start, submitted).as_secs_f64(),
+        planned_minimum_secs: planned_duration_after(&quota, start, submitted, &earlier)
+            .as_secs_f64(),
         quota: quota.to_string(),
         key: key_fingerprint,
         interrupted: stopped.is_some(),

@@ -98,6 +98,7 @@ pub async fn demo_report(opts: &DemoOpts, stop: Stop) -> Result<DemoReport, CliE
         read_ahead: 72,
         progress: ProgressMode::detect(!opts.no_progress),
         total: Some(u64::from(opts.calls)),
+        earlier: Vec::new(),
     })
     .await;
     if let Some(e) = report.error {

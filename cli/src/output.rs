@@ -81,7 +81,7 @@ impl ResultWriter {
                     "--output {shown} already holds results: pass --resume to continue it, or choose another file"
                 )));
             }
-            scan(path, horizon)?
+            scan(path, horizon, true)?
         } else {
             Resumed::default()
         };
@@ -119,31 +119,21 @@ impl ResultWriter {
     }
 }
 
-/// The ids of an existing output, read only (a truncated last line is ignored, not cut).
-pub fn scan_ids(path: &Path) -> Result<HashSet<String>, CliError> {
-    let file = File::open(path)
-        .map_err(|e| CliError::new(format!("cannot open --output {}: {e}", path.display())))?;
-    let mut done = HashSet::new();
-    for line in BufReader::new(file).split(b'\n') {
-        let line = line
-            .map_err(|e| CliError::new(format!("cannot read --output {}: {e}", path.display())))?;
-        if let Some(id) = serde_json::from_slice::<Value>(&line)
-            .ok()
-            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
-        {
-            done.insert(id);
-        }
-    }
-    Ok(done)
+/// What `--resume` would find in an existing output (ids, recent calls), read only: a truncated
+/// last line is ignored, not cut (`send --dry-run --resume`).
+pub fn scan_read_only(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
+    let mut resumed = scan(path, horizon, false)?;
+    resumed.existed = true;
+    Ok(resumed)
 }
 
-/// Reads the ids and the recent calls of an existing output; cuts off a last line that has no
-/// newline.
-fn scan(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
+/// Reads the ids and the recent calls of an existing output; if `cut`, cuts off a last line that
+/// has no newline (otherwise the file is only read).
+fn scan(path: &Path, horizon: Duration, cut: bool) -> Result<Resumed, CliError> {
     let shown = path.display();
     let mut file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(cut)
         .open(path)
         .map_err(|e| CliError::new(format!("cannot open --output {shown} to resume: {e}")))?;
     let mut reader = BufReader::new(&mut file);
@@ -226,7 +216,7 @@ fn scan(path: &Path, horizon: Duration) -> Result<Resumed, CliError> {
     if let (Some(at), true) = (modified, undated > 0) {
         resumed.calls.push((at, undated));
     }
-    if resumed.truncated_bytes > 0 {
+    if cut && resumed.truncated_bytes > 0 {
         file.set_len(complete_end)
             .and_then(|()| file.seek(SeekFrom::End(0)).map(|_| ()))
             .map_err(|e| CliError::new(format!("cannot cut the last line of {shown}: {e}")))?;

@@ -14,10 +14,35 @@ pub const EXACT_PLAN_MAX: u64 = 10_000_000;
 /// How long after the first call the `n`-th call of a batch may go, for a key that has sent
 /// nothing yet: the ledger's plan, with its latency guard. Zero for `n <= 1` or an unlimited quota.
 pub fn planned_duration(quota: &Quota, now: Instant, n: u64) -> Duration {
-    if n <= 1 || quota.limits().is_empty() {
+    planned_duration_after(quota, now, n, &[])
+}
+
+/// How long after `now` the `n`-th call of a batch may go, for a key whose windows hold calls
+/// made before, of these `earlier` ages at `now` (a resumed run; see
+/// [`KeyConfig::calls_that_count`](fabraix_scheduler::KeyConfig::calls_that_count)). With none,
+/// [`planned_duration`]. Zero for `n = 0` or an unlimited quota.
+///
+/// ```
+/// use fabraix_sched::plan::planned_duration_after;
+/// use fabraix_scheduler::{Clock, Quota, TokioClock};
+/// use std::time::Duration;
+/// let quota: Quota = "2/1s".parse().unwrap();
+/// let now = TokioClock::new().now();
+/// // Two calls 0.6 s ago fill the window: the first call waits 0.4 s (and the 100 ms guard).
+/// let ages = [Duration::from_millis(600); 2];
+/// let wait = planned_duration_after(&quota, now, 1, &ages);
+/// assert!(wait >= Duration::from_millis(500) && wait < Duration::from_millis(501));
+/// ```
+pub fn planned_duration_after(
+    quota: &Quota,
+    now: Instant,
+    n: u64,
+    earlier: &[Duration],
+) -> Duration {
+    if n == 0 || (n == 1 && earlier.is_empty()) || quota.limits().is_empty() {
         return Duration::ZERO;
     }
-    let mut ledger = Ledger::new(quota, LedgerConfig::default(), now);
+    let mut ledger = Ledger::with_earlier_calls(quota, LedgerConfig::default(), now, earlier);
     let exact = n.min(EXACT_PLAN_MAX);
     let mut last = now;
     for _ in 0..exact {
@@ -83,6 +108,21 @@ fn phases(quota: &Quota, n: u64) -> (Vec<Phase>, bool) {
 /// assert!(text.starts_with("1,000 calls: 60 per minute for 16 min 40 s, then the hour window"));
 /// ```
 pub fn describe(quota: &Quota, now: Instant, n: u64) -> String {
+    describe_after(quota, now, n, &[])
+}
+
+/// [`describe`], for a key whose windows hold calls made before, of these `earlier` ages at `now`
+/// (a resumed run): the ledger's finish time counts them, and says when the first call can go.
+///
+/// ```
+/// use fabraix_sched::plan::describe_after;
+/// use fabraix_scheduler::{Quota, TokioClock, Clock};
+/// use std::time::Duration;
+/// let ages = [Duration::from_secs(30); 60];
+/// let text = describe_after(&Quota::development(), TokioClock::new().now(), 60, &ages);
+/// assert!(text.contains("the key's windows holding 60 calls of the earlier run: the first call at +30 s"), "{text}");
+/// ```
+pub fn describe_after(quota: &Quota, now: Instant, n: u64, earlier: &[Duration]) -> String {
     let mut text = format!("{} calls", human::count(n));
     if quota.limits().is_empty() {
         text.push_str(": no quota (unlimited): all at once.\n");
@@ -131,12 +171,27 @@ pub fn describe(quota: &Quota, now: Instant, n: u64) -> String {
         }
         text.push_str(".\n");
     }
-    let d = planned_duration(quota, now, n);
-    text.push_str(&format!(
-        "Ledger plan under {quota}: the first call at once, the last at +{} ({:.1} s); no window of any limit ever holds more than its count.\n",
-        human::duration(d),
-        d.as_secs_f64()
-    ));
+    let d = planned_duration_after(quota, now, n, earlier);
+    let counted = earlier
+        .iter()
+        .filter(|&&age| age < quota.longest_window())
+        .count() as u64;
+    if counted == 0 {
+        text.push_str(&format!(
+            "Ledger plan under {quota}: the first call at once, the last at +{} ({:.1} s); no window of any limit ever holds more than its count.\n",
+            human::duration(d),
+            d.as_secs_f64()
+        ));
+    } else {
+        let first = planned_duration_after(quota, now, 1, earlier);
+        text.push_str(&format!(
+            "Ledger plan under {quota}, the key's windows holding {} calls of the earlier run: the first call at +{}, the last at +{} ({:.1} s); no window of any limit ever holds more than its count.\n",
+            human::count(counted),
+            human::duration(first),
+            human::duration(d),
+            d.as_secs_f64()
+        ));
+    }
     if n > EXACT_PLAN_MAX {
         text.push_str(&format!(
             "(Calls beyond {} are extrapolated at the long-run rate.)\n",

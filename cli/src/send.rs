@@ -2,9 +2,12 @@
 
 use std::io::{self, BufRead};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use fabraix_scheduler::{Clock, Endpoint, KeyConfig, KeyId, Scheduler, StoreError, TokioClock};
+use fabraix_scheduler::{
+    read_call_journal, Clock, Endpoint, KeyConfig, KeyId, LedgerConfig, Quota, Scheduler,
+    StoreError, TokioClock,
+};
 
 use crate::batch::{self, Batch, Source};
 use crate::exit::{CliError, Exit};
@@ -111,10 +114,13 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     let scheduler = Scheduler::builder()
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
-    match scheduler
-        .add_key(config.clone().call_journal(&journal))
-        .await
-    {
+    let with_journal = config.clone().call_journal(&journal);
+    // The calls the key starts with, for the summary's plan: read before the key is added (which
+    // writes the calls told of into the journal).
+    let mut earlier = with_journal
+        .calls_that_count(SystemTime::now())
+        .unwrap_or_default();
+    match scheduler.add_key(with_journal).await {
         Ok(()) if journal_existed => eprintln!(
             "the key's windows start with the calls recorded in {} that still count",
             journal.display()
@@ -131,6 +137,9 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             } else {
                 config
             };
+            earlier = config
+                .calls_that_count(SystemTime::now())
+                .unwrap_or_default();
             scheduler
                 .add_key(config)
                 .await
@@ -167,6 +176,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         read_ahead: opts.queue_capacity as usize + opts.concurrency as usize,
         progress,
         total,
+        earlier,
     })
     .await;
     eprint!("{}", report.summary.text());
@@ -230,8 +240,13 @@ async fn count_lines(path: &Path) -> Option<u64> {
 async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
     let quota = opts.quota.quota();
     let mut reader = InputReader::open(&opts.input).await?;
-    let done = match (&opts.output, opts.resume) {
-        (Some(out), true) if out.exists() => crate::output::scan_ids(out)?,
+    // What a resumed run would skip, and the calls of the run before it would start with.
+    let (done, earlier) = match (&opts.output, opts.resume) {
+        (Some(out), true) if out.exists() => {
+            let resumed = crate::output::scan_read_only(out, quota.longest_window())?;
+            let earlier = earlier_calls_to_plan(out, &quota, &resumed, opts.concurrency);
+            (resumed.done, earlier)
+        }
         _ => Default::default(),
     };
     let (mut jobs, mut bad, mut skipped) = (0u64, 0u64, 0u64);
@@ -255,8 +270,13 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
             }
         }
     }
-    let now = TokioClock::new().now();
-    print!("{}", plan::describe(&quota, now, jobs));
+    let clock = TokioClock::new();
+    let (now, wall) = (clock.now(), clock.wall_now());
+    let ages: Vec<Duration> = earlier
+        .iter()
+        .map(|&t| wall.duration_since(t).unwrap_or(Duration::ZERO))
+        .collect();
+    print!("{}", plan::describe_after(&quota, now, jobs, &ages));
     if skipped > 0 {
         println!(
             "{} lines skipped (already in the output).",
@@ -271,4 +291,26 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
     }
     println!("Dry run: nothing was sent.");
     Ok(Exit::Success)
+}
+
+/// The calls of the run before that a resumed run on `output` would start the key's windows with,
+/// read without changing anything: those in its call journal, or, without one (or one that cannot
+/// be read), its result lines and the `--concurrency` allowance, as `send --resume` counts them.
+fn earlier_calls_to_plan(
+    output: &Path,
+    quota: &Quota,
+    resumed: &crate::output::Resumed,
+    concurrency: u32,
+) -> Vec<SystemTime> {
+    let journal = journal_path(output);
+    let now = SystemTime::now();
+    if journal.exists() {
+        let counted_for = quota.longest_window() + LedgerConfig::default().guard_for(quota);
+        match read_call_journal(&journal, counted_for, now) {
+            Ok(calls) => return calls,
+            Err(e) => eprintln!("warning: cannot read {}: {e}", journal.display()),
+        }
+    }
+    let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);
+    resumed.earlier_calls(now, concurrency, most)
 }

@@ -81,3 +81,49 @@ async fn the_binary_plans_refuses_bad_usage_and_sends_stdin() {
     assert_eq!(server.key_stats(LABEL).unwrap().accepted, 3);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dry_run_of_a_resumed_batch_plans_with_the_calls_of_the_run_before() {
+    let d = dir("dry-resume");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    write_events(&input, 2);
+    std::fs::write(&output, "").unwrap();
+    // The run before sent three calls half a second ago (its journal), no result yet.
+    let ms = (std::time::SystemTime::now() - std::time::Duration::from_millis(500))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
+    let dry_run = |resume: bool| {
+        let mut args = vec![
+            "send",
+            "--dry-run",
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--quota",
+            "3/1s",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        Command::new(BIN).args(args).output()
+    };
+    let out = dry_run(true).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("the key's windows holding 3 calls of the earlier run: the first call at +"),
+        "{text}"
+    );
+    // Not resumed: a fresh key, the first call at once. Nothing was changed by either.
+    let out = dry_run(false).await.unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("the first call at once"), "{text}");
+    assert_eq!(
+        std::fs::metadata(d.join("out.jsonl.calls")).unwrap().len(),
+        24
+    );
+    assert!(!d.join("out.jsonl.calls.lock").exists());
+}

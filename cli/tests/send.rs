@@ -322,11 +322,14 @@ async fn resume_waits_for_the_calls_of_the_run_before_to_leave_the_window() {
     std::fs::write(&output, done).unwrap();
     // The window holds e1, e2 (0.5 s old) and one call that may have been on the wire: the first
     // call of this run waits until e1 and e2 leave it (0.5 s, plus the 100 ms guard).
-    let first = resume_first_call_after(&server, &input, &output).await;
+    let (first, planned) = resume_and_plan(&server, &input, &output).await;
     assert!(
         first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
         "first call after {first:?}"
     );
+    // The summary's plan counts them too: two calls at about 0.6 s, the third once the call
+    // that may have been on the wire leaves the window (about 1.1 s); a fresh key: at once.
+    assert!((1.0..1.3).contains(&planned), "planned minimum {planned} s");
     assert_eq!(lines(&output).len(), 5);
     assert_eq!(server.arrivals(LABEL).len(), 3);
     server.shutdown().await;
@@ -347,6 +350,15 @@ async fn resume_first_call_after(
     input: &std::path::Path,
     output: &std::path::Path,
 ) -> Duration {
+    resume_and_plan(server, input, output).await.0
+}
+
+/// As [`resume_first_call_after`], and the summary's planned minimum (seconds).
+async fn resume_and_plan(
+    server: &fabraix_scheduler::mock::MockServer,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> (Duration, f64) {
     let base = server.base_url();
     let start = tokio::time::Instant::now();
     let report = send(
@@ -369,12 +381,13 @@ async fn resume_first_call_after(
     .unwrap();
     assert_eq!(report.exit, Exit::Success);
     assert_eq!(server.key_stats(LABEL).unwrap().refused, 0);
-    server
+    let first = server
         .arrivals(LABEL)
         .iter()
         .min()
         .unwrap()
-        .duration_since(start)
+        .duration_since(start);
+    (first, report.summary.unwrap().planned_minimum_secs)
 }
 
 #[tokio::test(start_paused = true)]
@@ -389,7 +402,10 @@ async fn resume_counts_the_calls_in_the_journal_even_those_without_a_result() {
     std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
     // The window is full until they leave it (0.5 s, plus the 100 ms guard); nothing more is
     // counted (no allowance for calls on the wire: the journal has them all).
-    let first = resume_first_call_after(&server, &input, &output).await;
+    let (first, planned) = resume_and_plan(&server, &input, &output).await;
+    // The plan: three calls at about 0.6 s, two more a window and a guard later (1.7 s); for a
+    // fresh key it would be 1.1 s.
+    assert!((1.6..1.9).contains(&planned), "planned minimum {planned} s");
     assert!(
         first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
         "first call after {first:?}"

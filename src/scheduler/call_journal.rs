@@ -57,9 +57,7 @@ impl CallJournal {
         also: &[SystemTime],
     ) -> io::Result<(Self, Vec<SystemTime>)> {
         let lock = lock(path)?;
-        let mut recent = read_recent(path, keep, now)?;
-        recent.extend(also.iter().filter(|&&t| counts(t, keep, now)));
-        recent.sort_unstable();
+        let recent = calls_that_count(Some(path), keep, now, also)?;
         let compact_after = COMPACT_AFTER.max(4 * u64::from(most));
         let journal = Self {
             path: path.to_path_buf(),
@@ -148,6 +146,47 @@ fn lock(path: &Path) -> io::Result<File> {
 fn counts(t: SystemTime, keep: Duration, now: SystemTime) -> bool {
     let since = now.checked_sub(keep).unwrap_or(UNIX_EPOCH);
     t > since && now.checked_add(keep).is_none_or(|until| t <= until)
+}
+
+/// The calls recorded in the call journal at `path` ([`KeyConfig::call_journal`]
+/// (crate::KeyConfig::call_journal)) that still count at `now` (wall clock) for a key whose calls
+/// count for `counted_for` (its quota's longest window plus the ledger's guard): not older than
+/// that, nor that far ahead. Oldest first; none if there is no file. The file is only read,
+/// never locked or written, so a journal in use may be read (to plan a resumed batch without
+/// sending, say). For a key's configuration, [`KeyConfig::calls_that_count`]
+/// (crate::KeyConfig::calls_that_count) adds the calls it was told of.
+///
+/// ```
+/// use fabraix_scheduler::read_call_journal;
+/// use std::time::{Duration, SystemTime};
+/// let path = std::env::temp_dir().join("fabraix-doc-no-such-journal");
+/// let calls = read_call_journal(&path, Duration::from_secs(3_600), SystemTime::now()).unwrap();
+/// assert!(calls.is_empty());
+/// ```
+pub fn read_call_journal(
+    path: &Path,
+    counted_for: Duration,
+    now: SystemTime,
+) -> io::Result<Vec<SystemTime>> {
+    calls_that_count(Some(path), counted_for, now, &[])
+}
+
+/// The calls that still count at `now` (see [`CallJournal::open`]) of those recorded at `path` (if
+/// given; none if there is no file) and of `also`, oldest first. The file is only read: neither
+/// locked nor written.
+pub(crate) fn calls_that_count(
+    path: Option<&Path>,
+    keep: Duration,
+    now: SystemTime,
+    also: &[SystemTime],
+) -> io::Result<Vec<SystemTime>> {
+    let mut recent = match path {
+        Some(path) => read_recent(path, keep, now)?,
+        None => Vec::new(),
+    };
+    recent.extend(also.iter().filter(|&&t| counts(t, keep, now)));
+    recent.sort_unstable();
+    Ok(recent)
 }
 
 /// The calls recorded at `path` that still count at `now` (none if there is no file).
@@ -292,5 +331,33 @@ mod tests {
         // A late call of the closed one opens it again (the next run's is gone).
         journal.record(t0 + Duration::from_secs(1)).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_journal_in_use_can_be_read_without_being_changed() {
+        let path = temp("read-only");
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let minute = Duration::from_secs(60);
+        let (journal, _) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        for s in [0, 20, 40] {
+            journal.record(t0 + Duration::from_secs(s)).unwrap();
+        }
+        // Read while the journal is held, 70 s after t0: the call at t0 is out of the window,
+        // and a call told of 5 s ago goes in order.
+        let now = t0 + Duration::from_secs(70);
+        let told = [now - Duration::from_secs(5)];
+        let calls = calls_that_count(Some(&path), minute, now, &told).unwrap();
+        let secs: Vec<u64> = calls
+            .iter()
+            .map(|t| t.duration_since(t0).unwrap().as_secs())
+            .collect();
+        assert_eq!(secs, [20, 40, 65]);
+        // Nothing was written, and the journal still records.
+        assert_eq!(fs::metadata(&path).unwrap().len(), 24);
+        journal.record(now).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 32);
+        // No file: only the calls told of.
+        let none = calls_that_count(Some(&path.with_extension("none")), minute, now, &told);
+        assert_eq!(none.unwrap(), told);
     }
 }

@@ -205,6 +205,37 @@ impl KeyConfig {
         &self.sent_earlier
     }
 
+    /// The calls this key would start its windows with if it were added at `now` (wall clock):
+    /// those given to [`sent_earlier`](Self::sent_earlier) and those in its
+    /// [`call_journal`](Self::call_journal) that still count (not older than the quota's longest
+    /// window plus the guard, nor that far ahead), oldest first. The journal is only read, not
+    /// locked or written, so this may be called while a scheduler holds it (to plan a resumed
+    /// batch, say). An error is the journal's: it exists but cannot be read.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, Clock, KeyConfig, Quota, TokioClock};
+    /// use std::time::Duration;
+    /// let now = TokioClock::new().wall_now();
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .sent_earlier([now - Duration::from_secs(30), now - Duration::from_secs(7_200)]);
+    /// // The call of two hours ago is out of every window of 60/1m,1000/1h.
+    /// assert_eq!(config.calls_that_count(now).unwrap(), [now - Duration::from_secs(30)]);
+    /// ```
+    pub fn calls_that_count(&self, now: SystemTime) -> std::io::Result<Vec<SystemTime>> {
+        super::call_journal::calls_that_count(
+            self.call_journal.as_deref(),
+            self.counted_for(),
+            now,
+            &self.sent_earlier,
+        )
+    }
+
+    /// How long a call of this key counts: its quota's longest window plus the ledger's guard.
+    pub(crate) fn counted_for(&self) -> Duration {
+        self.quota.longest_window() + self.ledger.guard_for(&self.quota)
+    }
+
     /// The key id.
     pub fn id(&self) -> &KeyId {
         &self.id

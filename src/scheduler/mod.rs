@@ -43,6 +43,7 @@ use call_journal::CallJournal;
 
 use tokio::task::JoinHandle;
 
+pub use call_journal::read_call_journal;
 pub use config::{KeyConfig, Overflow, ShutdownMode};
 pub use key_handle::KeyHandle;
 pub use key_queue::ReturnedJob;
@@ -292,7 +293,7 @@ impl<S: LedgerStore> Scheduler<S> {
         // Calls made before: told of, and (with a journal) recorded; the journal keeps both.
         let (journal, earlier) = match &config.call_journal {
             Some(path) => {
-                let keep = config.quota.longest_window() + config.ledger.guard_for(&config.quota);
+                let keep = config.counted_for();
                 let most = config.quota.limits().iter().map(|l| l.count()).max();
                 let told = &config.sent_earlier;
                 let (journal, earlier) =
