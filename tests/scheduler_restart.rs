@@ -179,3 +179,48 @@ async fn a_key_with_a_call_journal_restarts_without_being_told_anything() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two threads add the same key with the same journal at the same moment, 50 times over: both
+/// adds succeed (one adds, the other rotates) and the key is there. Without adds taken one at a
+/// time, the second found the first's journal locked (an error) in the first round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_added_twice_at_once_is_one_key() {
+    let dir = std::env::temp_dir().join(format!("fbx-add-twice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..50 {
+        let scheduler = Scheduler::builder().seed(round).build().unwrap();
+        let config = KeyConfig::new(
+            "twice",
+            ApiKey::new(TEST_DEV_KEY).unwrap(),
+            "http://127.0.0.1:9/v1",
+            "5/10s".parse::<Quota>().unwrap(),
+        )
+        .unwrap()
+        .call_journal(dir.join(format!("calls-{round}")));
+        // Two threads of their own, released together (tasks on the runtime's workers would run
+        // one after the other: the woken one waits in its waker's worker).
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let runtime = tokio::runtime::Handle::current();
+        let adds: Vec<_> = (0..2)
+            .map(|_| {
+                let (scheduler, config, barrier, runtime) = (
+                    scheduler.clone(),
+                    config.clone(),
+                    Arc::clone(&barrier),
+                    runtime.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    barrier.wait();
+                    runtime.block_on(scheduler.add_key(config))
+                })
+            })
+            .collect();
+        for add in adds {
+            let added = add.await.unwrap();
+            assert!(added.is_ok(), "round {round}: {added:?}");
+        }
+        assert!(scheduler.key(&KeyId::new("twice")).is_some());
+        scheduler.shutdown(ShutdownMode::ReturnUnsent).await;
+    }
+}

@@ -74,6 +74,10 @@ pub(crate) struct Inner<S> {
     next_shard: AtomicUsize,
     shard_tasks: Mutex<Vec<JoinHandle<()>>>,
     next_id: AtomicU64,
+    /// Held while a key is added: two adds of one id, at once, are one add and one rotation (the
+    /// second would otherwise find the first's call journal locked, or register the key's
+    /// ledger again over the first's).
+    adding: tokio::sync::Mutex<()>,
 }
 
 impl<S> Inner<S> {
@@ -263,6 +267,7 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             next_shard: AtomicUsize::new(0),
             shard_tasks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            adding: tokio::sync::Mutex::new(()),
         });
         Ok(Scheduler {
             handle: Arc::new(LastHandle {
@@ -283,8 +288,10 @@ pub struct ShutdownReport {
 impl<S: LedgerStore> Scheduler<S> {
     /// Adds a key and gives it to a dispatch task (call it inside a tokio runtime). If the id exists
     /// already, only its API key is replaced, as [`rotate_key`](Self::rotate_key) does: the queue
-    /// and the ledger (with its record of recent calls) stay as they are.
+    /// and the ledger (with its record of recent calls) stay as they are. Adds are taken one at a
+    /// time, so two adds of one id at once are an add and a rotation.
     pub async fn add_key(&self, config: KeyConfig) -> Result<(), StoreError> {
+        let _adding = self.inner.adding.lock().await;
         if self.rotate_key(&config.id, config.api_key.clone()) {
             return Ok(());
         }
@@ -320,7 +327,7 @@ impl<S: LedgerStore> Scheduler<S> {
         let ledger = self.inner.store.local_ledger(&config.id);
         let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard), ledger, journal));
         match self.inner.keys.entry(config.id.clone()) {
-            // Added concurrently by another caller: that one's queue stands.
+            // Not while `adding` is held; were it added otherwise, that queue would stand.
             dashmap::Entry::Occupied(_) => return Ok(()),
             dashmap::Entry::Vacant(slot) => {
                 slot.insert(queue);
