@@ -181,8 +181,8 @@ async fn a_key_with_a_call_journal_restarts_without_being_told_anything() {
 }
 
 /// Two threads add the same key with the same journal at the same moment, 50 times over: both
-/// adds succeed (one adds, the other rotates) and the key is there. Without adds taken one at a
-/// time, the second found the first's journal locked (an error) in the first round.
+/// adds succeed (one adds, the other rotates) and the key is there. Without adds of one id taken
+/// one at a time, the second found the first's journal locked (an error) in the first round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_added_twice_at_once_is_one_key() {
     let dir = std::env::temp_dir().join(format!("fbx-add-twice-{}", std::process::id()));
@@ -223,4 +223,5 @@ async fn the_same_key_added_twice_at_once_is_one_key() {
         assert!(scheduler.key(&KeyId::new("twice")).is_some());
         scheduler.shutdown(ShutdownMode::ReturnUnsent).await;
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

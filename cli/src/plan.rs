@@ -112,7 +112,8 @@ pub fn describe(quota: &Quota, now: Instant, n: u64) -> String {
 }
 
 /// [`describe`], for a key whose windows hold calls made before, of these `earlier` ages at `now`
-/// (a resumed run): the ledger's finish time counts them, and says when the first call can go.
+/// (a resumed run): the phases are those of a fresh key (and say so), the ledger's plan counts the
+/// earlier calls and says when the first call can go.
 ///
 /// ```
 /// use fabraix_sched::plan::describe_after;
@@ -120,10 +121,21 @@ pub fn describe(quota: &Quota, now: Instant, n: u64) -> String {
 /// use std::time::Duration;
 /// let ages = [Duration::from_secs(30); 60];
 /// let text = describe_after(&Quota::development(), TokioClock::new().now(), 60, &ages);
+/// assert!(text.starts_with("60 calls (on a fresh key): all at once"), "{text}");
 /// assert!(text.contains("the key's windows holding 60 calls of the earlier run: the first call at +30 s"), "{text}");
 /// ```
 pub fn describe_after(quota: &Quota, now: Instant, n: u64, earlier: &[Duration]) -> String {
+    // The earlier calls the ledger counts (see `Ledger::with_earlier_calls`); none matter for
+    // no calls.
+    let horizon = LedgerConfig::default().counted_for(quota);
+    let counted = match n {
+        0 => 0,
+        _ => earlier.iter().filter(|&&age| age < horizon).count() as u64,
+    };
     let mut text = format!("{} calls", human::count(n));
+    if counted > 0 && !quota.limits().is_empty() {
+        text.push_str(" (on a fresh key)");
+    }
     if quota.limits().is_empty() {
         text.push_str(": no quota (unlimited): all at once.\n");
         return text;
@@ -172,10 +184,6 @@ pub fn describe_after(quota: &Quota, now: Instant, n: u64, earlier: &[Duration])
         text.push_str(".\n");
     }
     let d = planned_duration_after(quota, now, n, earlier);
-    let counted = earlier
-        .iter()
-        .filter(|&&age| age < quota.longest_window())
-        .count() as u64;
     if counted == 0 {
         text.push_str(&format!(
             "Ledger plan under {quota}: the first call at once, the last at +{} ({:.1} s); no window of any limit ever holds more than its count.\n",

@@ -116,10 +116,10 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
     let with_journal = config.clone().call_journal(&journal);
     // The calls the key starts with, for the summary's plan: read before the key is added (which
-    // writes the calls told of into the journal).
-    let mut earlier = with_journal
-        .calls_that_count(SystemTime::now())
-        .unwrap_or_default();
+    // writes the calls told of into the journal), on the scheduler's clock.
+    let wall = scheduler.clock().wall_now();
+    let read = with_journal.calls_that_count(wall);
+    let mut earlier = read.as_ref().map_or_else(|_| Vec::new(), Clone::clone);
     match scheduler.add_key(with_journal).await {
         Ok(()) if journal_existed => eprintln!(
             "the key's windows start with the calls recorded in {} that still count",
@@ -129,17 +129,22 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         Err(StoreError::Journal { kind, message }) if kind != io::ErrorKind::WouldBlock => {
             // A journal that cannot be opened or written (the output a pipe, a directory in its
             // place, no permission): sent without one; a later --resume counts this run from
-            // its result lines. One that exists but cannot be read leaves the result lines to
-            // count the runs before.
+            // its result lines. The runs before count from the journal if it can still be read
+            // (its calls without a result too), else from the result lines.
             eprintln!("warning: no call journal: {message}");
-            let config = if journal_existed {
-                from_results(config)
-            } else {
-                config
+            let config = match (journal_existed, read) {
+                (true, Ok(calls)) => {
+                    eprintln!(
+                        "the key's windows start with the {} calls recorded in {} that still count",
+                        human::count(calls.len() as u64),
+                        journal.display()
+                    );
+                    config.sent_earlier(calls)
+                }
+                (true, Err(_)) => from_results(config),
+                (false, _) => config,
             };
-            earlier = config
-                .calls_that_count(SystemTime::now())
-                .unwrap_or_default();
+            earlier = config.calls_that_count(wall).unwrap_or_default();
             scheduler
                 .add_key(config)
                 .await
@@ -240,15 +245,19 @@ async fn count_lines(path: &Path) -> Option<u64> {
 async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
     let quota = opts.quota.quota();
     let mut reader = InputReader::open(&opts.input).await?;
-    // What a resumed run would skip, and the calls of the run before it would start with.
-    let (done, earlier) = match (&opts.output, opts.resume) {
+    // What a resumed run would skip.
+    let resumed = match (&opts.output, opts.resume) {
         (Some(out), true) if out.exists() => {
-            let resumed = crate::output::scan_read_only(out, quota.longest_window())?;
-            let earlier = earlier_calls_to_plan(out, &quota, &resumed, opts.concurrency);
-            (resumed.done, earlier)
+            Some(crate::output::scan_read_only(out, quota.longest_window())?)
         }
-        _ => Default::default(),
+        _ => None,
     };
+    // The calls of the runs before that the key would start with (as `send` counts them).
+    let earlier = match &opts.output {
+        Some(out) => earlier_calls_to_plan(out, &quota, resumed.as_ref(), opts.concurrency),
+        None => Vec::new(),
+    };
+    let done = resumed.map(|r| r.done).unwrap_or_default();
     let (mut jobs, mut bad, mut skipped) = (0u64, 0u64, 0u64);
     while let Some(line) = tokio::select! {
         biased;
@@ -293,24 +302,25 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
-/// The calls of the run before that a resumed run on `output` would start the key's windows with,
-/// read without changing anything: those in its call journal, or, without one (or one that cannot
-/// be read), its result lines and the `--concurrency` allowance, as `send --resume` counts them.
+/// The calls of the runs before that a `send` to `output` would start the key's windows with,
+/// read without changing anything: those in its call journal (read by every run, resumed or not),
+/// or, for a resumed run (`resumed`) without one that can be read, its result lines and the
+/// `--concurrency` allowance, as `send --resume` counts them.
 fn earlier_calls_to_plan(
     output: &Path,
     quota: &Quota,
-    resumed: &crate::output::Resumed,
+    resumed: Option<&crate::output::Resumed>,
     concurrency: u32,
 ) -> Vec<SystemTime> {
     let journal = journal_path(output);
-    let now = SystemTime::now();
+    let now = TokioClock::new().wall_now();
     if journal.exists() {
-        let counted_for = quota.longest_window() + LedgerConfig::default().guard_for(quota);
+        let counted_for = LedgerConfig::default().counted_for(quota);
         match read_call_journal(&journal, counted_for, now) {
             Ok(calls) => return calls,
             Err(e) => eprintln!("warning: cannot read {}: {e}", journal.display()),
         }
     }
     let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);
-    resumed.earlier_calls(now, concurrency, most)
+    resumed.map_or_else(Vec::new, |r| r.earlier_calls(now, concurrency, most))
 }

@@ -83,44 +83,49 @@ async fn the_binary_plans_refuses_bad_usage_and_sends_stdin() {
 }
 
 #[tokio::test]
-async fn a_dry_run_of_a_resumed_batch_plans_with_the_calls_of_the_run_before() {
+async fn a_dry_run_plans_with_the_calls_of_the_run_before() {
     let d = dir("dry-resume");
     let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
     write_events(&input, 2);
     std::fs::write(&output, "").unwrap();
-    // The run before sent three calls half a second ago (its journal), no result yet.
-    let ms = (std::time::SystemTime::now() - std::time::Duration::from_millis(500))
+    // The run before sent three calls ten seconds ago (its journal), no result yet: under 3/1m
+    // they hold the window for another 50 s.
+    let ms = (std::time::SystemTime::now() - std::time::Duration::from_secs(10))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
     std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
-    let dry_run = |resume: bool| {
+    let dry_run = |extra: &[&str]| {
         let mut args = vec![
             "send",
             "--dry-run",
             "-i",
             input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
             "--quota",
-            "3/1s",
+            "3/1m",
         ];
-        if resume {
-            args.push("--resume");
-        }
+        args.extend_from_slice(extra);
         Command::new(BIN).args(args).output()
     };
-    let out = dry_run(true).await.unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("the key's windows holding 3 calls of the earlier run: the first call at +"),
-        "{text}"
-    );
-    // Not resumed: a fresh key, the first call at once. Nothing was changed by either.
-    let out = dry_run(false).await.unwrap();
+    let out_arg = output.to_str().unwrap();
+    // Every send to this output reads the journal, resumed or not: so does its dry run.
+    for extra in [&["-o", out_arg, "--resume"][..], &["-o", out_arg][..]] {
+        let out = dry_run(extra).await.unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.starts_with("2 calls (on a fresh key): all at once")
+                && text.contains(
+                    "the key's windows holding 3 calls of the earlier run: the first call at +"
+                ),
+            "{extra:?}: {text}"
+        );
+    }
+    // Without an output: a fresh key, the first call at once.
+    let out = dry_run(&[]).await.unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("the first call at once"), "{text}");
+    // Nothing was changed.
     assert_eq!(
         std::fs::metadata(d.join("out.jsonl.calls")).unwrap().len(),
         24

@@ -432,6 +432,28 @@ async fn a_journal_that_cannot_be_written_is_done_without() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_journal_that_can_be_read_but_not_written_still_counts_its_calls() {
+    let server = server("3/1s").await;
+    let d = dir("read-only-journal");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    write_events(&input, 5);
+    // The run before sent three calls half a second ago and was killed before any result; its
+    // journal can be read, but not locked for this run (something else where the lock goes).
+    std::fs::write(&output, "").unwrap();
+    let ms = half_a_second_ago_ms();
+    std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
+    std::fs::create_dir(d.join("out.jsonl.calls.lock")).unwrap();
+    // The journal's three calls fill the window until they leave it (0.5 s, plus the guard).
+    let first = resume_first_call_after(&server, &input, &output).await;
+    assert!(
+        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
+        "first call after {first:?}"
+    );
+    assert_eq!(lines(&output).len(), 5);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_journal_that_cannot_be_read_leaves_the_result_lines_to_count_the_run_before() {
     let server = server("3/1s").await;
     let d = dir("unreadable-journal");

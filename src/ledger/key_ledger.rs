@@ -39,6 +39,20 @@ impl LedgerConfig {
                 .map_or(Duration::ZERO, |l| DEFAULT_GUARD.min(l.window() / 10)),
         }
     }
+
+    /// How long a call counts against `quota` under this config: the quota's longest window plus
+    /// the guard (zero for an unlimited quota). Older calls change no window; this is what a
+    /// restarted key keeps of its earlier calls ([`Ledger::with_earlier_calls`]).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{LedgerConfig, Quota};
+    /// use std::time::Duration;
+    /// let counted = LedgerConfig::default().counted_for(&Quota::development());
+    /// assert_eq!(counted, Duration::from_secs(3_600) + Duration::from_millis(100));
+    /// ```
+    pub fn counted_for(&self, quota: &Quota) -> Duration {
+        quota.longest_window() + self.guard_for(quota)
+    }
 }
 
 /// A temporary cap the server announced through `RateLimit-*` headers: at most `remaining` more
@@ -144,14 +158,7 @@ impl Ledger {
         ages: &[Duration],
     ) -> Self {
         let mut ledger = Self::new(quota, config, now);
-        let guard = duration_ns(config.guard_for(quota));
-        let longest = quota
-            .limits()
-            .iter()
-            .map(|l| duration_ns(l.window()))
-            .max()
-            .unwrap_or(0);
-        let horizon = longest.saturating_add(guard);
+        let horizon = duration_ns(config.counted_for(quota));
         let mut ages: Vec<u64> = ages
             .iter()
             .map(|&age| duration_ns(age))

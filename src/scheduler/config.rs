@@ -233,7 +233,7 @@ impl KeyConfig {
 
     /// How long a call of this key counts: its quota's longest window plus the ledger's guard.
     pub(crate) fn counted_for(&self) -> Duration {
-        self.quota.longest_window() + self.ledger.guard_for(&self.quota)
+        self.ledger.counted_for(&self.quota)
     }
 
     /// The key id.

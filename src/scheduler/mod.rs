@@ -74,11 +74,15 @@ pub(crate) struct Inner<S> {
     next_shard: AtomicUsize,
     shard_tasks: Mutex<Vec<JoinHandle<()>>>,
     next_id: AtomicU64,
-    /// Held while a key is added: two adds of one id, at once, are one add and one rotation (the
-    /// second would otherwise find the first's call journal locked, or register the key's
-    /// ledger again over the first's).
-    adding: tokio::sync::Mutex<()>,
+    /// Held while a key is added, one of them per id (by the id's hash): two adds of one id at
+    /// once are one add and one rotation (the second would otherwise find the first's call
+    /// journal locked, or register the key's ledger again over the first's), while adds of other
+    /// ids seldom wait for each other (a journal's file work, a store elsewhere).
+    adding: [tokio::sync::Mutex<()>; ADDING_LOCKS],
 }
+
+/// Locks that adds of keys are spread over (see `Inner::adding`).
+const ADDING_LOCKS: usize = 64;
 
 impl<S> Inner<S> {
     /// Closes every key: no new jobs; what is queued is still sent, and each key's shard lets it
@@ -267,7 +271,7 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             next_shard: AtomicUsize::new(0),
             shard_tasks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-            adding: tokio::sync::Mutex::new(()),
+            adding: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         });
         Ok(Scheduler {
             handle: Arc::new(LastHandle {
@@ -288,10 +292,10 @@ pub struct ShutdownReport {
 impl<S: LedgerStore> Scheduler<S> {
     /// Adds a key and gives it to a dispatch task (call it inside a tokio runtime). If the id exists
     /// already, only its API key is replaced, as [`rotate_key`](Self::rotate_key) does: the queue
-    /// and the ledger (with its record of recent calls) stay as they are. Adds are taken one at a
-    /// time, so two adds of one id at once are an add and a rotation.
+    /// and the ledger (with its record of recent calls) stay as they are. Adds of one id are taken
+    /// one at a time, so two at once are an add and a rotation.
     pub async fn add_key(&self, config: KeyConfig) -> Result<(), StoreError> {
-        let _adding = self.inner.adding.lock().await;
+        let _adding = self.adding_lock(&config.id).lock().await;
         if self.rotate_key(&config.id, config.api_key.clone()) {
             return Ok(());
         }
@@ -342,6 +346,14 @@ impl<S: LedgerStore> Scheduler<S> {
                 .push(handle);
         }
         Ok(())
+    }
+
+    /// The lock held while `key` is added (shared with the ids of the same hash).
+    fn adding_lock(&self, key: &KeyId) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(key, &mut hasher);
+        let stripe = std::hash::Hasher::finish(&hasher) % ADDING_LOCKS as u64;
+        &self.inner.adding[stripe as usize]
     }
 
     fn queue(&self, key: &KeyId) -> Option<Arc<KeyQueue>> {
