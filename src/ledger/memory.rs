@@ -12,7 +12,15 @@ use crate::quota::Quota;
 /// guard is released before the ledger is touched and nothing is held across an `.await`.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLedgerStore {
-    ledgers: Arc<KeyMap<Arc<Mutex<Ledger>>>>,
+    ledgers: Arc<KeyMap<Held>>,
+}
+
+/// One key's ledger, and the quota and config it was registered with.
+#[derive(Debug)]
+struct Held {
+    ledger: Arc<Mutex<Ledger>>,
+    quota: Quota,
+    config: LedgerConfig,
 }
 
 impl MemoryLedgerStore {
@@ -31,12 +39,32 @@ impl MemoryLedgerStore {
         let ledger = self
             .ledgers
             .get(key)
-            .map(|entry| Arc::clone(entry.value()))
+            .map(|entry| Arc::clone(&entry.value().ledger))
             .ok_or_else(|| StoreError::UnknownKey(key.clone()))?;
         let mut guard = ledger
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(f(&mut guard))
+    }
+
+    /// Frees the ledger of `key` (false if there is none). For a key removed from every
+    /// scheduler on this store ([`Scheduler::remove_key`](crate::Scheduler::remove_key)), once its
+    /// calls are older than its quota's longest window plus the guard
+    /// ([`LedgerConfig::counted_for`]): a key added again after this starts with empty windows.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use fabraix_scheduler::{KeyId, LedgerConfig, LedgerStore, MemoryLedgerStore, Quota};
+    /// let store = MemoryLedgerStore::new();
+    /// let key = KeyId::new("k");
+    /// store.register(&key, &Quota::development(), LedgerConfig::default(), tokio::time::Instant::now()).await.unwrap();
+    /// assert!(store.forget(&key));
+    /// assert!(store.snapshot(&key).is_none());
+    /// assert!(!store.forget(&key));
+    /// # }
+    /// ```
+    pub fn forget(&self, key: &KeyId) -> bool {
+        self.ledgers.remove(key).is_some()
     }
 
     /// A copy of one key's ledger (for inspection and tests).
@@ -65,23 +93,42 @@ impl LedgerStore for MemoryLedgerStore {
         now: Instant,
         ages: &[Duration],
     ) -> Result<(), StoreError> {
-        let mut ledger = Ledger::with_earlier_calls(quota, config, now, ages);
         match self.ledgers.entry(key.clone()) {
-            // Replaced in place: a scheduler holding this key's ledger keeps seeing it.
-            dashmap::Entry::Occupied(entry) => {
-                let mut held = entry.get().lock().unwrap_or_else(|p| p.into_inner());
-                ledger.replaces(&held);
-                *held = ledger;
+            // Registered again with the same quota and config (a key removed and added again,
+            // a second scheduler on this store): the ledger stands, with every call it recorded
+            // (the earlier calls are among them: they were made through it).
+            dashmap::Entry::Occupied(entry)
+                if entry.get().quota == *quota && entry.get().config == config => {}
+            // A new quota: replaced in place, so that a scheduler holding this key's ledger
+            // keeps seeing it.
+            dashmap::Entry::Occupied(mut entry) => {
+                let mut ledger = Ledger::with_earlier_calls(quota, config, now, ages);
+                let held = entry.get_mut();
+                {
+                    let mut old = held.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    ledger.replaces(&old);
+                    *old = ledger;
+                }
+                held.quota = quota.clone();
+                held.config = config;
             }
             dashmap::Entry::Vacant(entry) => {
-                entry.insert(Arc::new(Mutex::new(ledger)));
+                entry.insert(Held {
+                    ledger: Arc::new(Mutex::new(Ledger::with_earlier_calls(
+                        quota, config, now, ages,
+                    ))),
+                    quota: quota.clone(),
+                    config,
+                });
             }
         }
         Ok(())
     }
 
     fn local_ledger(&self, key: &KeyId) -> Option<Arc<Mutex<Ledger>>> {
-        self.ledgers.get(key).map(|entry| Arc::clone(entry.value()))
+        self.ledgers
+            .get(key)
+            .map(|entry| Arc::clone(&entry.value().ledger))
     }
 
     async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {

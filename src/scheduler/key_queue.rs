@@ -180,6 +180,9 @@ pub(crate) struct KeyQueue {
     pub(crate) scheduled: AtomicBool,
     /// Wakes submitters waiting for room.
     pub(crate) space: Notify,
+    /// Notified when the key's shard lets it go (`QueueState::retired`): closed, empty, nothing on
+    /// the wire ([`Scheduler::remove_key`](crate::Scheduler::remove_key) waits for it).
+    pub(crate) let_go: Notify,
     /// Bumped when the slot the shard waits for must be given back and reserved again: the key
     /// was paused, or the slot's job was cancelled.
     pub(crate) reslot_epoch: AtomicU64,
@@ -229,6 +232,7 @@ impl KeyQueue {
             ledger,
             scheduled: AtomicBool::new(false),
             space: Notify::new(),
+            let_go: Notify::new(),
             reslot_epoch: AtomicU64::new(0),
             counters: Counters::default(),
             pacer: Mutex::new(Pacer::default()),
@@ -303,6 +307,40 @@ impl KeyQueue {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Closes the key: no new jobs; what is queued is still sent (unless handed back), and its
+    /// shard lets it go once it is empty and nothing of it is on the wire.
+    pub(crate) fn close(self: &Arc<Self>) {
+        self.lock().closed = true;
+        self.wake();
+        self.space.notify_waiters();
+    }
+
+    /// Hands back every queued job (shutdown, removal) and every job put back later (a 429, a
+    /// retry), and drops the slot the shard waits for.
+    pub(crate) fn hand_back_queued(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.hand_back = true;
+        for job in st.take_all() {
+            self.hand_back(&mut st, job);
+        }
+        drop(st);
+        self.reslot();
+    }
+
+    /// Waits until the key's shard has let it go (see [`close`](Self::close)).
+    pub(crate) async fn let_go(&self) {
+        loop {
+            let notified = self.let_go.notified();
+            tokio::pin!(notified);
+            // Registered before the look, so a release between the two is not missed.
+            notified.as_mut().enable();
+            if self.lock().retired {
+                return;
+            }
+            notified.await;
         }
     }
 

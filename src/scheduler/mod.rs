@@ -90,9 +90,7 @@ impl<S> Inner<S> {
     fn close_all(&self) -> Vec<Arc<KeyQueue>> {
         let queues: Vec<Arc<KeyQueue>> = self.keys.iter().map(|e| Arc::clone(e.value())).collect();
         for q in &queues {
-            q.lock().closed = true;
-            q.wake();
-            q.space.notify_waiters();
+            q.close();
         }
         queues
     }
@@ -348,6 +346,66 @@ impl<S: LedgerStore> Scheduler<S> {
         Ok(())
     }
 
+    /// Removes a key, ending its jobs as `mode` says, as [`shutdown`](Self::shutdown) does for
+    /// all keys: with [`ShutdownMode::Drain`] what is queued is still sent (as the quota allows);
+    /// with [`ShutdownMode::ReturnUnsent`] it is handed back in the report (its tickets resolve to
+    /// [`JobError::ShutDown`](crate::JobError::ShutDown)); with [`ShutdownMode::DrainUntil`] what
+    /// is left at the deadline is. Calls on the wire finish and deliver their outcomes. Returns
+    /// once none of the key's jobs is left, with the jobs handed back; `None` if no such key was
+    /// added. Other keys are not touched.
+    ///
+    /// From the start of the call, `submit` for the id answers
+    /// [`SubmitError::UnknownKey`](crate::SubmitError::UnknownKey), and a [`KeyHandle`] of it
+    /// [`SubmitError::ShuttingDown`](crate::SubmitError::ShuttingDown). The key's queue and its
+    /// journal ([`KeyConfig::call_journal`], closed, so another program may open it) are let go.
+    /// The store keeps the key's ledger: the key added again counts the calls it made, rather
+    /// than be refused for them ([`MemoryLedgerStore::forget`](crate::MemoryLedgerStore::forget)
+    /// frees it once they no longer matter).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, KeyId, Quota, Scheduler, ShutdownMode};
+    /// let scheduler = Scheduler::builder().build().unwrap();
+    /// let id = KeyId::new("tenant-42");
+    /// let config = KeyConfig::new(id.clone(), ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development()).unwrap();
+    /// scheduler.add_key(config).await.unwrap();
+    /// let report = scheduler.remove_key(&id, ShutdownMode::ReturnUnsent).await.unwrap();
+    /// assert!(report.returned.is_empty());
+    /// assert!(scheduler.key(&id).is_none());
+    /// assert!(scheduler.remove_key(&id, ShutdownMode::Drain).await.is_none());
+    /// # }
+    /// ```
+    pub async fn remove_key(&self, key: &KeyId, mode: ShutdownMode) -> Option<ShutdownReport> {
+        // Not while the id is being added.
+        let q = {
+            let _adding = self.adding_lock(key).lock().await;
+            self.inner.keys.remove(key).map(|(_, q)| q)?
+        };
+        q.close();
+        match mode {
+            ShutdownMode::Drain => q.let_go().await,
+            ShutdownMode::ReturnUnsent => {
+                q.hand_back_queued();
+                q.let_go().await;
+            }
+            ShutdownMode::DrainUntil(deadline) => {
+                tokio::select! {
+                    () = q.let_go() => {}
+                    () = self.inner.clock.sleep_until(deadline) => {
+                        q.hand_back_queued();
+                        q.let_go().await;
+                    }
+                }
+            }
+        }
+        if let Some(journal) = &q.journal {
+            journal.close();
+        }
+        let returned = std::mem::take(&mut q.lock().returned);
+        tracing::info!(key = %key, handed_back = returned.len(), "key removed");
+        Some(ShutdownReport { returned })
+    }
+
     /// The lock held while `key` is added (shared with the ids of the same hash).
     fn adding_lock(&self, key: &KeyId) -> &tokio::sync::Mutex<()> {
         let mut hasher = std::hash::DefaultHasher::new();
@@ -465,13 +523,7 @@ impl<S: LedgerStore> Scheduler<S> {
         );
         let hand_back_all = |queues: &[Arc<KeyQueue>]| {
             for q in queues {
-                let mut st = q.lock();
-                st.hand_back = true;
-                for job in st.take_all() {
-                    q.hand_back(&mut st, job);
-                }
-                drop(st);
-                q.reslot();
+                q.hand_back_queued();
             }
         };
         match mode {

@@ -481,6 +481,7 @@ fn fill<S: LedgerStore>(
                 if !std::mem::replace(&mut st.retired, true) {
                     drop(st);
                     q.shard.retire();
+                    q.let_go.notify_waiters();
                 }
                 return Step::Idle;
             }
