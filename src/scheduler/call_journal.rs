@@ -148,13 +148,15 @@ fn counts(t: SystemTime, keep: Duration, now: SystemTime) -> bool {
     t > since && now.checked_add(keep).is_none_or(|until| t <= until)
 }
 
-/// The calls recorded in the call journal at `path` ([`KeyConfig::call_journal`]
-/// (crate::KeyConfig::call_journal)) that still count at `now` (wall clock) for a key whose calls
-/// count for `counted_for` (its quota's longest window plus the ledger's guard): not older than
-/// that, nor that far ahead. Oldest first; none if there is no file. The file is only read,
+/// The calls recorded in the call journal at `path`
+/// ([`KeyConfig::call_journal`](crate::KeyConfig::call_journal)) that still count at `now` (wall
+/// clock) for a key whose calls count for `counted_for` (its quota's longest window plus the
+/// ledger's guard, [`LedgerConfig::counted_for`](crate::LedgerConfig::counted_for)): not older
+/// than that, nor that far ahead. Oldest first; none if there is no file. The file is only read,
 /// never locked or written, so a journal in use may be read (to plan a resumed batch without
-/// sending, say). For a key's configuration, [`KeyConfig::calls_that_count`]
-/// (crate::KeyConfig::calls_that_count) adds the calls it was told of.
+/// sending, say). For a key's configuration,
+/// [`KeyConfig::calls_that_count`](crate::KeyConfig::calls_that_count) adds the calls it was told
+/// of.
 ///
 /// ```
 /// use fabraix_scheduler::read_call_journal;
