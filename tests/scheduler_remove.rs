@@ -240,3 +240,194 @@ async fn a_removed_key_lets_go_of_its_journal() {
     next.shutdown(ShutdownMode::Drain).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_add_or_a_removal_of_the_id_during_a_removal_waits_for_it() {
+    let dir = std::env::temp_dir().join(format!("fbx-remove-readd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("calls");
+    let quota: Quota = "1/1s".parse().unwrap();
+    let rig = common::rig_with(
+        MockServer::builder().key(TEST_DEV_KEY, KeyProfile::new(quota.clone()).label(LABEL)),
+        TEST_DEV_KEY,
+        quota.clone(),
+        Default::default(),
+        |c| c.call_journal(&journal),
+    )
+    .await;
+    let tickets = submit_events(&rig, 3).await;
+    let start = Instant::now();
+    let removal = {
+        let (scheduler, key) = (rig.scheduler.clone(), rig.key.clone());
+        tokio::spawn(async move {
+            let report = scheduler.remove_key(&key, ShutdownMode::Drain).await;
+            (report, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // A second removal waits for the first, then finds no key.
+    assert!(rig
+        .scheduler
+        .remove_key(&rig.key, ShutdownMode::Drain)
+        .await
+        .is_none());
+    let (first, removed_at) = removal.await.unwrap();
+    assert!(first.unwrap().returned.is_empty());
+    assert!(
+        removed_at - start >= Duration::from_secs(2),
+        "{:?}",
+        removed_at - start
+    );
+    assert!(Instant::now() >= removed_at);
+    for t in tickets {
+        t.await.unwrap();
+    }
+    // Added again, and removed again while draining: an add meanwhile waits for the removal
+    // (the key's journal is in use until then) and succeeds.
+    let config = KeyConfig::new(
+        "k",
+        ApiKey::new(TEST_DEV_KEY).unwrap(),
+        &rig.server.base_url(),
+        quota,
+    )
+    .unwrap()
+    .call_journal(&journal);
+    rig.scheduler.add_key(config.clone()).await.unwrap();
+    let tickets = submit_events(&rig, 2).await;
+    let removal = {
+        let (scheduler, key) = (rig.scheduler.clone(), rig.key.clone());
+        tokio::spawn(async move {
+            scheduler.remove_key(&key, ShutdownMode::Drain).await;
+            Instant::now()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    rig.scheduler
+        .add_key(config)
+        .await
+        .expect("added once the removal is done");
+    let added_at = Instant::now();
+    let removed_at = removal.await.unwrap();
+    assert!(
+        added_at >= removed_at,
+        "added at {added_at:?}, removed at {removed_at:?}"
+    );
+    for t in tickets {
+        t.await.unwrap();
+    }
+    rig.scheduler
+        .submit(&rig.key, event(9))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(rig.server.key_stats(LABEL).unwrap().refused, 0);
+    rig.server.verify().unwrap();
+    rig.scheduler.shutdown(ShutdownMode::Drain).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A scheduler on a mock server enforcing 100/1s, whose retries back off a whole minute.
+async fn backoff_rig(builder: fabraix_scheduler::mock::MockServerBuilder) -> Rig {
+    let quota: Quota = "100/1s".parse().unwrap();
+    let policy = fabraix_scheduler::RetryPolicy {
+        backoff_min: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(60),
+        ..Default::default()
+    };
+    common::rig_with(
+        builder.key(TEST_DEV_KEY, KeyProfile::new(quota.clone()).label(LABEL)),
+        TEST_DEV_KEY,
+        quota,
+        policy,
+        |c| c,
+    )
+    .await
+}
+
+/// Removes the rig's key handing its jobs back; returns how long that took, and the report.
+async fn hand_back_now(rig: &Rig) -> (Duration, fabraix_scheduler::ShutdownReport) {
+    let start = Instant::now();
+    let report = rig
+        .scheduler
+        .remove_key(&rig.key, ShutdownMode::ReturnUnsent)
+        .await
+        .unwrap();
+    (Instant::now() - start, report)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_waiting_out_a_backoff_is_handed_back_at_once() {
+    // Answered 503 at once, the job waits out its backoff (most of a minute) when the key is
+    // removed: it is handed back then, not when the backoff ends.
+    let rig = backoff_rig(MockServer::builder().script(
+        "/event",
+        [fabraix_scheduler::mock::ScriptedResponse::new(503)],
+    ))
+    .await;
+    let ticket = rig.scheduler.submit(&rig.key, event(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (took, report) = hand_back_now(&rig).await;
+    assert!(took < Duration::from_secs(1), "the removal took {took:?}");
+    assert_eq!(report.returned.len(), 1);
+    assert_eq!(report.returned[0].attempts, 1);
+    assert!(matches!(ticket.await, Err(JobError::ShutDown)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_failing_while_its_key_hands_back_is_handed_back_without_a_backoff() {
+    // On the wire for a second when the key is removed, then answered 500: handed back at once.
+    let rig = backoff_rig(
+        MockServer::builder().faults(fabraix_scheduler::mock::Faults {
+            server_error_rate: 1.0,
+            latency: Duration::from_secs(1),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let ticket = rig.scheduler.submit(&rig.key, event(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (took, report) = hand_back_now(&rig).await;
+    assert!(took < Duration::from_secs(2), "the removal took {took:?}");
+    assert_eq!(report.returned.len(), 1);
+    assert_eq!(report.returned[0].attempts, 1);
+    assert!(matches!(ticket.await, Err(JobError::ShutDown)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_key_is_removed_without_waiting_for_its_next_slot() {
+    // 1/1h: after the first call the key holds its next slot an hour ahead. The first call is
+    // answered 401: the queued jobs fail at once, and nothing is left to wait for.
+    let quota: Quota = "1/1h".parse().unwrap();
+    let rig = rig(
+        MockServer::builder()
+            .key(TEST_DEV_KEY, KeyProfile::new(quota.clone()).label(LABEL))
+            .script(
+                "/event",
+                [fabraix_scheduler::mock::ScriptedResponse::json(
+                    401,
+                    serde_json::json!({"error": {"message": "Invalid API key", "type": "authentication_error", "code": "invalid_api_key"}}),
+                )],
+            ),
+        TEST_DEV_KEY,
+        quota,
+    )
+    .await;
+    let tickets = submit_events(&rig, 3).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let start = Instant::now();
+    let removal = rig.scheduler.remove_key(&rig.key, ShutdownMode::Drain);
+    let report = tokio::time::timeout(Duration::from_secs(60), removal)
+        .await
+        .expect("removed without waiting for the slot an hour ahead")
+        .unwrap();
+    assert!(report.returned.is_empty());
+    assert!(Instant::now() - start < Duration::from_secs(60));
+    for t in tickets {
+        assert!(matches!(
+            t.await,
+            Err(JobError::Unauthorized { .. } | JobError::KeyRevoked { .. })
+        ));
+    }
+}

@@ -272,6 +272,26 @@ impl Ledger {
         }
     }
 
+    /// Adds calls made elsewhere since this ledger's newest call, each given by its age at `now`
+    /// (a key registered again and told of calls made meanwhile: another program on its journal,
+    /// [`KeyConfig::sent_earlier`](crate::KeyConfig::sent_earlier)). Those newer than the newest
+    /// call it holds are committed at their times; older ones are taken as its own, recorded
+    /// when they were made. A call older than this ledger's origin counts from the origin (later
+    /// than it was: on the safe side).
+    pub fn add_later_calls(&mut self, now: Instant, ages: &[Duration]) {
+        let now_ns = self.ns(now);
+        let after = self.last_slot_ns;
+        let mut times: Vec<u64> = ages
+            .iter()
+            .map(|&age| now_ns.saturating_sub(duration_ns(age)))
+            .filter(|&t| after.is_none_or(|last| t > last))
+            .collect();
+        times.sort_unstable();
+        for t in times {
+            self.commit(t, now_ns);
+        }
+    }
+
     /// Records `n` calls that the server counted but this ledger no longer holds (they were
     /// refunded), as if they were made at `now`, or at the latest slot if that is later: later
     /// than they were, so the ledger stays on the safe side. They hold every window regardless

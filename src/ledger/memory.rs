@@ -23,6 +23,16 @@ struct Held {
     config: LedgerConfig,
 }
 
+impl Held {
+    /// Whether a ledger for `quota` and `config` would space calls as this one does: the same
+    /// limits, guard and semantics.
+    fn spaces_alike(&self, quota: &Quota, config: LedgerConfig) -> bool {
+        self.quota == *quota
+            && self.config.semantics == config.semantics
+            && self.config.guard_for(&self.quota) == config.guard_for(quota)
+    }
+}
+
 impl MemoryLedgerStore {
     /// An empty store.
     ///
@@ -94,11 +104,16 @@ impl LedgerStore for MemoryLedgerStore {
         ages: &[Duration],
     ) -> Result<(), StoreError> {
         match self.ledgers.entry(key.clone()) {
-            // Registered again with the same quota and config (a key removed and added again,
-            // a second scheduler on this store): the ledger stands, with every call it recorded
-            // (the earlier calls are among them: they were made through it).
-            dashmap::Entry::Occupied(entry)
-                if entry.get().quota == *quota && entry.get().config == config => {}
+            // Registered again with the same quota and the same spacing (a key removed and added
+            // again, a second scheduler on this store): the ledger stands, with every call it
+            // recorded, and takes the earlier calls newer than its own newest (made elsewhere
+            // since). Its pace is dropped: it belongs to the pacer of the queue that set it,
+            // and a new queue starts unpaced.
+            dashmap::Entry::Occupied(entry) if entry.get().spaces_alike(quota, config) => {
+                let mut ledger = entry.get().ledger.lock().unwrap_or_else(|p| p.into_inner());
+                ledger.add_later_calls(now, ages);
+                ledger.set_pace(None);
+            }
             // A new quota: replaced in place, so that a scheduler holding this key's ledger
             // keeps seeing it.
             dashmap::Entry::Occupied(mut entry) => {
@@ -197,6 +212,49 @@ mod tests {
             .unwrap();
         assert_eq!(held.lock().unwrap().reserve(now), now);
         assert_eq!(store.nth_slot(&key, now, 1).await.unwrap(), now);
+        assert!(Arc::ptr_eq(&held, &store.local_ledger(&key).unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registered_again_alike_a_ledger_keeps_its_calls_takes_later_ones_and_drops_its_pace() {
+        let store = MemoryLedgerStore::new();
+        let key = KeyId::new("k");
+        let start = tokio::time::Instant::now();
+        let quota: Quota = "3/10s".parse().unwrap();
+        let config = LedgerConfig::default();
+        store.register(&key, &quota, config, start).await.unwrap();
+        let held = store.local_ledger(&key).unwrap();
+        assert_eq!(held.lock().unwrap().reserve(start), start);
+        store
+            .set_pace(&key, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        // 2 s later, registered again with the same quota (the guard given as its default
+        // value) and told of two calls: one older than the ledger's own call (its own, taken as
+        // recorded), one made elsewhere a second ago (new to it).
+        let now = start + Duration::from_secs(2);
+        let same = LedgerConfig {
+            guard: Some(config.guard_for(&quota)),
+            ..config
+        };
+        let ages = [Duration::from_secs(3), Duration::from_secs(1)];
+        store
+            .register_with_earlier_calls(&key, &quota, same, now, &ages)
+            .await
+            .unwrap();
+        let ledger = store.snapshot(&key).unwrap();
+        assert_eq!(
+            ledger.pace(),
+            None,
+            "the pace belonged to the queue that set it"
+        );
+        // Its own call and the one of a second ago fill two of three: one more now, the next
+        // when its own call leaves the window (10 s after it, plus the 100 ms guard).
+        assert_eq!(ledger.nth_slot(now, 1), now);
+        assert_eq!(
+            ledger.nth_slot(now, 2),
+            start + Duration::from_millis(10_100)
+        );
         assert!(Arc::ptr_eq(&held, &store.local_ledger(&key).unwrap()));
     }
 }

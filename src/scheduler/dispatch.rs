@@ -305,11 +305,17 @@ async fn on_response<S: LedgerStore>(
 
 /// 401: this job fails, and so does every job queued for the key, at once, until the key rotates.
 fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
-    let (key, queued) = {
+    let (key, queued, held) = {
         let mut st = q.lock();
         st.revoked = true;
-        (st.api_key.fingerprint().to_string(), st.take_all())
+        let held = st.pending.is_some();
+        (st.api_key.fingerprint().to_string(), st.take_all(), held)
     };
+    if held {
+        // No job is left for the slot the shard waits for: give it back now, so that a key
+        // closing (shutdown, removal) need not wait for it.
+        q.reslot();
+    }
     tracing::error!(key = %q.id, fingerprint = %key, failed_fast = queued.len(), "401: key invalid or revoked");
     for other in queued {
         let error = JobError::KeyRevoked {
@@ -449,6 +455,17 @@ fn retry_or_fail<S: LedgerStore>(
             }),
         );
         return None;
+    }
+    {
+        // A key handing its jobs back (shutdown, removal) does not wait out a backoff first.
+        let mut st = q.lock();
+        if st.hand_back {
+            st.in_flight -= 1;
+            q.hand_back(&mut st, job);
+            drop(st);
+            q.wake();
+            return None;
+        }
     }
     Counters::bump(&q.counters.retries);
     let delay: Duration = inner

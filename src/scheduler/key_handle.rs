@@ -18,8 +18,9 @@ use crate::ledger::{LedgerStore, MemoryLedgerStore};
 /// with thousands of keys that lookup is a hash-map probe whose memory is rarely in cache, a
 /// large part of a submit's cost. Keep one handle per key you submit to often.
 ///
-/// A key, once added, stays for the scheduler's life, so a handle never goes stale: a key
-/// rotated ([`Scheduler::rotate_key`]) sends with its new API key through every handle. A handle
+/// A key rotated ([`Scheduler::rotate_key`]) sends with its new API key through every handle. A
+/// key removed ([`Scheduler::remove_key`]) refuses the submits of its handles with
+/// [`SubmitError::ShuttingDown`], even once its id is added again (take a new handle then). A handle
 /// is also a handle of the scheduler: like a [`Scheduler`] clone, it keeps the scheduler open
 /// (dropping the last of them closes every key). After [`Scheduler::shutdown`] its submits are
 /// refused with [`SubmitError::ShuttingDown`], as the scheduler's are. Cheap to clone.

@@ -82,6 +82,8 @@ pub(crate) struct QueueState {
     pub(crate) pending: Option<PendingSlot>,
     /// The key's shard has let it go: closed, empty, nothing on the wire.
     pub(crate) retired: bool,
+    /// The key's removal is done: let go, its journal closed, its returned jobs reported.
+    pub(crate) removed: bool,
     pub(crate) calls: CallCounts,
     /// The ledger's plan for the queued jobs, extended as jobs arrive, so that each new job's ETA
     /// costs O(1) rather than O(queue length); dropped when the queue empties.
@@ -223,6 +225,7 @@ impl KeyQueue {
                 addressing: AddressingCache::default(),
                 pending: None,
                 retired: false,
+                removed: false,
                 calls: CallCounts::default(),
                 plan: None,
                 returned: Vec::new(),
@@ -327,7 +330,29 @@ impl KeyQueue {
             self.hand_back(&mut st, job);
         }
         drop(st);
+        // Before the wake below: the shard then sees it at its next turn.
+        self.shard.handing_back.store(true, Ordering::Release);
         self.reslot();
+    }
+
+    /// Marks the key's removal done ([`Scheduler::remove_key`](crate::Scheduler::remove_key)):
+    /// those waiting in [`removed`](Self::removed) go on.
+    pub(crate) fn mark_removed(&self) {
+        self.lock().removed = true;
+        self.let_go.notify_waiters();
+    }
+
+    /// Waits until the key's removal is done (see [`mark_removed`](Self::mark_removed)).
+    pub(crate) async fn removed(&self) {
+        loop {
+            let notified = self.let_go.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().removed {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until the key's shard has let it go (see [`close`](Self::close)).

@@ -79,6 +79,25 @@ pub(crate) struct Inner<S> {
     /// journal locked, or register the key's ledger again over the first's), while adds of other
     /// ids seldom wait for each other (a journal's file work, a store elsewhere).
     adding: [tokio::sync::Mutex<()>; ADDING_LOCKS],
+    /// Keys being removed ([`Scheduler::remove_key`]) until their removal is done: an add or a
+    /// removal of the same id waits for it.
+    removing: KeyMap<Arc<KeyQueue>>,
+}
+
+/// A key's entry in `Inner::removing`, taken out (and the removal marked done, so that whoever
+/// waits for it goes on) when this is dropped: when the removal is done, or if its future is
+/// dropped before.
+struct Removing<'a, S> {
+    inner: &'a Inner<S>,
+    key: &'a KeyId,
+    queue: Arc<KeyQueue>,
+}
+
+impl<S> Drop for Removing<'_, S> {
+    fn drop(&mut self) {
+        self.inner.removing.remove(self.key);
+        self.queue.mark_removed();
+    }
 }
 
 /// Locks that adds of keys are spread over (see `Inner::adding`).
@@ -270,6 +289,7 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             shard_tasks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             adding: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            removing: KeyMap::default(),
         });
         Ok(Scheduler {
             handle: Arc::new(LastHandle {
@@ -293,7 +313,7 @@ impl<S: LedgerStore> Scheduler<S> {
     /// and the ledger (with its record of recent calls) stay as they are. Adds of one id are taken
     /// one at a time, so two at once are an add and a rotation.
     pub async fn add_key(&self, config: KeyConfig) -> Result<(), StoreError> {
-        let _adding = self.adding_lock(&config.id).lock().await;
+        let _adding = self.adding_guard(&config.id).await;
         if self.rotate_key(&config.id, config.api_key.clone()) {
             return Ok(());
         }
@@ -350,17 +370,23 @@ impl<S: LedgerStore> Scheduler<S> {
     /// all keys: with [`ShutdownMode::Drain`] what is queued is still sent (as the quota allows);
     /// with [`ShutdownMode::ReturnUnsent`] it is handed back in the report (its tickets resolve to
     /// [`JobError::ShutDown`](crate::JobError::ShutDown)); with [`ShutdownMode::DrainUntil`] what
-    /// is left at the deadline is. Calls on the wire finish and deliver their outcomes. Returns
-    /// once none of the key's jobs is left, with the jobs handed back; `None` if no such key was
-    /// added. Other keys are not touched.
+    /// is left at the deadline is. Calls on the wire finish and deliver their outcomes (so, as for
+    /// `shutdown`, a transport that never answers keeps this from returning, whatever the
+    /// deadline). Returns once none of the key's jobs is left, with the jobs handed back; `None`
+    /// if no such key was added. Other keys are not touched. An add or a removal of the same id
+    /// meanwhile waits until this one is done (a removal then finds no key: `None`). Dropped before
+    /// it returns, the key stays closed and its jobs end as `mode` says, but the jobs handed back
+    /// are not reported.
     ///
     /// From the start of the call, `submit` for the id answers
     /// [`SubmitError::UnknownKey`](crate::SubmitError::UnknownKey), and a [`KeyHandle`] of it
     /// [`SubmitError::ShuttingDown`](crate::SubmitError::ShuttingDown). The key's queue and its
     /// journal ([`KeyConfig::call_journal`], closed, so another program may open it) are let go.
-    /// The store keeps the key's ledger: the key added again counts the calls it made, rather
-    /// than be refused for them ([`MemoryLedgerStore::forget`](crate::MemoryLedgerStore::forget)
-    /// frees it once they no longer matter).
+    /// The store keeps the key's ledger: the key added again with the same quota counts the calls
+    /// it made, rather than be refused for them
+    /// ([`MemoryLedgerStore::forget`](crate::MemoryLedgerStore::forget) frees it once they no
+    /// longer matter). Added again with another quota, it starts from the calls it is told of
+    /// (its journal, [`KeyConfig::sent_earlier`]).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -376,11 +402,18 @@ impl<S: LedgerStore> Scheduler<S> {
     /// # }
     /// ```
     pub async fn remove_key(&self, key: &KeyId, mode: ShutdownMode) -> Option<ShutdownReport> {
-        // Not while the id is being added.
-        let q = {
-            let _adding = self.adding_lock(key).lock().await;
-            self.inner.keys.remove(key).map(|(_, q)| q)?
+        // Not while the id is being added, nor removed already (that removal is waited for).
+        let removing = {
+            let _adding = self.adding_guard(key).await;
+            let (_, q) = self.inner.keys.remove(key)?;
+            self.inner.removing.insert(key.clone(), Arc::clone(&q));
+            Removing {
+                inner: &self.inner,
+                key,
+                queue: q,
+            }
         };
+        let q = &removing.queue;
         q.close();
         match mode {
             ShutdownMode::Drain => q.let_go().await,
@@ -403,7 +436,24 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         let returned = std::mem::take(&mut q.lock().returned);
         tracing::info!(key = %key, handed_back = returned.len(), "key removed");
+        drop(removing);
         Some(ShutdownReport { returned })
+    }
+
+    /// The add lock of `key` (see `Inner::adding`), taken once no removal of `key` is under way
+    /// (one is waited for first, without the lock).
+    async fn adding_guard(&self, key: &KeyId) -> tokio::sync::MutexGuard<'_, ()> {
+        loop {
+            let guard = self.adding_lock(key).lock().await;
+            let removing = self.inner.removing.get(key).map(|e| Arc::clone(e.value()));
+            match removing {
+                None => return guard,
+                Some(q) => {
+                    drop(guard);
+                    q.removed().await;
+                }
+            }
+        }
     }
 
     /// The lock held while `key` is added (shared with the ids of the same hash).

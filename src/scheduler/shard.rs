@@ -24,7 +24,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,6 +65,10 @@ pub(crate) struct Shard {
     /// The receiving end, held by the shard's task while it runs.
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Ready>>>,
     life: Mutex<ShardLife>,
+    /// Set when one of its keys starts handing its jobs back (shutdown, removal): the jobs of
+    /// that key waiting out a backoff are handed back at the shard's next turn, not when their
+    /// backoff ends.
+    pub(crate) handing_back: AtomicBool,
     /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
     /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
     pub(crate) outcomes: Arc<OutcomeSlots>,
@@ -77,6 +81,7 @@ impl Default for Shard {
             ready,
             receiver: Mutex::new(Some(receiver)),
             life: Mutex::default(),
+            handing_back: AtomicBool::new(false),
             outcomes: Arc::default(),
         }
     }
@@ -169,7 +174,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         return;
     };
     let mut wire = Wire::default();
-    let mut backoffs = FuturesUnordered::new();
+    let mut backoffs: FuturesUnordered<BackoffWait> = FuturesUnordered::new();
     let mut timers = Timers::default();
     let mut sleep: Option<(Instant, Sleep)> = None;
     // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
@@ -186,6 +191,18 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         // wait below prefers answers, and a wire that is never idle must not hold retries back.
         while let Some(Some(backoff)) = backoffs.next().now_or_never() {
             requeue_after_backoff(backoff);
+        }
+        // A key handing its jobs back: those waiting out a backoff go back now.
+        if shard.handing_back.swap(false, Ordering::AcqRel) && !backoffs.is_empty() {
+            for mut waiting in std::mem::take(&mut backoffs) {
+                match waiting.backoff.take() {
+                    Some(backoff) if backoff.q.lock().hand_back => requeue_after_backoff(backoff),
+                    kept => {
+                        waiting.backoff = kept;
+                        backoffs.push(waiting);
+                    }
+                }
+            }
         }
         // Keys that asked to be served, and calls to start that were submitted to idle keys, a
         // batch at a time: the calls started are answered before more are started, so the set of
