@@ -193,7 +193,11 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             requeue_after_backoff(backoff);
         }
         // A key handing its jobs back: those waiting out a backoff go back now.
-        if shard.handing_back.swap(false, Ordering::AcqRel) && !backoffs.is_empty() {
+        // (A load first: the usual turn costs no read-modify-write.)
+        if shard.handing_back.load(Ordering::Acquire)
+            && shard.handing_back.swap(false, Ordering::AcqRel)
+            && !backoffs.is_empty()
+        {
             for mut waiting in std::mem::take(&mut backoffs) {
                 match waiting.backoff.take() {
                     Some(backoff) if backoff.q.lock().hand_back => requeue_after_backoff(backoff),
