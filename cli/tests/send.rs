@@ -313,26 +313,36 @@ async fn resume_waits_for_the_calls_of_the_run_before_to_leave_the_window() {
     let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
     write_events(&input, 5);
     // The run before finished e1 and e2 half a second ago (wall clock), then was killed.
-    let ms = half_a_second_ago_ms();
-    let done: String = (1..=2)
-        .map(|i| {
-            format!("{{\"id\":\"e{i}\",\"status\":200,\"attempts\":1,\"finished_at_ms\":{ms}}}\n")
-        })
-        .collect();
-    std::fs::write(&output, done).unwrap();
+    std::fs::write(&output, e1_e2_finished_half_a_second_ago()).unwrap();
     // The window holds e1, e2 (0.5 s old) and one call that may have been on the wire: the first
     // call of this run waits until e1 and e2 leave it (0.5 s, plus the 100 ms guard).
     let (first, planned) = resume_and_plan(&server, &input, &output).await;
-    assert!(
-        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
-        "first call after {first:?}"
-    );
+    assert_waited_for_the_window(first);
     // The summary's plan counts them too: two calls at about 0.6 s, the third once the call
     // that may have been on the wire leaves the window (about 1.1 s); a fresh key: at once.
     assert!((1.0..1.3).contains(&planned), "planned minimum {planned} s");
     assert_eq!(lines(&output).len(), 5);
     assert_eq!(server.arrivals(LABEL).len(), 3);
     server.shutdown().await;
+}
+
+/// Result lines of e1 and e2, finished half a second ago (wall clock).
+fn e1_e2_finished_half_a_second_ago() -> String {
+    let ms = half_a_second_ago_ms();
+    (1..=2)
+        .map(|i| {
+            format!("{{\"id\":\"e{i}\",\"status\":200,\"attempts\":1,\"finished_at_ms\":{ms}}}\n")
+        })
+        .collect()
+}
+
+/// A first call that waited for calls of half a second ago to leave a 1 s window (0.5 s, plus the
+/// 100 ms guard), give or take the test's own start.
+fn assert_waited_for_the_window(first: Duration) {
+    assert!(
+        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
+        "first call after {first:?}"
+    );
 }
 
 /// The wall-clock time half a second ago, in Unix milliseconds.
@@ -406,10 +416,7 @@ async fn resume_counts_the_calls_in_the_journal_even_those_without_a_result() {
     // The plan: three calls at about 0.6 s, two more a window and a guard later (1.7 s); for a
     // fresh key it would be 1.1 s.
     assert!((1.6..1.9).contains(&planned), "planned minimum {planned} s");
-    assert!(
-        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
-        "first call after {first:?}"
-    );
+    assert_waited_for_the_window(first);
     assert_eq!(lines(&output).len(), 5);
     // The journal now holds those three and this run's five.
     let journal = std::fs::metadata(d.join("out.jsonl.calls")).unwrap().len();
@@ -445,10 +452,7 @@ async fn a_journal_that_can_be_read_but_not_written_still_counts_its_calls() {
     std::fs::create_dir(d.join("out.jsonl.calls.lock")).unwrap();
     // The journal's three calls fill the window until they leave it (0.5 s, plus the guard).
     let first = resume_first_call_after(&server, &input, &output).await;
-    assert!(
-        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
-        "first call after {first:?}"
-    );
+    assert_waited_for_the_window(first);
     assert_eq!(lines(&output).len(), 5);
     server.shutdown().await;
 }
@@ -461,20 +465,11 @@ async fn a_journal_that_cannot_be_read_leaves_the_result_lines_to_count_the_run_
     write_events(&input, 5);
     // The run before finished e1 and e2 half a second ago; its journal cannot be opened now
     // (something else is in its place).
-    let ms = half_a_second_ago_ms();
-    let done: String = (1..=2)
-        .map(|i| {
-            format!("{{\"id\":\"e{i}\",\"status\":200,\"attempts\":1,\"finished_at_ms\":{ms}}}\n")
-        })
-        .collect();
-    std::fs::write(&output, done).unwrap();
+    std::fs::write(&output, e1_e2_finished_half_a_second_ago()).unwrap();
     std::fs::create_dir(d.join("out.jsonl.calls")).unwrap();
     // As without a journal: the first call waits until e1 and e2 leave the window.
     let first = resume_first_call_after(&server, &input, &output).await;
-    assert!(
-        first >= Duration::from_millis(450) && first <= Duration::from_millis(700),
-        "first call after {first:?}"
-    );
+    assert_waited_for_the_window(first);
     assert_eq!(lines(&output).len(), 5);
     server.shutdown().await;
 }

@@ -344,25 +344,22 @@ impl KeyQueue {
 
     /// Waits until the key's removal is done (see [`mark_removed`](Self::mark_removed)).
     pub(crate) async fn removed(&self) {
-        loop {
-            let notified = self.let_go.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.lock().removed {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_until(|st| st.removed).await;
     }
 
     /// Waits until the key's shard has let it go (see [`close`](Self::close)).
     pub(crate) async fn let_go(&self) {
+        self.wait_until(|st| st.retired).await;
+    }
+
+    /// Waits until `done` holds of the key's state, looked at each time `let_go` is notified.
+    async fn wait_until(&self, done: impl Fn(&QueueState) -> bool) {
         loop {
             let notified = self.let_go.notified();
             tokio::pin!(notified);
-            // Registered before the look, so a release between the two is not missed.
+            // Registered before the look, so a change between the two is not missed.
             notified.as_mut().enable();
-            if self.lock().retired {
+            if done(&self.lock()) {
                 return;
             }
             notified.await;
