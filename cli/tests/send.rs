@@ -326,6 +326,18 @@ async fn resume_waits_for_the_calls_of_the_run_before_to_leave_the_window() {
     server.shutdown().await;
 }
 
+/// `output` as a run left it that sent three calls half a second ago (in its journal) and was
+/// killed before any result.
+fn killed_after_three_calls_half_a_second_ago(output: &std::path::Path) {
+    std::fs::write(output, "").unwrap();
+    let ms = half_a_second_ago_ms();
+    std::fs::write(
+        output.with_file_name("out.jsonl.calls"),
+        ms.to_le_bytes().repeat(3),
+    )
+    .unwrap();
+}
+
 /// Result lines of e1 and e2, finished half a second ago (wall clock).
 fn e1_e2_finished_half_a_second_ago() -> String {
     let ms = half_a_second_ago_ms();
@@ -407,9 +419,7 @@ async fn resume_counts_the_calls_in_the_journal_even_those_without_a_result() {
     let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
     write_events(&input, 5);
     // The run before sent three calls half a second ago and was killed before any result.
-    std::fs::write(&output, "").unwrap();
-    let ms = half_a_second_ago_ms();
-    std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
+    killed_after_three_calls_half_a_second_ago(&output);
     // The window is full until they leave it (0.5 s, plus the 100 ms guard); nothing more is
     // counted (no allowance for calls on the wire: the journal has them all).
     let (first, planned) = resume_and_plan(&server, &input, &output).await;
@@ -446,9 +456,7 @@ async fn a_journal_that_can_be_read_but_not_written_still_counts_its_calls() {
     write_events(&input, 5);
     // The run before sent three calls half a second ago and was killed before any result; its
     // journal can be read, but not locked for this run (something else where the lock goes).
-    std::fs::write(&output, "").unwrap();
-    let ms = half_a_second_ago_ms();
-    std::fs::write(d.join("out.jsonl.calls"), ms.to_le_bytes().repeat(3)).unwrap();
+    killed_after_three_calls_half_a_second_ago(&output);
     std::fs::create_dir(d.join("out.jsonl.calls.lock")).unwrap();
     // The journal's three calls fill the window until they leave it (0.5 s, plus the guard).
     let first = resume_first_call_after(&server, &input, &output).await;

@@ -162,7 +162,8 @@ fn counts(t: SystemTime, keep: Duration, now: SystemTime) -> bool {
 /// use fabraix_scheduler::read_call_journal;
 /// use std::time::{Duration, SystemTime};
 /// let path = std::env::temp_dir().join("fabraix-doc-no-such-journal");
-/// let calls = read_call_journal(&path, Duration::from_secs(3_600), SystemTime::now()).unwrap();
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let calls = read_call_journal(&path, Duration::from_secs(3_600), now).unwrap();
 /// assert!(calls.is_empty());
 /// ```
 pub fn read_call_journal(
