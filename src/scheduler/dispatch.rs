@@ -41,6 +41,8 @@ fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
         let mut st = q.lock();
         st.in_flight -= 1;
         if outcome.is_ok() {
+            // An accepted call ends the key's storm, on the plain path as on the full one.
+            st.refused_in_a_row = 0;
             st.calls.succeeded += 1;
             st.ramp = (st.ramp * 2).min(q.max_in_flight);
         }
