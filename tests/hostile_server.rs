@@ -545,6 +545,12 @@ async fn a_key_the_server_echoes_is_never_shown_logged_or_kept() {
                 );
                 respond(&mut socket, 401, &[], body.as_bytes()).await;
             }
+            "/redirect" => {
+                let to = [format!("location: /gone?k={key}")];
+                respond(&mut socket, 302, &to, b"").await;
+            }
+            // Closed without an answer, after a redirect to a URL that carries the key.
+            p if p.starts_with("/gone") => drop(socket),
             "/html" => {
                 let body = format!("<html>your key {key} was refused</html>");
                 respond(&mut socket, 400, &[], body.as_bytes()).await;
@@ -572,13 +578,19 @@ async fn a_key_the_server_echoes_is_never_shown_logged_or_kept() {
     let storm = timeout(PROMPT, storm).await.expect("bounded").unwrap_err();
     let html = scheduler.submit(&key, get("/html")).await.unwrap();
     let html = timeout(PROMPT, html).await.expect("bounded").unwrap_err();
+    let gone = scheduler.submit(&key, get("/redirect")).await.unwrap();
+    let gone = timeout(PROMPT, gone).await.expect("bounded").unwrap_err();
+    // Last: a 401 marks the key revoked.
     let json = scheduler.submit(&key, get("/json")).await.unwrap();
     let json = timeout(PROMPT, json).await.expect("bounded").unwrap_err();
-    for err in [&storm, &html, &json] {
+    assert!(matches!(gone, JobError::Transient { .. }), "{gone:?}");
+    for err in [&storm, &html, &json, &gone] {
         for shown in [err.to_string(), format!("{err:?}")] {
             assert!(!shown.contains("SECRET_0123456789"), "{shown}");
-            assert!(shown.contains(&fingerprint), "{shown}");
         }
+    }
+    for err in [&storm, &html, &json] {
+        assert!(err.to_string().contains(&fingerprint), "{err}");
     }
     assert!(matches!(json, JobError::Unauthorized { .. }), "{json:?}");
     let text = logs.text();

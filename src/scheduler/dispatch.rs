@@ -2,6 +2,7 @@
 //! transient failure (back off, retry under the budget), 401/403, fatal. The shard
 //! ([`super::shard`]) decides when a call goes; this decides what happens after.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -493,8 +494,12 @@ fn on_transport_error<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     job: Queued,
-    error: TransportError,
+    mut error: TransportError,
 ) -> Option<Backoff> {
+    // A transport's message may quote a URL the server chose (a redirect's): it may hold the key.
+    if let Cow::Owned(clean) = q.lock().api_key.redact(&error.message) {
+        error.message = clean;
+    }
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
     if error.kind == TransportErrorKind::Panicked {
         tracing::error!(key = %q.id, job = job.id, panic = %error.message, "the transport panicked");
