@@ -134,6 +134,10 @@ async fn run(mode: ProgressMode, w: Watched, mut done: oneshot::Receiver<()>) {
         if finished {
             if let Some(bar) = bar {
                 bar.finish();
+                // The bar leaves the cursor at the end of its line: what follows starts below it.
+                if !bar.is_hidden() {
+                    eprintln!();
+                }
             }
             return;
         }
