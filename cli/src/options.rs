@@ -25,10 +25,10 @@ pub struct Opts {
 pub struct LogArgs {
     /// More log on stderr: -v info, -vv debug, -vvv trace. Without -v or -q, RUST_LOG decides
     /// when set (e.g. `RUST_LOG=fabraix_scheduler=debug`), else warnings and errors are shown.
-    #[arg(long, short, action = ArgAction::Count, global = true, conflicts_with = "quiet")]
+    #[arg(long, short, action = ArgAction::Count, global = true, conflicts_with = "quiet", display_order = 900)]
     pub verbose: u8,
     /// Errors only in the log (no warnings).
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, display_order = 901)]
     pub quiet: bool,
 }
 

@@ -203,6 +203,13 @@ fn panel<DB: DrawingBackend>(
             .label("the limit")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
     }
+    // The curve over the limit's line: where the window is full, the curve is what shows.
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            BLUE.stroke_width(1),
+        ))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

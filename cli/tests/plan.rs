@@ -127,26 +127,30 @@ async fn completions_for_each_shell() {
 #[tokio::test]
 async fn help_follows_clap_conventions() {
     let send = stdout(&sched(&["send", "--help"]).await);
+    let short = stdout(&sched(&["send", "-h"]).await);
+    assert!(short.contains("[default: learn]"), "{short}");
+    assert!(
+        short.contains("[possible values: learn, count, do-not-count]"),
+        "{short}"
+    );
+    assert!(
+        short.contains("[possible values: development, production]"),
+        "{short}"
+    );
+    assert!(short.contains("[default: development]"), "{short}");
     assert!(
         send.contains("Usage: fabraix-sched send --input <FILE|-> --output <FILE> [OPTIONS]"),
         "{send}"
     );
     assert!(send.contains("[default: learn]"), "{send}");
-    assert!(
-        send.contains("[possible values: learn, count, do-not-count]"),
-        "{send}"
-    );
-    assert!(
-        send.contains("[possible values: development, production]"),
-        "{send}"
-    );
+    assert!(send.contains("- do-not-count: Never count them"), "{send}");
     assert!(send.contains("[default: development]"), "{send}");
     assert!(send.contains("[default: https://"), "{send}");
     assert!(
         !send.contains("default 16") && !send.contains("defaults to 16"),
         "{send}"
     );
-    let mock = stdout(&sched(&["mock", "--help"]).await);
+    let mock = stdout(&sched(&["mock", "-h"]).await);
     assert!(
         mock.contains("[possible values: fixed, sliding-log, token-bucket, counter]"),
         "{mock}"
@@ -160,14 +164,21 @@ async fn help_follows_clap_conventions() {
         (&demo, "--time-scale"),
         (&send, "--max-line-bytes"),
     ] {
-        let block: String = help
-            .split("\n  -")
-            .find(|b| b.contains(flag))
-            .unwrap_or_default()
-            .to_string();
+        let block = option_help(help, flag);
         assert_eq!(block.matches("default").count(), 1, "{flag}: {block}");
     }
     assert!(send.contains("fabraix-sched.summary/1"));
     let plan = stdout(&sched(&["plan", "--help"]).await);
     assert!(plan.contains("fabraix-sched.plan/1"), "{plan}");
+}
+
+/// The help text of one option: its line and those below it, up to the next option.
+fn option_help(help: &str, flag: &str) -> String {
+    let is_option = |l: &str| l.starts_with("  -") || l.starts_with("      --");
+    let mut lines = help
+        .lines()
+        .skip_while(|l| !(is_option(l) && l.contains(flag)));
+    let first = lines.next().unwrap_or_default();
+    let rest: Vec<&str> = lines.take_while(|l| !is_option(l)).collect();
+    format!("{first}\n{}", rest.join("\n"))
 }

@@ -16,11 +16,12 @@ async fn a_server_that_refuses_far_below_the_quota_is_named_at_the_end() {
     let server = server("4/1s").await;
     let d = dir("tier");
     let input = d.join("in.jsonl");
-    write_events(&input, 10);
+    write_events(&input, 8);
     let run = |n: u32, quota: &'static str| {
         let output = d.join(format!("out{n}.jsonl"));
         let summary = d.join(format!("s{n}.json"));
         let base = server.base_url();
+        let input = input.clone();
         async move {
             let out = Command::new(BIN)
                 .env("FABRAIX_API_KEY", KEY)
