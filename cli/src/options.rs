@@ -203,7 +203,8 @@ pub struct SendOpts {
     #[arg(long)]
     pub strict: bool,
     /// Check everything a real run checks (input, output, base URL), print the plan for this
-    /// input (as `plan` does) and send nothing. The key is not needed.
+    /// input (as `plan` does) and send nothing; exit as the real run would for its input (1 for
+    /// bad lines or repeated ids, 2 for an input error). The key is not needed.
     #[arg(long)]
     pub dry_run: bool,
     /// No progress display.

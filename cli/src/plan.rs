@@ -288,7 +288,8 @@ fn phase_text(p: &PlanPhase) -> String {
         None if p.last_at.is_zero() => format!("{} at once", human::count(p.calls)),
         None => format!("{} {when}", human::count(p.calls)),
         Some(l) => {
-            let window = human::window(Duration::from_secs_f64(l.window_secs));
+            let window = Duration::try_from_secs_f64(l.window_secs).unwrap_or(Duration::MAX);
+            let window = human::window(window);
             format!(
                 "{} paced by the {window} window ({} per {window}) {when}",
                 human::count(p.calls),

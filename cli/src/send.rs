@@ -347,7 +347,7 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
     }
     if bad > 0 {
         println!(
-            "{} would be written as error results (--strict: stop at the first).",
+            "{} would be written as error results (a real run exits 1; --strict: stops at the first).",
             human::count_of(bad, "bad line", "bad lines")
         );
     }
@@ -363,7 +363,12 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
         );
     }
     println!("Dry run: nothing was sent.");
-    Ok(Exit::Success)
+    // As the real run would end: bad lines and repeated ids make it exit 1.
+    Ok(if bad > 0 || repeated > 0 {
+        Exit::SomeFailed
+    } else {
+        Exit::Success
+    })
 }
 
 /// The calls of the runs before that a `send` to `output` would start the key's windows with,

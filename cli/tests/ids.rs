@@ -158,6 +158,7 @@ async fn help_says_how_ids_are_compared_and_a_dry_run_counts_collisions() {
         .output()
         .await
         .unwrap();
+    assert_eq!(out.status.code(), Some(1), "as the real run would");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("4 calls: all at once"), "{text}");
     assert!(text.contains("3 lines would not be sent"), "{text}");

@@ -32,18 +32,13 @@ fn stderr(o: &Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_misspelled_field_or_an_overlong_line_is_an_error_line_and_spends_no_call() {
+async fn a_misspelled_field_is_an_error_line_and_spends_no_call() {
     let server = server("100/1s").await;
     let d = dir("in-fields");
     let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
-    let long = event("long").replace(
-        "\"content\":\"x\"",
-        &format!("\"content\":\"{}\"", "y".repeat(5_000)),
-    );
     let text = [
         event("good"),
         r#"{"id":"typo","path":"/event","bdy":{"event_type":"user"}}"#.to_string(),
-        long,
         event("after"),
     ]
     .join("\n");
@@ -60,34 +55,17 @@ async fn a_misspelled_field_or_an_overlong_line_is_an_error_line_and_spends_no_c
         s(&input),
         "-o",
         s(&output),
-        "--max-line-bytes",
-        "1000",
     ];
     let out = sched(&args).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let results = lines(&output);
-    let by_id = |id: &str| results.iter().find(|l| l["id"] == id).unwrap().clone();
-    assert_eq!(results.len(), 4);
-    let typo = by_id("typo");
+    assert_eq!(results.len(), 3);
+    let typo = results.iter().find(|l| l["id"] == "typo").unwrap();
     assert_eq!(typo["error"]["kind"], "invalid_input");
     assert_eq!(
         typo["error"]["message"],
         "line 2: unknown field \"bdy\" (did you mean \"body\"? the fields are id, method, path, body, priority)"
     );
-    let long = by_id("3");
-    assert_eq!(long["error"]["kind"], "invalid_input");
-    assert!(
-        long["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("line 3: 5,"),
-        "{long}"
-    );
-    assert!(long["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("longer than --max-line-bytes (1,000)"));
-    assert_eq!(by_id("after")["status"], 200);
     // Only the good lines spent a call.
     assert_eq!(server.key_stats(LABEL).unwrap().accepted, 2);
     // --strict: exit 2 at the misspelled field.
@@ -102,6 +80,50 @@ async fn a_misspelled_field_or_an_overlong_line_is_an_error_line_and_spends_no_c
         "{}",
         stderr(&out)
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_over_the_size_limit_is_an_error_line_and_the_rest_go() {
+    let server = server("100/1s").await;
+    let d = dir("in-long");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    let long = event("long").replace(
+        "\"content\":\"x\"",
+        &format!("\"content\":\"{}\"", "y".repeat(5_000)),
+    );
+    std::fs::write(&input, [event("good"), long, event("after")].join("\n")).unwrap();
+    let base = server.base_url();
+    let out = sched(&[
+        "send",
+        "--no-progress",
+        "--quota",
+        "100/1s",
+        "--base-url",
+        &base,
+        "-i",
+        s(&input),
+        "-o",
+        s(&output),
+        "--max-line-bytes",
+        "1000",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results = lines(&output);
+    assert_eq!(results.len(), 3);
+    let long = results.iter().find(|l| l["id"] == "2").unwrap();
+    assert_eq!(long["error"]["kind"], "invalid_input");
+    let message = long["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 2: 5,"), "{long}");
+    assert!(
+        message.contains("longer than --max-line-bytes (1,000)"),
+        "{long}"
+    );
+    assert_eq!(server.key_stats(LABEL).unwrap().accepted, 2);
+    // The documented default.
+    let help = String::from_utf8(sched(&["send", "--help"]).await.stdout).unwrap();
+    assert!(help.contains("[default: 1048576]"), "{help}");
     server.shutdown().await;
 }
 
