@@ -78,6 +78,8 @@ pub use ledger::{
     Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError, WindowSemantics,
     DEFAULT_GUARD,
 };
+#[cfg(feature = "redis")]
+pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};
 pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;
 pub use retry::{
