@@ -19,7 +19,7 @@
 //!
 //! Against the embedded mock server (feature `mock`), so it runs anywhere; for the real API, use
 //! `ApiKey::from_env()?` (`FABRAIX_API_KEY`, or a `.env` file) and
-//! [`FABRAIX_BASE_URL`](crate::FABRAIX_BASE_URL).
+//! [`FABRAIX_BASE_URL`].
 //!
 //! ```
 //! use fabraix_scheduler::mock::{MockServer, TEST_DEV_KEY};
