@@ -100,12 +100,16 @@ impl From<RefusedCallsArg> for RefusedCalls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModelArg {
     /// Fixed windows aligned to the server's start (up to 2N in a window across a boundary).
+    #[value(alias = "fixed-window")]
     Fixed,
     /// An exact sliding log: the strictest.
+    #[value(aliases = ["sliding", "log"])]
     SlidingLog,
     /// A token bucket of rate N/W and burst N.
+    #[value(aliases = ["bucket", "gcra"])]
     TokenBucket,
     /// A sliding window counter (HAProxy/Cloudflare style).
+    #[value(alias = "sliding-window-counter")]
     Counter,
 }
 
@@ -390,6 +394,25 @@ mod tests {
             RefusedCalls::from(rule(&["--refused-calls", "do-not-count"])),
             RefusedCalls::DoNotCount
         );
+    }
+
+    #[test]
+    fn value_enums_name_what_the_library_parses() {
+        for m in ModelArg::value_variants() {
+            let name = m.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name.parse::<ServerModel>().unwrap(), ServerModel::from(*m));
+        }
+        for t in TierArg::value_variants() {
+            let name = t.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name.parse::<Tier>().unwrap(), Tier::from(*t));
+        }
+        for r in RefusedCallsArg::value_variants() {
+            let name = r.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(
+                name.parse::<RefusedCalls>().unwrap(),
+                RefusedCalls::from(*r)
+            );
+        }
     }
 
     #[test]
