@@ -1,10 +1,11 @@
 //! The command line: a clap derive struct, parsed in `main` and in tests with `Opts::parse_from`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use fabraix_scheduler::mock::ServerModel;
-use fabraix_scheduler::{Quota, RefusedCalls, Tier, FABRAIX_BASE_URL};
+use fabraix_scheduler::{Quota, RefusedCalls, Tier, TransportConfig, FABRAIX_BASE_URL};
 
 /// `fabraix-sched`: send JSONL batches to the Fabraix API as fast as the key's quota allows and
 /// never faster.
@@ -217,6 +218,53 @@ pub struct SendOpts {
     /// Also write the summary as JSON to this file (schema `fabraix-sched.summary/1`, below).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// The longest one attempt of a call may take, from sending to the last byte of the answer
+    /// (e.g. `30s`, `500ms`, `2m`; at most 1 day). A server silent for 15 s (or for this long, if
+    /// shorter) also ends the attempt. A timed-out attempt is retried like any transient failure.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// The longest opening a connection may take (e.g. `5s`, `500ms`; at most 1 day).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub connect_timeout: Duration,
+}
+
+impl SendOpts {
+    /// The transport's timeouts, as `--timeout` and `--connect-timeout` say.
+    pub fn transport_config(&self) -> TransportConfig {
+        let defaults = TransportConfig::default();
+        TransportConfig::default()
+            .with_request_timeout(self.timeout)
+            .with_read_timeout(defaults.read_timeout.min(self.timeout))
+            .with_connect_timeout(self.connect_timeout)
+    }
+}
+
+/// A timeout: a positive number with the unit `ms`, `s` or `m` (seconds without one), at most a
+/// day.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let (number, unit_secs) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 500ms, 2m)"))?;
+    let secs = value * unit_secs;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?}: a timeout must be more than zero"));
+    }
+    if secs > 86_400.0 {
+        return Err(format!("{s:?}: a timeout may be at most 1 day"));
+    }
+    // In (0, 86,400] seconds: the conversion cannot fail.
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// The default of `send --max-line-bytes`: 1 MiB, far above the API's small JSON bodies.
@@ -331,6 +379,39 @@ pub struct MockOpts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_parse_with_units_and_reach_the_transport() {
+        let o = Opts::parse_from([
+            "x",
+            "send",
+            "-i",
+            "in",
+            "-o",
+            "out",
+            "--timeout",
+            "2.5s",
+            "--connect-timeout",
+            "300ms",
+        ]);
+        let Command::Send(send) = o.command else {
+            panic!("not send")
+        };
+        let config = send.transport_config();
+        assert_eq!(config.request_timeout, Duration::from_millis(2500));
+        assert_eq!(config.read_timeout, Duration::from_millis(2500));
+        assert_eq!(config.connect_timeout, Duration::from_millis(300));
+        let o = Opts::parse_from(["x", "send", "-i", "in", "-o", "out"]);
+        let Command::Send(send) = o.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.transport_config(), TransportConfig::default());
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("7"), Ok(Duration::from_secs(7)));
+        for bad in ["0s", "-1s", "soon", "inf", "NaN", "2d", "1e300", "90000"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn quota_overrides_tier_and_defaults_to_development() {

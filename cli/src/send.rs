@@ -113,6 +113,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         _ => count_lines(&opts.input).await,
     };
     let scheduler = Scheduler::builder()
+        .transport_config(opts.transport_config())
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
     let with_journal = config.clone().call_journal(&journal);
