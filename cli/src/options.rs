@@ -333,7 +333,7 @@ pub struct PlanOpts {
 const PLAN_HELP: &str = "\
 The plan is the ledger's own: the calls are reserved one by one on a fresh ledger of the quota
 (with its 100 ms latency guard), as `send` would; the text and the JSON describe those slots.
-Calls beyond the first 1,000,000 are extrapolated at the quota's long-run rate.
+Calls beyond the first 200,000 are extrapolated at the quota's long-run rate.
 
 JSON (--json), schema fabraix-sched.plan/1 (cli/SCHEMA.md):
   {\"schema\":\"fabraix-sched.plan/1\",\"calls\":1000,\"quota\":\"60/1m,1000/1h\",
@@ -345,7 +345,7 @@ Times are seconds after now. A phase is a run of calls held back by the same win
 null: sent at once).
 
 --svg FILE: for each limit, the planned calls in the trailing window over time, against the
-limit; plans of more than 1,000,000 calls are not drawn.";
+limit; plans of more than 200,000 calls are not drawn.";
 
 /// `demo`: the embedded mock server and a realistic agent workload.
 #[derive(Debug, Clone, Args)]
