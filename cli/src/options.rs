@@ -44,7 +44,10 @@ pub enum Command {
     Demo(DemoOpts),
     /// Run the Fabraix-compatible mock server on loopback until Ctrl-C.
     Mock(MockOpts),
-    /// Print a shell completion script, e.g. `fabraix-sched completions bash > ~/.local/share/bash-completion/completions/fabraix-sched`.
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For example: `fabraix-sched completions bash > ~/.local/share/bash-completion/completions/fabraix-sched`,
+    /// or `fabraix-sched completions zsh > ~/.zfunc/_fabraix-sched`.
     Completions(CompletionsOpts),
 }
 
