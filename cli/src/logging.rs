@@ -67,6 +67,11 @@ impl Write for AboveTheBar {
     }
 }
 
+/// Writes one line of the run's own messages to stderr, above the progress bar if one is drawn.
+pub fn note(line: &str) {
+    let _ = AboveTheBar.write(format!("{line}\n").as_bytes());
+}
+
 /// Installs the subscriber for the binary: stderr (above the progress bar), no timestamps, no
 /// colours. A second call (or a subscriber already set) leaves the first in place.
 pub fn init(args: LogArgs) {
