@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fabraix_scheduler::{
-    JobError, KeyId, MemoryLedgerStore, Outcome, Quota, Scheduler, ShutdownMode, SubmitError,
-    Ticket,
+    JobError, KeyId, Outcome, Quota, Scheduler, ShutdownMode, SubmitError, Ticket,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -28,6 +27,7 @@ use crate::output::{invalid_input_line, result_line, ResultWriter, INVALID_INPUT
 use crate::plan::planned_duration_after;
 use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
+use crate::store::CliStore;
 use crate::summary::Summary;
 
 /// Bad lines reported on stderr one by one; later ones only in the output and the summary.
@@ -52,7 +52,7 @@ impl Source {
 
 /// One run of the engine.
 pub(crate) struct Batch {
-    pub(crate) scheduler: Scheduler<MemoryLedgerStore>,
+    pub(crate) scheduler: Scheduler<CliStore>,
     pub(crate) key: KeyId,
     pub(crate) key_fingerprint: String,
     pub(crate) quota: Quota,
@@ -188,7 +188,7 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
 
 struct Intake {
     source: Source,
-    scheduler: Scheduler<MemoryLedgerStore>,
+    scheduler: Scheduler<CliStore>,
     key: KeyId,
     done: HashSet<String>,
     strict: bool,

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod progress;
 pub mod send;
 pub mod stop;
+pub mod store;
 pub mod summary;
 pub mod workload;
 
@@ -102,6 +103,12 @@ pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
         Command::Plan(o) => {
             let now = TokioClock::new().now();
             print!("{}", plan::describe(&o.quota.quota(), now, o.count));
+            if let Some(url) = &o.redis {
+                let api_key = ctx.key.resolve()?;
+                let quota = o.quota.quota();
+                let shared = store::describe_shared(url, &api_key, &quota, o.count).await?;
+                print!("{shared}");
+            }
             Ok(Exit::Success)
         }
         Command::Demo(o) => demo::demo(&o, ctx.stop).await,

@@ -124,6 +124,15 @@ pub struct SendOpts {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Share the key's quota with every process that uses it through the Redis at this URL
+    /// (`redis://host:6379`, `rediss://` for TLS): a fleet then stays within the quota together.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FABRAIX_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
 }
 
 const SEND_HELP: &str = "\
@@ -162,6 +171,14 @@ pub struct PlanOpts {
     /// The key's quota.
     #[command(flatten)]
     pub quota: QuotaArgs,
+    /// Also show the fleet's shared windows of the key (FABRAIX_API_KEY) in the Redis at this URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FABRAIX_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
 }
 
 /// `demo`: the embedded mock server and a realistic agent workload.
