@@ -16,7 +16,9 @@ use redis_support::RedisServer;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fabraix-sched");
-const QUOTA: &str = "20/1s,60/4s";
+// Few window boundaries (each is where a loaded machine's delays could matter): 90 calls in
+// three bursts.
+const QUOTA: &str = "30/3s";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_send_processes_share_one_key_through_redis_without_a_429() {
@@ -94,7 +96,7 @@ async fn three_send_processes_share_one_key_through_redis_without_a_429() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("shared windows of key key#"), "{text}");
-    assert!(text.contains("60/4s: "), "{text}");
+    assert!(text.contains("30/3s: "), "{text}");
     assert!(!text.contains(KEY), "{text}");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -26,6 +26,7 @@ mod key_handle;
 mod key_queue;
 mod outcome_slots;
 mod pacing;
+mod panics;
 mod refusals;
 mod shard;
 mod slot_timers;

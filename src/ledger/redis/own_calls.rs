@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn keeps_the_most_recent_and_gives_back_by_instant() {
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now();
         let ms = Duration::from_millis;
         let mut own = OwnCalls::new(2, ms(1_000));
         own.push(t0, 10, t0);
