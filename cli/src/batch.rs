@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fabraix_scheduler::{
-    JobError, KeyId, MemoryLedgerStore, Outcome, Quota, Scheduler, ShutdownMode, SubmitError,
-    Ticket,
+    JobError, KeyId, Outcome, Quota, Scheduler, ShutdownMode, SubmitError, Ticket,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -29,6 +28,7 @@ use crate::output::{invalid_input_line, result_line, ResultWriter, INVALID_INPUT
 use crate::plan::planned_duration_after;
 use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
+use crate::store::CliStore;
 use crate::summary::Summary;
 use crate::tier_check::AcceptedPerWindow;
 
@@ -54,7 +54,7 @@ impl Source {
 
 /// One run of the engine.
 pub(crate) struct Batch {
-    pub(crate) scheduler: Scheduler<MemoryLedgerStore>,
+    pub(crate) scheduler: Scheduler<CliStore>,
     pub(crate) key: KeyId,
     pub(crate) key_fingerprint: String,
     pub(crate) quota: Quota,
@@ -207,7 +207,7 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
 
 struct Intake {
     source: Source,
-    scheduler: Scheduler<MemoryLedgerStore>,
+    scheduler: Scheduler<CliStore>,
     key: KeyId,
     done: HashSet<String>,
     strict: bool,

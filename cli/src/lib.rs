@@ -30,6 +30,7 @@ pub mod plan;
 pub mod progress;
 pub mod send;
 pub mod stop;
+pub mod store;
 pub mod summary;
 pub mod svg;
 pub mod tier_check;
@@ -106,7 +107,7 @@ pub async fn run(opts: Opts) -> Exit {
 pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
     match opts.command {
         Command::Send(o) => send::send(&o, &ctx).await,
-        Command::Plan(o) => plan_cmd(&o),
+        Command::Plan(o) => plan_cmd(&o, &ctx).await,
         Command::Demo(o) => demo::demo(&o, ctx.stop).await,
         Command::Mock(o) => mock_cmd::mock(&o, ctx.stop, &mut std::io::stdout()).await,
         Command::Completions(o) => {
@@ -119,7 +120,7 @@ pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
 }
 
 /// `plan`: the ledger's plan as text or JSON, and the SVG if asked.
-fn plan_cmd(o: &options::PlanOpts) -> Result<Exit, CliError> {
+async fn plan_cmd(o: &options::PlanOpts, ctx: &Context) -> Result<Exit, CliError> {
     let quota = o.quota.quota();
     let now = TokioClock::new().now();
     let summary = plan::PlanSummary::build(&quota, now, o.count, &[])?;
@@ -132,6 +133,16 @@ fn plan_cmd(o: &options::PlanOpts) -> Result<Exit, CliError> {
         println!("{json}");
     } else {
         print!("{}", summary.text());
+    }
+    if let Some(url) = &o.redis {
+        let api_key = ctx.key.resolve()?;
+        let shared = store::describe_shared(url, &api_key, &quota, o.count).await?;
+        // Kept out of the JSON on stdout.
+        if o.json {
+            eprint!("{shared}");
+        } else {
+            print!("{shared}");
+        }
     }
     Ok(Exit::Success)
 }

@@ -229,6 +229,15 @@ pub struct SendOpts {
     /// The longest opening a connection may take (e.g. `5s`, `500ms`; at most 1 day).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
+    /// Share the key's quota with every process that uses it through the Redis at this URL
+    /// (`redis://host:6379`, `rediss://` for TLS): a fleet then stays within the quota together.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FABRAIX_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
 }
 
 impl SendOpts {
@@ -331,6 +340,14 @@ pub struct PlanOpts {
     /// Also draw the planned calls over time against each window's limit, as an SVG file.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Also show the fleet's shared windows of the key (FABRAIX_API_KEY) in the Redis at this URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FABRAIX_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
 }
 
 const PLAN_HELP: &str = "\

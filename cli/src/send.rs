@@ -112,7 +112,9 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         ProgressMode::Off => None,
         _ => count_lines(&opts.input).await,
     };
+    let store = crate::store::CliStore::open(opts.redis.as_deref()).await?;
     let scheduler = Scheduler::builder()
+        .store(store)
         .transport_config(opts.transport_config())
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
