@@ -18,11 +18,13 @@ pub mod demo;
 pub mod exit;
 pub mod human;
 pub mod input;
+pub mod key_args;
 pub mod mock_cmd;
 pub mod options;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod proxy;
 pub mod send;
 pub mod stop;
 pub mod summary;
@@ -106,5 +108,6 @@ pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
         }
         Command::Demo(o) => demo::demo(&o, ctx.stop).await,
         Command::Mock(o) => mock_cmd::mock(&o, ctx.stop, &mut std::io::stdout()).await,
+        Command::Proxy(o) => proxy::proxy(&o, &ctx, &mut std::io::stdout()).await,
     }
 }

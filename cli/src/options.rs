@@ -27,6 +27,8 @@ pub enum Command {
     Demo(DemoOpts),
     /// Run the Fabraix-compatible mock server on loopback until Ctrl-C.
     Mock(MockOpts),
+    /// Run a local proxy that adds the key to every call and schedules it (any language).
+    Proxy(crate::proxy::ProxyOpts),
 }
 
 /// The key's quota: `--quota` overrides `--tier`; without either, Development.
@@ -98,6 +100,9 @@ pub struct SendOpts {
     /// The key's quota.
     #[command(flatten)]
     pub quota: QuotaArgs,
+    /// The key's source (default FABRAIX_API_KEY or ./.env).
+    #[command(flatten)]
+    pub key: crate::key_args::KeyArgs,
     /// Calls on the wire at once, at most. Also the bound on calls sent twice after a `kill -9`.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
