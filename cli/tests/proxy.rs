@@ -618,3 +618,38 @@ async fn a_key_command_gives_the_key_and_a_failing_one_a_clear_error() {
     );
     assert_eq!(server.key_stats(LABEL).unwrap().accepted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_sends_through_the_proxy_without_a_key() {
+    let server = mock("100/1s").await;
+    let proxy = Proxy::start(
+        &args(&server.base_url(), "100/1s", &[]),
+        &[("FABRAIX_API_KEY", KEY)],
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python_client.py");
+    let out = Command::new("python3")
+        .args([script, "--proxy", &proxy.url, "--events", "2"])
+        .env_remove("FABRAIX_API_KEY")
+        .output()
+        .await
+        .expect("python3 runs (CPython 3 is needed for this test)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paths: Vec<&str> = answers
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/event", "/event", "/check"]);
+    assert!(answers.iter().all(|a| a["status"] == 200), "{stdout}");
+    assert_eq!(server.key_stats(LABEL).unwrap().accepted, 3);
+}
