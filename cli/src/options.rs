@@ -132,7 +132,8 @@ pub struct SendOpts {
 }
 
 const SEND_HELP: &str = "\
-The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), never from a flag;
+The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), or from --key-file
+or --key-command, never from a flag's value;
 it is never printed: messages name its fingerprint (key#xxxxxxxx).
 
 Output lines:

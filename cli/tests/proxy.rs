@@ -215,8 +215,16 @@ async fn clients_without_a_key_get_the_mocks_answers() {
     assert!(!proxy.stderr().contains(KEY), "{}", proxy.stderr());
 }
 
-/// A raw upstream that answers every request 200 and hands back the request heads it read.
+/// A raw upstream that answers every request 200 with `{}` and hands back the request heads it
+/// read.
 async fn recording_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    recording_upstream_with("{}").await
+}
+
+/// As [`recording_upstream`], answering with `reply` as the body.
+async fn recording_upstream_with(
+    reply: &'static str,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -243,9 +251,11 @@ async fn recording_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<S
                         }
                         seen.drain(..end + 4 + length);
                         let _ = tx.send(head);
-                        let reply =
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: yes\r\n\r\n{}";
-                        if socket.write_all(reply).await.is_err() {
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-upstream: yes\r\n\r\n{reply}",
+                            reply.len()
+                        );
+                        if socket.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }
                     }
@@ -652,4 +662,38 @@ async fn the_python_example_sends_through_the_proxy_without_a_key() {
     assert_eq!(paths, ["/event", "/event", "/check"]);
     assert!(answers.iter().all(|a| a["status"] == 200), "{stdout}");
     assert_eq!(server.key_stats(LABEL).unwrap().accepted, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limits_answer_413_and_502_without_a_retry() {
+    let (upstream, mut heads) =
+        recording_upstream_with("{\"padding\":\"0123456789012345678901234567890123456789\"}").await;
+    let proxy = Proxy::start(
+        &args(
+            &upstream,
+            "100/1s",
+            &["--max-request-bytes", "64", "--max-response-bytes", "16"],
+        ),
+        &[("FABRAIX_API_KEY", KEY)],
+    )
+    .await;
+    let big = post(&proxy.url, "/event", "x".repeat(65)).await;
+    assert_eq!(big.status(), 413);
+    assert_eq!(json(big).await["error"]["code"], "request_too_large");
+    let r = post(&proxy.url, "/event", "{}".into()).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        json(r).await["error"]["code"],
+        "upstream_response_too_large"
+    );
+    assert!(heads.recv().await.unwrap().starts_with("post /v1/event "));
+    assert_eq!(
+        metric(&proxy.url, "fabraix_scheduler_calls_sent_total").await,
+        1.0,
+        "not retried"
+    );
+    assert!(
+        heads.try_recv().is_err(),
+        "the too-large request never went upstream"
+    );
 }

@@ -47,7 +47,7 @@ fn named_by_connection(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// What of a client's request headers goes to the API: not hop-by-hop, not `host` or
-/// `content-length` (the transport sets them), not credentials, not `x-fabraix-*`.
+/// `content-length` (the transport sets them), not `expect`, not credentials, not `x-fabraix-*`.
 pub fn forwarded_request_headers(from: &HeaderMap) -> HeaderMap {
     let dropped = named_by_connection(from);
     let mut out = HeaderMap::with_capacity(from.len());
@@ -57,6 +57,8 @@ pub fn forwarded_request_headers(from: &HeaderMap) -> HeaderMap {
             || dropped.contains(name)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
+            // The body is read whole before the call goes: nothing to wait for.
+            || name == header::EXPECT
             || name.as_str().starts_with(PROXY_PREFIX);
         if !skip {
             out.append(name.clone(), value.clone());
