@@ -149,3 +149,78 @@ async fn a_watched_key_file_rotated_mid_run_loses_no_job() {
     assert!(old >= 8 && new >= 8, "old {old}, new {new}");
     assert_eq!(s.server.unauthorized(), 0);
 }
+
+/// A transport that holds the first call until told, answers 401 for the old key and 200 for
+/// any other, and records the key of every call.
+#[derive(Debug, Default)]
+struct HeldTransport {
+    release: tokio::sync::Notify,
+    on_wire: tokio::sync::Notify,
+    keys: std::sync::Mutex<Vec<String>>,
+}
+
+/// The transport as the scheduler holds it, sharing its state with the test.
+struct Held(Arc<HeldTransport>);
+
+impl fabraix_scheduler::Transport for Held {
+    fn send(
+        &self,
+        request: fabraix_scheduler::OutgoingRequest<'_>,
+    ) -> fabraix_scheduler::TransportFuture {
+        let key = request.api_key().to_str().unwrap().to_string();
+        let this = Arc::clone(&self.0);
+        Box::pin(async move {
+            let first = {
+                let mut keys = this.keys.lock().unwrap();
+                keys.push(key.clone());
+                keys.len() == 1
+            };
+            if first {
+                this.on_wire.notify_one();
+                this.release.notified().await;
+            }
+            let status = if key == TEST_DEV_KEY { 401 } else { 200 };
+            let mut response =
+                fabraix_scheduler::HttpResponse::new(bytes::Bytes::from_static(b"{}"));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok(response)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_of_a_call_sent_before_a_rotation_is_sent_again_with_the_new_key() {
+    let transport = Arc::new(HeldTransport::default());
+    let scheduler = Scheduler::builder()
+        .transport(Arc::new(Held(Arc::clone(&transport))))
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    let config = KeyConfig::new(
+        key.clone(),
+        ApiKey::new(TEST_DEV_KEY).unwrap(),
+        "http://127.0.0.1:9/v1",
+        "100/1s".parse().unwrap(),
+    )
+    .unwrap();
+    scheduler.add_key(config).await.unwrap();
+    let ticket = scheduler.submit(&key, event(0)).await.unwrap();
+    transport.on_wire.notified().await;
+    // Rotated while the call is on the wire; the old key is then refused.
+    assert!(scheduler.rotate_key(&key, ApiKey::new(TEST_PROD_KEY).unwrap()));
+    transport.release.notify_one();
+    let response = ticket.await.expect("sent again with the new key");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.attempts, 2);
+    assert_eq!(
+        *transport.keys.lock().unwrap(),
+        [TEST_DEV_KEY, TEST_PROD_KEY]
+    );
+    // The key is not revoked: later jobs go.
+    scheduler
+        .submit(&key, event(1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
