@@ -316,3 +316,84 @@ async fn next_room(state: &ProxyState) -> Duration {
         Err(_) => Duration::from_secs(1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(r: Answer) -> serde_json::Value {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_without_an_api_answer_get_the_proxys_envelope() {
+        let cases = [
+            (
+                JobError::KeyRevoked {
+                    key: "key#0".into(),
+                    attempts: 0,
+                },
+                502,
+                "proxy_key_refused",
+            ),
+            (
+                JobError::Transient {
+                    attempts: 3,
+                    status: None,
+                    code: None,
+                    message: "timed out: operation timed out".into(),
+                    why: "retries exhausted",
+                },
+                504,
+                "upstream_timeout",
+            ),
+            (
+                JobError::Transient {
+                    attempts: 1,
+                    status: None,
+                    code: None,
+                    message: "connection failed: refused".into(),
+                    why: "retries exhausted",
+                },
+                502,
+                "upstream_unreachable",
+            ),
+            (JobError::ShutDown, 503, "proxy_stopping"),
+        ];
+        for (error, status, code) in cases {
+            let r = from_error(&error);
+            assert_eq!(r.status(), status, "{error:?}");
+            let body = body_json(r).await;
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_calls_own_answer_is_passed_back() {
+        let captures = Arc::new(Captures::default());
+        let capture = Capture::new(&captures);
+        let api = fabraix_scheduler::ApiError::from_body(422, br#"{"detail":"bad"}"#);
+        let error = JobError::Rejected { api, attempts: 1 };
+        // No answer kept: the proxy's envelope.
+        let r = answer(Err(error.clone()), &capture, false);
+        assert_eq!(r.status(), 500);
+        // The API's answer kept: passed back as it came, hop-by-hop headers dropped.
+        let mut raw =
+            fabraix_scheduler::HttpResponse::new(Bytes::from_static(br#"{"detail":"bad"}"#));
+        *raw.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+        raw.headers_mut()
+            .insert("x-request-id", "r1".parse().unwrap());
+        raw.headers_mut()
+            .insert("connection", "close".parse().unwrap());
+        captures.keep(capture.id(), &raw);
+        let r = answer(Err(error), &capture, false);
+        assert_eq!(r.status(), 422);
+        assert_eq!(r.headers()["x-request-id"], "r1");
+        assert!(r.headers().get("connection").is_none());
+        assert_eq!(body_json(r).await["detail"], "bad");
+        drop(capture);
+        assert!(captures.is_empty(), "a dropped capture frees its slot");
+    }
+}

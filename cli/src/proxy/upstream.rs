@@ -43,6 +43,12 @@ impl Capture {
         }
     }
 
+    /// The slot's id.
+    #[cfg(test)]
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The header value naming this slot.
     pub fn header(&self) -> HeaderValue {
         HeaderValue::from(self.id)
@@ -64,12 +70,18 @@ impl Drop for Capture {
 }
 
 impl Captures {
+    /// Whether no slot is held.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<HttpResponse>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps `response` for call `id` if its slot is still held.
-    fn keep(&self, id: u64, response: &HttpResponse) {
+    pub(super) fn keep(&self, id: u64, response: &HttpResponse) {
         if let Some(slot) = self.lock().get_mut(&id) {
             let mut copy = HttpResponse::new(response.body().clone());
             *copy.status_mut() = response.status();
