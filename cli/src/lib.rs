@@ -6,6 +6,7 @@
 //! - `demo`: a realistic agent workload against the embedded, time-scaled mock server, with the
 //!   server's proof that no window ever held more calls than the quota.
 //! - `mock`: the mock server, for testing an integration locally.
+//! - `proxy`: a local sidecar that adds the key to every call of any program and schedules it.
 //!
 //! `main` parses [`Opts`] and calls [`run`]; tests call [`run_with`] in-process with a key and a
 //! [`Stop`] handle of their own.
