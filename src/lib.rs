@@ -83,11 +83,14 @@ pub use ledger::{
     Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError, WindowSemantics,
     DEFAULT_GUARD,
 };
+#[cfg(feature = "redis")]
+pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};
 pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;
 pub use retry::{
-    classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
-    RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
+    classify_status, parse_rate_limit_headers, parse_retry_after, seconds_to_duration, Class,
+    Delivery, RefusalStep, RetryAfter, RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
+    MAX_NETWORK_SECONDS,
 };
 pub use scheduler::{
     read_call_journal, KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob,

@@ -67,7 +67,7 @@ pub async fn proxy(
         .max_in_flight(opts.concurrency as usize)
         .queue_capacity(opts.queue_capacity as usize)
         .overflow(Overflow::Reject)
-        .refused_calls(opts.refused_calls);
+        .refused_calls(opts.refused_calls.into());
     let config = key.configure(config, Arc::clone(scheduler.clock()));
     scheduler
         .add_key(config)

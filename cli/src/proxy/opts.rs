@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use fabraix_scheduler::{RefusedCalls, FABRAIX_BASE_URL};
+use fabraix_scheduler::FABRAIX_BASE_URL;
 
 use crate::key_args::{parse_duration, KeyArgs};
-use crate::options::QuotaArgs;
+use crate::options::{QuotaArgs, RefusedCallsArg};
 
 /// `proxy`: a local sidecar that adds the key to every call and schedules it.
 #[derive(Debug, Clone, Args)]
@@ -40,9 +40,10 @@ pub struct ProxyOpts {
     /// Calls on the wire to the API at once, at most.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
-    /// Whether a call the API refuses (429) counts against the quota: learn, count or do-not-count.
-    #[arg(long, value_name = "RULE", default_value = "learn", value_parser = parse_refused_calls)]
-    pub refused_calls: RefusedCalls,
+    /// Whether a call the API refuses (429) counts against the quota (learn: find out with one
+    /// probe call once counting them is all that holds the key back).
+    #[arg(long, value_name = "RULE", value_enum, default_value_t = RefusedCallsArg::Learn)]
+    pub refused_calls: RefusedCallsArg,
     /// Requests waiting for their slot, at most; more are answered 429 at once, with a
     /// Retry-After from the quota's plan.
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -65,10 +66,6 @@ pub struct ProxyOpts {
     /// On SIGTERM or Ctrl-C: how long requests already accepted have to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-}
-
-fn parse_refused_calls(s: &str) -> Result<RefusedCalls, String> {
-    s.parse::<RefusedCalls>()
 }
 
 const PROXY_HELP: &str = "\
