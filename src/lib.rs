@@ -52,6 +52,7 @@ mod fabraix;
 mod job;
 mod job_error;
 mod key_id;
+mod key_provider;
 mod ledger;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
@@ -74,6 +75,10 @@ pub use fabraix::{
 pub use job::{Job, Priority};
 pub use job_error::{JobError, Outcome, SubmitError};
 pub use key_id::KeyId;
+pub use key_provider::{
+    KeyCommand, KeyProvider, KeyProviderError, KeyRefresh, KeyWatch, RefreshFuture,
+    DEFAULT_KEY_COMMAND_TIMEOUT, MAX_KEY_SOURCE_BYTES,
+};
 pub use ledger::{
     Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError, WindowSemantics,
     DEFAULT_GUARD,

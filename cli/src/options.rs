@@ -44,6 +44,8 @@ pub enum Command {
     Demo(DemoOpts),
     /// Run the Fabraix-compatible mock server on loopback until Ctrl-C.
     Mock(MockOpts),
+    /// Run a local proxy that adds the key to every call and schedules it (any language).
+    Proxy(crate::proxy::ProxyOpts),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// For example: `fabraix-sched completions bash > ~/.local/share/bash-completion/completions/fabraix-sched`,
@@ -188,6 +190,9 @@ pub struct SendOpts {
     /// The key's quota.
     #[command(flatten)]
     pub quota: QuotaArgs,
+    /// The key's source (default FABRAIX_API_KEY or ./.env).
+    #[command(flatten)]
+    pub key: crate::key_args::KeyArgs,
     /// Calls on the wire at once, at most. Also the bound on calls sent twice after a `kill -9`.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
@@ -283,7 +288,8 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
 
 const SEND_HELP: &str = "\
-The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), never from a flag;
+The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), or from --key-file
+or --key-command, never from a flag's value;
 it is never printed: messages name its fingerprint (key#xxxxxxxx).
 
 Ids: a line's \"id\" is a non-empty string, or an integer (written as its decimal digits); a

@@ -81,6 +81,8 @@ pub(crate) struct OnWire {
     pub(crate) job: Queued,
     pub(crate) slot: Instant,
     pub(crate) sent_at: Instant,
+    /// Where it went, with the key it carried (a 401 tells whether the key rotated since).
+    pub(crate) to: Arc<Addressing>,
 }
 
 /// A call that has been answered (or failed on the way).
@@ -140,6 +142,7 @@ pub(crate) fn send<S: LedgerStore>(
             job,
             slot,
             sent_at,
+            to,
         },
         response,
     )
@@ -208,6 +211,7 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
                 job,
                 slot,
                 sent_at,
+                to,
             },
         result,
     } = answer;
@@ -221,6 +225,10 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
     };
     q.settle_probe(slot, verdict, inner.clock.as_ref());
     match result {
+        Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
+            on_unauthorized(&q, job, response, &to).await;
+            None
+        }
         Ok(response) => on_response(inner, &q, job, response, slot, sent_at).await,
         Err(error) => on_transport_error(inner, &q, job, error),
     }
@@ -315,6 +323,30 @@ async fn on_response<S: LedgerStore>(
             None
         }
     }
+}
+
+/// 401: sent again if the key rotated since the call went, or if the key's refresh
+/// ([`KeyConfig::on_unauthorized`](super::KeyConfig::on_unauthorized)) gives another key;
+/// otherwise the key is revoked ([`revoke`]).
+async fn on_unauthorized(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, to: &Addressing) {
+    let refused = {
+        let st = q.lock();
+        (st.api_key_header == to.api_key).then(|| st.api_key.clone())
+    };
+    let Some(refused) = refused else {
+        return requeue_front(q, job, false);
+    };
+    if let Some(refresh) = &q.key_refresh {
+        if let Some(new) = refresh.refresh(&refused).await {
+            if new != refused {
+                tracing::warn!(key = %q.id, refused = %refused.fingerprint(), new = %new.fingerprint(), "401: the key's source gave a new key; sending again with it");
+                q.rotate(new);
+                return requeue_front(q, job, false);
+            }
+        }
+    }
+    let api = api_error(q, 401, response.body());
+    revoke(q, job, api);
 }
 
 /// The server's error from `body`, with the key's value replaced by its fingerprint wherever the

@@ -532,12 +532,7 @@ impl<S: LedgerStore> Scheduler<S> {
     pub fn rotate_key(&self, key: &KeyId, api_key: ApiKey) -> bool {
         match self.queue(key) {
             Some(q) => {
-                let mut st = q.lock();
-                tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
-                st.api_key_header = api_key.header_value();
-                st.addressing.clear();
-                st.api_key = api_key;
-                st.revoked = false;
+                q.rotate(api_key);
                 true
             }
             None => false,
