@@ -18,6 +18,7 @@ pub mod demo;
 pub mod exit;
 pub mod human;
 pub mod input;
+pub mod metrics_endpoint;
 pub mod mock_cmd;
 pub mod options;
 pub mod output;

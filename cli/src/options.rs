@@ -124,6 +124,10 @@ pub struct SendOpts {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Serve the scheduler's metrics for Prometheus at `http://ADDR/metrics` while sending
+    /// (`127.0.0.1:9464`, say).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 const SEND_HELP: &str = "\

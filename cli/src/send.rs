@@ -111,6 +111,10 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         ProgressMode::Off => None,
         _ => count_lines(&opts.input).await,
     };
+    if let Some(addr) = opts.metrics {
+        // Before the key is added: the key takes its metric handles from the recorder then.
+        crate::metrics_endpoint::serve_metrics(addr)?;
+    }
     let scheduler = Scheduler::builder()
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;

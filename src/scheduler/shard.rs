@@ -277,6 +277,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             // The plain success is handled as it is polled, without creating (and moving) a
             // future; the rest is handled here.
             () = wire.answers(BATCH, |call, result| {
+                call.q.metrics.answered(&result); // [metrics]
                 if let Some(answer) = finish_plain_success(inner, call, result) {
                     others.push(answer);
                 }
@@ -526,6 +527,7 @@ fn fill<S: LedgerStore>(
             }
         }
     };
+    q.metrics.slot_reserved(slot.saturating_duration_since(at)); // [metrics]
     let held = PendingSlot {
         slot,
         reserved_at: at,

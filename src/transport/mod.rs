@@ -3,6 +3,8 @@
 
 mod outgoing_request;
 mod reqwest_transport;
+#[cfg(feature = "tower")]
+mod tower_transport;
 
 use std::fmt;
 use std::future::Future;
@@ -11,7 +13,17 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 pub use outgoing_request::{OutgoingRequest, USER_AGENT};
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use reqwest_transport::transport_error;
 pub use reqwest_transport::{ReqwestTransport, TransportConfig};
+#[cfg(feature = "tower")]
+pub(crate) use tower_transport::{call_service, BoxError};
+
+/// Response bodies longer than this are refused by the adapters' transports, by default: 16 MiB.
+#[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+#[cfg(feature = "tower")]
+pub use tower_transport::ServiceTransport;
 
 /// An attempt as an owned `http::Request` ([`OutgoingRequest::to_http`]): absolute URI, headers
 /// (with the sensitive `x-api-key`), body.
@@ -54,6 +66,9 @@ pub enum TransportErrorKind {
     CrossOriginRedirect,
     /// Anything else (a malformed response, say).
     Other,
+    /// The caller that waited for this call gave it up (its future was dropped) before it was
+    /// answered: nobody waits for a retry, so none is made.
+    Abandoned,
 }
 
 impl TransportErrorKind {
@@ -64,7 +79,10 @@ impl TransportErrorKind {
 
     /// Whether a retry may help.
     pub fn is_transient(self) -> bool {
-        !matches!(self, TransportErrorKind::CrossOriginRedirect)
+        !matches!(
+            self,
+            TransportErrorKind::CrossOriginRedirect | TransportErrorKind::Abandoned
+        )
     }
 }
 
@@ -76,6 +94,7 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Interrupted => "connection interrupted",
             TransportErrorKind::CrossOriginRedirect => "redirect to another origin refused",
             TransportErrorKind::Other => "transport error",
+            TransportErrorKind::Abandoned => "given up by its caller",
         };
         write!(f, "{kind}: {}", self.message)
     }
