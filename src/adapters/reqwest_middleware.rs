@@ -104,7 +104,7 @@ impl<S: LedgerStore> QuotaMiddleware<S> {
         self
     }
 
-    /// Response bodies longer than `bytes` fail the attempt.
+    /// Response bodies longer than `bytes` (default 1 MiB) fail the job, not retried.
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
         self
@@ -249,7 +249,7 @@ async fn read_whole(
             Ok(None) => break,
             Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
                 let error = TransportError {
-                    kind: TransportErrorKind::Other,
+                    kind: TransportErrorKind::ResponseTooLarge,
                     message: format!("response body longer than {limit} bytes"),
                 };
                 let chain = reqwest_middleware::Error::middleware(error.clone());

@@ -40,7 +40,8 @@ type KeyOf = dyn Fn(&http::request::Parts) -> Option<KeyId> + Send + Sync;
 ///   capacity), so a caller that waits for readiness never overfills the queue. Several services
 ///   made by one layer (and their clones) share this bound.
 /// - **Bodies.** The request body is read whole (at most [`max_body_bytes`](Self::max_body_bytes),
-///   16 MiB by default) to be sent again by retries; so is the response body (16 MiB).
+///   16 MiB by default) to be sent again by retries; so is the response body
+///   ([`max_response_bytes`](Self::max_response_bytes), 1 MiB by default).
 /// - **Lane.** A `Priority` in the request's extensions, else the layer's
 ///   [`priority`](Self::priority) (default [`Priority::Normal`]).
 /// - **Stacking.** A `tower::timeout` *above* the layer bounds the whole wait (the job is
@@ -126,7 +127,7 @@ impl<S: LedgerStore> QuotaLayer<S> {
         self
     }
 
-    /// Response bodies longer than `bytes` fail the attempt.
+    /// Response bodies longer than `bytes` (default 1 MiB) fail the job, not retried.
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
         self

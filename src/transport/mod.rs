@@ -19,9 +19,10 @@ pub use reqwest_transport::{ReqwestTransport, TransportConfig};
 #[cfg(feature = "tower")]
 pub(crate) use tower_transport::{call_service, BoxError};
 
-/// Response bodies longer than this are refused by the adapters' transports, by default: 16 MiB.
+/// Response bodies longer than this are refused by the adapters' transports, by default: 1 MiB
+/// (as [`TransportConfig::max_response_bytes`]).
 #[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
-pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
 #[cfg(feature = "tower")]
 pub use tower_transport::ServiceTransport;
 
@@ -64,8 +65,16 @@ pub enum TransportErrorKind {
     Interrupted,
     /// A redirect to another origin was refused (the key is never sent elsewhere).
     CrossOriginRedirect,
+    /// The response body passed [`TransportConfig::max_response_bytes`]: not retried (the
+    /// server would send it again); the job fails with
+    /// [`JobError::ResponseTooLarge`](crate::JobError::ResponseTooLarge).
+    ResponseTooLarge,
     /// Anything else (a malformed response, say).
     Other,
+    /// The transport's future panicked (a bug in it). The scheduler catches the panic: the job
+    /// fails with [`JobError::Internal`](crate::JobError::Internal) naming it, is not retried,
+    /// and the key goes on with its other jobs.
+    Panicked,
     /// The caller that waited for this call gave it up (its future was dropped) before it was
     /// answered: nobody waits for a retry, so none is made.
     Abandoned,
@@ -81,7 +90,10 @@ impl TransportErrorKind {
     pub fn is_transient(self) -> bool {
         !matches!(
             self,
-            TransportErrorKind::CrossOriginRedirect | TransportErrorKind::Abandoned
+            TransportErrorKind::CrossOriginRedirect
+                | TransportErrorKind::Panicked
+                | TransportErrorKind::ResponseTooLarge
+                | TransportErrorKind::Abandoned
         )
     }
 }
@@ -93,7 +105,9 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Timeout => "timed out",
             TransportErrorKind::Interrupted => "connection interrupted",
             TransportErrorKind::CrossOriginRedirect => "redirect to another origin refused",
+            TransportErrorKind::ResponseTooLarge => "response too large",
             TransportErrorKind::Other => "transport error",
+            TransportErrorKind::Panicked => "the transport panicked",
             TransportErrorKind::Abandoned => "given up by its caller",
         };
         write!(f, "{kind}: {}", self.message)

@@ -50,7 +50,7 @@ pub struct ServiceTransport<S, RB = Full<Bytes>> {
 }
 
 impl<S, RB> ServiceTransport<S, RB> {
-    /// `service` as a transport, reading response bodies up to 16 MiB.
+    /// `service` as a transport, reading response bodies up to 1 MiB.
     pub fn new(service: S) -> Self {
         Self {
             service: Mutex::new(service),
@@ -59,7 +59,8 @@ impl<S, RB> ServiceTransport<S, RB> {
         }
     }
 
-    /// Response bodies longer than `bytes` fail the attempt ([`TransportErrorKind::Other`]).
+    /// Response bodies longer than `bytes` fail the job, not retried
+    /// ([`TransportErrorKind::ResponseTooLarge`]).
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
         self
@@ -122,7 +123,7 @@ where
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 TransportError {
-                    kind: TransportErrorKind::Other,
+                    kind: TransportErrorKind::ResponseTooLarge,
                     message: format!("response body longer than {max_response_bytes} bytes"),
                 }
             } else {
