@@ -132,10 +132,5 @@ fn many_keys(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    scheduler_overhead,
-    quota_layer_overhead,
-    many_keys
-);
+criterion_group!(benches, scheduler_overhead, quota_layer_overhead, many_keys);
 criterion_main!(benches);
