@@ -5,6 +5,10 @@
 //!   mpsc + oneshot round trip of the same batch, on the same current-thread runtime; and the
 //!   lower bound of any scheduler with this library's contract (`floor_server`: the raw round trip
 //!   plus a `Response` as the outcome, the call through the `Transport` trait, a reservation).
+//! - `scheduler_overhead/quota_layer_noop_service`: the same batch as requests through a
+//!   `QuotaLayer` over a no-op tower service (200 at once), all in flight at once as the
+//!   scheduler's batch is: beside `scheduler_noop_transport`, the layer's cost per request (the
+//!   request made a job, its body read, its attempt relayed to the caller, the response made).
 //! - `many_keys`: 10,000 jobs submitted from 2 tasks on a 2-worker multi-thread runtime, spread
 //!   over 10,000 keys against all on 1 key (unlimited quota, no-op transport), each key named by
 //!   its id (`Scheduler::submit`, a map lookup per job) and by its handle (`KeyHandle::submit`).
@@ -52,6 +56,55 @@ fn scheduler_overhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `QuotaLayer` row of `scheduler_overhead` (a function of its own: the group's other rows
+/// are another's to change).
+fn quota_layer_overhead(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    type Request = http::Request<Full<Bytes>>;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (scheduler, keys) = rt.block_on(scheduler_with_keys(1, MANY));
+    let layer = fabraix_scheduler::QuotaLayer::new(&scheduler, &keys.ids[0])
+        .expect("key added")
+        .max_pending(MANY);
+    let noop = tower::service_fn(|_request: Request| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+    });
+    let service = ServiceBuilder::new().layer(layer).service(noop);
+    let batch = |n: usize| {
+        let mut service = service.clone();
+        async move {
+            let mut calls = Vec::with_capacity(n);
+            for _ in 0..n {
+                let ready = ServiceExt::<Request>::ready(&mut service).await;
+                let request = http::Request::post("http://127.0.0.1:9/v1/event")
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .expect("request");
+                calls.push(ready.expect("ready").call(request));
+            }
+            for response in futures_util::future::join_all(calls).await {
+                assert_eq!(response.expect("response").status(), 200);
+            }
+        }
+    };
+    let mut group = c.benchmark_group("scheduler_overhead");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function(BenchmarkId::new("quota_layer_noop_service", BATCH), |b| {
+        b.to_async(&rt).iter(|| batch(BATCH))
+    });
+    group.finish();
+}
+
 fn many_keys(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,5 +132,5 @@ fn many_keys(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scheduler_overhead, many_keys);
+criterion_group!(benches, scheduler_overhead, quota_layer_overhead, many_keys);
 criterion_main!(benches);

@@ -5,6 +5,7 @@ use http::{HeaderMap, Method};
 use serde::Serialize;
 
 use crate::retry::Delivery;
+use crate::transport::Transport;
 
 /// Dispatch order inside one key: a higher lane always goes first; FIFO within a lane.
 #[derive(
@@ -56,6 +57,20 @@ pub struct Job {
     pub(crate) headers: Option<Box<HeaderMap>>,
     pub(crate) priority: Priority,
     pub(crate) delivery: Option<Delivery>,
+    /// The transport that carries this job's attempts instead of the scheduler's (set by the
+    /// tower and reqwest-middleware adapters, whose caller sends each attempt itself). Boxed: one
+    /// pointer in every job, the allocation only in the adapters' jobs.
+    pub(crate) via: Option<Box<Via>>,
+}
+
+/// A job's own transport ([`Job::via`]).
+#[derive(Clone)]
+pub(crate) struct Via(pub(crate) std::sync::Arc<dyn Transport>);
+
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Via(..)")
+    }
 }
 
 impl Job {
@@ -75,6 +90,7 @@ impl Job {
             headers: None,
             priority: Priority::Normal,
             delivery: None,
+            via: None,
         }
     }
 
@@ -121,6 +137,13 @@ impl Job {
                 .get_or_insert_with(Default::default)
                 .insert(name, value);
         }
+        self
+    }
+
+    /// Sends this job's attempts through `transport` rather than the scheduler's.
+    #[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
+    pub(crate) fn with_via(mut self, transport: std::sync::Arc<dyn Transport>) -> Self {
+        self.via = Some(Box::new(Via(transport)));
         self
     }
 

@@ -44,6 +44,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
+#[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
+mod adapters;
 mod api_error;
 mod api_key;
 mod clock;
@@ -61,9 +63,16 @@ mod quota;
 mod response;
 mod retry;
 mod scheduler;
+pub mod scheduler_metrics;
 pub mod telemetry;
 mod transport;
 
+#[cfg(feature = "reqwest-middleware")]
+pub use adapters::QuotaMiddleware;
+#[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
+pub use adapters::{AdapterError, DEFAULT_MAX_BODY_BYTES};
+#[cfg(feature = "tower")]
+pub use adapters::{QuotaLayer, QuotaService};
 pub use api_error::ApiError;
 pub use api_key::{ApiKey, ApiKeyError, API_KEY_ENV};
 pub use clock::{Clock, Instant, Sleep, TokioClock};
@@ -97,6 +106,8 @@ pub use scheduler::{
     Scheduler, SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,
 };
 pub use telemetry::{TelemetryConfig, TelemetrySender};
+#[cfg(feature = "tower")]
+pub use transport::ServiceTransport;
 pub use transport::{
     HttpRequest, HttpResponse, OutgoingRequest, ReqwestTransport, Transport, TransportConfig,
     TransportError, TransportErrorKind, TransportFuture, USER_AGENT,

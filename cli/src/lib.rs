@@ -25,6 +25,7 @@ pub mod ids;
 pub mod input;
 pub mod key_args;
 pub mod logging;
+pub mod metrics_endpoint;
 pub mod mock_cmd;
 pub mod options;
 pub mod output;

@@ -226,6 +226,10 @@ pub struct SendOpts {
     /// Also write the summary as JSON to this file (schema `fabraix-sched.summary/1`, below).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Serve the scheduler's metrics for Prometheus at `http://ADDR/metrics` while sending
+    /// (`127.0.0.1:9464`, say).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// The longest one attempt of a call may take, from sending to the last byte of the answer
     /// (e.g. `30s`, `500ms`, `2m`; at most 1 day). A server silent for 15 s (or for this long, if
     /// shorter) also ends the attempt. A timed-out attempt is retried like any transient failure.

@@ -113,6 +113,10 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         ProgressMode::Off => None,
         _ => count_lines(&opts.input).await,
     };
+    if let Some(addr) = opts.metrics {
+        // Before the key is added: the key takes its metric handles from the recorder then.
+        crate::metrics_endpoint::serve_metrics(addr)?;
+    }
     let store = crate::store::CliStore::open(opts.redis.as_deref()).await?;
     let scheduler = Scheduler::builder()
         .store(store)

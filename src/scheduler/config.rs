@@ -36,6 +36,8 @@ pub struct KeyConfig {
     pub(crate) refused_calls: RefusedCalls,
     pub(crate) sent_earlier: Vec<SystemTime>,
     pub(crate) call_journal: Option<PathBuf>,
+    /// [metrics] The key's `key` label in the scheduler's metrics (default: its fingerprint).
+    pub(crate) metrics_label: Option<String>,
     pub(crate) key_refresh: Option<std::sync::Arc<dyn KeyRefresh>>,
 }
 
@@ -78,6 +80,7 @@ impl KeyConfig {
             refused_calls: RefusedCalls::Learn,
             sent_earlier: Vec::new(),
             call_journal: None,
+            metrics_label: None,
             key_refresh: None,
         })
     }
@@ -195,6 +198,21 @@ impl KeyConfig {
     /// ```
     pub fn call_journal(mut self, path: impl Into<PathBuf>) -> Self {
         self.call_journal = Some(path.into());
+        self
+    }
+
+    /// The `key` label of this key's metrics (see [`scheduler_metrics`](crate::scheduler_metrics));
+    /// default: the key's fingerprint. Keys of one label add up in one series.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .metrics_label("tenant-42");
+    /// # let _ = config;
+    /// ```
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.metrics_label = Some(label.into());
         self
     }
 

@@ -135,7 +135,20 @@ pub(crate) fn send<S: LedgerStore>(
         job.job.headers.as_deref(),
         &job.job.body,
     );
-    let response = inner.transport.send(request);
+    // [adapters] A job of the tower / reqwest-middleware adapters carries its own transport.
+    let transport = job.job.via.as_ref().map_or(&inner.transport, |via| &via.0);
+    // [metrics] The attempt's span (its future runs in it only when the span is enabled).
+    let span = q
+        .metrics
+        .call_span(&q.id, job.job.priority, slot, job.attempts);
+    let response = if span.is_disabled() {
+        transport.send(request)
+    } else {
+        let _entered = span.enter();
+        let response = transport.send(request);
+        Box::pin(tracing::Instrument::instrument(response, span.clone()))
+    };
+    q.metrics.sent(); // [metrics]
     (
         OnWire {
             q,

@@ -39,6 +39,19 @@ impl<S: LedgerStore> KeyHandle<S> {
         &self.queue.id
     }
 
+    // [adapters] Read by the tower / reqwest-middleware adapters (a request's path under the
+    // key's base URL; their back-pressure bound).
+
+    /// The key's base URL (normalised), which every job's path is joined to.
+    pub fn base_url(&self) -> &str {
+        self.queue.endpoint.base_url()
+    }
+
+    /// Jobs the key's queue holds at most ([`KeyConfig::queue_capacity`](crate::KeyConfig::queue_capacity)).
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity
+    }
+
     /// Queues a job for this key and returns its ticket: [`Scheduler::submit`] without the
     /// lookup (and never [`SubmitError::UnknownKey`]).
     pub async fn submit(&self, job: Job) -> Result<Ticket, SubmitError> {

@@ -25,6 +25,7 @@ use crate::job_error::JobError;
 use crate::key_id::KeyId;
 use crate::ledger::{Ledger, PlanCursor};
 use crate::quota::Quota;
+use crate::scheduler_metrics::{KeyMetrics, LaneDepth};
 
 /// A job in a queue, with what its attempts so far have cost.
 #[derive(Debug)]
@@ -94,6 +95,8 @@ pub(crate) struct QueueState {
     pub(crate) returned: Vec<ReturnedJob>,
     /// Whether refused calls count, as configured or learned.
     pub(crate) refusals: RefusalAccounting,
+    /// [metrics] The lanes' depth gauges, kept as the lanes change.
+    depth: LaneDepth,
 }
 
 /// A slot reserved in the ledger that the key's shard waits for; the job is chosen when it is due.
@@ -132,20 +135,27 @@ impl QueueState {
     }
 
     pub(crate) fn push_back(&mut self, q: Queued) {
-        self.lanes[q.job.priority.lane()].push_back(q);
+        let lane = q.job.priority.lane();
+        self.depth.joined(lane); // [metrics]
+        self.lanes[lane].push_back(q);
     }
 
     pub(crate) fn push_front(&mut self, q: Queued) {
-        self.lanes[q.job.priority.lane()].push_front(q);
+        let lane = q.job.priority.lane();
+        self.depth.joined(lane); // [metrics]
+        self.lanes[lane].push_front(q);
     }
 
     pub(crate) fn pop_highest(&mut self) -> Option<Queued> {
-        self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)
+        let q = self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.depth.left(q.job.priority.lane(), 1); // [metrics]
+        Some(q)
     }
 
     fn remove(&mut self, id: u64) -> Option<Queued> {
-        for lane in &mut self.lanes {
+        for (n, lane) in self.lanes.iter_mut().enumerate() {
             if let Some(i) = lane.iter().position(|q| q.id == id) {
+                self.depth.left(n, 1); // [metrics]
                 return lane.remove(i);
             }
         }
@@ -154,7 +164,8 @@ impl QueueState {
 
     pub(crate) fn take_all(&mut self) -> Vec<Queued> {
         let mut all = Vec::with_capacity(self.len());
-        for lane in self.lanes.iter_mut().rev() {
+        for (n, lane) in self.lanes.iter_mut().enumerate().rev() {
+            self.depth.left(n, lane.len()); // [metrics]
             all.extend(lane.drain(..));
         }
         all
@@ -199,6 +210,8 @@ pub(crate) struct KeyQueue {
     pub(crate) probing: AtomicBool,
     /// Where each call is recorded before it goes, if the key keeps a journal.
     pub(crate) journal: Option<Box<CallJournal>>,
+    /// [metrics] The key's metric handles.
+    pub(crate) metrics: KeyMetrics,
     /// Asked for a new key on a 401 ([`KeyConfig::on_unauthorized`]).
     pub(crate) key_refresh: Option<Arc<dyn crate::key_provider::KeyRefresh>>,
 }
@@ -210,6 +223,12 @@ impl KeyQueue {
         ledger: Option<Arc<Mutex<Ledger>>>,
         journal: Option<Box<CallJournal>>,
     ) -> Self {
+        // [metrics] Labelled by the user's label, else the key's fingerprint.
+        let label = match &config.metrics_label {
+            Some(label) => label.clone(),
+            None => config.api_key.fingerprint().to_string(),
+        };
+        let metrics = KeyMetrics::new(&label);
         Self {
             id: config.id.clone(),
             endpoint: config.endpoint.clone(),
@@ -236,6 +255,7 @@ impl KeyQueue {
                 plan: None,
                 returned: Vec::new(),
                 refusals: RefusalAccounting::new(config.refused_calls),
+                depth: metrics.depth.clone(),
             }),
             shard,
             ledger,
@@ -248,6 +268,7 @@ impl KeyQueue {
             paced: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             journal,
+            metrics,
             key_refresh: config.key_refresh.clone(),
         }
     }

@@ -363,6 +363,7 @@ async fn shard_loop<S: LedgerStore>(
             // The plain success is handled as it is polled, without creating (and moving) a
             // future; the rest is handled here.
             () = wire.answers(BATCH, |call, result| {
+                call.q.metrics.answered(&result); // [metrics]
                 if let Some(answer) = finish_plain_success(inner, call, result) {
                     others.push(answer);
                 }
@@ -612,6 +613,7 @@ fn fill<S: LedgerStore>(
             }
         }
     };
+    q.metrics.slot_reserved(slot.saturating_duration_since(at)); // [metrics]
     let held = PendingSlot {
         slot,
         reserved_at: at,

@@ -276,6 +276,7 @@ impl<S: LedgerStore> Scheduler<S> {
             Err(eta) => return Err((st, job, Some(eta))),
         };
         drop(ledger);
+        q.metrics.slot_reserved(std::time::Duration::ZERO); // [metrics] Due at once.
         st.in_flight += 1;
         st.calls.submitted += 1;
         st.calls.sent += 1;

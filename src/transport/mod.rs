@@ -3,6 +3,8 @@
 
 mod outgoing_request;
 mod reqwest_transport;
+#[cfg(feature = "tower")]
+mod tower_transport;
 
 use std::fmt;
 use std::future::Future;
@@ -11,7 +13,18 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 pub use outgoing_request::{OutgoingRequest, USER_AGENT};
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use reqwest_transport::transport_error;
 pub use reqwest_transport::{ReqwestTransport, TransportConfig};
+#[cfg(feature = "tower")]
+pub(crate) use tower_transport::{call_service, BoxError};
+
+/// Response bodies longer than this are refused by the adapters' transports, by default: 1 MiB
+/// (as [`TransportConfig::max_response_bytes`]).
+#[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
+#[cfg(feature = "tower")]
+pub use tower_transport::ServiceTransport;
 
 /// An attempt as an owned `http::Request` ([`OutgoingRequest::to_http`]): absolute URI, headers
 /// (with the sensitive `x-api-key`), body.
@@ -62,6 +75,9 @@ pub enum TransportErrorKind {
     /// fails with [`JobError::Internal`](crate::JobError::Internal) naming it, is not retried,
     /// and the key goes on with its other jobs.
     Panicked,
+    /// The caller that waited for this call gave it up (its future was dropped) before it was
+    /// answered: nobody waits for a retry, so none is made.
+    Abandoned,
 }
 
 impl TransportErrorKind {
@@ -77,6 +93,7 @@ impl TransportErrorKind {
             TransportErrorKind::CrossOriginRedirect
                 | TransportErrorKind::Panicked
                 | TransportErrorKind::ResponseTooLarge
+                | TransportErrorKind::Abandoned
         )
     }
 }
@@ -91,6 +108,7 @@ impl fmt::Display for TransportError {
             TransportErrorKind::ResponseTooLarge => "response too large",
             TransportErrorKind::Other => "transport error",
             TransportErrorKind::Panicked => "the transport panicked",
+            TransportErrorKind::Abandoned => "given up by its caller",
         };
         write!(f, "{kind}: {}", self.message)
     }

@@ -126,7 +126,7 @@ impl ReqwestTransport {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> TransportError {
+pub(crate) fn transport_error(e: &reqwest::Error) -> TransportError {
     let kind = if e.is_timeout() {
         TransportErrorKind::Timeout
     } else if e.is_connect() {
