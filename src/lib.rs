@@ -63,8 +63,8 @@ pub use job::{Job, Priority};
 pub use job_error::{JobError, Outcome, SubmitError};
 pub use key_id::KeyId;
 pub use ledger::{
-    Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError, WindowSemantics,
-    DEFAULT_GUARD,
+    Forecast, Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError,
+    WindowSemantics, DEFAULT_GUARD,
 };
 pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;

@@ -8,6 +8,7 @@
 //! which a sliding-log server refuses; and two stacked limiters cannot reserve atomically (the first
 //! one consumes even when the second refuses). This ledger checks and commits all windows at once.
 
+mod followed_plan;
 mod key_ledger;
 mod limit_account;
 mod memory;
@@ -16,7 +17,7 @@ mod store;
 mod token_bucket;
 mod window_log;
 
-pub use key_ledger::{Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
+pub use key_ledger::{Forecast, Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
 pub use memory::MemoryLedgerStore;
 pub use store::{LedgerStore, StoreError};

@@ -141,7 +141,8 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
 ) -> Option<Answer> {
     match result {
         Ok(response)
-            if matches!(classify_status(response.status()), Class::Success)
+            if !call.q.guard_follows
+                && matches!(classify_status(response.status()), Class::Success)
                 && parse_rate_limit_headers(response.headers(), || inner.clock.wall_now())
                     .is_none()
                 && !q_is_paced(&call.q) =>
@@ -192,6 +193,9 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
             },
         result,
     } = answer;
+    if q.guard_follows && result.is_ok() {
+        q.observe_latency(sent_at, inner.clock.now());
+    }
     let verdict = match &result {
         Ok(response) => match classify_status(response.status()) {
             Class::Success => ProbeVerdict::Accepted,

@@ -24,6 +24,7 @@ mod config;
 mod dispatch;
 mod key_handle;
 mod key_queue;
+mod latency_guard;
 mod outcome_slots;
 mod pacing;
 mod refusals;

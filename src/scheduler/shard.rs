@@ -515,6 +515,11 @@ fn fill<S: LedgerStore>(
                 // In this process: reserved under the queue's lock, nothing to wait for.
                 Some(mut ledger) => {
                     let (slot, probe) = st.refusals.reserve(&mut ledger, at, &q.quota);
+                    if st.len() <= 1 {
+                        // The ETAs of later jobs are asked one place from the front at most: the
+                        // ledger's plan of the queue is of no further use (it holds a copy of it).
+                        ledger.forget_plan();
+                    }
                     if probe {
                         // The probe goes alone: its answer decides how the next calls count.
                         st.ramp = 1;
@@ -557,10 +562,6 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
         return Step::Refund(held.slot);
     };
     let more = st.has_jobs();
-    if !more {
-        // The plan of an empty queue is of no further use; it holds a copy of the ledger.
-        st.plan = None;
-    }
     // The path was checked at submission with this endpoint, so this does not fail; if it did,
     // the job fails rather than the shard.
     let to = match st

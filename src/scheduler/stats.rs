@@ -1,11 +1,13 @@
 //! Counters of one key, readable at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::refusals::RefusedCalls;
 
 /// A snapshot of one key's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct KeyStats {
     /// Jobs accepted by `submit`.
     pub submitted: u64,
@@ -30,6 +32,13 @@ pub struct KeyStats {
     /// Whether the key counts refused calls now: as configured, or what it learned
     /// ([`RefusedCalls::Learn`] while it has not learned yet).
     pub refused_calls: RefusedCalls,
+    /// The latency guard in force: the configured one, or what it follows now
+    /// ([`KeyConfig::guard_from_latency`](crate::KeyConfig::guard_from_latency)).
+    pub guard: Duration,
+    /// The spread of the key's send-to-answer times last measured (99th less 1st percentile of
+    /// the last 512), for a key whose guard follows it; `None` otherwise or before the first
+    /// 128 answers.
+    pub latency_spread: Option<Duration>,
 }
 
 /// The counts every call changes, kept under the key's lock (taken for the call anyway) rather
@@ -76,6 +85,8 @@ impl Counters {
             queued: queued as u64,
             in_flight: in_flight as u64,
             refused_calls,
+            guard: Duration::ZERO,
+            latency_spread: None,
         }
     }
 }
