@@ -590,3 +590,34 @@ async fn etas_given_while_calls_go_out_are_when_the_jobs_are_sent() {
     }
     rig.server.verify().unwrap();
 }
+
+/// A ticket's ETA as a person reads it: a duration from now, and a wall-clock time, both on the
+/// scheduler's clock.
+#[tokio::test(start_paused = true)]
+async fn a_tickets_eta_reads_as_a_duration_from_now_and_as_a_wall_clock_time() {
+    let rig = slow_rig("1/1s").await;
+    let tickets = common::submit_events(&rig, 3).await;
+    let third = &tickets[2];
+    // Slots at 0, 1.1 s and 2.2 s (the window and its 100 ms guard), up to the windows' tick.
+    let in_ = third.eta_in();
+    assert!(
+        in_ >= Duration::from_millis(2_200) && in_ < Duration::from_millis(2_201),
+        "{in_:?}"
+    );
+    assert_eq!(in_, third.eta() - Instant::now());
+    // (The wall clock is the system's, which moves on while the test runs: compared to 50 ms.)
+    let close = |a: std::time::SystemTime, b: std::time::SystemTime| {
+        let apart = a.duration_since(b).or_else(|e| Ok::<_, ()>(e.duration()));
+        assert!(apart.unwrap() < Duration::from_millis(50), "{a:?} vs {b:?}");
+    };
+    close(third.eta_wall(), rig.scheduler.clock().wall_now() + in_);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(third.eta_in(), in_ - Duration::from_secs(1));
+    // Once passed, zero from now, and the wall-clock time of now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(third.eta_in(), Duration::ZERO);
+    close(third.eta_wall(), rig.scheduler.clock().wall_now());
+    for t in tickets {
+        t.await.unwrap();
+    }
+}

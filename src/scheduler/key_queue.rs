@@ -199,6 +199,8 @@ pub(crate) struct KeyQueue {
     pub(crate) probing: AtomicBool,
     /// Where each call is recorded before it goes, if the key keeps a journal.
     pub(crate) journal: Option<Box<CallJournal>>,
+    /// The scheduler's clock (a ticket tells its ETA from now, or as a wall-clock time).
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl KeyQueue {
@@ -207,6 +209,7 @@ impl KeyQueue {
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
         journal: Option<Box<CallJournal>>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             id: config.id.clone(),
@@ -246,6 +249,7 @@ impl KeyQueue {
             paced: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             journal,
+            clock,
         }
     }
 
