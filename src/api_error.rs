@@ -5,10 +5,27 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::api_key::ApiKey;
+
 /// The longest excerpt of a non-JSON body kept in an error, in characters.
 const EXCERPT_CHARS: usize = 200;
 
-/// A server's error, parsed from its body.
+/// The longest message kept from a server's error, in characters (longer ones end with `…`).
+const MESSAGE_CHARS: usize = 1000;
+
+/// The longest `type` or `code` kept, in characters.
+const NAME_CHARS: usize = 100;
+
+/// Cuts `text` to `max` characters, marking the cut with `…`.
+fn bound(text: &mut String, max: usize) {
+    if let Some((cut, _)) = text.char_indices().nth(max) {
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
+/// A server's error, parsed from its body. Every text in it is bounded (a message to
+/// 1,000 characters, a type or code to 100), whatever the server sent.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ApiError {
     /// HTTP status code.
@@ -35,6 +52,18 @@ impl ApiError {
     /// assert!(e.message.contains("non-JSON"));
     /// ```
     pub fn from_body(status: u16, body: &[u8]) -> Self {
+        let mut e = Self::parse(status, body);
+        bound(&mut e.message, MESSAGE_CHARS);
+        if let Some(kind) = e.kind.as_mut() {
+            bound(kind, NAME_CHARS);
+        }
+        if let Some(code) = e.code.as_mut() {
+            bound(code, NAME_CHARS);
+        }
+        e
+    }
+
+    fn parse(status: u16, body: &[u8]) -> Self {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
         match parsed {
             Some(Value::Object(map)) => {
@@ -83,6 +112,32 @@ impl ApiError {
                 format!("HTTP {status} with a non-JSON body: {}", excerpt(body)),
             ),
         }
+    }
+
+    /// As [`from_body`](Self::from_body), with every occurrence of `key` in the body and in what
+    /// is parsed from it replaced by the key's fingerprint: a server that echoes the key in its
+    /// error never gets it shown, logged or written.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiError, ApiKey};
+    /// let key = ApiKey::new("fbx_live_0123456789abcdef").unwrap();
+    /// let body = br#"{"error":{"message":"Invalid API key fbx_live_0123456789abcdef"}}"#;
+    /// let e = ApiError::from_body_redacted(401, body, &key);
+    /// assert!(!e.to_string().contains("0123456789abcdef"));
+    /// assert!(e.message.contains(key.fingerprint()));
+    /// ```
+    pub fn from_body_redacted(status: u16, body: &[u8], key: &ApiKey) -> Self {
+        let mut e = Self::from_body(status, &key.redact_bytes(body));
+        // A JSON escape (`\/`, `\u0073`) hides the key from the byte search, not from the parse.
+        let redact = |s: &mut String| {
+            if let std::borrow::Cow::Owned(clean) = key.redact(s) {
+                *s = clean;
+            }
+        };
+        redact(&mut e.message);
+        e.kind.as_mut().map(redact);
+        e.code.as_mut().map(redact);
+        e
     }
 
     fn plain(status: u16, message: String) -> Self {
@@ -167,6 +222,13 @@ mod tests {
             .message
             .contains("unrecognised JSON"));
         assert!(ApiError::from_body(500, br#"{"error":"boom"}"#).message == "boom");
+        let huge = format!(
+            r#"{{"error":{{"message":"{}","code":"{}"}}}}"#,
+            "m".repeat(100_000),
+            "c".repeat(5000)
+        );
+        let e = ApiError::from_body(400, huge.as_bytes());
+        assert!(e.message.chars().count() <= 1001 && e.code.unwrap().chars().count() <= 101);
         let long = vec![b'x'; 5000];
         assert!(ApiError::from_body(502, &long).message.len() < 300);
         assert!(

@@ -2,6 +2,7 @@
 //! to the key's own origin. Everywhere else (Debug, logs, errors, output files) it is represented by
 //! its [`fingerprint`](ApiKey::fingerprint).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
@@ -20,14 +21,16 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    /// Wraps a key. Errors if it is empty or cannot be sent in an HTTP header (control characters,
-    /// non-ASCII); the error never contains the key.
+    /// Wraps a key (surrounding whitespace trimmed). Errors if it is empty, or has a character other
+    /// than printable ASCII and the space: any control character (TAB, DEL, NUL, CR, LF) or
+    /// non-ASCII is refused. The error never contains the key.
     ///
     /// ```
     /// use fabraix_scheduler::ApiKey;
     /// let key = ApiKey::new("fbx_live_0123456789abcdef").unwrap();
     /// assert!(!format!("{key:?}").contains("0123456789abcdef"));
     /// assert!(ApiKey::new("").is_err());
+    /// assert!(ApiKey::new("fbx_live\t0123").is_err());
     /// ```
     pub fn new(key: impl Into<String>) -> Result<Self, ApiKeyError> {
         let key: String = key.into();
@@ -35,7 +38,10 @@ impl ApiKey {
         if trimmed.is_empty() {
             return Err(ApiKeyError::Empty);
         }
-        if HeaderValue::from_str(trimmed).is_err() || !trimmed.is_ascii() {
+        // Printable ASCII only: `HeaderValue` alone would let a TAB (and DEL) through.
+        if !trimmed.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            || HeaderValue::from_str(trimmed).is_err()
+        {
             return Err(ApiKeyError::InvalidCharacters);
         }
         let digest = Sha256::digest(trimmed.as_bytes());
@@ -78,6 +84,46 @@ impl ApiKey {
         &self.fingerprint
     }
 
+    /// `text` with every occurrence of the key replaced by its fingerprint: for any text that came
+    /// from elsewhere (a server's error message that echoes the key, say) before it is shown,
+    /// logged or written.
+    ///
+    /// ```
+    /// use fabraix_scheduler::ApiKey;
+    /// let key = ApiKey::new("fbx_live_0123456789abcdef").unwrap();
+    /// let shown = key.redact("invalid key fbx_live_0123456789abcdef");
+    /// assert_eq!(shown, format!("invalid key {}", key.fingerprint()));
+    /// assert_eq!(key.redact("nothing to hide"), "nothing to hide");
+    /// ```
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let secret = self.secret.expose_secret();
+        if text.contains(secret) {
+            Cow::Owned(text.replace(secret, &self.fingerprint))
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
+
+    /// `bytes` with every occurrence of the key replaced by its fingerprint (see
+    /// [`redact`](Self::redact)).
+    pub(crate) fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let secret = self.secret.expose_secret().as_bytes();
+        let Some(first) = find(bytes, secret) else {
+            return Cow::Borrowed(bytes);
+        };
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut rest = bytes;
+        let mut at = Some(first);
+        while let Some(i) = at {
+            out.extend_from_slice(&rest[..i]);
+            out.extend_from_slice(self.fingerprint.as_bytes());
+            rest = &rest[i + secret.len()..];
+            at = find(rest, secret);
+        }
+        out.extend_from_slice(rest);
+        Cow::Owned(out)
+    }
+
     /// The `x-api-key` header value, marked sensitive (hyper and reqwest then keep it out of
     /// their debug output and HPACK tables).
     pub(crate) fn header_value(&self) -> HeaderValue {
@@ -86,6 +132,11 @@ impl ApiKey {
         value.set_sensitive(true);
         value
     }
+}
+
+/// Where `needle` (not empty) first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn dotenv_error_without_values(e: &dotenvy::Error) -> String {
@@ -156,10 +207,29 @@ mod tests {
             ApiKey::new("a\nb").unwrap_err(),
             ApiKeyError::InvalidCharacters
         );
+        for control in ["a\tb", "a\u{7f}b", "a\u{0}b", "a\rb", "a\u{1b}b"] {
+            assert_eq!(
+                ApiKey::new(control).unwrap_err(),
+                ApiKeyError::InvalidCharacters,
+                "{control:?}"
+            );
+        }
         assert_eq!(
             ApiKey::new("ключ").unwrap_err(),
             ApiKeyError::InvalidCharacters
         );
+    }
+
+    #[test]
+    fn redaction_replaces_every_occurrence() {
+        let key = ApiKey::new("s3cr3t").unwrap();
+        let fp = key.fingerprint().to_string();
+        assert_eq!(key.redact("s3cr3ts3cr3t x"), format!("{fp}{fp} x"));
+        assert_eq!(
+            key.redact_bytes(b"a s3cr3t b s3cr3t").as_ref(),
+            format!("a {fp} b {fp}").as_bytes()
+        );
+        assert_eq!(key.redact_bytes(b"s3cr").as_ref(), b"s3cr");
     }
 
     #[test]

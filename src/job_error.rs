@@ -47,8 +47,10 @@ pub enum JobError {
         /// Times the call had been sent before (after transient failures or 429s; usually 0).
         attempts: u32,
     },
-    /// The server answered 429 more often than the retry policy allows for one job.
-    #[error("gave up after {attempts} attempts, {rate_limited} of them answered 429: {last}")]
+    /// The key was answered 429 more times in a row than the retry policy allows
+    /// ([`RetryPolicy::max_rate_limited`](crate::RetryPolicy::max_rate_limited)): this job and
+    /// every job queued for the key failed together.
+    #[error("gave up after {attempts} attempts, {rate_limited} of them answered 429, in a storm of 429s on the key: {last}")]
     RateLimited {
         /// Times the call was sent.
         attempts: u32,
@@ -82,6 +84,16 @@ pub enum JobError {
         /// failure that no retry can help (a redirect to another origin), the sends so far.
         attempts: u32,
     },
+    /// The response's body was larger than the transport allows
+    /// ([`TransportConfig::max_response_bytes`](crate::TransportConfig::max_response_bytes)); it
+    /// was not read further, and the call is not retried.
+    #[error("response too large: {reason}")]
+    ResponseTooLarge {
+        /// What was received, and the limit.
+        reason: String,
+        /// Times the call was sent, this one included.
+        attempts: u32,
+    },
     /// Cancelled through its ticket before it was sent.
     #[error("cancelled before it was sent")]
     Cancelled,
@@ -92,7 +104,9 @@ pub enum JobError {
     /// The quota store failed.
     #[error("quota store: {0}")]
     Store(StoreError),
-    /// The task carrying the job ended without an outcome (a bug; reported, never silent).
+    /// A bug ended the job: the task carrying it ended without an outcome, or a panic (in the
+    /// transport, the store, the clock or the scheduler) was caught; the message names it.
+    /// Reported, never silent.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,6 +122,7 @@ impl JobError {
             JobError::RateLimited { .. } => "rate_limited",
             JobError::Transient { .. } => "transient",
             JobError::InvalidRequest { .. } => "invalid_request",
+            JobError::ResponseTooLarge { .. } => "response_too_large",
             JobError::Cancelled => "cancelled",
             JobError::ShutDown => "shut_down",
             JobError::Store(_) => "store",
@@ -145,7 +160,8 @@ impl JobError {
             | JobError::KeyRevoked { attempts, .. }
             | JobError::RateLimited { attempts, .. }
             | JobError::Transient { attempts, .. }
-            | JobError::InvalidRequest { attempts, .. } => Some(*attempts),
+            | JobError::InvalidRequest { attempts, .. }
+            | JobError::ResponseTooLarge { attempts, .. } => Some(*attempts),
             JobError::Cancelled
             | JobError::ShutDown
             | JobError::Store(_)

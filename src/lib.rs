@@ -17,20 +17,31 @@
 //!
 //! ## Quick start
 //!
-//! ```no_run
+//! Against the embedded mock server (feature `mock`), so it runs anywhere; for the real API, use
+//! `ApiKey::from_env()?` (`FABRAIX_API_KEY`, or a `.env` file) and
+//! [`FABRAIX_BASE_URL`](crate::FABRAIX_BASE_URL).
+//!
+//! ```
+//! use fabraix_scheduler::mock::{MockServer, TEST_DEV_KEY};
 //! use fabraix_scheduler::{ApiKey, Clock, Event, EventType, FabraixClient, KeyConfig, Quota, TokioClock};
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let key = ApiKey::from_env()?; // FABRAIX_API_KEY, or a .env file
-//! let config = KeyConfig::new("default", key, "https://api.fabraix.com/v1", Quota::development())?;
+//! let server = MockServer::builder().with_test_keys().start().await?;
+//! let key = ApiKey::new(TEST_DEV_KEY)?;
+//! let config = KeyConfig::new("default", key, &server.base_url(), Quota::development())?;
 //! let client = FabraixClient::new(config).await?;
 //! let at = TokioClock::new().wall_now(); // any SystemTime
 //! let event = Event::new(EventType::User, "trace-id", &"hello", &serde_json::json!({"type": "string"}), at)?;
 //! let ack = client.event(&event).await?; // waits for its slot; never gets the key refused
-//! println!("stored {}", ack.event_id);
+//! assert!(!ack.event_id.is_empty());
+//! server.verify()?; // no window of the quota ever held more calls than its limit
 //! # Ok(()) }
 //! ```
+//!
+//! [`Instant`] is tokio's (`tokio::time::Instant`), so the paused test clock moves it.
 #![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod api_error;
@@ -43,6 +54,7 @@ mod job_error;
 mod key_id;
 mod ledger;
 #[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 mod quota;
 mod response;
@@ -66,11 +78,14 @@ pub use ledger::{
     Forecast, Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError,
     WindowSemantics, DEFAULT_GUARD,
 };
+#[cfg(feature = "redis")]
+pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};
 pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;
 pub use retry::{
-    classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
-    RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
+    classify_status, parse_rate_limit_headers, parse_retry_after, seconds_to_duration, Class,
+    Delivery, RefusalStep, RetryAfter, RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
+    MAX_NETWORK_SECONDS,
 };
 pub use scheduler::{
     read_call_journal, KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob,
@@ -81,3 +96,8 @@ pub use transport::{
     HttpRequest, HttpResponse, OutgoingRequest, ReqwestTransport, Transport, TransportConfig,
     TransportError, TransportErrorKind, TransportFuture, USER_AGENT,
 };
+
+/// The README's examples, compiled (and run where they can) as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

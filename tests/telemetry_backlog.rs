@@ -98,10 +98,11 @@ async fn setup(
     // runtime auto-advances to the next timer whenever every task waits, and a request whose
     // bytes are still in the loopback socket then "times out" after 0 s of real time and is
     // retried (at-least-once: a duplicate at the server). Make them longer than the scenario.
-    let patient = TransportConfig {
-        connect_timeout: Duration::from_secs(7 * 24 * 3600),
-        request_timeout: Duration::from_secs(7 * 24 * 3600),
-    };
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let patient = TransportConfig::default()
+        .with_connect_timeout(week)
+        .with_request_timeout(week)
+        .with_read_timeout(week);
     let recording = Recording {
         inner: ReqwestTransport::new(patient).unwrap(),
         log: Arc::default(),

@@ -23,12 +23,14 @@ use tokio::task::JoinSet;
 
 use crate::counters::RunCounters;
 use crate::exit::CliError;
+use crate::ids::IdRegistry;
 use crate::input::{InputLine, InputReader};
 use crate::output::{invalid_input_line, result_line, ResultWriter, INVALID_INPUT};
 use crate::plan::planned_duration_after;
 use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
 use crate::summary::Summary;
+use crate::tier_check::AcceptedPerWindow;
 
 /// Bad lines reported on stderr one by one; later ones only in the output and the summary.
 const BAD_LINES_SHOWN: u64 = 20;
@@ -138,7 +140,16 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         tx,
         counters: Arc::clone(&counters),
     }));
-    let collect_task = tokio::spawn(collect(rx, writer, Arc::clone(&counters), stop.clone()));
+    let collect_task = tokio::spawn(collect(
+        rx,
+        writer,
+        Arc::clone(&counters),
+        stop.clone(),
+        Watch {
+            accepted: AcceptedPerWindow::new(&quota),
+            clock: Arc::clone(&clock),
+        },
+    ));
     let work = async { (intake_task.await, collect_task.await) };
     tokio::pin!(work);
     let (intake_result, collect_result) = tokio::select! {
@@ -152,6 +163,10 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
     };
     scheduler.shutdown(ShutdownMode::ReturnUnsent).await;
     display.finish().await;
+    let (collect_result, accepted) = match collect_result {
+        Ok((r, accepted)) => (Ok(r), Some(accepted)),
+        Err(e) => (Err(e), None),
+    };
     let error = match (intake_result, collect_result) {
         (Ok(Err(e)), _) | (_, Ok(Err(e))) => Some(e),
         (Err(e), _) | (_, Err(e)) => Some(CliError::new(format!("internal error: {e}"))),
@@ -168,12 +183,16 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         failed: RunCounters::get(&counters.failed),
         failed_by_kind: counters.failed_by_kind(),
         unsent: RunCounters::get(&counters.unsent),
+        duplicate_ids: RunCounters::get(&counters.duplicate_ids),
         calls_sent: stats.sent,
         rate_limited_429: stats.rate_limited,
         retries: stats.retries,
         elapsed_secs: clock.now().saturating_duration_since(start).as_secs_f64(),
         planned_minimum_secs: planned_duration_after(&quota, start, submitted, &earlier)
             .as_secs_f64(),
+        server_limits_look_like: accepted
+            .and_then(|a| a.server_limits_look_like(stats.rate_limited, stats.sent))
+            .map(|q| q.to_string()),
         quota: quota.to_string(),
         key: key_fingerprint,
         interrupted: stopped.is_some(),
@@ -200,6 +219,7 @@ struct Intake {
 
 async fn intake(mut it: Intake) -> Result<(), CliError> {
     let mut bad_lines = 0u64;
+    let mut ids = IdRegistry::new();
     loop {
         if it.stop.reason().is_some() {
             return Ok(());
@@ -221,6 +241,22 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
             return Ok(());
         };
         it.counters.line_read();
+        // Before the resume check: a repeated id is reported in every run, never taken for done.
+        if let Err(collision) = ids.claim(&line.id, line.line) {
+            RunCounters::bump(&it.counters.duplicate_ids);
+            if it.strict {
+                eprintln!("error: {collision} (--strict: stopping at the first repeated id)");
+                it.stop.trigger(StopReason::BadInput);
+                return Ok(());
+            }
+            let repeated = RunCounters::get(&it.counters.duplicate_ids);
+            if repeated <= BAD_LINES_SHOWN {
+                eprintln!("repeated id: {collision}");
+            } else if repeated == BAD_LINES_SHOWN + 1 {
+                eprintln!("repeated id: more lines repeat an id; see the summary");
+            }
+            continue;
+        }
         if it.done.contains(&line.id) {
             RunCounters::bump(&it.counters.skipped);
             continue;
@@ -272,11 +308,29 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
     }
 }
 
+/// What the collector watches besides the results: when the successes came, on this clock.
+struct Watch {
+    accepted: AcceptedPerWindow,
+    clock: Arc<dyn fabraix_scheduler::Clock>,
+}
+
 async fn collect(
+    rx: mpsc::Receiver<Item>,
+    writer: Option<ResultWriter>,
+    counters: Arc<RunCounters>,
+    stop: Stop,
+    mut watch: Watch,
+) -> (Result<(), CliError>, AcceptedPerWindow) {
+    let result = collect_into(rx, writer, counters, stop, &mut watch).await;
+    (result, watch.accepted)
+}
+
+async fn collect_into(
     mut rx: mpsc::Receiver<Item>,
     mut writer: Option<ResultWriter>,
     counters: Arc<RunCounters>,
     stop: Stop,
+    watch: &mut Watch,
 ) -> Result<(), CliError> {
     let mut pending: JoinSet<(String, Outcome, OwnedSemaphorePermit)> = JoinSet::new();
     let mut open = true;
@@ -311,6 +365,7 @@ async fn collect(
                     // Handed back unsent by a stop: not written, so --resume sends it.
                     Err(JobError::ShutDown) => RunCounters::bump(&counters.unsent),
                     Ok(_) => {
+                        watch.accepted.record(watch.clock.now());
                         write(&result_line(&id, &outcome, SystemTime::now()))?;
                         RunCounters::bump(&counters.succeeded);
                     }

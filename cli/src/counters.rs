@@ -19,6 +19,8 @@ pub struct RunCounters {
     pub failed: AtomicU64,
     /// Jobs not sent because the run was stopped (not written; `--resume` sends them).
     pub unsent: AtomicU64,
+    /// Lines not sent because an earlier line has their id (not written).
+    pub duplicate_ids: AtomicU64,
     /// The most lines read but not yet finished (written, skipped or unsent) at any time.
     pub max_read_ahead: AtomicU64,
     failed_by_kind: Mutex<BTreeMap<String, u64>>,
@@ -53,12 +55,13 @@ impl RunCounters {
             .clone()
     }
 
-    /// Lines finished: results written, skipped, or left unsent by a stop.
+    /// Lines finished: results written, skipped, left unsent by a stop, or repeating an id.
     pub fn finished(&self) -> u64 {
         Self::get(&self.succeeded)
             + Self::get(&self.failed)
             + Self::get(&self.skipped)
             + Self::get(&self.unsent)
+            + Self::get(&self.duplicate_ids)
     }
 
     /// Notes that one more line was read, and the read-ahead it makes.

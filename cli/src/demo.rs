@@ -73,13 +73,15 @@ pub async fn demo_report(opts: &DemoOpts, stop: Stop) -> Result<DemoReport, CliE
          action checks (interactive, they overtake queued events).",
         human::count(u64::from(opts.calls))
     );
+    let calls = u64::from(opts.calls);
     eprint!(
         "Plan (scaled): {}",
-        plan::describe(&quota, now, u64::from(opts.calls))
+        plan::PlanSummary::build(&quota, now, calls, &[])?.text()
     );
     eprint!(
         "At the real quota the same batch: {}",
-        plan::describe(&Quota::development(), now, u64::from(opts.calls))
+        plan::PlanSummary::build(&Quota::development(), now, calls, &[])?
+            .text()
             .lines()
             .next()
             .unwrap_or_default()

@@ -15,6 +15,11 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `n` and the noun that fits it: `1 call`, `2 calls`, `1,000 calls`.
+pub fn count_of(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// A duration in the two largest units that matter: `4 h 16 min`, `16 min 40 s`, `12.5 s`,
 /// `250 ms`.
 pub fn duration(d: Duration) -> String {
@@ -55,6 +60,9 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(1_000), "1,000");
         assert_eq!(count(10_000_000), "10,000,000");
+        assert_eq!(count_of(1, "call", "calls"), "1 call");
+        assert_eq!(count_of(0, "call", "calls"), "0 calls");
+        assert_eq!(count_of(1_001, "retry", "retries"), "1,001 retries");
         assert_eq!(duration(Duration::from_secs(1_000)), "16 min 40 s");
         assert_eq!(
             duration(Duration::from_secs(4 * 3600 + 16 * 60 + 5)),

@@ -25,12 +25,17 @@ pub struct InputLine {
 
 type Source = Pin<Box<dyn AsyncBufRead + Send>>;
 
-/// Reads an input one line at a time; memory is one line, whatever the input's size.
+/// Reads an input one line at a time; memory is one line of at most `max_line_bytes`, whatever
+/// the input's size (a longer line is read past, not held).
 pub struct InputReader {
     source: Source,
     line: u64,
     buf: Vec<u8>,
+    max_line_bytes: usize,
 }
+
+/// The fields an input line may have.
+pub const FIELDS: [&str; 5] = ["id", "method", "path", "body", "priority"];
 
 impl std::fmt::Debug for InputReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,53 +46,112 @@ impl std::fmt::Debug for InputReader {
 }
 
 impl InputReader {
-    /// Opens `path`, or stdin for `-`.
-    pub async fn open(path: &Path) -> Result<Self, CliError> {
+    /// Opens `path`, or stdin for `-`, for lines of at most `max_line_bytes`. A directory is
+    /// refused here, before anything is written.
+    pub async fn open(path: &Path, max_line_bytes: u64) -> Result<Self, CliError> {
+        let max = usize::try_from(max_line_bytes).unwrap_or(usize::MAX);
         if path.as_os_str() == "-" {
-            return Ok(Self::new(BufReader::new(tokio::io::stdin())));
+            return Ok(Self::new(BufReader::new(tokio::io::stdin())).max_line_bytes(max));
         }
+        let shown = path.display();
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| CliError::new(format!("cannot open --input {}: {e}", path.display())))?;
-        Ok(Self::new(BufReader::with_capacity(64 * 1024, file)))
+            .map_err(|e| CliError::new(format!("cannot open --input {shown}: {e}")))?;
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|e| CliError::new(format!("cannot open --input {shown}: {e}")))?;
+        if meta.is_dir() {
+            return Err(CliError::new(format!(
+                "--input {shown} is a directory: give a JSONL file (or - for stdin)"
+            )));
+        }
+        Ok(Self::new(BufReader::with_capacity(64 * 1024, file)).max_line_bytes(max))
     }
 
-    /// Reads from any buffered reader.
+    /// Reads from any buffered reader (lines of at most 1 MiB; see
+    /// [`max_line_bytes`](Self::max_line_bytes)).
     pub fn new(source: impl AsyncBufRead + Send + 'static) -> Self {
         Self {
             source: Box::pin(source),
             line: 0,
             buf: Vec::new(),
+            max_line_bytes: 1 << 20,
         }
+    }
+
+    /// The longest line kept, in bytes (its newline not counted); a longer one is a bad line.
+    pub fn max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max;
+        self
     }
 
     /// The next non-blank line, or `None` at the end. Errors only if the input cannot be read.
     pub async fn next(&mut self) -> Result<Option<InputLine>, CliError> {
         loop {
-            self.buf.clear();
-            let n = self
-                .source
-                .read_until(b'\n', &mut self.buf)
-                .await
-                .map_err(|e| {
-                    CliError::new(format!(
-                        "cannot read the input after line {}: {e}",
-                        self.line
-                    ))
-                })?;
-            if n == 0 {
+            let Some(length) = self.read_line().await.map_err(|e| {
+                CliError::new(format!(
+                    "cannot read the input after line {}: {e}",
+                    self.line
+                ))
+            })?
+            else {
                 return Ok(None);
-            }
+            };
             self.line += 1;
+            if length > self.max_line_bytes {
+                return Ok(Some(InputLine {
+                    line: self.line,
+                    id: self.line.to_string(),
+                    job: Err(format!(
+                        "line {}: {} bytes, longer than --max-line-bytes ({}); not read",
+                        self.line,
+                        crate::human::count(length as u64),
+                        crate::human::count(self.max_line_bytes as u64)
+                    )),
+                }));
+            }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             return Ok(Some(parse_line(self.line, &self.buf)));
         }
     }
+
+    /// Reads one line into `buf` (without its newline) if it is at most `max_line_bytes` long;
+    /// a longer one is consumed and dropped as it comes. Returns the line's length, `None` at the
+    /// end of the input.
+    async fn read_line(&mut self) -> std::io::Result<Option<usize>> {
+        self.buf.clear();
+        let mut length = 0usize;
+        let mut any = false;
+        loop {
+            let chunk = AsyncBufReadExt::fill_buf(&mut self.source).await?;
+            if chunk.is_empty() {
+                return Ok(any.then_some(length));
+            }
+            any = true;
+            let (take, end) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (chunk.len(), false),
+            };
+            length = length.saturating_add(take);
+            if length <= self.max_line_bytes {
+                self.buf.extend_from_slice(&chunk[..take]);
+            } else {
+                self.buf = Vec::new(); // too long: let go of what was kept
+            }
+            AsyncBufReadExt::consume(&mut self.source, take + usize::from(end));
+            if end {
+                return Ok(Some(length));
+            }
+        }
+    }
 }
 
-/// Parses one line: `{"id", "method", "path", "body", "priority"}`; only `path` is required.
+/// Parses one line: `{"id", "method", "path", "body", "priority"}`; only `path` is required, any
+/// other field is an error. The id: a non-empty string as it is, an integer as its decimal
+/// digits (`7` and `"7"` are one id), else the line number (see [`crate::ids`]).
 pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
     let bad = |id: String, why: String| InputLine {
         line,
@@ -105,14 +169,30 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
     let id = match map.get("id") {
         None | Some(Value::Null) => default_id,
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         Some(_) => {
             return bad(
                 default_id,
-                "\"id\" must be a non-empty string or a number".into(),
+                "\"id\" must be a non-empty string or an integer".into(),
             )
         }
     };
+    if let Some(field) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        let hint = FIELDS
+            .iter()
+            .map(|f| (edit_distance(f, field), f))
+            .filter(|&(d, _)| d <= 2)
+            .min()
+            .map(|(_, f)| f)
+            .map_or_else(String::new, |f| format!("did you mean {f:?}? "));
+        return bad(
+            id,
+            format!(
+                "unknown field {field:?} ({hint}the fields are {})",
+                FIELDS.join(", ")
+            ),
+        );
+    }
     let path = match map.get("path") {
         Some(Value::String(p)) if !p.is_empty() => p.clone(),
         None | Some(Value::Null) => return bad(id, "missing \"path\"".into()),
@@ -152,6 +232,24 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
         id,
         job: Ok(job),
     }
+}
+
+/// The Levenshtein distance of two short strings (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -200,6 +298,32 @@ mod tests {
             "x"
         );
         assert_eq!(parse_line(9, b"nope").id, "9");
+        assert_eq!(
+            err(r#"{"path":"/e","bdy":{}}"#),
+            "line 7: unknown field \"bdy\" (did you mean \"body\"? the fields are id, method, path, body, priority)"
+        );
+        assert!(err(r#"{"path":"/e","id":7.5}"#).contains("integer"));
+        assert_eq!(parse_line(9, br#"{"id":7,"path":"/e"}"#).id, "7");
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_is_a_bad_line_not_held() {
+        let long = format!("{{\"path\":\"/a\",\"body\":\"{}\"}}", "x".repeat(100));
+        let text = format!("{long}\n{{\"path\":\"/b\"}}\n{long}");
+        let mut r = InputReader::new(BufReader::with_capacity(16, std::io::Cursor::new(text)))
+            .max_line_bytes(50);
+        let a = r.next().await.unwrap().unwrap();
+        assert!(a
+            .job
+            .unwrap_err()
+            .contains("longer than --max-line-bytes (50)"));
+        assert!(r.buf.capacity() <= 64, "{}", r.buf.capacity());
+        let b = r.next().await.unwrap().unwrap();
+        assert_eq!(b.job.unwrap().path(), "/b");
+        let c = r.next().await.unwrap().unwrap();
+        assert_eq!(c.line, 3);
+        assert!(c.job.is_err());
+        assert!(r.next().await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -6,6 +6,9 @@
 //! - `demo`: a realistic agent workload against the embedded, time-scaled mock server, with the
 //!   server's proof that no window ever held more calls than the quota.
 //! - `mock`: the mock server, for testing an integration locally.
+//! - `completions`: a shell completion script.
+//!
+//! The JSON it writes (`plan --json`, `send --summary`) follows the schemas in `cli/SCHEMA.md`.
 //!
 //! `main` parses [`Opts`] and calls [`run`]; tests call [`run_with`] in-process with a key and a
 //! [`Stop`] handle of their own.
@@ -17,7 +20,9 @@ mod counters;
 pub mod demo;
 pub mod exit;
 pub mod human;
+pub mod ids;
 pub mod input;
+pub mod logging;
 pub mod mock_cmd;
 pub mod options;
 pub mod output;
@@ -26,6 +31,8 @@ pub mod progress;
 pub mod send;
 pub mod stop;
 pub mod summary;
+pub mod svg;
+pub mod tier_check;
 pub mod workload;
 
 use fabraix_scheduler::{ApiKey, Clock, TokioClock};
@@ -99,12 +106,32 @@ pub async fn run(opts: Opts) -> Exit {
 pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
     match opts.command {
         Command::Send(o) => send::send(&o, &ctx).await,
-        Command::Plan(o) => {
-            let now = TokioClock::new().now();
-            print!("{}", plan::describe(&o.quota.quota(), now, o.count));
-            Ok(Exit::Success)
-        }
+        Command::Plan(o) => plan_cmd(&o),
         Command::Demo(o) => demo::demo(&o, ctx.stop).await,
         Command::Mock(o) => mock_cmd::mock(&o, ctx.stop, &mut std::io::stdout()).await,
+        Command::Completions(o) => {
+            use clap::CommandFactory;
+            let mut cmd = Opts::command();
+            clap_complete::generate(o.shell, &mut cmd, "fabraix-sched", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
     }
+}
+
+/// `plan`: the ledger's plan as text or JSON, and the SVG if asked.
+fn plan_cmd(o: &options::PlanOpts) -> Result<Exit, CliError> {
+    let quota = o.quota.quota();
+    let now = TokioClock::new().now();
+    let summary = plan::PlanSummary::build(&quota, now, o.count, &[])?;
+    if let Some(path) = &o.svg {
+        svg::write_plan(path, &quota, now, o.count)?;
+    }
+    if o.json {
+        let json = serde_json::to_string_pretty(&summary)
+            .map_err(|e| CliError::new(format!("cannot encode the plan: {e}")))?;
+        println!("{json}");
+    } else {
+        print!("{}", summary.text());
+    }
+    Ok(Exit::Success)
 }

@@ -6,6 +6,7 @@ use fabraix_sched::{run, Opts};
 
 fn main() -> ExitCode {
     let opts = Opts::parse(); // usage errors: clap prints them and exits with 2
+    fabraix_sched::logging::init(opts.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

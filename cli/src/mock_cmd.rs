@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use fabraix_scheduler::mock::{
-    MockServer, TEST_DEV_KEY, TEST_PROD_KEY, TEST_RESTRICTED_KEY, TEST_REVOKED_KEY,
+    MockServer, ServerModel, TEST_DEV_KEY, TEST_PROD_KEY, TEST_RESTRICTED_KEY, TEST_REVOKED_KEY,
 };
 
 use crate::exit::{CliError, Exit};
@@ -20,7 +20,7 @@ pub async fn mock(
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
     let server = MockServer::builder()
         .with_test_keys()
-        .model(opts.model)
+        .model(ServerModel::from(opts.model))
         .time_scale(opts.time_scale)
         .bind(addr)
         .start()
@@ -47,7 +47,7 @@ pub async fn mock(
          \x20 {TEST_REVOKED_KEY}       always 401\n\
          Try: FABRAIX_API_KEY={TEST_DEV_KEY} fabraix-sched send --base-url {url} --quota {dev} --input jobs.jsonl --output results.jsonl\n\
          Ctrl-C to stop.\n",
-        model = opts.model,
+        model = ServerModel::from(opts.model),
         scale = if (opts.time_scale - 1.0).abs() > f64::EPSILON {
             format!(", time-scaled ×{}", opts.time_scale)
         } else {

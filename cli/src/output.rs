@@ -73,14 +73,9 @@ impl ResultWriter {
     /// the calls finished within `horizon` (the quota's longest window) of the last one.
     pub fn open(path: &Path, resume: bool, horizon: Duration) -> Result<(Self, Resumed), CliError> {
         let shown = path.display();
-        let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let existing = check_output(path, resume)?;
         let existed = path.exists();
         let mut resumed = if existing > 0 {
-            if !resume {
-                return Err(CliError::new(format!(
-                    "--output {shown} already holds results: pass --resume to continue it, or choose another file"
-                )));
-            }
             scan(path, horizon, true)?
         } else {
             Resumed::default()
@@ -117,6 +112,27 @@ impl ResultWriter {
                 ))
             })
     }
+}
+
+/// Whether `path` can take this run's results, without changing anything: not a directory, and
+/// empty or missing unless `resume`. Returns its length (0 if missing).
+pub fn check_output(path: &Path, resume: bool) -> Result<u64, CliError> {
+    let shown = path.display();
+    let existing = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(CliError::new(format!(
+                "--output {shown} is a directory: give a file path for the results"
+            )))
+        }
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    };
+    if existing > 0 && !resume {
+        return Err(CliError::new(format!(
+            "--output {shown} already holds results: pass --resume to continue it, or choose another file"
+        )));
+    }
+    Ok(existing)
 }
 
 /// What `--resume` would find in an existing output (ids, recent calls), read only: a truncated

@@ -134,6 +134,10 @@ async fn run(mode: ProgressMode, w: Watched, mut done: oneshot::Receiver<()>) {
         if finished {
             if let Some(bar) = bar {
                 bar.finish();
+                // The bar leaves the cursor at the end of its line: what follows starts below it.
+                if !bar.is_hidden() {
+                    eprintln!();
+                }
             }
             return;
         }
@@ -195,7 +199,9 @@ async fn eta(w: &Watched, in_flight: u64) -> Option<Instant> {
     }
     let rest = left.saturating_sub(ETA_EXACT);
     if rest > 0 && w.rate.is_finite() && w.rate > 0.0 {
-        last += Duration::from_secs_f64(rest as f64 / w.rate);
+        // Checked: an absurd backlog under a slow quota has no ETA rather than a panic.
+        let extra = Duration::try_from_secs_f64(rest as f64 / w.rate).ok()?;
+        last = last.checked_add(extra)?;
     }
     Some(last)
 }

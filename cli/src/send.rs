@@ -46,21 +46,20 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             max_read_ahead: 0,
         });
     }
-    let reader = InputReader::open(&opts.input).await?;
+    // Everything a dry run checks too, before anything is written.
+    let reader = InputReader::open(&opts.input, opts.max_line_bytes).await?;
+    let endpoint = endpoint(opts)?;
+    if let Some(output) = &opts.output {
+        crate::output::check_output(output, opts.resume)?;
+    }
     let api_key = ctx.key.resolve()?;
     let fingerprint = api_key.fingerprint().to_string();
-    let endpoint = Endpoint::new(&opts.base_url, opts.allow_insecure_http).map_err(|e| {
-        CliError::new(format!(
-            "--base-url {}: {e} (plain http is allowed to loopback only, or with --allow-insecure-http)",
-            opts.base_url
-        ))
-    })?;
     let key = KeyId::new("default");
     let config = KeyConfig::with_endpoint(key.clone(), api_key, endpoint, quota.clone())
         .map_err(|e| CliError::new(format!("--base-url {}: {e}", opts.base_url)))?
         .max_in_flight(opts.concurrency as usize)
         .queue_capacity(opts.queue_capacity as usize)
-        .refused_calls(opts.refused_calls);
+        .refused_calls(opts.refused_calls.into());
     let output = opts
         .output
         .as_deref()
@@ -68,8 +67,8 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     let (writer, resumed) = ResultWriter::open(output, opts.resume, quota.longest_window())?;
     if resumed.truncated_bytes > 0 {
         eprintln!(
-            "resume: cut off a truncated last line ({} bytes) of {}",
-            resumed.truncated_bytes,
+            "resume: cut off a truncated last line ({}) of {}",
+            human::count_of(resumed.truncated_bytes, "byte", "bytes"),
             output.display()
         );
     }
@@ -78,10 +77,12 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     let journal = journal_path(output);
     let journal_existed = journal.exists();
     if opts.resume {
+        let done = resumed.done.len() as u64;
         eprintln!(
-            "resume: {} ids already in {} are skipped",
-            human::count(resumed.done.len() as u64),
-            output.display()
+            "resume: {} already in {} {} skipped",
+            human::count_of(done, "id", "ids"),
+            output.display(),
+            if done == 1 { "is" } else { "are" }
         );
     }
     // An output written without a journal (by an older version, or by a run that could not write
@@ -94,8 +95,8 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);
         let earlier = resumed.earlier_calls(SystemTime::now(), opts.concurrency, most);
         eprintln!(
-            "resume: the key's windows start with {} calls of the earlier run (its results within the quota's longest window, and up to {} that may have been on the wire when it stopped)",
-            human::count(earlier.len() as u64),
+            "resume: the key's windows start with {} of the earlier run (its results within the quota's longest window, and up to {} that may have been on the wire when it stopped)",
+            human::count_of(earlier.len() as u64, "call", "calls"),
             opts.concurrency
         );
         config.sent_earlier(earlier)
@@ -112,6 +113,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         _ => count_lines(&opts.input).await,
     };
     let scheduler = Scheduler::builder()
+        .transport_config(opts.transport_config())
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
     let with_journal = config.clone().call_journal(&journal);
@@ -131,12 +133,12 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             // place, no permission): sent without one; a later --resume counts this run from
             // its result lines. The runs before count from the journal if it can still be read
             // (its calls without a result too), else from the result lines.
-            eprintln!("warning: no call journal: {message}");
+            tracing::warn!("no call journal: {message}");
             let config = match (journal_existed, read) {
                 (true, Ok(calls)) => {
                     eprintln!(
-                        "the key's windows start with the {} calls recorded in {} that still count",
-                        human::count(calls.len() as u64),
+                        "the key's windows start with the {} recorded in {} that still count",
+                        human::count_of(calls.len() as u64, "call", "calls"),
                         journal.display()
                     );
                     config.sent_earlier(calls)
@@ -184,6 +186,8 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         earlier,
     })
     .await;
+    // The journal let go of at the scheduler's shutdown: its lock file goes too.
+    remove_unheld_lock(&journal);
     eprint!("{}", report.summary.text());
     if let Some(path) = &opts.summary {
         report.summary.write_json(path)?;
@@ -199,7 +203,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             Exit::Interrupted
         }
         Some(StopReason::BadInput | StopReason::OutputError) => Exit::Usage,
-        None if report.summary.failed > 0 => Exit::SomeFailed,
+        None if report.summary.failed > 0 || report.summary.duplicate_ids > 0 => Exit::SomeFailed,
         None => Exit::Success,
     };
     Ok(SendReport {
@@ -207,6 +211,37 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         summary: Some(report.summary),
         max_read_ahead: report.max_read_ahead,
     })
+}
+
+/// The base URL as `send` takes it; the plain-http hint only on the plain-http rule's error.
+fn endpoint(opts: &SendOpts) -> Result<Endpoint, CliError> {
+    Endpoint::new(&opts.base_url, opts.allow_insecure_http).map_err(|e| {
+        let plain_http_rule =
+            !opts.allow_insecure_http && Endpoint::new(&opts.base_url, true).is_ok();
+        let hint = if plain_http_rule {
+            " (plain http is allowed to loopback only, or with --allow-insecure-http)"
+        } else {
+            ""
+        };
+        CliError::new(format!("--base-url {}: {e}{hint}", opts.base_url))
+    })
+}
+
+/// Removes `journal`'s lock file (`JOURNAL.lock`) if no one holds it: this run let go of it at
+/// the scheduler's shutdown, and an unheld lock file means nothing. One that another process
+/// holds is left alone.
+fn remove_unheld_lock(journal: &Path) {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock = journal.with_file_name(name);
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock) else {
+        return;
+    };
+    if file.try_lock().is_ok() {
+        if let Err(e) = std::fs::remove_file(&lock) {
+            tracing::warn!(path = %lock.display(), error = %e, "could not remove the call journal's lock file");
+        }
+    }
 }
 
 /// The call journal of the run writing `output`: the same name with `.calls` added.
@@ -244,7 +279,12 @@ async fn count_lines(path: &Path) -> Option<u64> {
 /// `--dry-run`: reads the whole input (streamed), reports bad lines, prints the plan.
 async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
     let quota = opts.quota.quota();
-    let mut reader = InputReader::open(&opts.input).await?;
+    // What a real run checks before it sends (the key aside: a dry run does not need it).
+    let mut reader = InputReader::open(&opts.input, opts.max_line_bytes).await?;
+    endpoint(opts)?;
+    if let Some(output) = &opts.output {
+        crate::output::check_output(output, opts.resume)?;
+    }
     // What a resumed run would skip.
     let resumed = match (&opts.output, opts.resume) {
         (Some(out), true) if out.exists() => {
@@ -258,12 +298,23 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
         None => Vec::new(),
     };
     let done = resumed.map(|r| r.done).unwrap_or_default();
-    let (mut jobs, mut bad, mut skipped) = (0u64, 0u64, 0u64);
+    let (mut jobs, mut bad, mut skipped, mut repeated) = (0u64, 0u64, 0u64, 0u64);
+    let mut ids = crate::ids::IdRegistry::new();
     while let Some(line) = tokio::select! {
         biased;
         _ = ctx.stop.wait() => return Ok(Exit::Interrupted),
         l = reader.next() => l?,
     } {
+        if let Err(collision) = ids.claim(&line.id, line.line) {
+            if opts.strict {
+                return Err(CliError::new(collision.to_string()));
+            }
+            repeated += 1;
+            if repeated <= 20 {
+                eprintln!("repeated id: {collision}");
+            }
+            continue;
+        }
         if done.contains(&line.id) {
             skipped += 1;
             continue;
@@ -285,21 +336,40 @@ async fn dry_run(opts: &SendOpts, ctx: &Context) -> Result<Exit, CliError> {
         .iter()
         .map(|&t| wall.duration_since(t).unwrap_or(Duration::ZERO))
         .collect();
-    print!("{}", plan::describe_after(&quota, now, jobs, &ages));
+    print!(
+        "{}",
+        plan::PlanSummary::build(&quota, now, jobs, &ages)?.text()
+    );
     if skipped > 0 {
         println!(
-            "{} lines skipped (already in the output).",
-            human::count(skipped)
+            "{} skipped (already in the output).",
+            human::count_of(skipped, "line", "lines")
         );
     }
     if bad > 0 {
         println!(
-            "{} bad lines would be written as error results (--strict: stop at the first).",
-            human::count(bad)
+            "{} would be written as error results (a real run exits 1; --strict: stops at the first).",
+            human::count_of(bad, "bad line", "bad lines")
+        );
+    }
+    if repeated > 0 {
+        println!(
+            "{} would not be sent: {} an id an earlier line has (a real run exits 1).",
+            human::count_of(repeated, "line", "lines"),
+            if repeated == 1 {
+                "it repeats"
+            } else {
+                "each repeats"
+            }
         );
     }
     println!("Dry run: nothing was sent.");
-    Ok(Exit::Success)
+    // As the real run would end: bad lines and repeated ids make it exit 1.
+    Ok(if bad > 0 || repeated > 0 {
+        Exit::SomeFailed
+    } else {
+        Exit::Success
+    })
 }
 
 /// The calls of the runs before that a `send` to `output` would start the key's windows with,
@@ -318,7 +388,7 @@ fn earlier_calls_to_plan(
         let counted_for = LedgerConfig::default().counted_for(quota);
         match read_call_journal(&journal, counted_for, now) {
             Ok(calls) => return calls,
-            Err(e) => eprintln!("warning: cannot read {}: {e}", journal.display()),
+            Err(e) => tracing::warn!("cannot read {}: {e}", journal.display()),
         }
     }
     let most = quota.limits().iter().map(|l| l.count()).max().unwrap_or(0);

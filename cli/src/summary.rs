@@ -9,7 +9,11 @@ use serde::Serialize;
 use crate::exit::CliError;
 use crate::human;
 
-/// What a run did. Times in seconds.
+/// The schema name of [`Summary`]'s JSON (`send --summary FILE`).
+pub const SUMMARY_SCHEMA: &str = "fabraix-sched.summary/1";
+
+/// What a run did. Times in seconds. Written by `send --summary FILE` as JSON, schema
+/// [`SUMMARY_SCHEMA`] (the fields below, plus `"schema"`; documented in `cli/SCHEMA.md`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
     /// Input lines read (blank lines not counted).
@@ -26,6 +30,8 @@ pub struct Summary {
     pub failed_by_kind: BTreeMap<String, u64>,
     /// Jobs not sent because the run was stopped; not written, so `--resume` sends them.
     pub unsent: u64,
+    /// Lines not sent because an earlier line has their id (not written; reported on stderr).
+    pub duplicate_ids: u64,
     /// Calls put on the wire (every attempt).
     pub calls_sent: u64,
     /// 429 responses received.
@@ -39,6 +45,9 @@ pub struct Summary {
     pub planned_minimum_secs: f64,
     /// The quota the run kept.
     pub quota: String,
+    /// When the server refused calls far earlier than `quota` allows: what its limits look like
+    /// (the most calls it accepted in a window of each such limit, e.g. `"60/1m"`); else null.
+    pub server_limits_look_like: Option<String>,
     /// The key's fingerprint (never the key).
     pub key: String,
     /// Whether the run was stopped before the end of its input.
@@ -48,6 +57,35 @@ pub struct Summary {
 impl Summary {
     /// The summary as text for stderr.
     pub fn text(&self) -> String {
+        let mut s = self.results_text();
+        s.push_str(&format!(
+            "{} sent, {} answered 429, {}; key {} under {}\n",
+            human::count_of(self.calls_sent, "call", "calls"),
+            human::count(self.rate_limited_429),
+            human::count_of(self.retries, "retry", "retries"),
+            self.key,
+            self.quota
+        ));
+        s.push_str(&format!(
+            "elapsed {}; planned minimum for {} {}\n",
+            human::duration(
+                Duration::try_from_secs_f64(self.elapsed_secs).unwrap_or(Duration::MAX)
+            ),
+            human::count_of(self.submitted, "call", "calls"),
+            human::duration(
+                Duration::try_from_secs_f64(self.planned_minimum_secs).unwrap_or(Duration::MAX)
+            )
+        ));
+        if let Some(looks) = &self.server_limits_look_like {
+            s.push_str(&format!(
+                "The server refused calls far earlier than {} allows: its limits look like {looks}, not the configured {}. Check --tier / --quota (is this key of another tier?), or whether another client uses the key.\n",
+                self.quota, self.quota
+            ));
+        }
+        s
+    }
+
+    fn results_text(&self) -> String {
         let mut s = format!(
             "{} succeeded, {} failed",
             human::count(self.succeeded),
@@ -73,27 +111,33 @@ impl Summary {
                 human::count(self.unsent)
             ));
         }
+        if self.duplicate_ids > 0 {
+            s.push_str(&format!(
+                ", {} not sent: {} an id an earlier line has",
+                human::count_of(self.duplicate_ids, "line", "lines"),
+                if self.duplicate_ids == 1 {
+                    "it repeats"
+                } else {
+                    "each repeats"
+                }
+            ));
+        }
         s.push('\n');
-        s.push_str(&format!(
-            "{} calls sent, {} answered 429, {} retries; key {} under {}\n",
-            human::count(self.calls_sent),
-            human::count(self.rate_limited_429),
-            human::count(self.retries),
-            self.key,
-            self.quota
-        ));
-        s.push_str(&format!(
-            "elapsed {}; planned minimum for {} calls {}\n",
-            human::duration(Duration::from_secs_f64(self.elapsed_secs)),
-            human::count(self.submitted),
-            human::duration(Duration::from_secs_f64(self.planned_minimum_secs))
-        ));
         s
+    }
+
+    /// The summary as JSON: `"schema"` ([`SUMMARY_SCHEMA`]) and the fields.
+    pub fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            map.insert("schema".into(), SUMMARY_SCHEMA.into());
+        }
+        v
     }
 
     /// Writes the summary as pretty JSON to `path`.
     pub fn write_json(&self, path: &Path) -> Result<(), CliError> {
-        let json = serde_json::to_string_pretty(self)
+        let json = serde_json::to_string_pretty(&self.json())
             .map_err(|e| CliError::new(format!("cannot encode the summary: {e}")))?;
         std::fs::write(path, json + "\n")
             .map_err(|e| CliError::new(format!("cannot write --summary {}: {e}", path.display())))
@@ -124,5 +168,17 @@ mod tests {
             t.contains("planned minimum for 1,002 calls 16 min 0 s"),
             "{t}"
         );
+        let one = Summary {
+            calls_sent: 1,
+            retries: 1,
+            submitted: 1,
+            duplicate_ids: 1,
+            ..Summary::default()
+        };
+        let t = one.text();
+        assert!(t.contains("1 call sent, 0 answered 429, 1 retry;"), "{t}");
+        assert!(t.contains("planned minimum for 1 call "), "{t}");
+        assert!(t.contains("1 line not sent: it repeats an id"), "{t}");
+        assert_eq!(one.json()["schema"], SUMMARY_SCHEMA);
     }
 }

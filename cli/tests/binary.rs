@@ -21,7 +21,7 @@ async fn the_binary_plans_refuses_bad_usage_and_sends_stdin() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("1,000 calls: 60 per minute for 16 min 40 s, then the hour window."),
+        text.starts_with("1,000 calls: 60 at once, then 940 paced by the minute window (60 per minute) from +1 min 0 s to +16 min 1 s."),
         "{text}"
     );
 
@@ -113,11 +113,12 @@ async fn a_dry_run_plans_with_the_calls_of_the_run_before() {
         let out = dry_run(extra).await.unwrap();
         assert_eq!(out.status.code(), Some(0));
         let text = String::from_utf8(out.stdout).unwrap();
+        // The plan waits for the earlier calls, and says so (not "all at once").
         assert!(
-            text.starts_with("2 calls (on a fresh key): all at once")
-                && text.contains(
-                    "the key's windows holding 3 calls of the earlier run: the first call at +"
-                ),
+            text.starts_with(
+                "2 calls: the key's windows holding 3 calls of the earlier run, 2 paced by the minute window"
+            ) && !text.contains(" all at once")
+                && text.contains("the first call at +"),
             "{extra:?}: {text}"
         );
     }

@@ -56,6 +56,19 @@ impl LedgerConfig {
     }
 }
 
+/// A ledger's state as a shared store keeps it (see [`Ledger::from_shared`]); times in ns on the
+/// state's scale.
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedLedger {
+    pub(crate) last_slot_ns: Option<u64>,
+    pub(crate) blocked_until_ns: u64,
+    pub(crate) pace_ns: Option<u64>,
+    /// `(remaining, reset_ns)`.
+    pub(crate) server_cap: Option<(u32, u64)>,
+    pub(crate) limits: Vec<super::limit_account::SharedLimit>,
+}
+
 /// A temporary cap the server announced through `RateLimit-*` headers: at most `remaining` more
 /// calls before `reset_ns`.
 #[derive(Clone, Copy, Debug)]
@@ -214,6 +227,48 @@ impl Ledger {
             log.after_earlier_calls(newest);
         }
         ledger
+    }
+
+    /// A ledger rebuilt from a shared store's state (see `ledger/redis`): `origin` is the local
+    /// instant that reads as `offset_ns` on the state's scale, so that plans made from it and the
+    /// store's own reservations share one semantics.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_shared(
+        quota: &Quota,
+        config: LedgerConfig,
+        origin: Instant,
+        offset_ns: u64,
+        state: &SharedLedger,
+    ) -> Self {
+        let guard_ns = duration_ns(config.guard_for(quota));
+        let logs = quota
+            .limits()
+            .iter()
+            .zip(&state.limits)
+            .map(|(l, s)| {
+                LimitAccount::from_shared(
+                    config.semantics,
+                    l.count(),
+                    duration_ns(l.window()),
+                    guard_ns,
+                    s,
+                )
+            })
+            .collect();
+        Self {
+            origin,
+            offset_ns,
+            logs,
+            last_slot_ns: state.last_slot_ns,
+            blocked_until_ns: state.blocked_until_ns,
+            pace_ns: state.pace_ns,
+            server_cap: state.server_cap.map(|(remaining, reset_ns)| ServerCap {
+                remaining,
+                reset_ns,
+            }),
+            version: 0,
+            plan: None,
+        }
     }
 
     /// Takes the place of `old` (a ledger replaced in place, as a store does when a key is

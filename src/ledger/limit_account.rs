@@ -1,5 +1,7 @@
 //! One limit's accounting, under the semantics the key was configured with.
 
+#[cfg(feature = "redis")]
+use super::recent_calls::RecentCalls;
 use super::token_bucket::TokenBucket;
 use super::window_log::WindowLog;
 
@@ -15,6 +17,18 @@ pub enum WindowSemantics {
     /// known to count this way (up to 2N − 1 calls can fall in one sliding window), and is
     /// refused by a sliding-log server.
     TokenBucket,
+}
+
+/// One limit's state as a shared store keeps it (both semantics' fields; each uses its own).
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedLimit {
+    pub(crate) base_tick: u64,
+    pub(crate) entries: Vec<(u32, u32)>,
+    pub(crate) evicted_floor_ns: Option<u64>,
+    pub(crate) tat_ns: u64,
+    pub(crate) last_ns: Option<u64>,
+    pub(crate) recent: [(u64, u64); 2],
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +52,39 @@ impl LimitAccount {
             WindowSemantics::TokenBucket => {
                 LimitAccount::Bucket(TokenBucket::new(count, window_ns, guard_ns))
             }
+        }
+    }
+
+    /// Rebuilt from a shared store's state of it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_shared(
+        semantics: WindowSemantics,
+        count: u32,
+        window_ns: u64,
+        guard_ns: u64,
+        state: &SharedLimit,
+    ) -> Self {
+        let recent = RecentCalls::from_slots(window_ns, state.recent);
+        match semantics {
+            WindowSemantics::Sliding => LimitAccount::Sliding {
+                log: WindowLog::from_shared(
+                    count,
+                    window_ns,
+                    state.base_tick,
+                    &state.entries,
+                    state.evicted_floor_ns,
+                    recent,
+                ),
+                guard_ns,
+            },
+            WindowSemantics::TokenBucket => LimitAccount::Bucket(TokenBucket::from_shared(
+                count,
+                window_ns,
+                guard_ns,
+                state.tat_ns,
+                state.last_ns,
+                recent,
+            )),
         }
     }
 

@@ -13,10 +13,14 @@ mod key_ledger;
 mod limit_account;
 mod memory;
 mod recent_calls;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 mod token_bucket;
 mod window_log;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisLedgerStore, RedisStoreConfig, Unreachable};
 pub use key_ledger::{Forecast, Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
 pub use memory::MemoryLedgerStore;

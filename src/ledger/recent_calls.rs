@@ -16,6 +16,16 @@ impl RecentCalls {
         }
     }
 
+    /// Rebuilt from its two `(fixed window index, calls)` slots (`u64::MAX`: none), as a shared
+    /// store keeps them.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_slots(window_ns: u64, slots: [(u64, u64); 2]) -> Self {
+        Self {
+            window_ns: window_ns.max(1),
+            slots,
+        }
+    }
+
     /// One call at `t_ns`.
     pub(crate) fn add(&mut self, t_ns: u64) {
         let index = t_ns / self.window_ns;

@@ -28,6 +28,15 @@ pub trait LedgerStore: Send + Sync + 'static {
         None
     }
 
+    /// Tells the store which API key the ledger of `key` counts for, by its
+    /// [fingerprint](crate::ApiKey::fingerprint) (never the key), before `key` is registered and
+    /// when its API key rotates. A store shared between processes names the key's state after it,
+    /// so that every process using the API key shares one ledger whatever its [`KeyId`]. The
+    /// default ignores it.
+    fn bind_fingerprint(&self, key: &KeyId, fingerprint: &str) {
+        let _ = (key, fingerprint);
+    }
+
     /// Creates (or replaces the quota of) the ledger of `key`.
     fn register(
         &self,
@@ -124,6 +133,10 @@ pub enum StoreError {
     /// The store itself failed (a shared store's connection, say).
     #[error("quota store unavailable: {0}")]
     Unavailable(String),
+    /// Another process shares the key's ledger with another quota (or semantics, or guard): the
+    /// fleet must agree on one.
+    #[error("quota conflict: {0}")]
+    QuotaConflict(String),
     /// The key's call journal ([`KeyConfig::call_journal`](crate::KeyConfig::call_journal))
     /// cannot be opened (`kind` is [`WouldBlock`](std::io::ErrorKind::WouldBlock) when another
     /// key or program holds it).

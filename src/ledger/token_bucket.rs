@@ -41,6 +41,23 @@ impl TokenBucket {
         self.tolerance_ns = Self::new(self.count, self.window_ns, guard_ns).tolerance_ns;
     }
 
+    /// Rebuilt from what a shared store keeps of it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_shared(
+        count: u32,
+        window_ns: u64,
+        guard_ns: u64,
+        tat_ns: u64,
+        last_ns: Option<u64>,
+        recent: RecentCalls,
+    ) -> Self {
+        let mut bucket = Self::new(count, window_ns, guard_ns);
+        bucket.tat_ns = tat_ns;
+        bucket.last_ns = last_ns;
+        bucket.recent = recent;
+        bucket
+    }
+
     /// The earliest time (ns) at which one more call conforms.
     pub(crate) fn earliest_ns(&self) -> u64 {
         self.tat_ns.saturating_sub(self.tolerance_ns)

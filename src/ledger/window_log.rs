@@ -75,6 +75,29 @@ impl WindowLog {
         }
     }
 
+    /// Rebuilt from what a shared store keeps of it: `entries` are `(tick, calls)` relative to
+    /// `base_tick`, oldest first (the Redis script keeps the same log, see `ledger.lua`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_shared(
+        count: u32,
+        window_ns: u64,
+        base_tick: u64,
+        entries: &[(u32, u32)],
+        evicted_floor_ns: Option<u64>,
+        recent: RecentCalls,
+    ) -> Self {
+        let mut log = Self::new(count, window_ns);
+        log.base_tick = base_tick;
+        log.entries = entries
+            .iter()
+            .map(|&(tick, calls)| Entry { tick, calls })
+            .collect();
+        log.total = entries.iter().map(|&(_, calls)| u64::from(calls)).sum();
+        log.evicted_floor_ns = evicted_floor_ns;
+        log.recent = recent;
+        log
+    }
+
     fn time_of(&self, e: &Entry) -> u64 {
         (self.base_tick + u64::from(e.tick)).saturating_mul(self.quantum_ns)
     }

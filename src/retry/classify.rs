@@ -5,7 +5,7 @@ use http::StatusCode;
 /// What a response (or its absence) means for the job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// 2xx (and 1xx/3xx a transport handed through): the job's outcome.
+    /// 2xx, and only 2xx: the job's outcome.
     Success,
     /// 429: pause the key, put the job back at the front of its lane.
     RateLimited,
@@ -15,7 +15,10 @@ pub enum Class {
     Unauthorized,
     /// 403: this call is not allowed for this key; that job fails.
     Forbidden,
-    /// 400, 404, 422 and other 4xx: the request is wrong; retrying cannot help.
+    /// 400, 404, 422 and other 4xx: the request is wrong; retrying cannot help. Also every status
+    /// outside 2xx, 4xx and 5xx (a 1xx or 3xx a transport handed through, or a non-standard 600 to
+    /// 999): not a success, and nothing says a retry would fare better, so the job fails at once
+    /// with the status and the body's excerpt.
     Fatal,
 }
 
@@ -27,6 +30,7 @@ pub enum Class {
 /// assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS), Class::RateLimited);
 /// assert_eq!(classify_status(StatusCode::BAD_GATEWAY), Class::Transient);
 /// assert_eq!(classify_status(StatusCode::UNPROCESSABLE_ENTITY), Class::Fatal);
+/// assert_eq!(classify_status(StatusCode::from_u16(999).unwrap()), Class::Fatal);
 /// ```
 pub fn classify_status(status: StatusCode) -> Class {
     match status.as_u16() {
@@ -35,8 +39,8 @@ pub fn classify_status(status: StatusCode) -> Class {
         403 => Class::Forbidden,
         408 => Class::Transient,
         500..=599 => Class::Transient,
-        400..=499 => Class::Fatal,
-        _ => Class::Success,
+        200..=299 => Class::Success,
+        _ => Class::Fatal,
     }
 }
 
@@ -59,5 +63,9 @@ mod tests {
         assert_eq!(c(429), Class::RateLimited);
         assert_eq!(c(500), Class::Transient);
         assert_eq!(c(503), Class::Transient);
+        for not_success in [100, 199, 300, 304, 399, 600, 700, 999] {
+            assert_eq!(c(not_success), Class::Fatal, "{not_success}");
+        }
+        assert_eq!(c(299), Class::Success);
     }
 }

@@ -2,12 +2,14 @@
 
 mod budget;
 mod classify;
+pub(crate) mod network_time;
 mod policy;
 mod rate_limit_headers;
 mod retry_after;
 
 pub use budget::RetryBudget;
 pub use classify::{classify_status, Class};
-pub use policy::{Delivery, RetryPolicy};
+pub use network_time::{seconds_to_duration, MAX_SECONDS as MAX_NETWORK_SECONDS};
+pub use policy::{Delivery, RefusalStep, RetryPolicy};
 pub use rate_limit_headers::{parse_rate_limit_headers, ServerWindow};
 pub use retry_after::{parse_retry_after, RetryAfter, RetryAfterProblem};

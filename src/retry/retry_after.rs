@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use serde_json::Value;
 
+use super::network_time::{seconds_text_to_duration, seconds_to_duration, until_wall_time};
+
 /// The server's wait, after the checks.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RetryAfter {
@@ -92,45 +94,35 @@ fn body_value(body: &[u8]) -> Option<Value> {
         .cloned()
 }
 
-/// Largest wait accepted before clamping even applies: beyond this a value is not a duration.
-const MAX_SECONDS: f64 = 1.0e9;
+/// The longest `Retry-After` header value read, in bytes: a longer one is neither a number nor a
+/// date.
+const MAX_HEADER_LEN: usize = 256;
 
 fn seconds_from_json(v: &Value) -> Result<Duration, String> {
+    let checked = |r: Result<Duration, String>| r.map_err(|why| format!("retry_after {why}"));
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| format!("retry_after {n} is not a number"))
-            .and_then(seconds_to_duration),
-        Value::String(s) => s
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("retry_after {s:?} is not a number"))
-            .and_then(seconds_to_duration),
+        Value::Number(n) => match n.as_f64() {
+            Some(secs) => checked(seconds_to_duration(secs)),
+            None => Err(format!("retry_after {n} is not a number")),
+        },
+        Value::String(s) => checked(seconds_text_to_duration(s)),
         Value::Null => Err("retry_after is null".into()),
-        other => Err(format!("retry_after {other} is not a number")),
+        Value::Array(_) | Value::Object(_) | Value::Bool(_) => {
+            Err("retry_after is not a number".into())
+        }
     }
-}
-
-fn seconds_to_duration(secs: f64) -> Result<Duration, String> {
-    if secs.is_nan() {
-        return Err("retry_after is NaN".into());
-    }
-    if secs < 0.0 {
-        return Err(format!("retry_after {secs} is negative"));
-    }
-    if !secs.is_finite() || secs > MAX_SECONDS {
-        return Ok(Duration::from_secs_f64(MAX_SECONDS));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn seconds_from_header(text: &str, wall_now: SystemTime) -> Result<Duration, String> {
+    if text.len() > MAX_HEADER_LEN {
+        return Err(format!("Retry-After is {} bytes long", text.len()));
+    }
     let text = text.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        return seconds_to_duration(secs).map_err(|r| format!("Retry-After: {r}"));
+    if text.parse::<f64>().is_ok() {
+        return seconds_text_to_duration(text).map_err(|r| format!("Retry-After {r}"));
     }
     match httpdate::parse_http_date(text) {
-        Ok(at) => Ok(at.duration_since(wall_now).unwrap_or(Duration::ZERO)),
+        Ok(at) => Ok(until_wall_time(at, wall_now)),
         Err(_) => Err(format!(
             "Retry-After {text:?} is neither delay-seconds nor an HTTP-date"
         )),

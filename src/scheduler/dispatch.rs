@@ -15,10 +15,14 @@ use crate::clock::Instant;
 use crate::job_error::JobError;
 use crate::ledger::LedgerStore;
 use crate::response::Response;
+use crate::retry::network_time::instant_after;
 use crate::retry::{
     classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
+    ServerWindow,
 };
-use crate::transport::{HttpResponse, OutgoingRequest, TransportError, TransportFuture};
+use crate::transport::{
+    HttpResponse, OutgoingRequest, TransportError, TransportErrorKind, TransportFuture,
+};
 
 /// Ends a job that never went on the wire.
 pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
@@ -82,6 +86,13 @@ pub(crate) struct Answer {
     result: Result<HttpResponse, TransportError>,
 }
 
+impl Answer {
+    /// The job of the answered call (its answer unused: after a panic in the shard).
+    pub(crate) fn into_job(self) -> Queued {
+        self.call.job
+    }
+}
+
 /// A job waiting out its backoff after a transient failure; it goes back to the front of its lane
 /// at `until` ([`requeue_after_backoff`]).
 pub(crate) struct Backoff {
@@ -140,11 +151,16 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
     result: Result<HttpResponse, TransportError>,
 ) -> Option<Answer> {
     match result {
+        // (Any window at all takes the full path, which caps it: no cap is needed to see one.)
         Ok(response)
             if !call.q.guard_follows
                 && matches!(classify_status(response.status()), Class::Success)
-                && parse_rate_limit_headers(response.headers(), || inner.clock.wall_now())
-                    .is_none()
+                && parse_rate_limit_headers(
+                    response.headers(),
+                    || inner.clock.wall_now(),
+                    Duration::MAX,
+                )
+                .is_none()
                 && !q_is_paced(&call.q) =>
         {
             call.q
@@ -225,23 +241,18 @@ async fn on_response<S: LedgerStore>(
     sent_at: Instant,
 ) -> Option<Backoff> {
     let (parts, body) = response.into_parts();
-    if let Some(window) = parse_rate_limit_headers(&parts.headers, || inner.clock.wall_now()) {
-        let now = inner.clock.now();
-        // Calls of ours still on the wire will count against what the server says is left.
-        let others = q.lock().in_flight.saturating_sub(1);
-        let remaining = window
-            .remaining
-            .saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
-        if let Err(e) = inner
-            .store
-            .apply_server_window(&q.id, remaining, now + window.reset_in)
-            .await
-        {
-            tracing::warn!(key = %q.id, error = %e, "could not apply the server's rate-limit headers");
-        }
-    }
     let status = parts.status;
-    match classify_status(status) {
+    let class = classify_status(status);
+    if class != Class::RateLimited {
+        // The server answered: whatever storm the key was in is over.
+        q.lock().refused_in_a_row = 0;
+    }
+    let window = server_window(inner, q, &parts.headers);
+    if let (Some(window), false) = (window, class == Class::RateLimited) {
+        // (A 429's window is applied with its `retry_after`, which it may not outlast.)
+        apply_window(inner, q, window, window.reset_in).await;
+    }
+    match class {
         Class::Success => {
             let spacing = {
                 let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,13 +278,13 @@ async fn on_response<S: LedgerStore>(
                         tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
                     }
                 }
-                on_rate_limited(inner, q, job, &parts.headers, &body).await
+                on_rate_limited(inner, q, job, &parts.headers, &body, window).await
             })
             .await;
             None
         }
         Class::Transient => {
-            let api = ApiError::from_body(status.as_u16(), &body);
+            let api = api_error(q, status.as_u16(), &body);
             let message = api.to_string();
             retry_or_fail(
                 inner,
@@ -286,12 +297,12 @@ async fn on_response<S: LedgerStore>(
             )
         }
         Class::Unauthorized => {
-            let api = ApiError::from_body(status.as_u16(), &body);
+            let api = api_error(q, status.as_u16(), &body);
             revoke(q, job, api);
             None
         }
         Class::Forbidden => {
-            let api = ApiError::from_body(status.as_u16(), &body);
+            let api = api_error(q, status.as_u16(), &body);
             let key = q.lock().api_key.fingerprint().to_string();
             tracing::warn!(key = %q.id, fingerprint = %key, status = 403, "call forbidden for this key");
             let attempts = job.attempts;
@@ -299,11 +310,56 @@ async fn on_response<S: LedgerStore>(
             None
         }
         Class::Fatal => {
-            let api = ApiError::from_body(status.as_u16(), &body);
+            let api = api_error(q, status.as_u16(), &body);
             let attempts = job.attempts;
             finish(q, job, Err(JobError::Rejected { api, attempts }));
             None
         }
+    }
+}
+
+/// The server's error from `body`, with the key's value replaced by its fingerprint wherever the
+/// server echoed it.
+fn api_error(q: &KeyQueue, status: u16, body: &[u8]) -> ApiError {
+    let st = q.lock();
+    ApiError::from_body_redacted(status, body, &st.api_key)
+}
+
+/// The server's window from `headers`, capped as a `retry_after` is (and logged when clamped).
+fn server_window<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &KeyQueue,
+    headers: &http::HeaderMap,
+) -> Option<ServerWindow> {
+    let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
+    let window = parse_rate_limit_headers(headers, || inner.clock.wall_now(), cap)?;
+    if let Some(announced) = window.clamped_from {
+        tracing::warn!(key = %q.id, announced_s = announced.as_secs_f64(), cap_s = cap.as_secs_f64(), "server's rate-limit reset clamped");
+    }
+    Some(window)
+}
+
+/// Tells the store what the server said is left: `window.remaining` calls (less ours still on
+/// the wire) for `reset_in` from now.
+async fn apply_window<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &KeyQueue,
+    window: ServerWindow,
+    reset_in: Duration,
+) {
+    let now = inner.clock.now();
+    // Calls of ours still on the wire will count against what the server says is left.
+    let others = q.lock().in_flight.saturating_sub(1);
+    let remaining = window
+        .remaining
+        .saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
+    let reset_at = instant_after(now, reset_in);
+    if let Err(e) = inner
+        .store
+        .apply_server_window(&q.id, remaining, reset_at)
+        .await
+    {
+        tracing::warn!(key = %q.id, error = %e, "could not apply the server's rate-limit headers");
     }
 }
 
@@ -338,71 +394,101 @@ async fn on_rate_limited<S: LedgerStore>(
     mut job: Queued,
     headers: &http::HeaderMap,
     body: &[u8],
+    window: Option<ServerWindow>,
 ) {
     let now = inner.clock.now();
     Counters::bump(&q.counters.rate_limited);
     job.rate_limited += 1;
+    let in_a_row = {
+        let mut st = q.lock();
+        st.refused_in_a_row = st.refused_in_a_row.saturating_add(1);
+        st.refused_in_a_row
+    };
     let policy = &inner.retry;
     let cap = policy.retry_after_cap_for(q.quota.longest_window());
     let (retry_after, problems) = parse_retry_after(headers, body, inner.clock.wall_now(), cap);
     for p in &problems {
-        tracing::warn!(key = %q.id, source = p.source, reason = %p.reason, "unusable retry_after");
+        let reason = q.lock().api_key.redact(&p.reason).into_owned();
+        tracing::warn!(key = %q.id, source = p.source, reason = %reason, "unusable retry_after");
     }
     let (unit_a, unit_b) = inner.random_pair();
-    let wait = match retry_after {
+    let server = match retry_after {
         RetryAfter::Wait { wait, clamped_from } => {
             if let Some(asked) = clamped_from {
                 tracing::warn!(key = %q.id, asked_s = asked.as_secs_f64(), cap_s = cap.as_secs_f64(), "retry_after clamped");
             }
-            wait
+            Some(wait)
         }
-        RetryAfter::Unusable => {
-            // No usable value: exponential backoff with "equal jitter" (never near zero).
-            let ceiling = policy.backoff(job.rate_limited - 1, 1.0);
-            ceiling.mul_f64(0.5 + 0.5 * unit_a)
-        }
+        RetryAfter::Unusable => None,
     };
-    let jitter = policy.retry_after_jitter.mul_f64(unit_b);
-    let resume = now + wait + jitter;
-    tracing::info!(key = %q.id, job = job.id, wait_ms = (wait + jitter).as_millis() as u64, "429: pausing the key");
+    let step = policy.after_refusal(in_a_row, server, unit_a);
+    let pause = step
+        .wait
+        .saturating_add(policy.retry_after_jitter.mul_f64(unit_b));
+    let resume = instant_after(now, pause);
+    tracing::info!(key = %q.id, job = job.id, wait_ms = pause.as_millis() as u64, in_a_row, "429: pausing the key");
+    if let Some(window) = window {
+        // The server's window may hold the key no longer than its (capped) `retry_after`.
+        apply_window(inner, q, window, window.reset_in.min(pause)).await;
+    }
     if let Err(e) = inner.store.block_until(&q.id, resume).await {
         tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
     }
     if inner.adaptive_pacing {
-        let utilisation = inner
-            .store
-            .recent_utilisation(&q.id, now)
-            .await
-            .unwrap_or_default();
-        let spacing = {
-            let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
-            let spacing = pacer.on_rate_limited(now, &q.quota, &utilisation);
-            if pacer.factor().is_some() {
-                q.paced.store(true, std::sync::atomic::Ordering::Release);
-            }
-            spacing
-        };
-        if let Some(spacing) = spacing {
-            tracing::info!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "server counts more strictly than the quota: pacing evenly");
-            let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
-        }
+        adapt_pace(inner, q, now).await;
     }
     q.reslot();
-    if job.rate_limited > policy.max_rate_limited {
-        let last = ApiError::from_body(429, body);
-        let (attempts, rate_limited) = (job.attempts, job.rate_limited);
-        finish(
-            q,
-            job,
-            Err(JobError::RateLimited {
-                attempts,
-                rate_limited,
-                last,
-            }),
-        );
+    if step.give_up {
+        give_up_storm(q, job, api_error(q, 429, body), in_a_row);
     } else {
         requeue_front(q, job, false);
     }
+}
+
+/// A 429 the quota allowed: the key may slow to even spacing (see the pacing notes).
+async fn adapt_pace<S: LedgerStore>(inner: &Inner<S>, q: &Arc<KeyQueue>, now: Instant) {
+    let utilisation = inner
+        .store
+        .recent_utilisation(&q.id, now)
+        .await
+        .unwrap_or_default();
+    let spacing = {
+        let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
+        let spacing = pacer.on_rate_limited(now, &q.quota, &utilisation);
+        if pacer.factor().is_some() {
+            q.paced.store(true, std::sync::atomic::Ordering::Release);
+        }
+        spacing
+    };
+    if let Some(spacing) = spacing {
+        tracing::info!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "server counts more strictly than the quota: pacing evenly");
+        let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
+    }
+}
+
+/// The key's storm outlasted the policy: the refused job and every job queued fail with
+/// `RateLimited` together (none is left waiting behind one that failed).
+fn give_up_storm(q: &Arc<KeyQueue>, job: Queued, last: ApiError, in_a_row: u32) {
+    let queued = q.lock().take_all();
+    tracing::error!(key = %q.id, in_a_row, failed = queued.len() + 1, "429s in a row beyond the retry policy: the key's jobs fail");
+    for other in queued {
+        let error = JobError::RateLimited {
+            attempts: other.attempts,
+            rate_limited: other.rate_limited,
+            last: last.clone(),
+        };
+        finish_unsent(q, other, Err(error));
+    }
+    let (attempts, rate_limited) = (job.attempts, job.rate_limited);
+    finish(
+        q,
+        job,
+        Err(JobError::RateLimited {
+            attempts,
+            rate_limited,
+            last,
+        }),
+    );
 }
 
 fn on_transport_error<S: LedgerStore>(
@@ -412,6 +498,20 @@ fn on_transport_error<S: LedgerStore>(
     error: TransportError,
 ) -> Option<Backoff> {
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
+    if error.kind == TransportErrorKind::Panicked {
+        tracing::error!(key = %q.id, job = job.id, panic = %error.message, "the transport panicked");
+        finish(q, job, Err(JobError::Internal(error.to_string())));
+        return None;
+    }
+    if error.kind == TransportErrorKind::ResponseTooLarge {
+        tracing::warn!(key = %q.id, job = job.id, error = %error, "response too large");
+        let error = JobError::ResponseTooLarge {
+            reason: error.message,
+            attempts: job.attempts,
+        };
+        finish(q, job, Err(error));
+        return None;
+    }
     if !error.kind.is_transient() {
         let error = JobError::InvalidRequest {
             reason: error.to_string(),
@@ -486,6 +586,6 @@ fn retry_or_fail<S: LedgerStore>(
     Some(Backoff {
         q: Arc::clone(q),
         job,
-        until: inner.clock.now() + delay,
+        until: instant_after(inner.clock.now(), delay),
     })
 }

@@ -74,6 +74,9 @@ pub(crate) struct QueueState {
     pub(crate) closed: bool,
     pub(crate) hand_back: bool,
     pub(crate) revoked: bool,
+    /// 429s in a row, with no other answer in between: the key's storm (see
+    /// [`RetryPolicy::max_rate_limited`](crate::RetryPolicy::max_rate_limited)).
+    pub(crate) refused_in_a_row: u32,
     pub(crate) api_key: ApiKey,
     /// `api_key` as a sensitive header value, made once per key (and rotation), not per call.
     pub(crate) api_key_header: HeaderValue,
@@ -227,6 +230,7 @@ impl KeyQueue {
                 closed: false,
                 hand_back: false,
                 revoked: false,
+                refused_in_a_row: 0,
                 api_key: config.api_key.clone(),
                 api_key_header: config.api_key.header_value(),
                 addressing: AddressingCache::default(),
@@ -372,6 +376,25 @@ impl KeyQueue {
             }
             notified.await;
         }
+    }
+
+    /// After a panic in the key's shard: the key is closed (no new jobs), its queued jobs are
+    /// returned for the caller to fail, the slot it held dropped, and it counts as let go (its
+    /// calls on the wire were the shard's, which fails them), so shutdown and removal do not
+    /// wait for it.
+    pub(crate) fn quarantine(&self) -> Vec<Queued> {
+        let mut st = self.lock();
+        st.closed = true;
+        st.pending = None;
+        let jobs = st.take_all();
+        let newly = !std::mem::replace(&mut st.retired, true);
+        drop(st);
+        if newly {
+            self.shard.retire();
+        }
+        self.let_go.notify_waiters();
+        self.space.notify_waiters();
+        jobs
     }
 
     /// Hands a job back (shutdown): its ticket resolves to `ShutDown`, the job goes to the report.

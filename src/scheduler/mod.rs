@@ -27,6 +27,7 @@ mod key_queue;
 mod latency_guard;
 mod outcome_slots;
 mod pacing;
+mod panics;
 mod refusals;
 mod shard;
 mod slot_timers;
@@ -205,6 +206,28 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
         }
     }
 
+    /// The same builder with its ledgers in `store` instead (a
+    /// [`RedisLedgerStore`](crate::LedgerStore) shared by a fleet, say).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{MemoryLedgerStore, Scheduler};
+    /// let builder = Scheduler::builder().seed(7).store(MemoryLedgerStore::new());
+    /// # let _ = builder;
+    /// ```
+    pub fn store<T: LedgerStore>(self, store: T) -> SchedulerBuilder<T> {
+        SchedulerBuilder {
+            store,
+            transport: self.transport,
+            transport_config: self.transport_config,
+            clock: self.clock,
+            retry: self.retry,
+            budget: self.budget,
+            seed: self.seed,
+            adaptive_pacing: self.adaptive_pacing,
+            shards: self.shards,
+        }
+    }
+
     /// The transport (default: [`ReqwestTransport`]).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
@@ -337,6 +360,9 @@ impl<S: LedgerStore> Scheduler<S> {
             }
             None => (None, config.sent_earlier.clone()),
         };
+        self.inner
+            .store
+            .bind_fingerprint(&config.id, config.api_key.fingerprint());
         let ages: Vec<Duration> = earlier
             .iter()
             .map(|&t| wall.duration_since(t).unwrap_or(Duration::ZERO))

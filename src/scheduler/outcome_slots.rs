@@ -150,9 +150,12 @@ impl OutcomeSender {
 impl Drop for OutcomeSender {
     fn drop(&mut self) {
         if !self.sent {
-            self.deliver(Err(JobError::Internal(
-                "the job was dropped without an outcome".into(),
-            )));
+            let why = if std::thread::panicking() {
+                "a panic in the scheduler ended the job (the panic is in the log)"
+            } else {
+                "the job was dropped without an outcome"
+            };
+            self.deliver(Err(JobError::Internal(why.into())));
         }
     }
 }

@@ -39,6 +39,7 @@ use super::dispatch::{
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
 use super::outcome_slots::OutcomeSlots;
+use super::panics::panic_message;
 use super::refusals::ProbeVerdict;
 use super::slot_timers::Timers;
 use super::wire::Wire;
@@ -139,50 +140,143 @@ impl Shard {
         !std::mem::replace(&mut life.running, true)
     }
 
-    fn retire(&self) {
+    pub(crate) fn retire(&self) {
         let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
         life.live = life.live.saturating_sub(1);
     }
 
-    /// If no key is left, the shard counts as stopped and takes its receiver back (under the
-    /// same lock as `join`, so a task started next finds it); otherwise the receiver is returned.
-    fn stop_if_done(
-        &self,
-        ready: mpsc::UnboundedReceiver<Ready>,
-    ) -> Result<(), mpsc::UnboundedReceiver<Ready>> {
+    /// If no key is left, the shard counts as stopped and takes its receiver back from `ready`
+    /// (under the same lock as `join`, so a task started next finds it): true.
+    fn stop_if_done(&self, ready: &mut Option<mpsc::UnboundedReceiver<Ready>>) -> bool {
         let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
         if life.live == 0 {
             life.running = false;
-            *self.receiver.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
-            Ok(())
+            *self.receiver.lock().unwrap_or_else(|p| p.into_inner()) = ready.take();
+            true
         } else {
-            Err(ready)
+            false
         }
     }
 }
 
+/// What a shard's loop holds between its turns: kept outside the loop's future, so that after a
+/// panic in it every job it held can still be given an outcome.
+#[derive(Default)]
+struct Held {
+    wire: Wire,
+    backoffs: FuturesUnordered<BackoffWait>,
+    timers: Timers,
+    sleep: Option<(Instant, Sleep)>,
+    /// The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
+    woke_for: Option<Instant>,
+    asked: Option<Ready>,
+    /// Answers that are not a plain success, to be handled after the wait of the turn.
+    others: Vec<Answer>,
+}
+
 /// Runs one shard until every key it was given is retired.
+///
+/// A panic in the shard's work (in the scheduler, or in a store or clock it calls) is caught: the
+/// shard's keys are closed, and every job they hold (queued, on the wire, waiting out a backoff,
+/// being started) fails with [`JobError::Internal`] naming the panic; the shard then lets them
+/// go, so shutdown and removal return, and keys of other shards go on. (A panic in a transport's
+/// future is caught closer, in the [`Wire`]: only its call fails.)
 pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<Shard>) {
-    let inner: &Inner<S> = &inner;
     // A stopping task hands the receiver back before a new one can be started (see `stop_if_done`).
-    let Some(mut ready) = shard
+    let mut ready = shard
         .receiver
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .take()
-    else {
+        .take();
+    if ready.is_none() {
         return;
-    };
-    let mut wire = Wire::default();
-    let mut backoffs: FuturesUnordered<BackoffWait> = FuturesUnordered::new();
-    let mut timers = Timers::default();
-    let mut sleep: Option<(Instant, Sleep)> = None;
-    // The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
-    let mut woke_for: Option<Instant> = None;
-    let mut asked: Option<Ready> = None;
-    // Answers that are not a plain success, to be handled after the wait below.
-    let mut others = Vec::new();
+    }
+    let mut held = Held::default();
     loop {
+        let turns = std::panic::AssertUnwindSafe(shard_loop(&inner, &shard, &mut ready, &mut held));
+        match turns.catch_unwind().await {
+            Ok(()) => return,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                fail_after_panic(&inner, &shard, &mut ready, &mut held, &message);
+            }
+        }
+    }
+}
+
+/// After a panic in the shard's loop: closes every key of the shard and fails every job it holds
+/// with the panic's message (see [`run_shard`]).
+fn fail_after_panic<S: LedgerStore>(
+    inner: &Inner<S>,
+    shard: &Arc<Shard>,
+    ready: &mut Option<mpsc::UnboundedReceiver<Ready>>,
+    held: &mut Held,
+    message: &str,
+) {
+    let error = JobError::Internal(format!(
+        "a panic in the scheduler's dispatch task ended the job: {message}"
+    ));
+    let fail = |job: Queued| {
+        job.outcome.send(Err(error.clone()));
+    };
+    let ours: Vec<Arc<KeyQueue>> = inner
+        .keys
+        .iter()
+        .map(|e| Arc::clone(e.value()))
+        .chain(inner.removing.iter().map(|e| Arc::clone(e.value())))
+        .filter(|q| Arc::ptr_eq(&q.shard, shard))
+        .collect();
+    tracing::error!(panic = %message, keys = ours.len(), "a dispatch task panicked: its keys are closed and their jobs fail");
+    for call in held.wire.take_all() {
+        fail(call.job);
+    }
+    for mut waiting in std::mem::take(&mut held.backoffs) {
+        if let Some(backoff) = waiting.backoff.take() {
+            fail(backoff.job);
+        }
+    }
+    for answer in held.others.drain(..) {
+        fail(answer.into_job());
+    }
+    let mut asked = held.asked.take();
+    while let Some(work) = asked
+        .take()
+        .or_else(|| ready.as_mut().and_then(|r| r.try_recv().ok()))
+    {
+        if let Ready::Start(due) = work {
+            fail(due.job);
+        }
+    }
+    held.timers = Timers::default();
+    held.sleep = None;
+    held.woke_for = None;
+    for q in &ours {
+        for job in q.quarantine() {
+            fail(job);
+        }
+    }
+}
+
+/// The shard's loop (see [`run_shard`]): returns once every key it was given is retired.
+async fn shard_loop<S: LedgerStore>(
+    inner: &Inner<S>,
+    shard: &Shard,
+    ready_slot: &mut Option<mpsc::UnboundedReceiver<Ready>>,
+    held: &mut Held,
+) {
+    let Held {
+        wire,
+        backoffs,
+        timers,
+        sleep,
+        woke_for,
+        asked,
+        others,
+    } = held;
+    loop {
+        let Some(ready) = ready_slot.as_mut() else {
+            return;
+        };
         // The clock is read once per turn: the calls of one turn go out within microseconds of
         // each other (with the in-memory store), far inside the guard the ledger keeps at each
         // window's edge. A wait for a store that is not in this process reads it again.
@@ -198,7 +292,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             && shard.handing_back.swap(false, Ordering::AcqRel)
             && !backoffs.is_empty()
         {
-            for mut waiting in std::mem::take(&mut backoffs) {
+            for mut waiting in std::mem::take(backoffs) {
                 match waiting.backoff.take() {
                     Some(backoff) if backoff.q.lock().hand_back => requeue_after_backoff(backoff),
                     kept => {
@@ -224,12 +318,12 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             };
             q.scheduled.store(false, Ordering::Release);
             // Borrowed `&mut`: a shared borrow would need the calls to be `Sync`.
-            let calls = &mut wire;
+            let calls = &mut *wire;
             let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                 let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
                 calls.push(call, response);
             };
-            serve(inner, &q, None, &mut now, &mut timers, &mut start).await;
+            serve(inner, &q, None, &mut now, timers, &mut start).await;
         }
 
         // Slots that are due.
@@ -237,34 +331,26 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
             let now = *now.get_or_insert_with(|| inner.clock.now());
             let through = woke_for.take().map_or(now, |at| at.max(now));
             while let Some(t) = timers.pop_due(through) {
-                let calls = &mut wire;
+                let calls = &mut *wire;
                 let mut start = move |q: &Arc<KeyQueue>, job, to, slot, sent_at| {
                     let (call, response) = send(inner, Arc::clone(q), job, to, slot, sent_at);
                     calls.push(call, response);
                 };
-                serve(
-                    inner,
-                    &t.q,
-                    Some(t.id),
-                    &mut Some(now),
-                    &mut timers,
-                    &mut start,
-                )
-                .await;
+                serve(inner, &t.q, Some(t.id), &mut Some(now), timers, &mut start).await;
             }
         }
 
-        if wire.is_empty() && backoffs.is_empty() {
-            match shard.stop_if_done(ready) {
-                Ok(()) => return,
-                Err(still) => ready = still,
-            }
+        if wire.is_empty() && backoffs.is_empty() && shard.stop_if_done(ready_slot) {
+            return;
         }
+        let Some(ready) = ready_slot.as_mut() else {
+            return;
+        };
 
         // Wait for a call to end, a key to ask, or the next slot.
         let next_at = timers.next_at();
         if sleep.as_ref().map(|(at, _)| *at) != next_at {
-            sleep = next_at.map(|at| (at, inner.clock.sleep_until(at)));
+            *sleep = next_at.map(|at| (at, inner.clock.sleep_until(at)));
         }
         let slot_due = async {
             match sleep.as_mut() {
@@ -282,13 +368,13 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
                 }
             }), if !wire.is_empty() => {
                 for answer in others.drain(..) {
-                    handle(inner, answer, &mut backoffs).await;
+                    handle(inner, answer, backoffs).await;
                 }
             }
             Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
-            Some(work) = ready.recv() => asked = Some(work),
+            Some(work) = ready.recv() => *asked = Some(work),
             () = slot_due => {
-                woke_for = sleep.take().map(|(at, _)| at);
+                *woke_for = sleep.take().map(|(at, _)| at);
             }
         }
     }

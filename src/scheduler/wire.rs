@@ -12,6 +12,7 @@
 //! a future allows.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -19,7 +20,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 
 use super::dispatch::OnWire;
-use crate::transport::{HttpResponse, TransportError, TransportFuture};
+use super::panics::panic_message;
+use crate::transport::{HttpResponse, TransportError, TransportErrorKind, TransportFuture};
 
 /// Places kept in the slab once the wire is idle again (a burst on many keys may have grown it).
 const KEEP_IDLE: usize = 256;
@@ -119,6 +121,21 @@ impl<C> Wire<C> {
         }
     }
 
+    /// Takes every call off the wire (their futures are dropped): after a panic in the shard,
+    /// whose calls then fail.
+    pub(crate) fn take_all(&mut self) -> Vec<C> {
+        let calls: Vec<C> = self
+            .places
+            .iter_mut()
+            .filter_map(|place| {
+                place.response = None;
+                place.call.take()
+            })
+            .collect();
+        *self = Self::default();
+        calls
+    }
+
     /// Whether no call is on the wire.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
@@ -166,11 +183,20 @@ impl<C> Wire<C> {
                 // Woken after its call was answered.
                 continue;
             };
-            let Poll::Ready(result) = response
-                .as_mut()
-                .poll(&mut Context::from_waker(&place.waker))
-            else {
-                continue;
+            // A panic in the transport's future ends this call (its job fails naming the panic),
+            // not the shard and every call and key it serves.
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                response
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&place.waker))
+            }));
+            let result = match polled {
+                Ok(Poll::Pending) => continue,
+                Ok(Poll::Ready(result)) => result,
+                Err(payload) => Err(TransportError {
+                    kind: TransportErrorKind::Panicked,
+                    message: panic_message(payload.as_ref()),
+                }),
             };
             place.response = None;
             // A place with a future holds its call.
@@ -314,6 +340,27 @@ mod tests {
                 Poll::Pending => Poll::Pending,
             }
         }))
+    }
+
+    #[test]
+    fn a_panicking_future_is_answered_with_its_panic_and_the_others_go_on() {
+        let mut wire = Wire::<u32>::default();
+        wire.push(1, Box::pin(async { panic!("transport bug") }));
+        let (tx, rx) = oneshot::channel();
+        wire.push(2, answered_by(rx));
+        let mut got = Vec::new();
+        let _ = wire
+            .answers(64, |call, result| got.push((call, result)))
+            .now_or_never();
+        assert_eq!(got.len(), 1);
+        let (call, result) = got.pop().unwrap();
+        assert_eq!(call, 1);
+        let error = result.unwrap_err();
+        assert_eq!(error.kind, TransportErrorKind::Panicked);
+        assert_eq!(error.message, "transport bug");
+        tx.send(()).unwrap();
+        assert_eq!(ready_now(&mut wire, 64), [2]);
+        assert!(wire.is_empty());
     }
 
     #[test]

@@ -52,8 +52,16 @@ pub enum TransportErrorKind {
     Interrupted,
     /// A redirect to another origin was refused (the key is never sent elsewhere).
     CrossOriginRedirect,
+    /// The response body passed [`TransportConfig::max_response_bytes`]: not retried (the
+    /// server would send it again); the job fails with
+    /// [`JobError::ResponseTooLarge`](crate::JobError::ResponseTooLarge).
+    ResponseTooLarge,
     /// Anything else (a malformed response, say).
     Other,
+    /// The transport's future panicked (a bug in it). The scheduler catches the panic: the job
+    /// fails with [`JobError::Internal`](crate::JobError::Internal) naming it, is not retried,
+    /// and the key goes on with its other jobs.
+    Panicked,
 }
 
 impl TransportErrorKind {
@@ -64,7 +72,12 @@ impl TransportErrorKind {
 
     /// Whether a retry may help.
     pub fn is_transient(self) -> bool {
-        !matches!(self, TransportErrorKind::CrossOriginRedirect)
+        !matches!(
+            self,
+            TransportErrorKind::CrossOriginRedirect
+                | TransportErrorKind::Panicked
+                | TransportErrorKind::ResponseTooLarge
+        )
     }
 }
 
@@ -75,7 +88,9 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Timeout => "timed out",
             TransportErrorKind::Interrupted => "connection interrupted",
             TransportErrorKind::CrossOriginRedirect => "redirect to another origin refused",
+            TransportErrorKind::ResponseTooLarge => "response too large",
             TransportErrorKind::Other => "transport error",
+            TransportErrorKind::Panicked => "the transport panicked",
         };
         write!(f, "{kind}: {}", self.message)
     }

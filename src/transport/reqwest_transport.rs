@@ -6,22 +6,77 @@ use super::{
     HttpResponse, OutgoingRequest, Transport, TransportError, TransportErrorKind, TransportFuture,
 };
 
-/// Timeouts of the default transport.
+/// Timeouts and the response size limit of the default transport. Build it from
+/// [`TransportConfig::default`] and the `with_*` setters (fields may be added).
+///
+/// The defaults suit a batch against an API that answers small JSON quickly: a dead or
+/// drip-feeding server costs an attempt at most [`request_timeout`](Self::request_timeout)
+/// (30 s), one that accepts and never answers [`read_timeout`](Self::read_timeout) (15 s), one that
+/// does not accept [`connect_timeout`](Self::connect_timeout) (5 s); each such failure is retried
+/// under the retry policy, like any timeout.
+///
+/// ```
+/// use fabraix_scheduler::TransportConfig;
+/// use std::time::Duration;
+/// let config = TransportConfig::default()
+///     .with_request_timeout(Duration::from_secs(10))
+///     .with_max_response_bytes(64 * 1024);
+/// assert_eq!(config.connect_timeout, Duration::from_secs(5));
+/// assert_eq!(config.max_response_bytes, 65_536);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransportConfig {
-    /// Time allowed to open a connection. Default 10 s.
+    /// Time allowed to open a connection (TCP and TLS). Default 5 s.
     pub connect_timeout: Duration,
-    /// Time allowed for a whole request, from sending to the last byte of the response.
-    /// Default 60 s.
+    /// Time allowed for a whole attempt, from sending to the last byte of the response: bounds a
+    /// server that drips its answer. Default 30 s.
     pub request_timeout: Duration,
+    /// Longest silence allowed while waiting for the response: before its first byte (a server
+    /// that accepts and never answers) and between any two reads after it. Default 15 s.
+    pub read_timeout: Duration,
+    /// Largest response body read, in bytes. A body announced or found to be larger fails the job
+    /// with [`JobError::ResponseTooLarge`](crate::JobError::ResponseTooLarge) (not retried: the
+    /// server would send it again) as soon as the limit is passed, so a call holds at most this
+    /// much, and the scheduler at most this much times the calls on the wire. Default 1 MiB: the
+    /// API's answers are small JSON objects (well under a kilobyte).
+    pub max_response_bytes: u64,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(15),
+            max_response_bytes: 1024 * 1024,
         }
+    }
+}
+
+impl TransportConfig {
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`read_timeout`](Self::read_timeout).
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_response_bytes`](Self::max_response_bytes).
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 }
 
@@ -30,6 +85,7 @@ impl Default for TransportConfig {
 #[derive(Clone, Debug)]
 pub struct ReqwestTransport {
     client: reqwest::Client,
+    max_response_bytes: u64,
 }
 
 impl ReqwestTransport {
@@ -55,6 +111,7 @@ impl ReqwestTransport {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
+            .read_timeout(config.read_timeout)
             .redirect(policy)
             .no_proxy()
             .build()
@@ -62,7 +119,10 @@ impl ReqwestTransport {
                 kind: TransportErrorKind::Other,
                 message: format!("cannot build the HTTP client: {e}"),
             })?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            max_response_bytes: config.max_response_bytes,
+        })
     }
 }
 
@@ -100,9 +160,38 @@ fn reqwest_request(request: &OutgoingRequest<'_>) -> Result<reqwest::Request, Tr
     Ok(out)
 }
 
+/// The body of `response`, read chunk by chunk and refused as soon as it passes `limit` bytes (or
+/// announces more): memory held is bounded by the limit, whatever the server sends.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<bytes::Bytes, TransportError> {
+    let status = response.status().as_u16();
+    let too_large = |what: String| TransportError {
+        kind: TransportErrorKind::ResponseTooLarge,
+        message: format!(
+            "HTTP {status} response body {what}, over the limit of {limit} bytes \
+             (TransportConfig::max_response_bytes)"
+        ),
+    };
+    if let Some(announced) = response.content_length().filter(|&n| n > limit) {
+        return Err(too_large(format!("of {announced} bytes announced")));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        let len = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
+        if len > limit {
+            return Err(too_large(format!("of more than {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 impl Transport for ReqwestTransport {
     fn send(&self, request: OutgoingRequest<'_>) -> TransportFuture {
         let client = self.client.clone();
+        let limit = self.max_response_bytes;
         let request = reqwest_request(&request);
         Box::pin(async move {
             let request = request?;
@@ -125,7 +214,7 @@ impl Transport for ReqwestTransport {
             let status = response.status();
             let version = response.version();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+            let body = read_body(response, limit).await?;
             let mut out = HttpResponse::new(body);
             *out.status_mut() = status;
             *out.version_mut() = version;

@@ -17,10 +17,11 @@ pub struct Rig {
 /// Timeouts far beyond any virtual wait in these tests, so a paused clock that jumps ahead never
 /// fires one spuriously.
 pub fn patient_transport() -> TransportConfig {
-    TransportConfig {
-        connect_timeout: Duration::from_secs(24 * 3600),
-        request_timeout: Duration::from_secs(24 * 3600),
-    }
+    let day = Duration::from_secs(24 * 3600);
+    TransportConfig::default()
+        .with_connect_timeout(day)
+        .with_request_timeout(day)
+        .with_read_timeout(day)
 }
 
 pub async fn rig(server: MockServerBuilder, secret: &str, quota: Quota) -> Rig {

@@ -1,0 +1,735 @@
+//! [`RedisLedgerStore`]: one key's ledger in Redis, shared by every process that uses the key.
+//!
+//! Each reservation is one round trip: a Lua script (`ledger.lua`, loaded once, loaded again on
+//! `NOSCRIPT`) reads Redis's clock (`TIME`), finds the earliest instant at which every window of
+//! the quota allows one more call (the same arithmetic as the in-process [`Ledger`]: sliding logs
+//! by default, token buckets as an option, plus blocks, pace and server caps), commits it to
+//! every window and returns it as a delay from Redis's own now. The fleet's clocks never meet:
+//! the delay is added to the local clock when the answer arrives, so a slot is never early and at
+//! most one round trip late. Plans ([`nth_slot`](LedgerStore::nth_slot),
+//! [`plan`](LedgerStore::plan)) read the state once and rebuild a local [`Ledger`] from it.
+//!
+//! # Redis keys and memory
+//! `fx:v1:{FP}:h` (a hash of the key's scalars) and `fx:v1:{FP}:w<i>` (one ring of
+//! `(tick, calls)` entries of 8 bytes per limit), where `FP` is the API key's fingerprint
+//! ([`ApiKey::fingerprint`](crate::ApiKey::fingerprint): 32 bits of its SHA-256, never the key)
+//! — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
+//! key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
+//! a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
+//! late, never early): a Production key (600/1m + 10,000/1h) takes about 14 KB in Redis
+//! (`MEMORY USAGE` of its three keys). Every key expires the quota's longest window plus the
+//! guard (and one second) after the latest instant it holds.
+//!
+//! # Faults
+//! * **Redis unreachable:** see [`Unreachable`]. By default a call waits for Redis (retrying,
+//!   with a `tracing` warning) up to a deadline, then fails with
+//!   [`StoreError::Unavailable`]; never a silent fall back to the whole quota per process.
+//! * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
+//!   latest writes: the state's sequence number goes back): each process tells the new state its
+//!   own slots that still count ([`OwnCalls`](own_calls)), and slots are held back for
+//!   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
+//! * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
+//! * **Processes with different quotas for one key** are refused:
+//!   [`StoreError::QuotaConflict`].
+
+mod own_calls;
+mod reply;
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use self::own_calls::OwnCalls;
+use self::reply::Reply;
+use super::{Ledger, LedgerConfig, LedgerStore, StoreError, WindowSemantics};
+use crate::clock::{Clock, Instant, TokioClock};
+use crate::key_id::{KeyId, KeyMap};
+use crate::quota::{Limit, Quota};
+
+const SCRIPT: &str = include_str!("ledger.lua");
+
+/// What a [`RedisLedgerStore`] does while Redis cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unreachable {
+    /// Wait for Redis (retrying every 50 to 500 ms), up to `deadline`; then the operation fails
+    /// with [`StoreError::Unavailable`] (a reservation: the job fails with
+    /// [`JobError::Store`](crate::JobError::Store)). The default, with 30 s.
+    Wait {
+        /// How long one operation waits for Redis.
+        deadline: Duration,
+    },
+    /// Wait up to `after`, then reserve from a ledger in this process holding `1 / fleet_size`
+    /// of each limit (at least 1) and this process's own recent calls, until Redis answers again.
+    /// Right only if at most `fleet_size` processes share the key.
+    LocalShare {
+        /// How many processes share the key, at most.
+        fleet_size: NonZeroU32,
+        /// How long to wait for Redis before using the local share.
+        after: Duration,
+    },
+}
+
+impl Default for Unreachable {
+    fn default() -> Self {
+        Unreachable::Wait {
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a [`RedisLedgerStore`] behaves.
+///
+/// # Default
+/// [`Unreachable::Wait`] for 30 s, a re-seed settle of 1 s, a response timeout of 500 ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStoreConfig {
+    /// What to do while Redis is unreachable.
+    pub unreachable: Unreachable,
+    /// After Redis lost a key's state (restarted empty, rolled back), how long the new state
+    /// hands out no slot, so that every process of the fleet tells it its own recent calls.
+    pub reseed_settle: Duration,
+    /// How long one answer from Redis may take before the attempt counts as failed.
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisStoreConfig {
+    fn default() -> Self {
+        Self {
+            unreachable: Unreachable::default(),
+            reseed_settle: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Ledgers kept in Redis and shared by every process that uses the same API key: the invariant
+/// (never more than N calls in any window of length W, for every limit) holds for the fleet.
+/// Cheap to clone (one multiplexed, self-reconnecting connection). See the [module
+/// docs](self) for the keys, memory and faults.
+#[derive(Clone)]
+pub struct RedisLedgerStore {
+    conn: ConnectionManager,
+    script: Arc<Script>,
+    clock: Arc<dyn Clock>,
+    config: RedisStoreConfig,
+    keys: Arc<KeyMap<Arc<Mutex<KeyState>>>>,
+    fingerprints: Arc<KeyMap<String>>,
+    /// Tests only: the script's now is the local clock's (from this base) instead of `TIME`.
+    local_time: Option<Instant>,
+    outage: Arc<Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for RedisLedgerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLedgerStore")
+            .field("keys", &self.keys.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What this process knows of one key's shared ledger.
+#[derive(Debug)]
+struct KeyState {
+    names: Vec<String>,
+    /// ARGV[4..] of every call: signature, epoch placeholder, semantics, guard, horizon, limits.
+    args: Vec<String>,
+    quota: Quota,
+    config: LedgerConfig,
+    horizon: Duration,
+    epoch: String,
+    seq: u64,
+    own: OwnCalls,
+    last_reply: Option<Instant>,
+    /// The local share of the quota ([`Unreachable::LocalShare`]), while Redis is unreachable.
+    share: Option<Ledger>,
+}
+
+impl RedisLedgerStore {
+    /// Connects to Redis at `url` (`redis://host:port/db`, `rediss://…` for TLS with rustls,
+    /// `redis://:password@host`), with the [default config](RedisStoreConfig). Fails if the URL
+    /// does not parse or Redis does not answer.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use fabraix_scheduler::{RedisLedgerStore, Scheduler};
+    /// let store = RedisLedgerStore::connect("redis://127.0.0.1:6379").await?;
+    /// let scheduler = Scheduler::builder().store(store).build()?;
+    /// # let _ = scheduler; Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, RedisStoreConfig::default()).await
+    }
+
+    /// [`connect`](Self::connect) with `config`.
+    pub async fn connect_with(url: &str, config: RedisStoreConfig) -> Result<Self, StoreError> {
+        // The URL may hold a password: it is never repeated in an error.
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL ({:?})", e.kind())))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.response_timeout.max(Duration::from_secs(1))))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_with_config(client, manager)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(&e)))
+            })?;
+        Ok(Self {
+            conn,
+            script: Arc::new(Script::new(SCRIPT)),
+            clock: Arc::new(TokioClock::new()),
+            config,
+            keys: Arc::default(),
+            fingerprints: Arc::default(),
+            local_time: None,
+            outage: Arc::default(),
+        })
+    }
+
+    /// The clock slots are converted to (default: [`TokioClock`]); give the scheduler's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// [`Unreachable::LocalShare`] for a fleet of at most `n` processes, used after Redis was
+    /// unreachable for 2 s.
+    pub fn fleet_size(mut self, n: NonZeroU32) -> Self {
+        self.config.unreachable = Unreachable::LocalShare {
+            fleet_size: n,
+            after: Duration::from_secs(2),
+        };
+        self
+    }
+
+    /// Tests only: the script reads the time from this store's clock instead of Redis's `TIME`,
+    /// so that a test on tokio's paused clock drives Redis's time too. Every store sharing a key
+    /// must then share the clock.
+    #[doc(hidden)]
+    pub fn with_local_time_for_tests(mut self) -> Self {
+        self.local_time = Some(self.clock.now());
+        self
+    }
+
+    /// Since when Redis has been unreachable (none: it answers).
+    pub fn unreachable_since(&self) -> Option<Instant> {
+        *self.outage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Redis key prefix of `key` (`fx:v1:{FP}`), for inspection (never holds the API key).
+    pub fn redis_prefix(&self, key: &KeyId) -> String {
+        let fp = self
+            .fingerprints
+            .get(key)
+            .map(|e| e.value().clone())
+            .unwrap_or_else(|| id_fingerprint(key));
+        format!("fx:v1:{{{fp}}}")
+    }
+
+    fn state(&self, key: &KeyId) -> Result<Arc<Mutex<KeyState>>, StoreError> {
+        self.keys
+            .get(key)
+            .map(|e| Arc::clone(e.value()))
+            .ok_or_else(|| StoreError::UnknownKey(key.clone()))
+    }
+
+    /// The script's now: `TIME` (empty arguments), or the local clock in tests.
+    fn time_args(&self, at: Instant) -> [String; 2] {
+        match self.local_time {
+            None => [String::new(), String::new()],
+            Some(base) => {
+                let d = at.saturating_duration_since(base);
+                [d.as_secs().to_string(), d.subsec_micros().to_string()]
+            }
+        }
+    }
+
+    /// A slot `delay_ns` after the script's now, on the local clock: after `at` (the time the
+    /// request was made) in tests; else after the answer arrived (never early).
+    fn local_slot(&self, at: Instant, received: Instant, delay_ns: u64) -> Instant {
+        let delay = Duration::from_nanos(delay_ns);
+        if self.local_time.is_some() || delay_ns == 0 {
+            at + delay
+        } else {
+            received + delay
+        }
+    }
+
+    /// Runs `op` on `key`'s state: one round trip, plus a re-seed when the state was lost or
+    /// rolled back. Waits for Redis as [`Unreachable`] says.
+    async fn run(
+        &self,
+        ks: &Arc<Mutex<KeyState>>,
+        op: &str,
+        at: Instant,
+        extra: &[String],
+    ) -> Result<Reply, StoreError> {
+        loop {
+            let (names, args, known) = {
+                let s = lock(ks);
+                (s.names.clone(), s.args.clone(), s.known())
+            };
+            match self.invoke(&names, op, at, &args, &known, extra).await? {
+                Reply::Seed => self.reseed(ks, false).await?,
+                Reply::RolledBack => {
+                    tracing::warn!(
+                        "the shared quota state went back (a Redis failover?): re-seeding it"
+                    );
+                    self.reseed(ks, true).await?;
+                }
+                Reply::Ok(ok) => {
+                    let mut s = lock(ks);
+                    s.last_reply = Some(self.clock.now());
+                    s.seq = s.seq.max(ok.seq);
+                    drop(s);
+                    return Ok(Reply::Ok(ok));
+                }
+            }
+        }
+    }
+
+    /// Tells a lost (or rolled back) state this process's slots that still count.
+    async fn reseed(&self, ks: &Arc<Mutex<KeyState>>, rolled_back: bool) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let (names, args, known, mut extra) = {
+            let s = lock(ks);
+            let had_state = s.last_reply.is_some_and(|t| t + s.horizon > now);
+            let settle = if had_state || s.own.any_counting(now) {
+                self.config.reseed_settle
+            } else {
+                Duration::ZERO
+            };
+            let extra = vec![
+                new_epoch(),
+                duration_ns(settle).to_string(),
+                if rolled_back { "1" } else { "0" }.to_string(),
+            ];
+            (s.names.clone(), s.args.clone(), s.known(), extra)
+        };
+        let offsets = lock(ks).own.offsets(now);
+        extra.extend(offsets.iter().map(i64::to_string));
+        match self
+            .invoke(&names, "seed", now, &args, &known, &extra)
+            .await?
+        {
+            Reply::Ok(ok) => {
+                let mut s = lock(ks);
+                if s.epoch != ok.epoch {
+                    tracing::warn!(calls = offsets.len(), "the shared quota state was lost (Redis restarted empty?): told it this process's recent calls");
+                }
+                s.epoch = ok.epoch;
+                s.seq = ok.seq;
+                s.own.rescale(now, ok.now_ns);
+                Ok(())
+            }
+            Reply::Seed | Reply::RolledBack => Err(StoreError::Unavailable(
+                "Redis refused to re-seed the shared quota state".into(),
+            )),
+        }
+    }
+
+    /// One script call, retried while Redis is unreachable (see [`Unreachable`]).
+    async fn invoke(
+        &self,
+        names: &[String],
+        op: &str,
+        at: Instant,
+        args: &[String],
+        epoch: &str,
+        extra: &[String],
+    ) -> Result<Reply, StoreError> {
+        let started = self.clock.now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let [sec, usec] = self.time_args(at);
+            let mut call = self.script.prepare_invoke();
+            for name in names {
+                call.key(name);
+            }
+            call.arg(op).arg(sec).arg(usec).arg(&args[0]).arg(epoch);
+            for a in &args[1..] {
+                call.arg(a);
+            }
+            for a in extra {
+                call.arg(a);
+            }
+            let mut conn = self.conn.clone();
+            let result: redis::RedisResult<redis::Value> = call.invoke_async(&mut conn).await;
+            match result {
+                Ok(value) => {
+                    self.end_outage();
+                    return Reply::parse(value);
+                }
+                Err(e) if is_quota_conflict(&e) => {
+                    return Err(StoreError::QuotaConflict(describe(&e)));
+                }
+                Err(e)
+                    if e.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                        || !is_unreachable(&e) =>
+                {
+                    return Err(StoreError::Unavailable(format!("Redis: {}", describe(&e))));
+                }
+                Err(e) => {
+                    let now = self.clock.now();
+                    // Counted from the start of the outage: once Redis has been gone longer
+                    // than the deadline, each operation tries once.
+                    let since = self.begin_outage(now, &e).min(started);
+                    let waited = now.saturating_duration_since(since);
+                    let limit = match self.config.unreachable {
+                        Unreachable::Wait { deadline } => deadline,
+                        Unreachable::LocalShare { after, .. } => after,
+                    };
+                    if waited >= limit {
+                        return Err(StoreError::Unavailable(format!(
+                            "Redis unreachable for {} ms: {}",
+                            waited.as_millis(),
+                            describe(&e)
+                        )));
+                    }
+                    self.clock
+                        .sleep_until(now + pause.min(limit - waited))
+                        .await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Marks Redis unreachable (warning once per outage); returns since when.
+    fn begin_outage(&self, now: Instant, e: &redis::RedisError) -> Instant {
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(since) = *outage {
+            return since;
+        }
+        *outage = Some(now);
+        tracing::warn!(error = %describe(e), "Redis unreachable: calls of shared keys wait for it");
+        now
+    }
+
+    fn end_outage(&self) {
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if outage.take().is_some() {
+            tracing::warn!("Redis reachable again");
+        }
+    }
+
+    /// The local share's slot when Redis is unreachable and the config allows one.
+    fn share_slot(
+        &self,
+        ks: &Arc<Mutex<KeyState>>,
+        now: Instant,
+        error: StoreError,
+    ) -> Result<Instant, StoreError> {
+        let Unreachable::LocalShare { fleet_size, .. } = self.config.unreachable else {
+            return Err(error);
+        };
+        let mut s = lock(ks);
+        let s = &mut *s;
+        let ledger = s.share.get_or_insert_with(|| {
+            let share = share_of(&s.quota, fleet_size);
+            let ages: Vec<Duration> = s
+                .own
+                .offsets(now)
+                .iter()
+                .map(|&o| Duration::from_nanos(u64::try_from(o.max(0)).unwrap_or(0)))
+                .collect();
+            tracing::warn!(fleet_size = fleet_size.get(), quota = %share, "Redis unreachable: reserving from this process's share of the quota");
+            Ledger::with_earlier_calls(&share, s.config, now, &ages)
+        });
+        Ok(ledger.reserve(now))
+    }
+
+    /// Commits the next `k` slots (1 ..= 1,000) of `key` not before `now`, one after another,
+    /// in one round trip: what `k` calls of [`reserve`](LedgerStore::reserve) would give, for a
+    /// queue that holds many jobs. Does not use the local share ([`Unreachable::LocalShare`]).
+    pub async fn reserve_many(
+        &self,
+        key: &KeyId,
+        now: Instant,
+        k: usize,
+    ) -> Result<Vec<Instant>, StoreError> {
+        let ks = self.state(key)?;
+        self.reserve_k(&ks, now, k.clamp(1, 1_000)).await
+    }
+
+    async fn reserve_k(
+        &self,
+        ks: &Arc<Mutex<KeyState>>,
+        now: Instant,
+        k: usize,
+    ) -> Result<Vec<Instant>, StoreError> {
+        let reply = self.run(ks, "reserve", now, &[k.to_string()]).await?;
+        let received = self.clock.now();
+        let Reply::Ok(ok) = reply else {
+            return Err(StoreError::Unavailable("no slot in the answer".into()));
+        };
+        let mut s = lock(ks);
+        s.share = None;
+        let slots = ok
+            .slots
+            .iter()
+            .map(|&shared| {
+                let slot = self.local_slot(now, received, shared.saturating_sub(ok.now_ns));
+                s.own.push(slot, shared, received);
+                slot
+            })
+            .collect();
+        Ok(slots)
+    }
+
+    /// A read of `key`'s state, rebuilt into a local [`Ledger`] on this clock.
+    async fn snapshot(&self, key: &KeyId, now: Instant) -> Result<Ledger, StoreError> {
+        let ks = self.state(key)?;
+        let reply = self.run(&ks, "read", now, &[]).await?;
+        let received = self.clock.now();
+        let Reply::Ok(ok) = reply else {
+            return Err(StoreError::Unavailable("no state to read".into()));
+        };
+        let s = lock(&ks);
+        let state = reply::shared_ledger(&ok, s.quota.limits().len())?;
+        let origin = if self.local_time.is_some() {
+            now
+        } else {
+            received.max(now)
+        };
+        Ok(Ledger::from_shared(
+            &s.quota, s.config, origin, ok.now_ns, &state,
+        ))
+    }
+
+    async fn mutate(&self, key: &KeyId, op: &str, extra: &[String]) -> Result<(), StoreError> {
+        let ks = self.state(key)?;
+        let now = self.clock.now();
+        self.run(&ks, op, now, extra).await.map(drop)
+    }
+
+    fn delay_arg(&self, until: Instant) -> String {
+        let now = self.clock.now();
+        duration_ns(until.saturating_duration_since(now)).to_string()
+    }
+}
+
+impl LedgerStore for RedisLedgerStore {
+    fn bind_fingerprint(&self, key: &KeyId, fingerprint: &str) {
+        let fp = fingerprint.trim_start_matches("key#").to_string();
+        self.fingerprints.insert(key.clone(), fp);
+    }
+
+    async fn register(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        self.register_with_earlier_calls(key, quota, config, now, &[])
+            .await
+    }
+
+    /// The earlier calls count only if this process creates the shared state (Redis had none
+    /// for the key); a state that exists recorded them when they were made.
+    async fn register_with_earlier_calls(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+        ages: &[Duration],
+    ) -> Result<(), StoreError> {
+        let prefix = self.redis_prefix(key);
+        let state = KeyState::new(&prefix, quota, config);
+        let ks = Arc::new(Mutex::new(state));
+        let mut extra = vec![new_epoch(), "0".to_string()];
+        extra.extend(ages.iter().map(|a| duration_ns(*a).to_string()));
+        let (names, args) = {
+            let s = lock(&ks);
+            (s.names.clone(), s.args.clone())
+        };
+        match self
+            .invoke(&names, "register", now, &args, " 0", &extra)
+            .await?
+        {
+            Reply::Ok(ok) => {
+                let mut s = lock(&ks);
+                s.epoch = ok.epoch;
+                s.seq = ok.seq;
+                s.last_reply = Some(self.clock.now());
+            }
+            Reply::Seed | Reply::RolledBack => {
+                return Err(StoreError::Unavailable(
+                    "Redis did not register the key".into(),
+                ))
+            }
+        }
+        self.keys.insert(key.clone(), ks);
+        Ok(())
+    }
+
+    async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
+        let ks = self.state(key)?;
+        match self.reserve_k(&ks, now, 1).await {
+            Ok(slots) => slots
+                .first()
+                .copied()
+                .ok_or_else(|| StoreError::Unavailable("no slot in the answer".into())),
+            Err(e @ StoreError::Unavailable(_)) => self.share_slot(&ks, now, e),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn refund(&self, key: &KeyId, slot: Instant) -> Result<(), StoreError> {
+        let ks = self.state(key)?;
+        let shared = lock(&ks).own.take(slot);
+        match shared {
+            Some(t) => self
+                .run(&ks, "refund", self.clock.now(), &[t.to_string()])
+                .await
+                .map(drop),
+            // Not one of this process's recent slots: it stays counted (the safe side).
+            None => Ok(()),
+        }
+    }
+
+    async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
+        Ok(self.snapshot(key, now).await?.nth_slot(now, k))
+    }
+
+    async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {
+        Ok(self.snapshot(key, now).await?.plan(now, k))
+    }
+
+    async fn block_until(&self, key: &KeyId, until: Instant) -> Result<(), StoreError> {
+        self.mutate(key, "block", &[self.delay_arg(until)]).await
+    }
+
+    async fn apply_server_window(
+        &self,
+        key: &KeyId,
+        remaining: u32,
+        reset_at: Instant,
+    ) -> Result<(), StoreError> {
+        self.mutate(
+            key,
+            "cap",
+            &[remaining.to_string(), self.delay_arg(reset_at)],
+        )
+        .await
+    }
+
+    async fn set_pace(&self, key: &KeyId, spacing: Option<Duration>) -> Result<(), StoreError> {
+        let ns = spacing.map_or(0, duration_ns);
+        self.mutate(key, "pace", &[ns.to_string()]).await
+    }
+
+    async fn recent_utilisation(&self, key: &KeyId, now: Instant) -> Result<Vec<f64>, StoreError> {
+        Ok(self.snapshot(key, now).await?.recent_utilisation(now))
+    }
+}
+
+impl KeyState {
+    /// ARGV[5]: the epoch known and the highest sequence number seen of it.
+    fn known(&self) -> String {
+        format!("{} {}", self.epoch, self.seq)
+    }
+
+    fn new(prefix: &str, quota: &Quota, config: LedgerConfig) -> Self {
+        let limits = quota.limits();
+        let mut names = vec![format!("{prefix}:h")];
+        names.extend((1..=limits.len()).map(|i| format!("{prefix}:w{i}")));
+        let guard = config.guard_for(quota);
+        let horizon = config.counted_for(quota);
+        let semantics = match config.semantics {
+            WindowSemantics::Sliding => "s",
+            WindowSemantics::TokenBucket => "b",
+        };
+        let signature = format!("{quota} {semantics} guard={}ns", duration_ns(guard));
+        let mut args = vec![
+            signature,
+            semantics.to_string(),
+            duration_ns(guard).to_string(),
+            duration_ns(horizon).to_string(),
+            limits.len().to_string(),
+        ];
+        for l in limits {
+            args.push(l.count().to_string());
+            args.push(duration_ns(l.window()).to_string());
+        }
+        let most = limits.iter().map(|l| l.count()).max().unwrap_or(0);
+        Self {
+            names,
+            args,
+            quota: quota.clone(),
+            config,
+            horizon,
+            epoch: String::new(),
+            seq: 0,
+            own: OwnCalls::new(usize::try_from(most).unwrap_or(usize::MAX), horizon),
+            last_reply: None,
+            share: None,
+        }
+    }
+}
+
+/// `1 / n` of each limit of `quota`, at least one call per window.
+fn share_of(quota: &Quota, n: NonZeroU32) -> Quota {
+    let limits = quota
+        .limits()
+        .iter()
+        .filter_map(|l| Limit::new((l.count() / n.get()).max(1), l.window()).ok());
+    Quota::new(limits).unwrap_or_else(|_| quota.clone())
+}
+
+fn lock(ks: &Mutex<KeyState>) -> std::sync::MutexGuard<'_, KeyState> {
+    ks.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn new_epoch() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// A key id's stand-in fingerprint (a ledger registered without an API key): 8 hex digits of
+/// the SHA-256 of its label.
+fn id_fingerprint(key: &KeyId) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_str().as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("id{hex}")
+}
+
+fn is_quota_conflict(e: &redis::RedisError) -> bool {
+    e.code() == Some("FABRAIX_QUOTA_MISMATCH")
+}
+
+/// Whether `e` means Redis could not be reached (or did not answer in time), as opposed to an
+/// answer that is an error.
+fn is_unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN")
+        )
+}
+
+/// A Redis error without anything from the URL.
+fn describe(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
+    }
+}
