@@ -301,7 +301,8 @@ proptest! {
 
     /// The plan a ledger follows while calls go out (`forecast`): a forecast it calls exact is what
     /// a fresh plan answers, whatever the ledger went through; an estimate is never before `now`
-    /// nor after the fresh answer (calls gone late only move slots later).
+    /// nor after the fresh answer (calls gone late only move slots later), up to a window's tick
+    /// (the two round their calls' times apart).
     #[test]
     fn a_forecast_called_exact_is_what_a_fresh_plan_answers(q in quota(), steps in prop::collection::vec(load_step(), 1..300), guard in 0u64..20, bucket in prop::bool::weighted(0.3)) {
         let t0 = tokio::time::Instant::now();
@@ -320,7 +321,8 @@ proptest! {
                     if forecast.exact {
                         prop_assert_eq!(forecast.at, fresh, "k = {}, {:?} after the start", k, now - t0);
                     } else {
-                        prop_assert!(forecast.at <= fresh, "estimate {:?} after the fresh plan's {:?}", forecast.at - t0, fresh - t0);
+                        let tick = q.longest_window() / 1024;
+                        prop_assert!(forecast.at <= fresh + tick, "estimate {:?} after the fresh plan's {:?}", forecast.at - t0, fresh - t0);
                     }
                 }
                 LoadStep::InItsSlot => {

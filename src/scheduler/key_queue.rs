@@ -14,7 +14,7 @@ use super::addressing::AddressingCache;
 use super::call_journal::CallJournal;
 use super::config::{KeyConfig, Overflow};
 use super::latency_guard::LatencyGuard;
-use super::outcome_slots::OutcomeSender;
+use super::outcome_slab::OutcomeSender;
 use super::pacing::Pacer;
 use super::refusals::{ProbeVerdict, RefusalAccounting};
 use super::shard::Shard;

@@ -25,7 +25,7 @@ mod dispatch;
 mod key_handle;
 mod key_queue;
 mod latency_guard;
-mod outcome_slots;
+mod outcome_slab;
 mod pacing;
 mod panics;
 mod refusals;

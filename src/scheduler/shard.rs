@@ -38,7 +38,7 @@ use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
-use super::outcome_slots::OutcomeSlots;
+use super::outcome_slab::OutcomeSlab;
 use super::panics::panic_message;
 use super::refusals::ProbeVerdict;
 use super::slot_timers::Timers;
@@ -72,7 +72,7 @@ pub(crate) struct Shard {
     pub(crate) handing_back: AtomicBool,
     /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
     /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
-    pub(crate) outcomes: Arc<OutcomeSlots>,
+    pub(crate) outcomes: Arc<OutcomeSlab>,
 }
 
 impl Default for Shard {

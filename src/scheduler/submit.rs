@@ -7,7 +7,7 @@ use std::sync::{Arc, MutexGuard};
 use super::addressing::Addressing;
 use super::config::Overflow;
 use super::key_queue::{KeyQueue, QueueState, Queued};
-use super::outcome_slots::OutcomeReceiver;
+use super::outcome_slab::OutcomeReceiver;
 use super::shard::DueCall;
 use super::{Scheduler, Ticket};
 use crate::clock::Instant;

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use super::key_queue::KeyQueue;
-use super::outcome_slots::OutcomeReceiver;
+use super::outcome_slab::OutcomeReceiver;
 use crate::clock::Instant;
 use crate::job_error::Outcome;
 use crate::key_id::KeyId;
