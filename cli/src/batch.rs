@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fabraix_scheduler::{
-    JobError, KeyId, MemoryLedgerStore, Outcome, Quota, Scheduler, ShutdownMode, SubmitError,
-    Ticket,
+    JobError, KeyId, Outcome, Quota, Scheduler, ShutdownMode, SubmitError, Ticket,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -29,6 +28,7 @@ use crate::output::{invalid_input_line, result_line, ResultWriter, INVALID_INPUT
 use crate::plan::planned_duration_after;
 use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
+use crate::store::CliStore;
 use crate::summary::Summary;
 use crate::tier_check::AcceptedPerWindow;
 
@@ -54,7 +54,7 @@ impl Source {
 
 /// One run of the engine.
 pub(crate) struct Batch {
-    pub(crate) scheduler: Scheduler<MemoryLedgerStore>,
+    pub(crate) scheduler: Scheduler<CliStore>,
     pub(crate) key: KeyId,
     pub(crate) key_fingerprint: String,
     pub(crate) quota: Quota,
@@ -207,7 +207,7 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
 
 struct Intake {
     source: Source,
-    scheduler: Scheduler<MemoryLedgerStore>,
+    scheduler: Scheduler<CliStore>,
     key: KeyId,
     done: HashSet<String>,
     strict: bool,
@@ -245,15 +245,17 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
         if let Err(collision) = ids.claim(&line.id, line.line) {
             RunCounters::bump(&it.counters.duplicate_ids);
             if it.strict {
-                eprintln!("error: {collision} (--strict: stopping at the first repeated id)");
+                crate::logging::note(&format!(
+                    "error: {collision} (--strict: stopping at the first repeated id)"
+                ));
                 it.stop.trigger(StopReason::BadInput);
                 return Ok(());
             }
             let repeated = RunCounters::get(&it.counters.duplicate_ids);
             if repeated <= BAD_LINES_SHOWN {
-                eprintln!("repeated id: {collision}");
+                crate::logging::note(&format!("repeated id: {collision}"));
             } else if repeated == BAD_LINES_SHOWN + 1 {
-                eprintln!("repeated id: more lines repeat an id; see the summary");
+                crate::logging::note("repeated id: more lines repeat an id; see the summary");
             }
             continue;
         }
@@ -288,14 +290,16 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
         };
         bad_lines += 1;
         if it.strict {
-            eprintln!("error: {message} (--strict: stopping at the first bad line)");
+            crate::logging::note(&format!(
+                "error: {message} (--strict: stopping at the first bad line)"
+            ));
             it.stop.trigger(StopReason::BadInput);
             return Ok(());
         }
         if bad_lines <= BAD_LINES_SHOWN {
-            eprintln!("bad input: {message}; written as an error result");
+            crate::logging::note(&format!("bad input: {message}; written as an error result"));
         } else if bad_lines == BAD_LINES_SHOWN + 1 {
-            eprintln!("bad input: more bad lines; see the output and the summary");
+            crate::logging::note("bad input: more bad lines; see the output and the summary");
         }
         let item = Item::Invalid {
             id: line.id,

@@ -56,6 +56,7 @@ pub async fn demo_report(opts: &DemoOpts, stop: Stop) -> Result<DemoReport, CliE
         .max_in_flight(8)
         .queue_capacity(64);
     let scheduler = Scheduler::builder()
+        .store(crate::store::CliStore::Memory(Default::default()))
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
     scheduler

@@ -6,6 +6,7 @@
 //! - `demo`: a realistic agent workload against the embedded, time-scaled mock server, with the
 //!   server's proof that no window ever held more calls than the quota.
 //! - `mock`: the mock server, for testing an integration locally.
+//! - `proxy`: a local sidecar that adds the key to every call of any program and schedules it.
 //! - `completions`: a shell completion script.
 //!
 //! The JSON it writes (`plan --json`, `send --summary`) follows the schemas in `cli/SCHEMA.md`.
@@ -22,14 +23,17 @@ pub mod exit;
 pub mod human;
 pub mod ids;
 pub mod input;
+pub mod key_args;
 pub mod logging;
 pub mod mock_cmd;
 pub mod options;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod proxy;
 pub mod send;
 pub mod stop;
+pub mod store;
 pub mod summary;
 pub mod svg;
 pub mod tier_check;
@@ -106,9 +110,10 @@ pub async fn run(opts: Opts) -> Exit {
 pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
     match opts.command {
         Command::Send(o) => send::send(&o, &ctx).await,
-        Command::Plan(o) => plan_cmd(&o),
+        Command::Plan(o) => plan_cmd(&o, &ctx).await,
         Command::Demo(o) => demo::demo(&o, ctx.stop).await,
         Command::Mock(o) => mock_cmd::mock(&o, ctx.stop, &mut std::io::stdout()).await,
+        Command::Proxy(o) => proxy::proxy(&o, &ctx, &mut std::io::stdout()).await,
         Command::Completions(o) => {
             use clap::CommandFactory;
             let mut cmd = Opts::command();
@@ -119,7 +124,7 @@ pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
 }
 
 /// `plan`: the ledger's plan as text or JSON, and the SVG if asked.
-fn plan_cmd(o: &options::PlanOpts) -> Result<Exit, CliError> {
+async fn plan_cmd(o: &options::PlanOpts, ctx: &Context) -> Result<Exit, CliError> {
     let quota = o.quota.quota();
     let now = TokioClock::new().now();
     let summary = plan::PlanSummary::build(&quota, now, o.count, &[])?;
@@ -132,6 +137,16 @@ fn plan_cmd(o: &options::PlanOpts) -> Result<Exit, CliError> {
         println!("{json}");
     } else {
         print!("{}", summary.text());
+    }
+    if let Some(url) = &o.redis {
+        let api_key = ctx.key.resolve()?;
+        let shared = store::describe_shared(url, &api_key, &quota, o.count).await?;
+        // Kept out of the JSON on stdout.
+        if o.json {
+            eprint!("{shared}");
+        } else {
+            print!("{shared}");
+        }
     }
     Ok(Exit::Success)
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabraix_scheduler::{Instant, KeyId, MemoryLedgerStore, Scheduler};
+use fabraix_scheduler::{Instant, KeyId, Scheduler};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -46,7 +46,7 @@ impl ProgressMode {
 #[derive(Clone)]
 pub struct Watched {
     /// The scheduler sending the batch.
-    pub scheduler: Scheduler<MemoryLedgerStore>,
+    pub scheduler: Scheduler<crate::store::CliStore>,
     /// The key the batch goes out on.
     pub key: KeyId,
     /// The run's counters.
@@ -115,6 +115,7 @@ async fn run(mode: ProgressMode, w: Watched, mut done: oneshot::Receiver<()>) {
         }
         bar
     });
+    crate::logging::write_above(bar.clone());
     let mut next = start + every;
     loop {
         let finished = tokio::select! {
@@ -132,6 +133,7 @@ async fn run(mode: ProgressMode, w: Watched, mut done: oneshot::Receiver<()>) {
             None => {}
         }
         if finished {
+            crate::logging::write_above(None);
             if let Some(bar) = bar {
                 bar.finish();
                 // The bar leaves the cursor at the end of its line: what follows starts below it.

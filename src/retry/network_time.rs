@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn instants_far_ahead_saturate() {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         assert_eq!(
             instant_after(now, Duration::from_secs(5)),
             now + Duration::from_secs(5)

@@ -33,11 +33,12 @@ const MAX_VALUE_LEN: usize = 256;
 /// ```
 /// use fabraix_scheduler::parse_rate_limit_headers;
 /// use http::{HeaderMap, HeaderValue};
-/// use std::time::{Duration, SystemTime};
+/// use std::time::{Duration, UNIX_EPOCH};
 /// let mut h = HeaderMap::new();
 /// h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
 /// h.insert("ratelimit-reset", HeaderValue::from_static("86400"));
-/// let w = parse_rate_limit_headers(&h, SystemTime::now, Duration::from_secs(3660)).unwrap();
+/// let wall_now = || UNIX_EPOCH + Duration::from_secs(1_700_000_000); // the clock's wall time
+/// let w = parse_rate_limit_headers(&h, wall_now, Duration::from_secs(3660)).unwrap();
 /// assert_eq!(w.reset_in, Duration::from_secs(3660));
 /// assert_eq!(w.clamped_from, Some(Duration::from_secs(86400)));
 /// ```

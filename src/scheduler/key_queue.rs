@@ -204,6 +204,8 @@ pub(crate) struct KeyQueue {
     pub(crate) journal: Option<Box<CallJournal>>,
     /// The scheduler's clock (a ticket tells its ETA from now, or as a wall-clock time).
     pub(crate) clock: Arc<dyn Clock>,
+    /// Asked for a new key on a 401 ([`KeyConfig::on_unauthorized`]).
+    pub(crate) key_refresh: Option<Arc<dyn crate::key_provider::KeyRefresh>>,
 }
 
 impl KeyQueue {
@@ -254,7 +256,19 @@ impl KeyQueue {
             probing: AtomicBool::new(false),
             journal,
             clock,
+            key_refresh: config.key_refresh.clone(),
         }
+    }
+
+    /// Swaps the key's API key: queued jobs go out with the new one; a key revoked by a 401 is
+    /// usable again.
+    pub(crate) fn rotate(&self, api_key: ApiKey) {
+        let mut st = self.lock();
+        tracing::info!(key = %self.id, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
+        st.api_key_header = api_key.header_value();
+        st.addressing.clear();
+        st.api_key = api_key;
+        st.revoked = false;
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {

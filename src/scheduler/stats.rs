@@ -7,7 +7,6 @@ use super::refusals::RefusedCalls;
 
 /// A snapshot of one key's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
 pub struct KeyStats {
     /// Jobs accepted by `submit`.
     pub submitted: u64,

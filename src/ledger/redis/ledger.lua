@@ -363,12 +363,7 @@ end
 
 -- Calls given by their offsets before now (ns; negative: a slot still ahead), merged in time
 -- order with the calls the state holds.
-local function merge_calls(first, fresh)
-  local times = {}
-  for j = first, #ARGV do
-    local t = now - tonumber(ARGV[j])
-    if t >= 0 and now - t < horizon then times[#times + 1] = t end
-  end
+local function merge_times(times, fresh)
   if #times == 0 then return end
   table.sort(times)
   local newest = times[#times]
@@ -411,6 +406,15 @@ local function merge_calls(first, fresh)
     end
   end
   if st.ls == nil or newest > st.ls then st.ls = newest end
+end
+
+local function merge_calls(first, fresh)
+  local times = {}
+  for j = first, #ARGV do
+    local t = now - tonumber(ARGV[j])
+    if t >= 0 and now - t < horizon then times[#times + 1] = t end
+  end
+  merge_times(times, fresh)
 end
 
 -- The ops --------------------------------------------------------------------------------
@@ -502,6 +506,15 @@ if op == 'reserve' then
   return out
 elseif op == 'read' then
   return state_reply()
+elseif op == 'late' then
+  -- Calls recorded at these times went out as late as now: moved to now.
+  local c = tonumber(ARGV[A])
+  local times = {}
+  for j = 1, c do
+    refund(tonumber(ARGV[A + j]))
+    times[j] = now
+  end
+  merge_times(times, false)
 elseif op == 'refund' then
   refund(tonumber(ARGV[A]))
 elseif op == 'block' then

@@ -51,6 +51,10 @@ use crate::quota::{Limit, Quota};
 
 const SCRIPT: &str = include_str!("ledger.lua");
 
+/// How long before an outage a slot may have been handed to the dispatch task and still not
+/// sent when the outage began (see `catch_up`).
+const LATE_MARGIN: Duration = Duration::from_secs(1);
+
 /// What a [`RedisLedgerStore`] does while Redis cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -148,6 +152,9 @@ struct KeyState {
     last_reply: Option<Instant>,
     /// The local share of the quota ([`Unreachable::LocalShare`]), while Redis is unreachable.
     share: Option<Ledger>,
+    /// After an outage: this key's slots from this instant on may have gone out as late as
+    /// now; they are re-seeded as sent now.
+    late_from: Option<Instant>,
 }
 
 impl RedisLedgerStore {
@@ -313,7 +320,11 @@ impl RedisLedgerStore {
             ];
             (s.names.clone(), s.args.clone(), s.known(), extra)
         };
-        let offsets = lock(ks).own.offsets(now);
+        let offsets = {
+            let mut s = lock(ks);
+            let late_from = s.late_from.take();
+            s.own.offsets(now, late_from)
+        };
         extra.extend(offsets.iter().map(i64::to_string));
         match self
             .invoke(&names, "seed", now, &args, &known, &extra)
@@ -335,7 +346,35 @@ impl RedisLedgerStore {
         }
     }
 
-    /// One script call, retried while Redis is unreachable (see [`Unreachable`]).
+    /// One attempt of a script call.
+    async fn invoke_once(
+        &self,
+        names: &[String],
+        op: &str,
+        at: Instant,
+        args: &[String],
+        epoch: &str,
+        extra: &[String],
+    ) -> redis::RedisResult<redis::Value> {
+        let [sec, usec] = self.time_args(at);
+        let mut call = self.script.prepare_invoke();
+        for name in names {
+            call.key(name);
+        }
+        call.arg(op).arg(sec).arg(usec).arg(&args[0]).arg(epoch);
+        for a in &args[1..] {
+            call.arg(a);
+        }
+        for a in extra {
+            call.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        call.invoke_async(&mut conn).await
+    }
+
+    /// One script call, retried while Redis is unreachable (see [`Unreachable`]). After an
+    /// outage, every key's slots that fell due during it are recorded again as sent now
+    /// ([`catch_up`](Self::catch_up)) before the call is made.
     async fn invoke(
         &self,
         names: &[String],
@@ -348,59 +387,84 @@ impl RedisLedgerStore {
         let started = self.clock.now();
         let mut pause = Duration::from_millis(50);
         loop {
-            let [sec, usec] = self.time_args(at);
-            let mut call = self.script.prepare_invoke();
-            for name in names {
-                call.key(name);
-            }
-            call.arg(op).arg(sec).arg(usec).arg(&args[0]).arg(epoch);
-            for a in &args[1..] {
-                call.arg(a);
-            }
-            for a in extra {
-                call.arg(a);
-            }
-            let mut conn = self.conn.clone();
-            let result: redis::RedisResult<redis::Value> = call.invoke_async(&mut conn).await;
-            match result {
+            let result = match self.catch_up().await {
+                Ok(()) => self.invoke_once(names, op, at, args, epoch, extra).await,
+                Err(e) => Err(e),
+            };
+            let e = match result {
                 Ok(value) => {
                     self.end_outage();
                     return Reply::parse(value);
                 }
-                Err(e) if is_quota_conflict(&e) => {
-                    return Err(StoreError::QuotaConflict(describe(&e)));
-                }
-                Err(e)
-                    if e.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                        || !is_unreachable(&e) =>
-                {
-                    return Err(StoreError::Unavailable(format!("Redis: {}", describe(&e))));
-                }
-                Err(e) => {
-                    let now = self.clock.now();
-                    // Counted from the start of the outage: once Redis has been gone longer
-                    // than the deadline, each operation tries once.
-                    let since = self.begin_outage(now, &e).min(started);
-                    let waited = now.saturating_duration_since(since);
-                    let limit = match self.config.unreachable {
-                        Unreachable::Wait { deadline } => deadline,
-                        Unreachable::LocalShare { after, .. } => after,
-                    };
-                    if waited >= limit {
-                        return Err(StoreError::Unavailable(format!(
-                            "Redis unreachable for {} ms: {}",
-                            waited.as_millis(),
-                            describe(&e)
-                        )));
-                    }
-                    self.clock
-                        .sleep_until(now + pause.min(limit - waited))
-                        .await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
+                Err(e) => e,
+            };
+            if is_quota_conflict(&e) {
+                return Err(StoreError::QuotaConflict(describe(&e)));
+            }
+            if !is_unreachable(&e) {
+                return Err(StoreError::Unavailable(format!("Redis: {}", describe(&e))));
+            }
+            let now = self.clock.now();
+            // Counted from the start of the outage: once Redis has been gone longer than the
+            // deadline, each operation tries once.
+            let since = self.begin_outage(now, &e).min(started);
+            let waited = now.saturating_duration_since(since);
+            let limit = match self.config.unreachable {
+                Unreachable::Wait { deadline } => deadline,
+                Unreachable::LocalShare { after, .. } => after,
+            };
+            if waited >= limit {
+                return Err(StoreError::Unavailable(format!(
+                    "Redis unreachable for {} ms: {}",
+                    waited.as_millis(),
+                    describe(&e)
+                )));
+            }
+            self.clock
+                .sleep_until(now + pause.min(limit - waited))
+                .await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// After an outage: a call whose slot fell due while the scheduler waited for Redis may have
+    /// gone out as late as Redis's answer (the dispatch task that sends it was waiting too). So
+    /// every key's slots from shortly before the outage ([`LATE_MARGIN`]) to now are recorded
+    /// again as sent now (later than they were: the safe side); a key whose state is gone keeps
+    /// them as sent now for its re-seed. Nothing to do without an outage.
+    async fn catch_up(&self) -> redis::RedisResult<()> {
+        let Some(since) = self.unreachable_since() else {
+            return Ok(());
+        };
+        let from = since.checked_sub(LATE_MARGIN).unwrap_or(since);
+        let states: Vec<Arc<Mutex<KeyState>>> =
+            self.keys.iter().map(|e| Arc::clone(e.value())).collect();
+        for ks in states {
+            let now = self.clock.now();
+            let (names, args, known, late) = {
+                let mut s = lock(&ks);
+                s.late_from = Some(s.late_from.map_or(from, |f| f.min(from)));
+                let late = s.own.shared_between(from, now);
+                (s.names.clone(), s.args.clone(), s.known(), late)
+            };
+            if late.is_empty() {
+                lock(&ks).late_from = None;
+                continue;
+            }
+            let mut extra = vec![late.len().to_string()];
+            extra.extend(late.iter().map(u64::to_string));
+            let value = self
+                .invoke_once(&names, "late", now, &args, &known, &extra)
+                .await?;
+            // A state that is gone (or rolled back) is re-seeded by the key's next call, with
+            // these slots as sent now (`late_from` stays).
+            if let Ok(Reply::Ok(ok)) = Reply::parse(value) {
+                let mut s = lock(&ks);
+                s.own.move_shared_between(from, now, ok.now_ns);
+                s.late_from = None;
             }
         }
+        Ok(())
     }
 
     /// Marks Redis unreachable (warning once per outage); returns since when.
@@ -437,7 +501,7 @@ impl RedisLedgerStore {
             let share = share_of(&s.quota, fleet_size);
             let ages: Vec<Duration> = s
                 .own
-                .offsets(now)
+                .offsets(now, None)
                 .iter()
                 .map(|&o| Duration::from_nanos(u64::try_from(o.max(0)).unwrap_or(0)))
                 .collect();
@@ -674,6 +738,7 @@ impl KeyState {
             own: OwnCalls::new(usize::try_from(most).unwrap_or(usize::MAX), horizon),
             last_reply: None,
             share: None,
+            late_from: None,
         }
     }
 }

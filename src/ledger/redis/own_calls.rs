@@ -60,19 +60,39 @@ impl OwnCalls {
     }
 
     /// How long before `now` each slot that still counts was (ns; negative: still ahead), for
-    /// Redis to record them again.
-    pub(super) fn offsets(&self, now: Instant) -> Vec<i64> {
+    /// Redis to record them again; those from `late_from` to `now` as sent now.
+    pub(super) fn offsets(&self, now: Instant, late_from: Option<Instant>) -> Vec<i64> {
         self.slots
             .iter()
             .filter(|&&(t, _)| t + self.horizon > now)
             .map(|&(t, _)| {
-                if t <= now {
+                if late_from.is_some_and(|from| from <= t && t <= now) {
+                    0
+                } else if t <= now {
                     i64::try_from((now - t).as_nanos()).unwrap_or(i64::MAX)
                 } else {
                     -i64::try_from((t - now).as_nanos()).unwrap_or(i64::MAX)
                 }
             })
             .collect()
+    }
+
+    /// The times on the state's scale of the slots handed out from `from` to `now`.
+    pub(super) fn shared_between(&self, from: Instant, now: Instant) -> Vec<u64> {
+        self.slots
+            .iter()
+            .filter(|&&(t, _)| from <= t && t <= now)
+            .map(|&(_, shared)| shared)
+            .collect()
+    }
+
+    /// Those slots recorded again at `now_ns` on the state's scale.
+    pub(super) fn move_shared_between(&mut self, from: Instant, now: Instant, now_ns: u64) {
+        for (t, shared) in &mut self.slots {
+            if from <= *t && *t <= now {
+                *shared = now_ns;
+            }
+        }
     }
 
     /// The slots' times on a new state's scale are unknown until it is read again: each is
@@ -95,14 +115,15 @@ mod tests {
 
     #[test]
     fn keeps_the_most_recent_and_gives_back_by_instant() {
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now();
         let ms = Duration::from_millis;
         let mut own = OwnCalls::new(2, ms(1_000));
         own.push(t0, 10, t0);
         own.push(t0 + ms(1), 11, t0);
         own.push(t0 + ms(2), 12, t0);
         assert_eq!(own.take(t0), None, "only the 2 most recent are kept");
-        assert_eq!(own.offsets(t0 + ms(1)), vec![0, -1_000_000]);
+        assert_eq!(own.offsets(t0 + ms(1), None), vec![0, -1_000_000]);
+        assert_eq!(own.offsets(t0 + ms(2), Some(t0 + ms(1))), vec![0, 0]);
         assert_eq!(own.take(t0 + ms(1)), Some(11));
         assert!(own.any_counting(t0 + ms(500)));
         assert!(!own.any_counting(t0 + ms(1_002)));

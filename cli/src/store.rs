@@ -1,0 +1,165 @@
+//! Where the CLI keeps the key's ledger: in this process, or in Redis (`--redis URL`, or
+//! `FABRAIX_REDIS_URL`) when several processes or machines share the key.
+
+use std::time::Duration;
+
+use fabraix_scheduler::{
+    Instant, KeyId, Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, Quota, RedisLedgerStore,
+    StoreError,
+};
+
+use crate::exit::CliError;
+
+/// The key's ledger store.
+#[derive(Clone, Debug)]
+pub enum CliStore {
+    /// In this process (the default).
+    Memory(MemoryLedgerStore),
+    /// Shared through Redis with every process that uses the key.
+    Redis(RedisLedgerStore),
+}
+
+impl CliStore {
+    /// The store `--redis` asks for: Redis at `url`, else in memory.
+    pub async fn open(url: Option<&str>) -> Result<Self, CliError> {
+        match url {
+            None => Ok(CliStore::Memory(MemoryLedgerStore::new())),
+            Some(url) => RedisLedgerStore::connect(url)
+                .await
+                .map(CliStore::Redis)
+                // The URL may hold a password: not repeated.
+                .map_err(|e| CliError::new(format!("--redis: {e}"))),
+        }
+    }
+
+    /// A copy of the key's ledger if it is in this process (the progress display's ETA).
+    pub fn snapshot(&self, key: &KeyId) -> Option<Ledger> {
+        match self {
+            CliStore::Memory(s) => s.snapshot(key),
+            CliStore::Redis(_) => None,
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            CliStore::Memory($s) => $e,
+            CliStore::Redis($s) => $e,
+        }
+    };
+}
+
+impl LedgerStore for CliStore {
+    fn local_ledger(&self, key: &KeyId) -> Option<std::sync::Arc<std::sync::Mutex<Ledger>>> {
+        each!(self, s => s.local_ledger(key))
+    }
+
+    fn bind_fingerprint(&self, key: &KeyId, fingerprint: &str) {
+        each!(self, s => s.bind_fingerprint(key, fingerprint))
+    }
+
+    async fn register(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.register(key, quota, config, now).await)
+    }
+
+    async fn register_with_earlier_calls(
+        &self,
+        key: &KeyId,
+        quota: &Quota,
+        config: LedgerConfig,
+        now: Instant,
+        ages: &[Duration],
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.register_with_earlier_calls(key, quota, config, now, ages).await)
+    }
+
+    async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
+        each!(self, s => s.reserve(key, now).await)
+    }
+
+    async fn refund(&self, key: &KeyId, slot: Instant) -> Result<(), StoreError> {
+        each!(self, s => s.refund(key, slot).await)
+    }
+
+    async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
+        each!(self, s => s.nth_slot(key, now, k).await)
+    }
+
+    async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {
+        each!(self, s => s.plan(key, now, k).await)
+    }
+
+    async fn block_until(&self, key: &KeyId, until: Instant) -> Result<(), StoreError> {
+        each!(self, s => s.block_until(key, until).await)
+    }
+
+    async fn apply_server_window(
+        &self,
+        key: &KeyId,
+        remaining: u32,
+        reset_at: Instant,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.apply_server_window(key, remaining, reset_at).await)
+    }
+
+    async fn set_pace(&self, key: &KeyId, spacing: Option<Duration>) -> Result<(), StoreError> {
+        each!(self, s => s.set_pace(key, spacing).await)
+    }
+
+    async fn recent_utilisation(&self, key: &KeyId, now: Instant) -> Result<Vec<f64>, StoreError> {
+        each!(self, s => s.recent_utilisation(key, now).await)
+    }
+}
+
+/// `plan --redis`: the fleet's shared windows for the key (its API key from the environment),
+/// as Redis holds them now: when the next call and the `n`-th could go.
+pub async fn describe_shared(
+    url: &str,
+    api_key: &fabraix_scheduler::ApiKey,
+    quota: &Quota,
+    n: u64,
+) -> Result<String, CliError> {
+    let store = RedisLedgerStore::connect(url)
+        .await
+        .map_err(|e| CliError::new(format!("--redis: {e}")))?;
+    let key = KeyId::new("default");
+    let clock = fabraix_scheduler::TokioClock::new();
+    let now = fabraix_scheduler::Clock::now(&clock);
+    store.bind_fingerprint(&key, api_key.fingerprint());
+    store
+        .register(&key, quota, LedgerConfig::default(), now)
+        .await
+        .map_err(|e| CliError::new(format!("--redis: {e}")))?;
+    let k = usize::try_from(n.max(1)).unwrap_or(usize::MAX);
+    let next = store.nth_slot(&key, now, 1).await;
+    let nth = store.nth_slot(&key, now, k).await;
+    let used = store.recent_utilisation(&key, now).await;
+    let (Ok(next), Ok(nth), Ok(used)) = (next, nth, used) else {
+        return Err(CliError::new("--redis: cannot read the shared windows"));
+    };
+    let busy: Vec<String> = quota
+        .limits()
+        .iter()
+        .zip(&used)
+        .map(|(l, u)| {
+            let calls = (u * 2.0 * f64::from(l.count())).round();
+            format!("{l}: {calls} calls in its last two windows")
+        })
+        .collect();
+    Ok(format!(
+        "shared windows of key {} in Redis ({}): {}\n  the fleet's next call could go in {}; call {} of {n} in {}\n",
+        api_key.fingerprint(),
+        store.redis_prefix(&key),
+        busy.join(", "),
+        crate::human::duration(next.saturating_duration_since(now)),
+        crate::human::count(n),
+        crate::human::duration(nth.saturating_duration_since(now)),
+    ))
+}
