@@ -2,7 +2,13 @@
 //! `now` advancing at the quota's long-run rate so windows keep rolling), for Development,
 //! Production and 1,000,000/1h; governor's `check()` in the same group as the reference. And the
 //! ETAs of a filling queue (`ledger_eta`): the k-th slot for k = 1, 2, …, 1,000 on a steady-state
-//! Development ledger, each planned afresh against one plan extended as the queue grows.
+//! Development ledger, each planned afresh against one plan extended as the queue grows. And the
+//! ETA of a job submitted behind `depth` others while calls go out (`ledger_eta_under_load`): each
+//! iteration one call reserves its slot and one job asks for its place at the queue's tail, at
+//! depths 10, 1,000 and 100,000 — `forecast` (the plan the ledger follows) against `nth_slot_with`
+//! (a plan kept outside the ledger, made again after every change), on a Production key whose
+//! calls go in their slots (the plan stays exact) and on a 1,000,000/1s key whose sender lags
+//! its slots by 1 µs a call (the plan is an estimate, made again as it is followed).
 //!
 //! `cargo bench --bench ledger`
 
@@ -120,5 +126,75 @@ fn ledger_eta(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ledger_reserve, ledger_plan, ledger_eta);
+/// A key with `depth` jobs queued whose calls go out: each iteration the next call reserves its
+/// slot (at it, or `late` after the previous one, whichever is later) and a job joins the tail.
+struct Load {
+    ledger: Ledger,
+    now: Instant,
+    late: Duration,
+    depth: usize,
+}
+
+impl Load {
+    fn new(quota: &Quota, late: Duration, depth: usize) -> Self {
+        let (ledger, now, _) = steady_ledger(quota);
+        Self {
+            ledger,
+            now,
+            late,
+            depth,
+        }
+    }
+
+    /// One call goes out; the job submitted now is told its ETA by `eta`.
+    fn step(&mut self, eta: impl FnOnce(&mut Ledger, Instant, usize) -> Instant) -> Instant {
+        let slot = self.ledger.reserve(self.now);
+        self.now = slot.max(self.now + self.late);
+        eta(&mut self.ledger, self.now, self.depth)
+    }
+}
+
+fn ledger_eta_under_load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger_eta_under_load");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500))
+        .sampling_mode(criterion::SamplingMode::Flat);
+    let keys = [
+        ("production_on_plan", Quota::production(), Duration::ZERO),
+        (
+            "1000000_per_second_lagging",
+            "1000000/1s".parse().expect("valid quota"),
+            Duration::from_micros(1),
+        ),
+    ];
+    for (name, quota, late) in keys {
+        for depth in [10usize, 1_000, 100_000] {
+            let mut load = Load::new(&quota, late, depth);
+            group.bench_function(BenchmarkId::new(format!("forecast/{name}"), depth), |b| {
+                b.iter(|| load.step(|l, now, k| l.forecast(black_box(now), k).at))
+            });
+            let mut load = Load::new(&quota, late, depth);
+            let mut cursor = None;
+            group.bench_function(
+                BenchmarkId::new(format!("nth_slot_with/{name}"), depth),
+                |b| {
+                    b.iter(|| {
+                        load.step(|l, now, k| l.nth_slot_with(&mut cursor, black_box(now), k))
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    ledger_reserve,
+    ledger_plan,
+    ledger_eta,
+    ledger_eta_under_load
+);
 criterion_main!(benches);

@@ -4,7 +4,10 @@
 //!   outcome) with a no-op transport (200 at once) and an unlimited quota, against a raw tokio
 //!   mpsc + oneshot round trip of the same batch, on the same current-thread runtime; and the
 //!   lower bound of any scheduler with this library's contract (`floor_server`: the raw round trip
-//!   plus a `Response` as the outcome, the call through the `Transport` trait, a reservation).
+//!   plus a `Response` as the outcome, the call through the `Transport` trait, a reservation); and
+//!   two recipes a user might write instead, over a no-op service: tower's
+//!   `ServiceBuilder::new().buffer(1024).rate_limit(..)`, and governor's `until_ready` with a tokio
+//!   `Semaphore` of 64 under `join_all`.
 //! - `scheduler_overhead/quota_layer_noop_service`: the same batch as requests through a
 //!   `QuotaLayer` over a no-op tower service (200 at once), all in flight at once as the
 //!   scheduler's batch is: beside `scheduler_noop_transport`, the layer's cost per request (the
@@ -22,8 +25,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use scheduler_rig::{
-    floor_batch, floor_server, raw_batch, raw_server, run_batch, run_two_submitters,
-    scheduler_with_keys, Floor, Via,
+    floor_batch, floor_server, governor_batch, raw_batch, raw_server, run_batch,
+    run_two_submitters, scheduler_with_keys, tower_batch, tower_recipe, Floor, GovernorRecipe, Via,
 };
 
 const BATCH: usize = 1_000;
@@ -37,6 +40,8 @@ fn scheduler_overhead(c: &mut Criterion) {
     let (scheduler, keys) = rt.block_on(scheduler_with_keys(1, MANY));
     let raw = rt.block_on(async { raw_server() });
     let floor = rt.block_on(async { floor_server(Floor::Ledger) });
+    let tower = rt.block_on(async { tower_recipe() });
+    let governor = GovernorRecipe::new();
     let mut group = c.benchmark_group("scheduler_overhead");
     group
         .sample_size(30)
@@ -53,6 +58,13 @@ fn scheduler_overhead(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("floor_of_the_contract", BATCH), |b| {
         b.to_async(&rt).iter(|| floor_batch(&floor, BATCH))
     });
+    group.bench_function(BenchmarkId::new("tower_buffer_rate_limit", BATCH), |b| {
+        b.to_async(&rt).iter(|| tower_batch(&tower, BATCH))
+    });
+    group.bench_function(
+        BenchmarkId::new("governor_semaphore_join_all", BATCH),
+        |b| b.to_async(&rt).iter(|| governor_batch(&governor, BATCH)),
+    );
     group.finish();
 }
 

@@ -13,6 +13,7 @@
 //! cargo run --release --example overhead_paired -- --rounds 5000
 //! cargo run --release --example overhead_paired -- --via handle   # KeyHandle::submit
 //! cargo run --release --example overhead_paired -- --case floor    # the lower bound instead
+//! cargo run --release --example overhead_paired -- --case tower    # tower's recipe instead
 //! ```
 //!
 //! `--case floor` pairs the raw round trip with its lower bound (`floor_server` in
@@ -22,7 +23,10 @@
 //! clock). It shows how much of the 2× the contract itself takes. `--case floor-outcome` and
 //! `--case floor-transport` stop after the first one and the first two of these. `--case raw`
 //! pairs the raw round trip with itself: a check of the method (its median ratio is about 1), and
-//! under callgrind the raw side's instruction count (half the run's).
+//! under callgrind the raw side's instruction count (half the run's). `--case tower` pairs it with
+//! tower's `ServiceBuilder::new().buffer(1024).rate_limit(..)` over a no-op service, and
+//! `--case governor` with governor's `until_ready` plus a tokio `Semaphore` of 64 under `join_all`
+//! (both in `benches/support/scheduler_rig.rs`): what a user might write instead of the scheduler.
 
 #[path = "../benches/support/paired.rs"]
 mod paired;
@@ -32,7 +36,8 @@ mod scheduler_rig;
 
 use paired::{in_pairs, means, rounds_arg, spread};
 use scheduler_rig::{
-    floor_batch, floor_server, raw_batch, raw_server, run_batch, scheduler_with_keys, Floor, Via,
+    floor_batch, floor_server, governor_batch, raw_batch, raw_server, run_batch,
+    scheduler_with_keys, tower_batch, tower_recipe, Floor, GovernorRecipe, Via,
 };
 
 const BATCH: usize = 1_000;
@@ -50,13 +55,19 @@ fn main() {
     let raw = rt.block_on(async { raw_server() });
     let lower_bound = match case {
         Case::Floor(level) => Some(rt.block_on(async { floor_server(level) })),
-        Case::Scheduler | Case::Raw => None,
+        _ => None,
     };
+    let tower = (case == Case::Tower).then(|| rt.block_on(async { tower_recipe() }));
+    let governor = (case == Case::Governor).then(GovernorRecipe::new);
     // Wall-clock timing is the point of this example (it is a benchmark, not library code).
     let time_case = || {
         let start = std::time::Instant::now();
         match (case, &lower_bound) {
             (Case::Raw, _) => rt.block_on(raw_batch(&raw, BATCH)),
+            (Case::Tower, _) => rt.block_on(tower_batch(tower.as_ref().expect("made"), BATCH)),
+            (Case::Governor, _) => {
+                rt.block_on(governor_batch(governor.as_ref().expect("made"), BATCH))
+            }
             (_, Some(lower_bound)) => rt.block_on(floor_batch(lower_bound, BATCH)),
             _ => rt.block_on(run_batch(&scheduler, &keys, via, BATCH, 0)),
         }
@@ -80,6 +91,8 @@ fn main() {
     let name = match case {
         Case::Scheduler => "scheduler",
         Case::Raw => "raw (again)",
+        Case::Tower => "tower buffer + rate_limit",
+        Case::Governor => "governor + semaphore",
         Case::Floor(Floor::Outcome) => "floor (outcome)",
         Case::Floor(Floor::Transport) => "floor (outcome, transport)",
         Case::Floor(Floor::Ledger) => "floor",
@@ -112,6 +125,10 @@ enum Case {
     Floor(Floor),
     /// The raw round trip itself.
     Raw,
+    /// tower's buffer + rate limit over a no-op service.
+    Tower,
+    /// governor's `until_ready` and a semaphore under `join_all`.
+    Governor,
 }
 
 /// `--case scheduler|floor|floor-outcome|floor-transport|raw`.
@@ -125,7 +142,9 @@ fn case_arg() -> Case {
             Some("floor-outcome") => Case::Floor(Floor::Outcome),
             Some("floor-transport") => Case::Floor(Floor::Transport),
             Some("raw") => Case::Raw,
-            _ => panic!("--case scheduler|floor|floor-outcome|floor-transport|raw"),
+            Some("tower") => Case::Tower,
+            Some("governor") => Case::Governor,
+            _ => panic!("--case scheduler|floor|floor-outcome|floor-transport|raw|tower|governor"),
         },
     }
 }

@@ -8,6 +8,7 @@ use crate::ledger::StoreError;
 /// A job's failure outcome. Carries the server's type, code and message where there was one;
 /// never the key (only its fingerprint).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobError {
     /// 400, 404, 422 or another 4xx: the request is wrong and retrying cannot help.
     #[error("rejected by the server: {api}")]
@@ -184,6 +185,7 @@ impl JobError {
 
 /// Why [`Scheduler::submit`](crate::Scheduler::submit) did not take a job. The job is handed back.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The key's queue is full and its overflow policy is to reject.
     #[error("the queue of key {key} is full ({capacity} jobs)")]

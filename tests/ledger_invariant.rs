@@ -273,3 +273,79 @@ proptest! {
         }
     }
 }
+
+#[derive(Clone, Debug)]
+enum LoadStep {
+    /// The next call goes in its slot (the clock moves on to it if it is ahead).
+    InItsSlot,
+    /// The next call goes this many ms late: the clock moves on by as much, then it reserves.
+    Late(u64),
+    /// Another change to the ledger (see [`Op`]; its reservations are late ones too).
+    Change(Op),
+    /// An ETA question at the tail of a queue that grows by this much (or starts again at this
+    /// value when the flag is set).
+    Ask(usize, bool),
+}
+
+fn load_step() -> impl Strategy<Value = LoadStep> {
+    prop_oneof![
+        4 => Just(LoadStep::InItsSlot),
+        1 => (0u64..300).prop_map(LoadStep::Late),
+        1 => op().prop_map(LoadStep::Change),
+        4 => ((0usize..6), prop::bool::weighted(0.1)).prop_map(|(k, reset)| LoadStep::Ask(k, reset)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// The plan a ledger follows while calls go out (`forecast`): a forecast it calls exact is what
+    /// a fresh plan answers, whatever the ledger went through; an estimate is never before `now`
+    /// nor after the fresh answer (calls gone late only move slots later), up to a window's tick
+    /// (the two round their calls' times apart).
+    #[test]
+    fn a_forecast_called_exact_is_what_a_fresh_plan_answers(q in quota(), steps in prop::collection::vec(load_step(), 1..300), guard in 0u64..20, bucket in prop::bool::weighted(0.3)) {
+        let t0 = tokio::time::Instant::now();
+        let semantics = if bucket { WindowSemantics::TokenBucket } else { WindowSemantics::Sliding };
+        let mut ledger = Ledger::new(&q, LedgerConfig { guard: Some(Duration::from_millis(guard)), semantics }, t0);
+        let mut now = t0;
+        let mut k = 1;
+        let mut reserved: Vec<Instant> = Vec::new();
+        for step in steps {
+            match step {
+                LoadStep::Ask(grow, reset) => {
+                    k = if reset { grow.max(1) } else { k + grow };
+                    let fresh = ledger.nth_slot(now, k);
+                    let forecast = ledger.forecast(now, k);
+                    prop_assert!(forecast.at >= now);
+                    if forecast.exact {
+                        prop_assert_eq!(forecast.at, fresh, "k = {}, {:?} after the start", k, now - t0);
+                    } else {
+                        let tick = q.longest_window() / 1024;
+                        prop_assert!(forecast.at <= fresh + tick, "estimate {:?} after the fresh plan's {:?}", forecast.at - t0, fresh - t0);
+                    }
+                }
+                LoadStep::InItsSlot => {
+                    now = now.max(ledger.earliest(now));
+                    reserved.push(ledger.reserve(now));
+                    k = k.saturating_sub(1).max(1);
+                }
+                LoadStep::Late(ms) | LoadStep::Change(Op::Reserve(ms)) => {
+                    now += Duration::from_millis(ms);
+                    reserved.push(ledger.reserve(now));
+                    k = k.saturating_sub(1).max(1);
+                }
+                LoadStep::Change(Op::Refund(i)) if !reserved.is_empty() => {
+                    let slot = reserved.remove(i % reserved.len());
+                    if slot >= now {
+                        ledger.refund(slot);
+                    }
+                }
+                LoadStep::Change(Op::Refund(_)) => {}
+                LoadStep::Change(Op::Block(ms)) => ledger.block_until(now + Duration::from_millis(ms)),
+                LoadStep::Change(Op::ServerWindow(r, ms)) => ledger.apply_server_window(r, now + Duration::from_millis(ms)),
+                LoadStep::Change(Op::Pace(ms)) => ledger.set_pace((ms > 0).then(|| Duration::from_millis(ms))),
+            }
+        }
+    }
+}

@@ -550,3 +550,74 @@ async fn one_key_id_names_its_own_key_in_each_scheduler_it_is_added_to() {
     assert_eq!(server_a.record().len(), 2);
     assert_eq!(b.stats(&id).unwrap().succeeded, 4);
 }
+
+/// Jobs submitted in rounds while the key's calls go out (its ledger changes under every ETA
+/// asked after the first round): each job is sent at the ETA its ticket gave, the ETAs of the
+/// later rounds continuing the plan where the calls sent meanwhile left it.
+#[tokio::test(start_paused = true)]
+async fn etas_given_while_calls_go_out_are_when_the_jobs_are_sent() {
+    let rig = slow_rig("3/1s,10/10s").await;
+    let mut tickets = Vec::new();
+    let mut next = 0;
+    for (round, (jobs, then_wait_ms)) in [(8, 2_500), (12, 700), (6, 9_000), (9, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        for _ in 0..jobs {
+            tickets.push(rig.scheduler.submit(&rig.key, event(next)).await.unwrap());
+            next += 1;
+        }
+        if round > 0 {
+            assert!(
+                !rig.server.record().is_empty(),
+                "calls went out before round {round}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(then_wait_ms)).await;
+    }
+    let etas: Vec<Instant> = tickets.iter().map(|t| t.eta()).collect();
+    for t in tickets {
+        t.await.unwrap();
+    }
+    let arrivals: Vec<Instant> = rig.server.record().iter().map(|c| c.arrival).collect();
+    assert_eq!(arrivals.len(), etas.len());
+    for (i, (eta, arrival)) in etas.iter().zip(&arrivals).enumerate() {
+        assert!(
+            *arrival >= *eta && *arrival - *eta < Duration::from_millis(5),
+            "job {i}: sent {:?} after its ETA",
+            arrival.checked_duration_since(*eta)
+        );
+    }
+    rig.server.verify().unwrap();
+}
+
+/// A ticket's ETA as a person reads it: a duration from now, and a wall-clock time, both on the
+/// scheduler's clock.
+#[tokio::test(start_paused = true)]
+async fn a_tickets_eta_reads_as_a_duration_from_now_and_as_a_wall_clock_time() {
+    let rig = slow_rig("1/1s").await;
+    let tickets = common::submit_events(&rig, 3).await;
+    let third = &tickets[2];
+    // Slots at 0, 1.1 s and 2.2 s (the window and its 100 ms guard), up to the windows' tick.
+    let in_ = third.eta_in();
+    assert!(
+        in_ >= Duration::from_millis(2_200) && in_ < Duration::from_millis(2_201),
+        "{in_:?}"
+    );
+    assert_eq!(in_, third.eta() - Instant::now());
+    // (The wall clock is the system's, which moves on while the test runs: compared to 50 ms.)
+    let close = |a: std::time::SystemTime, b: std::time::SystemTime| {
+        let apart = a.duration_since(b).or_else(|e| Ok::<_, ()>(e.duration()));
+        assert!(apart.unwrap() < Duration::from_millis(50), "{a:?} vs {b:?}");
+    };
+    close(third.eta_wall(), rig.scheduler.clock().wall_now() + in_);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(third.eta_in(), in_ - Duration::from_secs(1));
+    // Once passed, zero from now, and the wall-clock time of now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(third.eta_in(), Duration::ZERO);
+    close(third.eta_wall(), rig.scheduler.clock().wall_now());
+    for t in tickets {
+        t.await.unwrap();
+    }
+}

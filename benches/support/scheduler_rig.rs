@@ -1,8 +1,12 @@
 //! What the scheduler benchmarks share (`benches/scheduler.rs`, `examples/many_keys_paired.rs`,
 //! `examples/overhead_paired.rs`): a transport that answers at once, the job they send, a
-//! scheduler with n keys, a batch, and the raw mpsc + oneshot reference.
+//! scheduler with n keys, a batch, and the raw mpsc + oneshot reference; and two recipes a user
+//! might write instead (tower's buffer + rate limit, governor + a semaphore under `join_all`).
 
+use std::convert::Infallible;
+use std::future::Ready;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use fabraix_scheduler::{
@@ -237,4 +241,91 @@ pub async fn floor_batch(tx: &mpsc::UnboundedSender<(Job, oneshot::Sender<Outcom
     for r in replies {
         r.await.expect("answered").expect("success");
     }
+}
+
+/// The no-op service under tower's recipe: answers every job with 200 at once.
+#[allow(dead_code)] // The overhead benchmarks' only.
+#[derive(Clone, Copy, Debug)]
+pub struct NoopService;
+
+impl tower::Service<Job> for NoopService {
+    type Response = u16;
+    type Error = Infallible;
+    type Future = Ready<Result<u16, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, job: Job) -> Self::Future {
+        drop(job);
+        std::future::ready(Ok(200))
+    }
+}
+
+/// tower's recipe for a rate-limited client: `ServiceBuilder::new().buffer(1024).rate_limit(..)`
+/// over [`NoopService`].
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub type TowerRecipe = tower::buffer::Buffer<Job, Ready<Result<u16, Infallible>>>;
+
+/// [`TowerRecipe`] at 1,000,000,000 calls a second (never the bound, like the scheduler's
+/// unlimited quota): a buffer of 1,024 whose worker task drives the rate limit. Call inside a
+/// runtime (the worker is spawned).
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub fn tower_recipe() -> TowerRecipe {
+    tower::ServiceBuilder::new()
+        .buffer(1024)
+        .rate_limit(1_000_000_000, std::time::Duration::from_secs(1))
+        .service(NoopService)
+}
+
+/// Calls `n` jobs through a clone of `service` (each once it is ready), then awaits every answer.
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub async fn tower_batch(service: &TowerRecipe, n: usize) {
+    use tower::{Service, ServiceExt};
+    let mut service = service.clone();
+    let mut replies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ready = service.ready().await.expect("buffer open");
+        replies.push(ready.call(job()));
+    }
+    for r in replies {
+        r.await.expect("answered");
+    }
+}
+
+/// governor's recipe with a concurrency limit: each call waits `until_ready` on a direct limiter
+/// (u32::MAX a second: never the bound), then for one of 64 permits of a tokio `Semaphore`, then
+/// calls a no-op; the batch under `join_all`.
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub struct GovernorRecipe {
+    limiter: governor::DefaultDirectRateLimiter,
+    permits: tokio::sync::Semaphore,
+}
+
+#[allow(dead_code)] // The overhead benchmarks' only.
+impl GovernorRecipe {
+    pub fn new() -> Self {
+        Self {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::MAX,
+            )),
+            permits: tokio::sync::Semaphore::new(64),
+        }
+    }
+
+    async fn call(&self, job: Job) -> u16 {
+        self.limiter.until_ready().await;
+        let _permit = self.permits.acquire().await.expect("semaphore open");
+        drop(job);
+        200
+    }
+}
+
+/// `n` jobs through the [`GovernorRecipe`], all awaited together (`join_all`).
+#[allow(dead_code)] // The overhead benchmarks' only.
+pub async fn governor_batch(recipe: &GovernorRecipe, n: usize) {
+    let calls = (0..n).map(|_| recipe.call(job()));
+    let answers = futures_util::future::join_all(calls).await;
+    assert_eq!(answers.len(), n);
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::followed_plan::FollowedPlan;
 use super::limit_account::{LimitAccount, WindowSemantics};
 use crate::clock::{at_nanos, nanos_since, Instant};
 use crate::quota::Quota;
@@ -85,8 +86,10 @@ struct ServerCap {
 ///
 /// Decisions are synchronous and return *when*; waiting is the caller's business. Slots are handed
 /// out in time order. Memory: at most `min(N, 1,026)` entries of 8 bytes per limit — about 13 KiB
-/// for a Production key (600/1m + 10,000/1h), 8.5 KiB for a Development key.
-#[derive(Clone, Debug)]
+/// for a Production key (600/1m + 10,000/1h), 8.5 KiB for a Development key; while jobs are
+/// queued and their ETAs asked ([`forecast`](Self::forecast)), a copy of that and 8 bytes a job
+/// for the plan.
+#[derive(Debug)]
 pub struct Ledger {
     origin: Instant,
     /// What `origin` reads as, in ns: 0, or (for a ledger made with calls from before `origin`,
@@ -100,6 +103,37 @@ pub struct Ledger {
     server_cap: Option<ServerCap>,
     /// Bumped by every change, so that a [`PlanCursor`] knows when it no longer holds.
     version: u64,
+    /// The plan of the next slots that [`forecast`](Self::forecast) answers from, followed by
+    /// the reservations and dropped by any other change (see [`FollowedPlan`]).
+    plan: Option<Box<FollowedPlan>>,
+}
+
+/// A copy starts without the plan (a cache of [`Ledger::forecast`], rebuilt when asked).
+impl Clone for Ledger {
+    fn clone(&self) -> Self {
+        Self {
+            origin: self.origin,
+            offset_ns: self.offset_ns,
+            logs: self.logs.clone(),
+            last_slot_ns: self.last_slot_ns,
+            blocked_until_ns: self.blocked_until_ns,
+            pace_ns: self.pace_ns,
+            server_cap: self.server_cap,
+            version: self.version,
+            plan: None,
+        }
+    }
+}
+
+/// When the `k`-th next call of a key could go, as [`Ledger::forecast`] tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Forecast {
+    /// The slot, not before the `now` it was asked at.
+    pub at: Instant,
+    /// Whether `at` is what [`Ledger::nth_slot`] would answer (true), or an estimate from a plan
+    /// that calls have gone out of step with (false; early by about how late they went).
+    pub exact: bool,
 }
 
 impl Ledger {
@@ -139,6 +173,7 @@ impl Ledger {
             pace_ns: None,
             server_cap: None,
             version: 0,
+            plan: None,
         }
     }
 
@@ -232,6 +267,7 @@ impl Ledger {
                 reset_ns,
             }),
             version: 0,
+            plan: None,
         }
     }
 
@@ -239,6 +275,7 @@ impl Ledger {
     /// registered again): its versions continue after `old`'s, so that no plan made from `old`
     /// ([`PlanCursor`]) is taken for one of this ledger.
     pub(crate) fn replaces(&mut self, old: &Ledger) {
+        self.plan = None;
         self.version = self.version.saturating_add(old.version).saturating_add(1);
     }
 
@@ -250,7 +287,7 @@ impl Ledger {
         at_nanos(self.origin, ns.saturating_sub(self.offset_ns))
     }
 
-    fn earliest_ns(&self, now_ns: u64) -> u64 {
+    pub(super) fn earliest_ns(&self, now_ns: u64) -> u64 {
         let mut t = now_ns.max(self.blocked_until_ns);
         if let Some(last) = self.last_slot_ns {
             t = t.max(last);
@@ -279,7 +316,7 @@ impl Ledger {
     pub fn reserve(&mut self, now: Instant) -> Instant {
         let now_ns = self.ns(now);
         let t = self.earliest_ns(now_ns);
-        self.commit(t, now_ns);
+        self.commit_reserved(t, now_ns);
         self.instant(t)
     }
 
@@ -292,11 +329,22 @@ impl Ledger {
         if t > now_ns {
             return Err(self.instant(t));
         }
-        self.commit(t, now_ns);
+        self.commit_reserved(t, now_ns);
         Ok(self.instant(t))
     }
 
-    fn commit(&mut self, t: u64, now_ns: u64) {
+    /// Commits a reservation of the earliest slot, `t`, which the plan follows.
+    fn commit_reserved(&mut self, t: u64, now_ns: u64) {
+        self.commit(t, now_ns);
+        if let Some(plan) = self.plan.as_mut() {
+            if !plan.follow(t, now_ns) {
+                self.plan = None;
+            }
+        }
+    }
+
+    /// Commits a call at `t` to every window (the plan is the caller's business).
+    pub(super) fn commit(&mut self, t: u64, now_ns: u64) {
         self.version += 1;
         for log in &mut self.logs {
             log.record(t, now_ns);
@@ -315,6 +363,7 @@ impl Ledger {
     /// twice, at worst leaves the ledger more cautious; it never lets more calls through.
     pub fn refund(&mut self, slot: Instant) {
         self.version += 1;
+        self.plan = None;
         let t = self.ns(slot);
         for log in &mut self.logs {
             log.forget(t);
@@ -341,6 +390,7 @@ impl Ledger {
             .filter(|&t| after.is_none_or(|last| t > last))
             .collect();
         times.sort_unstable();
+        self.plan = None;
         for t in times {
             self.commit(t, now_ns);
         }
@@ -353,6 +403,7 @@ impl Ledger {
     pub fn record_late(&mut self, now: Instant, n: u32) {
         let now_ns = self.ns(now);
         let t = self.last_slot_ns.map_or(now_ns, |last| last.max(now_ns));
+        self.plan = None;
         for _ in 0..n {
             self.commit(t, now_ns);
         }
@@ -432,6 +483,49 @@ impl Ledger {
         self.instant(c.last_ns)
     }
 
+    /// When the `k`-th next call (1-based) could go, as [`nth_slot`](Self::nth_slot) answers, from
+    /// a plan the ledger keeps and follows as its slots are reserved: O(1) amortised per question
+    /// and per reservation, whatever `k` — the ETA of a job queued behind 100,000 others while
+    /// calls go out. Commits nothing.
+    ///
+    /// Exact ([`Forecast::exact`]) while the reservations made since the plan land on their
+    /// planned slots (a key held back by its quota). When calls go later than their slots (a
+    /// sender or a wire slower than the quota), the plan is an estimate, early by about that
+    /// lateness and never before `now`, and is made again once the reservations since it was made
+    /// reach half of the slots it planned then. Any other change (a refund, a block, a pace, a
+    /// server's window) drops the plan: the next question plans again, O(k).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{Ledger, LedgerConfig, Quota};
+    /// let now = tokio::time::Instant::now();
+    /// let mut ledger = Ledger::new(&"2/1s".parse::<Quota>().unwrap(), LedgerConfig::default(), now);
+    /// let tenth = ledger.forecast(now, 10);
+    /// assert_eq!((tenth.at, tenth.exact), (ledger.nth_slot(now, 10), true));
+    /// // A call goes in its slot: the plan follows it, and the job behind stays exact.
+    /// ledger.reserve(now);
+    /// let ninth = ledger.forecast(now, 9);
+    /// assert_eq!((ninth.at, ninth.exact), (tenth.at, true));
+    /// ```
+    pub fn forecast(&mut self, now: Instant, k: usize) -> Forecast {
+        if k <= 1 || (self.logs.is_empty() && self.server_cap.is_none()) {
+            return Forecast {
+                at: self.nth_slot(now, k),
+                exact: true,
+            };
+        }
+        let now_ns = self.ns(now);
+        let mut plan = match self.plan.take() {
+            Some(plan) if !plan.due_for_replanning() => plan,
+            _ => Box::new(FollowedPlan::new(self.clone())),
+        };
+        let (t, exact) = plan.nth(k, now_ns);
+        self.plan = Some(plan);
+        Forecast {
+            at: self.instant(t),
+            exact,
+        }
+    }
+
     /// When the `k`-th next call (1-based) could go; `now` for `k == 0`. Commits nothing.
     pub fn nth_slot(&self, now: Instant, k: usize) -> Instant {
         if k <= 1 {
@@ -458,6 +552,7 @@ impl Ledger {
     /// A block never shortens an earlier, longer one.
     pub fn block_until(&mut self, until: Instant) {
         self.version += 1;
+        self.plan = None;
         self.blocked_until_ns = self.blocked_until_ns.max(self.ns(until));
     }
 
@@ -470,6 +565,7 @@ impl Ledger {
     /// calls before `reset_at`. Only ever tightens: a larger figure than the ledger's own is ignored.
     pub fn apply_server_window(&mut self, remaining: u32, reset_at: Instant) {
         self.version += 1;
+        self.plan = None;
         let reset_ns = self.ns(reset_at);
         if remaining == 0 {
             self.block_until(reset_at);
@@ -490,7 +586,19 @@ impl Ledger {
     /// server counts more strictly than the quota says (see the scheduler's pacing).
     pub fn set_pace(&mut self, spacing: Option<Duration>) {
         self.version += 1;
+        self.plan = None;
         self.pace_ns = spacing.map(duration_ns).filter(|&p| p > 0);
+    }
+
+    /// Makes the latency guard `guard` from now on (see [`LedgerConfig::guard`]): the scheduler
+    /// does so for a key whose guard follows the spread of its answers' latency. Slots already
+    /// handed out stay as they are.
+    pub fn set_guard(&mut self, guard: Duration) {
+        self.version += 1;
+        self.plan = None;
+        for log in &mut self.logs {
+            log.set_guard(duration_ns(guard));
+        }
     }
 
     /// The minimum spacing in force, if any.
@@ -516,6 +624,13 @@ impl Ledger {
             .map(LimitAccount::heap_bytes)
             .sum::<usize>()
             + self.logs.capacity() * std::mem::size_of::<LimitAccount>()
+            + self.plan.as_ref().map_or(0, |p| p.heap_bytes())
+    }
+
+    /// Lets go of the plan [`forecast`](Self::forecast) keeps (its memory: a copy of the ledger
+    /// and 8 bytes a planned slot), as when the queue it planned for is empty.
+    pub fn forget_plan(&mut self) {
+        self.plan = None;
     }
 }
 
@@ -632,6 +747,75 @@ mod tests {
         assert!(new.version > old.version);
         // The old ledger's plan is not taken for the new one's.
         assert_eq!(new.nth_slot_with(&mut cursor, now, 4), new.nth_slot(now, 4));
+    }
+
+    /// The plan's identity: the same while it is followed, another once it is made again.
+    fn plan_id(l: &Ledger) -> Option<*const FollowedPlan> {
+        l.plan.as_deref().map(|p| p as *const FollowedPlan)
+    }
+
+    #[test]
+    fn a_forecast_follows_calls_that_go_in_their_slots_and_stays_exact() {
+        let (mut l, t0) = ledger("3/1s,5/10s", 10);
+        let first = l.forecast(t0, 20);
+        assert_eq!((first.at, first.exact), (l.nth_slot(t0, 20), true));
+        let plan = plan_id(&l);
+        let mut now = t0;
+        for left in (2..20).rev() {
+            // The next call goes in its slot; the job at the tail asks again.
+            now = l.reserve(now);
+            let fresh = l.nth_slot(now, left);
+            let forecast = l.forecast(now, left);
+            assert_eq!((forecast.at, forecast.exact), (fresh, true), "{left} left");
+            // The tail's slot does not move, and the plan was followed, not made again.
+            assert_eq!(forecast.at, first.at);
+            assert_eq!(plan_id(&l), plan);
+        }
+    }
+
+    #[test]
+    fn a_forecast_of_calls_gone_late_is_an_estimate_until_it_is_planned_again() {
+        let (mut l, t0) = ledger("2/1s", 0);
+        let ms = Duration::from_millis;
+        let sixth = l.forecast(t0, 6).at;
+        assert!(sixth >= t0 + ms(2_000) && sixth < t0 + ms(2_000) + Duration::from_micros(10));
+        let plan = plan_id(&l);
+        // The first call goes 300 ms after its slot: every later slot moves by as much.
+        let now = t0 + ms(300);
+        assert_eq!(l.reserve(now), now);
+        let late = l.forecast(now, 5);
+        assert!(!late.exact);
+        assert!(late.at <= l.nth_slot(now, 5) && late.at >= now);
+        assert_eq!(plan_id(&l), plan);
+        // Half of the six slots planned have been followed: the next question plans again.
+        l.reserve(now);
+        l.reserve(now);
+        let again = l.forecast(now, 3);
+        assert_eq!((again.at, again.exact), (l.nth_slot(now, 3), true));
+        // (Exact up to the windows' tick: a call is recorded at most a tick late.)
+        assert!(
+            again.at >= now + ms(2_000) && again.at < now + ms(2_000) + Duration::from_micros(10)
+        );
+        assert_ne!(plan_id(&l), plan);
+    }
+
+    #[test]
+    fn any_other_change_drops_the_plan() {
+        let (mut l, t0) = ledger("2/1s", 0);
+        let changes: [fn(&mut Ledger, Instant); 4] = [
+            |l, t| l.block_until(t + Duration::from_secs(5)),
+            |l, _| l.set_pace(Some(Duration::from_millis(700))),
+            |l, t| l.apply_server_window(1, t + Duration::from_secs(30)),
+            |l, t| l.refund(t),
+        ];
+        for change in changes {
+            l.forecast(t0, 4);
+            assert!(l.plan.is_some());
+            change(&mut l, t0);
+            assert!(l.plan.is_none());
+            let forecast = l.forecast(t0, 4);
+            assert_eq!((forecast.at, forecast.exact), (l.nth_slot(t0, 4), true));
+        }
     }
 
     #[test]

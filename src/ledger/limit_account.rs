@@ -99,6 +99,14 @@ impl LimitAccount {
         }
     }
 
+    /// Makes the guard `guard_ns` from now on.
+    pub(crate) fn set_guard(&mut self, guard_ns: u64) {
+        match self {
+            LimitAccount::Sliding { guard_ns: g, .. } => *g = guard_ns,
+            LimitAccount::Bucket(bucket) => bucket.set_guard(guard_ns),
+        }
+    }
+
     pub(crate) fn record(&mut self, t_ns: u64, now_ns: u64) {
         match self {
             LimitAccount::Sliding { log, .. } => log.record(t_ns, now_ns),

@@ -155,7 +155,7 @@ impl LedgerStore for MemoryLedgerStore {
     }
 
     async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
-        self.with(key, |l| l.nth_slot(now, k))
+        self.with(key, |l| l.forecast(now, k).at)
     }
 
     async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {

@@ -8,6 +8,7 @@
 //! which a sliding-log server refuses; and two stacked limiters cannot reserve atomically (the first
 //! one consumes even when the second refuses). This ledger checks and commits all windows at once.
 
+mod followed_plan;
 mod key_ledger;
 mod limit_account;
 mod memory;
@@ -20,7 +21,7 @@ mod window_log;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLedgerStore, RedisStoreConfig, Unreachable};
-pub use key_ledger::{Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
+pub use key_ledger::{Forecast, Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
 pub use memory::MemoryLedgerStore;
 pub use store::{LedgerStore, StoreError};

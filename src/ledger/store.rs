@@ -126,6 +126,7 @@ pub trait LedgerStore: Send + Sync + 'static {
 
 /// A ledger store could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// No ledger was registered for the key.
     #[error("no quota ledger is registered for key {0}")]

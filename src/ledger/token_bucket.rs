@@ -8,6 +8,7 @@ use super::recent_calls::RecentCalls;
 #[derive(Clone, Debug)]
 pub(crate) struct TokenBucket {
     count: u32,
+    window_ns: u64,
     /// T = W / N, rounded up (ns).
     interval_ns: u64,
     /// How far ahead of the theoretical arrival time a call may go: (N − 1) × T less the guard,
@@ -26,12 +27,18 @@ impl TokenBucket {
             .saturating_sub(guard_ns);
         Self {
             count,
+            window_ns,
             interval_ns,
             tolerance_ns,
             tat_ns: 0,
             last_ns: None,
             recent: RecentCalls::new(window_ns),
         }
+    }
+
+    /// Makes the guard `guard_ns` (see [`new`](Self::new)).
+    pub(crate) fn set_guard(&mut self, guard_ns: u64) {
+        self.tolerance_ns = Self::new(self.count, self.window_ns, guard_ns).tolerance_ns;
     }
 
     /// Rebuilt from what a shared store keeps of it.

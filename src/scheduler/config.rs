@@ -34,6 +34,7 @@ pub struct KeyConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) overflow: Overflow,
     pub(crate) refused_calls: RefusedCalls,
+    pub(crate) guard_from_latency: bool,
     pub(crate) sent_earlier: Vec<SystemTime>,
     pub(crate) call_journal: Option<PathBuf>,
     /// [metrics] The key's `key` label in the scheduler's metrics (default: its fingerprint).
@@ -78,6 +79,7 @@ impl KeyConfig {
             queue_capacity: 10_000,
             overflow: Overflow::Wait,
             refused_calls: RefusedCalls::Learn,
+            guard_from_latency: false,
             sent_earlier: Vec::new(),
             call_journal: None,
             metrics_label: None,
@@ -112,6 +114,32 @@ impl KeyConfig {
     pub fn guard(mut self, guard: Duration) -> Self {
         self.ledger.guard = Some(guard);
         self
+    }
+
+    /// Makes the key's latency guard follow the spread of its send-to-answer times, measured as
+    /// its calls are answered: twice the spread between their 1st and 99th percentiles over the
+    /// last 512 answers, looked at every 128, at least 1 ms and at most a tenth of the quota's
+    /// shortest window. It starts at the configured guard ([`guard`](Self::guard), else the
+    /// default). A sender on loopback then waits about a millisecond at each window's edge
+    /// instead of 100; a loaded or distant one, whose answers vary by more, waits more. The guard
+    /// in force is in [`KeyStats::guard`](crate::KeyStats::guard). Only a ledger kept in this
+    /// process follows (the in-memory store); one in a store elsewhere keeps its guard.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .guard_from_latency();
+    /// assert!(config.guard_follows_latency());
+    /// ```
+    pub fn guard_from_latency(mut self) -> Self {
+        self.guard_from_latency = true;
+        self
+    }
+
+    /// Whether the guard follows the latency ([`guard_from_latency`](Self::guard_from_latency)).
+    pub fn guard_follows_latency(&self) -> bool {
+        self.guard_from_latency
     }
 
     /// Whether a call answered 429 counts against the key's windows. The Fabraix docs do not say;

@@ -172,7 +172,8 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
     match result {
         // (Any window at all takes the full path, which caps it: no cap is needed to see one.)
         Ok(response)
-            if matches!(classify_status(response.status()), Class::Success)
+            if !call.q.guard_follows
+                && matches!(classify_status(response.status()), Class::Success)
                 && parse_rate_limit_headers(
                     response.headers(),
                     || inner.clock.wall_now(),
@@ -228,6 +229,9 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
             },
         result,
     } = answer;
+    if q.guard_follows && result.is_ok() {
+        q.observe_latency(sent_at, inner.clock.now());
+    }
     let verdict = match &result {
         Ok(response) => match classify_status(response.status()) {
             Class::Success => ProbeVerdict::Accepted,

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::sync::Notify;
@@ -12,7 +13,8 @@ use tokio::sync::Notify;
 use super::addressing::AddressingCache;
 use super::call_journal::CallJournal;
 use super::config::{KeyConfig, Overflow};
-use super::outcome_slots::OutcomeSender;
+use super::latency_guard::LatencyGuard;
+use super::outcome_slab::OutcomeSender;
 use super::pacing::Pacer;
 use super::refusals::{ProbeVerdict, RefusalAccounting};
 use super::shard::Shard;
@@ -23,7 +25,7 @@ use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
 use crate::job_error::JobError;
 use crate::key_id::KeyId;
-use crate::ledger::{Ledger, PlanCursor};
+use crate::ledger::Ledger;
 use crate::quota::Quota;
 use crate::scheduler_metrics::{KeyMetrics, LaneDepth};
 
@@ -89,14 +91,13 @@ pub(crate) struct QueueState {
     /// The key's removal is done: let go, its journal closed, its returned jobs reported.
     pub(crate) removed: bool,
     pub(crate) calls: CallCounts,
-    /// The ledger's plan for the queued jobs, extended as jobs arrive, so that each new job's ETA
-    /// costs O(1) rather than O(queue length); dropped when the queue empties.
-    pub(crate) plan: Option<PlanCursor>,
     pub(crate) returned: Vec<ReturnedJob>,
     /// Whether refused calls count, as configured or learned.
     pub(crate) refusals: RefusalAccounting,
     /// [metrics] The lanes' depth gauges, kept as the lanes change.
     depth: LaneDepth,
+    /// The latency guard in force, and how it follows the answers' latency if it does.
+    pub(crate) guard: LatencyGuard,
 }
 
 /// A slot reserved in the ledger that the key's shard waits for; the job is chosen when it is due.
@@ -184,6 +185,8 @@ pub(crate) struct KeyQueue {
     pub(crate) endpoint: Endpoint,
     pub(crate) quota: Quota,
     pub(crate) max_in_flight: usize,
+    /// Whether its guard follows the answers' latency (see `latency_guard`).
+    pub(crate) guard_follows: bool,
     pub(crate) capacity: usize,
     pub(crate) overflow: Overflow,
     state: Mutex<QueueState>,
@@ -212,6 +215,8 @@ pub(crate) struct KeyQueue {
     pub(crate) journal: Option<Box<CallJournal>>,
     /// [metrics] The key's metric handles.
     pub(crate) metrics: KeyMetrics,
+    /// The scheduler's clock (a ticket tells its ETA from now, or as a wall-clock time).
+    pub(crate) clock: Arc<dyn Clock>,
     /// Asked for a new key on a 401 ([`KeyConfig::on_unauthorized`]).
     pub(crate) key_refresh: Option<Arc<dyn crate::key_provider::KeyRefresh>>,
 }
@@ -222,6 +227,7 @@ impl KeyQueue {
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
         journal: Option<Box<CallJournal>>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         // [metrics] Labelled by the user's label, else the key's fingerprint.
         let label = match &config.metrics_label {
@@ -234,6 +240,7 @@ impl KeyQueue {
             endpoint: config.endpoint.clone(),
             quota: config.quota.clone(),
             max_in_flight: config.max_in_flight,
+            guard_follows: config.guard_from_latency,
             capacity: config.queue_capacity,
             overflow: config.overflow,
             state: Mutex::new(QueueState {
@@ -252,10 +259,10 @@ impl KeyQueue {
                 retired: false,
                 removed: false,
                 calls: CallCounts::default(),
-                plan: None,
                 returned: Vec::new(),
                 refusals: RefusalAccounting::new(config.refused_calls),
                 depth: metrics.depth.clone(),
+                guard: latency_guard_of(config),
             }),
             shard,
             ledger,
@@ -269,6 +276,7 @@ impl KeyQueue {
             probing: AtomicBool::new(false),
             journal,
             metrics,
+            clock,
             key_refresh: config.key_refresh.clone(),
         }
     }
@@ -436,9 +444,39 @@ impl KeyQueue {
         q.outcome.send(Err(JobError::ShutDown));
     }
 
+    /// A call sent at `sent_at` was answered at `now`: a key whose guard follows the latency
+    /// learns from it, and gives its ledger (if in this process) the new guard when it changes.
+    pub(crate) fn observe_latency(&self, sent_at: Instant, now: Instant) {
+        let mut st = self.lock();
+        if let Some(guard) = st.guard.observe(now.saturating_duration_since(sent_at)) {
+            if let Some(mut ledger) = self.lock_ledger() {
+                ledger.set_guard(guard);
+            }
+        }
+    }
+
     pub(crate) fn stats(&self) -> KeyStats {
         let st = self.lock();
-        self.counters
-            .snapshot(st.calls, st.len(), st.in_flight, st.refusals.rule())
+        let mut stats =
+            self.counters
+                .snapshot(st.calls, st.len(), st.in_flight, st.refusals.rule());
+        stats.guard = st.guard.current();
+        stats.latency_spread = st.guard.spread();
+        stats
     }
+}
+
+/// The guard a key starts with: its ledger's, following the latency if configured so (up to a
+/// tenth of the quota's shortest window).
+fn latency_guard_of(config: &KeyConfig) -> LatencyGuard {
+    let guard = config.ledger.guard_for(&config.quota);
+    if !config.guard_from_latency {
+        return LatencyGuard::fixed(guard);
+    }
+    let ceiling = config
+        .quota
+        .limits()
+        .first()
+        .map_or(Duration::ZERO, |l| l.window() / 10);
+    LatencyGuard::following(guard, ceiling)
 }

@@ -31,7 +31,8 @@ mod config;
 mod dispatch;
 mod key_handle;
 mod key_queue;
-mod outcome_slots;
+mod latency_guard;
+mod outcome_slab;
 mod pacing;
 mod panics;
 mod refusals;
@@ -380,7 +381,13 @@ impl<S: LedgerStore> Scheduler<S> {
         let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
         let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);
         let ledger = self.inner.store.local_ledger(&config.id);
-        let queue = Arc::new(KeyQueue::new(&config, Arc::clone(&shard), ledger, journal));
+        let queue = Arc::new(KeyQueue::new(
+            &config,
+            Arc::clone(&shard),
+            ledger,
+            journal,
+            Arc::clone(&self.inner.clock),
+        ));
         match self.inner.keys.entry(config.id.clone()) {
             // Not while `adding` is held; were it added otherwise, that queue would stand.
             dashmap::Entry::Occupied(_) => return Ok(()),

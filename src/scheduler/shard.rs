@@ -38,7 +38,7 @@ use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
 use super::key_queue::{KeyQueue, PendingSlot, QueueState, Queued};
-use super::outcome_slots::OutcomeSlots;
+use super::outcome_slab::OutcomeSlab;
 use super::panics::panic_message;
 use super::refusals::ProbeVerdict;
 use super::slot_timers::Timers;
@@ -72,7 +72,7 @@ pub(crate) struct Shard {
     pub(crate) handing_back: AtomicBool,
     /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
     /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
-    pub(crate) outcomes: Arc<OutcomeSlots>,
+    pub(crate) outcomes: Arc<OutcomeSlab>,
 }
 
 impl Default for Shard {
@@ -602,6 +602,11 @@ fn fill<S: LedgerStore>(
                 // In this process: reserved under the queue's lock, nothing to wait for.
                 Some(mut ledger) => {
                     let (slot, probe) = st.refusals.reserve(&mut ledger, at, &q.quota);
+                    if st.len() <= 1 {
+                        // The ETAs of later jobs are asked one place from the front at most: the
+                        // ledger's plan of the queue is of no further use (it holds a copy of it).
+                        ledger.forget_plan();
+                    }
                     if probe {
                         // The probe goes alone: its answer decides how the next calls count.
                         st.ramp = 1;
@@ -645,10 +650,6 @@ fn take_for_slot(q: &KeyQueue, st: &mut QueueState, held: PendingSlot, keep: boo
         return Step::Refund(held.slot);
     };
     let more = st.has_jobs();
-    if !more {
-        // The plan of an empty queue is of no further use; it holds a copy of the ledger.
-        st.plan = None;
-    }
     // The path was checked at submission with this endpoint, so this does not fail; if it did,
     // the job fails rather than the shard.
     let to = match st

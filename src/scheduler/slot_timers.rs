@@ -88,6 +88,7 @@ mod tests {
             Arc::new(Shard::default()),
             None,
             None,
+            Arc::new(crate::clock::TokioClock::new()),
         ))
     }
 

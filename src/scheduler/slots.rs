@@ -35,8 +35,8 @@ impl<S: LedgerStore> Inner<S> {
         now: Instant,
         k: usize,
     ) -> Result<Instant, StoreError> {
-        if let Some(ledger) = q.lock_ledger() {
-            return Ok(ledger.nth_slot(now, k));
+        if let Some(mut ledger) = q.lock_ledger() {
+            return Ok(ledger.forecast(now, k).at);
         }
         self.store.nth_slot(&q.id, now, k).await
     }

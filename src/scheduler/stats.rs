@@ -1,6 +1,7 @@
 //! Counters of one key, readable at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::refusals::RefusedCalls;
 
@@ -30,6 +31,13 @@ pub struct KeyStats {
     /// Whether the key counts refused calls now: as configured, or what it learned
     /// ([`RefusedCalls::Learn`] while it has not learned yet).
     pub refused_calls: RefusedCalls,
+    /// The latency guard in force: the configured one, or what it follows now
+    /// ([`KeyConfig::guard_from_latency`](crate::KeyConfig::guard_from_latency)).
+    pub guard: Duration,
+    /// The spread of the key's send-to-answer times last measured (99th less 1st percentile of
+    /// the last 512), for a key whose guard follows it; `None` otherwise or before the first
+    /// 128 answers.
+    pub latency_spread: Option<Duration>,
 }
 
 /// The counts every call changes, kept under the key's lock (taken for the call anyway) rather
@@ -76,6 +84,8 @@ impl Counters {
             queued: queued as u64,
             in_flight: in_flight as u64,
             refused_calls,
+            guard: Duration::ZERO,
+            latency_spread: None,
         }
     }
 }

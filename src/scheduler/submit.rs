@@ -7,7 +7,7 @@ use std::sync::{Arc, MutexGuard};
 use super::addressing::Addressing;
 use super::config::Overflow;
 use super::key_queue::{KeyQueue, QueueState, Queued};
-use super::outcome_slots::OutcomeReceiver;
+use super::outcome_slab::OutcomeReceiver;
 use super::shard::DueCall;
 use super::{Scheduler, Ticket};
 use crate::clock::Instant;
@@ -230,9 +230,9 @@ impl<S: LedgerStore> Scheduler<S> {
             Some(slot) if ahead == 0 => Some(slot),
             // Looked up already (nothing ahead, no slot held: the next slot is this job's).
             _ if idle_eta.is_some() => idle_eta,
-            _ => q.lock_ledger().map(|ledger| {
+            _ => q.lock_ledger().map(|mut ledger| {
                 let now = self.inner.clock.now();
-                ledger.nth_slot_with(&mut st.plan, now, eta_rank(ahead, pending))
+                ledger.forecast(now, eta_rank(ahead, pending)).at
             }),
         };
         // A key waiting for a slot, or with its calls all on the wire, is served again when the

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use super::key_queue::KeyQueue;
-use super::outcome_slots::OutcomeReceiver;
+use super::outcome_slab::OutcomeReceiver;
 use crate::clock::Instant;
 use crate::job_error::Outcome;
 use crate::key_id::KeyId;
@@ -39,6 +40,20 @@ impl Ticket {
     /// in the queue. Later higher-priority jobs, 429s and retries can move it.
     pub fn eta(&self) -> Instant {
         self.eta
+    }
+
+    /// How long from now (on the scheduler's clock) until [`eta`](Self::eta); zero once it has
+    /// passed. For showing a person: "sent in about 3 s".
+    pub fn eta_in(&self) -> Duration {
+        self.eta.saturating_duration_since(self.queue.clock.now())
+    }
+
+    /// [`eta`](Self::eta) as a wall-clock time, on the scheduler's clock (its
+    /// [`wall_now`](crate::Clock::wall_now) plus [`eta_in`](Self::eta_in)): for logs and
+    /// displays.
+    pub fn eta_wall(&self) -> SystemTime {
+        let wall = self.queue.clock.wall_now();
+        wall.checked_add(self.eta_in()).unwrap_or(wall)
     }
 
     /// Cancels the job if it has not been sent yet: it is never sent, its slot (if one was held for

@@ -22,9 +22,10 @@ use crate::job_error::{JobError, Outcome};
 /// Slots added at a time when none is vacant.
 const CHUNK: usize = 64;
 
-/// Outcome slots (see the module documentation).
+/// The slab where the outcomes of a shard's unfinished jobs wait for their tickets (see the module
+/// documentation).
 #[derive(Debug, Default)]
-pub(crate) struct OutcomeSlots {
+pub(crate) struct OutcomeSlab {
     slab: Mutex<Slab>,
 }
 
@@ -74,7 +75,7 @@ impl Slab {
     }
 }
 
-impl OutcomeSlots {
+impl OutcomeSlab {
     fn lock(&self) -> MutexGuard<'_, Slab> {
         self.slab.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -107,7 +108,7 @@ impl OutcomeSlots {
 /// The end of a job's outcome that goes with the job. Send once; dropped unsent, it delivers
 /// [`JobError::Internal`].
 pub(crate) struct OutcomeSender {
-    slots: Arc<OutcomeSlots>,
+    slots: Arc<OutcomeSlab>,
     index: u32,
     sent: bool,
 }
@@ -179,7 +180,7 @@ pub(crate) struct OutcomeReceiver {
 
 impl OutcomeReceiver {
     /// The outcome, if it is in; otherwise the task of `cx` is woken when it is.
-    pub(crate) fn poll(&mut self, slots: &OutcomeSlots, cx: &mut Context<'_>) -> Poll<Outcome> {
+    pub(crate) fn poll(&mut self, slots: &OutcomeSlab, cx: &mut Context<'_>) -> Poll<Outcome> {
         if self.done {
             return Poll::Ready(Err(JobError::Internal(
                 "the ticket was awaited after it gave its outcome".into(),
@@ -217,7 +218,7 @@ impl OutcomeReceiver {
 
     /// The ticket is dropped: an outcome already in is dropped and the slot freed; otherwise the
     /// sender frees it when it sends.
-    pub(crate) fn abandon(&mut self, slots: &OutcomeSlots) {
+    pub(crate) fn abandon(&mut self, slots: &OutcomeSlab) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
@@ -261,7 +262,7 @@ mod tests {
     /// A receiver with the slots it reads from, as a ticket holds it: a future of the outcome,
     /// abandoned when dropped.
     struct Held {
-        slots: Arc<OutcomeSlots>,
+        slots: Arc<OutcomeSlab>,
         rx: OutcomeReceiver,
     }
 
@@ -280,7 +281,7 @@ mod tests {
         }
     }
 
-    fn pair(slots: &Arc<OutcomeSlots>) -> (OutcomeSender, Held) {
+    fn pair(slots: &Arc<OutcomeSlab>) -> (OutcomeSender, Held) {
         let (tx, rx) = slots.pair();
         let slots = Arc::clone(slots);
         (tx, Held { slots, rx })
@@ -312,7 +313,7 @@ mod tests {
 
     #[test]
     fn an_outcome_sent_before_or_after_the_poll_reaches_its_own_ticket() {
-        let slots = Arc::new(OutcomeSlots::default());
+        let slots = Arc::new(OutcomeSlab::default());
         let (tx1, rx1) = pair(&slots);
         let (tx2, mut rx2) = pair(&slots);
         let counting = Arc::new(CountingWaker::default());
@@ -339,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_sender_dropped_unsent_delivers_an_internal_error() {
-        let slots = Arc::new(OutcomeSlots::default());
+        let slots = Arc::new(OutcomeSlab::default());
         let (tx, rx) = pair(&slots);
         drop(tx);
         assert!(matches!(
@@ -349,13 +350,13 @@ mod tests {
     }
 
     /// The slab's (slots, vacant slots).
-    fn counts(slots: &OutcomeSlots) -> (usize, usize) {
+    fn counts(slots: &OutcomeSlab) -> (usize, usize) {
         (slots.capacity(), slots.lock().vacant.len())
     }
 
     #[test]
     fn slots_are_reused_once_both_ends_are_done_whichever_goes_first() {
-        let slots = Arc::new(OutcomeSlots::default());
+        let slots = Arc::new(OutcomeSlab::default());
         for round in 0..3 {
             let pairs: Vec<_> = (0..CHUNK).map(|_| pair(&slots)).collect();
             assert_eq!(
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_slot_held_by_either_end_is_not_handed_out_again() {
-        let slots = Arc::new(OutcomeSlots::default());
+        let slots = Arc::new(OutcomeSlab::default());
         let (tx_a, rx_a) = pair(&slots);
         let (tx_b, rx_b) = pair(&slots);
         // Only the sender of `a` and only the receiver of `b` are left.
@@ -412,7 +413,7 @@ mod tests {
 
     #[test]
     fn ends_on_two_threads_deliver_every_outcome_once_to_its_own_ticket() {
-        let slots = Arc::new(OutcomeSlots::default());
+        let slots = Arc::new(OutcomeSlab::default());
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..2_000).map(|_| pair(&slots)).unzip();
         let sending = std::thread::spawn(move || {
             for (i, tx) in senders.into_iter().enumerate() {
