@@ -454,6 +454,62 @@ fn a_rolled_back_state_is_detected_and_seeded_again() {
     });
 }
 
+#[test]
+fn a_rolled_back_write_is_detected_even_after_another_process_wrote_since() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let connect = || async {
+            RedisLedgerStore::connect_with(&server.url(), settle(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_local_time_for_tests()
+        };
+        let a = connect().await;
+        let b = connect().await;
+        let key = KeyId::new("k");
+        let quota: Quota = "3/10s".parse().unwrap();
+        for s in [&a, &b] {
+            s.register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+        }
+        assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        // A replica's copy after `a`'s first call; `a`'s second is then lost by a failover.
+        let prefix = a.redis_prefix(&key);
+        let mut conn = server.conn();
+        let dumps: Vec<(String, Vec<u8>)> = ["h", "w1"]
+            .iter()
+            .map(|s| {
+                let k = format!("{prefix}:{s}");
+                let d: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
+                (k, d)
+            })
+            .collect();
+        assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        for (k, d) in &dumps {
+            let _: () = redis::cmd("RESTORE")
+                .arg(k)
+                .arg(0)
+                .arg(d)
+                .arg("REPLACE")
+                .query(&mut conn)
+                .unwrap();
+        }
+        // `b` writes first after the failover (it cannot know of the lost call): the state's
+        // sequence number is back where `a` last saw it.
+        assert_eq!(b.reserve(&key, t0).await.unwrap(), t0);
+        // Three calls went at t0 (two of `a`, one of `b`): `a`'s next must wait for the window,
+        // which it can only do if it sees that its second call is gone and tells it again.
+        let t1 = t0 + Duration::from_millis(500);
+        clock.set(t1);
+        let fourth = a.reserve(&key, t1).await.unwrap();
+        assert!(fourth >= t0 + Duration::from_secs(10), "{:?}", fourth - t0);
+    });
+}
+
 fn settle(d: Duration) -> RedisStoreConfig {
     let mut config = RedisStoreConfig::default();
     config.reseed_settle = d;

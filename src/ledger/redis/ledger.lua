@@ -2,7 +2,8 @@
 -- window_log.rs and token_bucket.rs, on Redis's own clock (TIME), committed atomically.
 --
 -- KEYS[1]  the key's hash of scalars; KEYS[1 + i] the ring of limit i's window log.
--- ARGV     op, now_sec, now_usec ('' '' = Redis TIME), signature, 'epoch seq' known, semantics
+-- ARGV     op, now_sec, now_usec ('' '' = Redis TIME), signature, 'epoch seq writer mine' known
+--          (mine: the sequence number of this writer's latest write, 0 unknown), semantics
 --          ('s' sliding | 'b' token bucket), guard_ns, horizon_ns, L, then L pairs
 --          (count, window_ns), then the op's own arguments.
 -- Times are ns since the state's origin (fields os/ou, seconds and µs of Redis time): exact
@@ -11,9 +12,15 @@
 local H = KEYS[1]
 local op = ARGV[1]
 local sig = ARGV[4]
--- The epoch this process knows and the highest sequence number it saw of it ('' and 0: none).
-local known, known_seq = string.match(ARGV[5], '^(%S*) (%d+)$')
+-- The epoch this process knows and the highest sequence number it saw of it ('' and 0: none);
+-- then this process's writer id and the sequence number of its latest write (0: none known).
+local known, known_seq, writer, mine = string.match(ARGV[5], '^(%S*) (%d+) (%S+) (%d+)$')
+if known == nil then
+  known, known_seq = string.match(ARGV[5], '^(%S*) (%d+)$')
+  writer, mine = nil, '0'
+end
 known_seq = tonumber(known_seq)
+mine = tonumber(mine)
 local sem = ARGV[6]
 local guard = tonumber(ARGV[7])
 local horizon = tonumber(ARGV[8])
@@ -116,6 +123,12 @@ local function save()
     f[#f + 1] = 'rc' .. i .. 'a'; f[#f + 1] = l.r[1][2]
     f[#f + 1] = 'ri' .. i .. 'b'; f[#f + 1] = l.r[2][1]
     f[#f + 1] = 'rc' .. i .. 'b'; f[#f + 1] = l.r[2][2]
+  end
+  -- The sequence number of this writer's latest write: a rollback that lost it is seen by the
+  -- writer even when others wrote since (their writes brought the number back up).
+  if writer ~= nil then
+    f[#f + 1] = 'p:' .. writer
+    f[#f + 1] = st.sq
   end
   redis.call('HSET', H, unpack(f))
   -- Kept as long as any call counts: the latest instant it holds, plus the longest window and
@@ -487,8 +500,8 @@ if not exists or S.ep ~= known then
   return { 'seed', S.ep or '' }
 end
 load()
--- Writes this process saw are gone (a failover to a replica that had not seen them).
-if st.sq < known_seq then
+-- Writes this process saw or made are gone (a failover to a replica that had not seen them).
+if st.sq < known_seq or (writer ~= nil and mine > 0 and num('p:' .. writer, 0) < mine) then
   return { 'rollback', S.ep }
 end
 
