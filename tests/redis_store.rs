@@ -562,6 +562,45 @@ fn a_restarted_empty_redis_is_told_the_calls_that_still_count() {
 }
 
 #[test]
+fn calls_older_than_a_state_seeded_by_an_idle_process_still_count() {
+    let mut server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let connect = || async {
+            RedisLedgerStore::connect_with(&server.url(), settle(Duration::from_millis(300)))
+                .await
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_local_time_for_tests()
+        };
+        let a = connect().await;
+        let b = connect().await;
+        let key = KeyId::new("k");
+        let quota: Quota = "2/10s".parse().unwrap();
+        for s in [&a, &b] {
+            s.register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+        }
+        for _ in 0..2 {
+            assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        }
+        let port = server.port;
+        server.kill();
+        server = RedisServer::start_on(port);
+        let t1 = t0 + Duration::from_secs(1);
+        clock.set(t1);
+        // `b`, which made no call, reaches the empty server first: the new state begins now.
+        b.reserve(&key, t1).await.unwrap();
+        // `a`'s two calls were made before that state began; they still count for 9 s.
+        let next = a.reserve(&key, t1).await.unwrap();
+        assert!(next >= t0 + Duration::from_secs(10), "{:?}", next - t0);
+    });
+    drop(server);
+}
+
+#[test]
 fn a_paused_redis_is_waited_for_and_a_gone_one_fails_after_the_deadline() {
     let mut server = RedisServer::start();
     runtime().block_on(async {

@@ -421,11 +421,14 @@ local function merge_times(times, fresh)
   if st.ls == nil or newest > st.ls then st.ls = newest end
 end
 
+-- Calls given by their offsets before now. A call that still counts but was made before the
+-- state's origin (a state begun by a process with no calls of its own) is recorded at the
+-- origin: later than it was, so its windows end late, never early.
 local function merge_calls(first, fresh)
   local times = {}
   for j = first, #ARGV do
-    local t = now - tonumber(ARGV[j])
-    if t >= 0 and now - t < horizon then times[#times + 1] = t end
+    local offset = tonumber(ARGV[j])
+    if offset < horizon then times[#times + 1] = math.max(now - offset, 0) end
   end
   merge_times(times, fresh)
 end
