@@ -601,6 +601,37 @@ fn calls_older_than_a_state_seeded_by_an_idle_process_still_count() {
 }
 
 #[test]
+fn a_window_log_evicted_from_redis_is_seeded_again_not_an_error_on_every_call() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let store = store_on(&server, &clock).await;
+        let key = KeyId::new("k");
+        let quota: Quota = "1/10s".parse().unwrap();
+        store
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        assert_eq!(store.reserve(&key, t0).await.unwrap(), t0);
+        // Evicted under memory pressure (an `allkeys-*` policy), or deleted by hand: the hash
+        // stays, the ring of the limit's calls is gone.
+        let ring = format!("{}:w1", store.redis_prefix(&key));
+        let _: () = redis::cmd("DEL")
+            .arg(&ring)
+            .query(&mut server.conn())
+            .unwrap();
+        let t1 = t0 + Duration::from_millis(500);
+        clock.set(t1);
+        let next = store
+            .reserve(&key, t1)
+            .await
+            .expect("a slot, not a script error");
+        assert!(next >= t0 + Duration::from_secs(10), "{:?}", next - t0);
+    });
+}
+
+#[test]
 fn a_paused_redis_is_waited_for_and_a_gone_one_fails_after_the_deadline() {
     let mut server = RedisServer::start();
     runtime().block_on(async {

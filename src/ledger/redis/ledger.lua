@@ -503,6 +503,14 @@ if not exists or S.ep ~= known then
   return { 'seed', S.ep or '' }
 end
 load()
+-- A window log evicted or deleted apart from the hash (its ring is written at full size at
+-- once): the state is incomplete, and is seeded again as after a rollback.
+for i = 1, L do
+  local l = lim[i]
+  if l.n > 0 and redis.call('STRLEN', l.key) < l.cap * 8 then
+    return { 'rollback', S.ep }
+  end
+end
 -- Writes this process saw or made are gone (a failover to a replica that had not seen them).
 if st.sq < known_seq or (writer ~= nil and mine > 0 and num('p:' .. writer, 0) < mine) then
   return { 'rollback', S.ep }
