@@ -454,6 +454,62 @@ fn a_rolled_back_state_is_detected_and_seeded_again() {
     });
 }
 
+#[test]
+fn a_rolled_back_write_is_detected_even_after_another_process_wrote_since() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let connect = || async {
+            RedisLedgerStore::connect_with(&server.url(), settle(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_local_time_for_tests()
+        };
+        let a = connect().await;
+        let b = connect().await;
+        let key = KeyId::new("k");
+        let quota: Quota = "3/10s".parse().unwrap();
+        for s in [&a, &b] {
+            s.register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+        }
+        assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        // A replica's copy after `a`'s first call; `a`'s second is then lost by a failover.
+        let prefix = a.redis_prefix(&key);
+        let mut conn = server.conn();
+        let dumps: Vec<(String, Vec<u8>)> = ["h", "w1"]
+            .iter()
+            .map(|s| {
+                let k = format!("{prefix}:{s}");
+                let d: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
+                (k, d)
+            })
+            .collect();
+        assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        for (k, d) in &dumps {
+            let _: () = redis::cmd("RESTORE")
+                .arg(k)
+                .arg(0)
+                .arg(d)
+                .arg("REPLACE")
+                .query(&mut conn)
+                .unwrap();
+        }
+        // `b` writes first after the failover (it cannot know of the lost call): the state's
+        // sequence number is back where `a` last saw it.
+        assert_eq!(b.reserve(&key, t0).await.unwrap(), t0);
+        // Three calls went at t0 (two of `a`, one of `b`): `a`'s next must wait for the window,
+        // which it can only do if it sees that its second call is gone and tells it again.
+        let t1 = t0 + Duration::from_millis(500);
+        clock.set(t1);
+        let fourth = a.reserve(&key, t1).await.unwrap();
+        assert!(fourth >= t0 + Duration::from_secs(10), "{:?}", fourth - t0);
+    });
+}
+
 fn settle(d: Duration) -> RedisStoreConfig {
     let mut config = RedisStoreConfig::default();
     config.reseed_settle = d;
@@ -503,6 +559,76 @@ fn a_restarted_empty_redis_is_told_the_calls_that_still_count() {
         assert!(fifth >= t0 + Duration::from_secs(10), "{:?}", fifth - t0);
     });
     drop(server);
+}
+
+#[test]
+fn calls_older_than_a_state_seeded_by_an_idle_process_still_count() {
+    let mut server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let connect = || async {
+            RedisLedgerStore::connect_with(&server.url(), settle(Duration::from_millis(300)))
+                .await
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_local_time_for_tests()
+        };
+        let a = connect().await;
+        let b = connect().await;
+        let key = KeyId::new("k");
+        let quota: Quota = "2/10s".parse().unwrap();
+        for s in [&a, &b] {
+            s.register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+        }
+        for _ in 0..2 {
+            assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        }
+        let port = server.port;
+        server.kill();
+        server = RedisServer::start_on(port);
+        let t1 = t0 + Duration::from_secs(1);
+        clock.set(t1);
+        // `b`, which made no call, reaches the empty server first: the new state begins now.
+        b.reserve(&key, t1).await.unwrap();
+        // `a`'s two calls were made before that state began; they still count for 9 s.
+        let next = a.reserve(&key, t1).await.unwrap();
+        assert!(next >= t0 + Duration::from_secs(10), "{:?}", next - t0);
+    });
+    drop(server);
+}
+
+#[test]
+fn a_window_log_evicted_from_redis_is_seeded_again_not_an_error_on_every_call() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let store = store_on(&server, &clock).await;
+        let key = KeyId::new("k");
+        let quota: Quota = "1/10s".parse().unwrap();
+        store
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        assert_eq!(store.reserve(&key, t0).await.unwrap(), t0);
+        // Evicted under memory pressure (an `allkeys-*` policy), or deleted by hand: the hash
+        // stays, the ring of the limit's calls is gone.
+        let ring = format!("{}:w1", store.redis_prefix(&key));
+        let _: () = redis::cmd("DEL")
+            .arg(&ring)
+            .query(&mut server.conn())
+            .unwrap();
+        let t1 = t0 + Duration::from_millis(500);
+        clock.set(t1);
+        let next = store
+            .reserve(&key, t1)
+            .await
+            .expect("a slot, not a script error");
+        assert!(next >= t0 + Duration::from_secs(10), "{:?}", next - t0);
+    });
 }
 
 #[test]

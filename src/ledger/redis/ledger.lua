@@ -2,7 +2,8 @@
 -- window_log.rs and token_bucket.rs, on Redis's own clock (TIME), committed atomically.
 --
 -- KEYS[1]  the key's hash of scalars; KEYS[1 + i] the ring of limit i's window log.
--- ARGV     op, now_sec, now_usec ('' '' = Redis TIME), signature, 'epoch seq' known, semantics
+-- ARGV     op, now_sec, now_usec ('' '' = Redis TIME), signature, 'epoch seq writer mine' known
+--          (mine: the sequence number of this writer's latest write, 0 unknown), semantics
 --          ('s' sliding | 'b' token bucket), guard_ns, horizon_ns, L, then L pairs
 --          (count, window_ns), then the op's own arguments.
 -- Times are ns since the state's origin (fields os/ou, seconds and µs of Redis time): exact
@@ -11,9 +12,15 @@
 local H = KEYS[1]
 local op = ARGV[1]
 local sig = ARGV[4]
--- The epoch this process knows and the highest sequence number it saw of it ('' and 0: none).
-local known, known_seq = string.match(ARGV[5], '^(%S*) (%d+)$')
+-- The epoch this process knows and the highest sequence number it saw of it ('' and 0: none);
+-- then this process's writer id and the sequence number of its latest write (0: none known).
+local known, known_seq, writer, mine = string.match(ARGV[5], '^(%S*) (%d+) (%S+) (%d+)$')
+if known == nil then
+  known, known_seq = string.match(ARGV[5], '^(%S*) (%d+)$')
+  writer, mine = nil, '0'
+end
 known_seq = tonumber(known_seq)
+mine = tonumber(mine)
 local sem = ARGV[6]
 local guard = tonumber(ARGV[7])
 local horizon = tonumber(ARGV[8])
@@ -116,6 +123,12 @@ local function save()
     f[#f + 1] = 'rc' .. i .. 'a'; f[#f + 1] = l.r[1][2]
     f[#f + 1] = 'ri' .. i .. 'b'; f[#f + 1] = l.r[2][1]
     f[#f + 1] = 'rc' .. i .. 'b'; f[#f + 1] = l.r[2][2]
+  end
+  -- The sequence number of this writer's latest write: a rollback that lost it is seen by the
+  -- writer even when others wrote since (their writes brought the number back up).
+  if writer ~= nil then
+    f[#f + 1] = 'p:' .. writer
+    f[#f + 1] = st.sq
   end
   redis.call('HSET', H, unpack(f))
   -- Kept as long as any call counts: the latest instant it holds, plus the longest window and
@@ -408,11 +421,14 @@ local function merge_times(times, fresh)
   if st.ls == nil or newest > st.ls then st.ls = newest end
 end
 
+-- Calls given by their offsets before now. A call that still counts but was made before the
+-- state's origin (a state begun by a process with no calls of its own) is recorded at the
+-- origin: later than it was, so its windows end late, never early.
 local function merge_calls(first, fresh)
   local times = {}
   for j = first, #ARGV do
-    local t = now - tonumber(ARGV[j])
-    if t >= 0 and now - t < horizon then times[#times + 1] = t end
+    local offset = tonumber(ARGV[j])
+    if offset < horizon then times[#times + 1] = math.max(now - offset, 0) end
   end
   merge_times(times, fresh)
 end
@@ -487,8 +503,16 @@ if not exists or S.ep ~= known then
   return { 'seed', S.ep or '' }
 end
 load()
--- Writes this process saw are gone (a failover to a replica that had not seen them).
-if st.sq < known_seq then
+-- A window log evicted or deleted apart from the hash (its ring is written at full size at
+-- once): the state is incomplete, and is seeded again as after a rollback.
+for i = 1, L do
+  local l = lim[i]
+  if l.n > 0 and redis.call('STRLEN', l.key) < l.cap * 8 then
+    return { 'rollback', S.ep }
+  end
+end
+-- Writes this process saw or made are gone (a failover to a replica that had not seen them).
+if st.sq < known_seq or (writer ~= nil and mine > 0 and num('p:' .. writer, 0) < mine) then
   return { 'rollback', S.ep }
 end
 

@@ -100,15 +100,17 @@ impl Default for RedisStoreConfig {
 /// key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
 /// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
 /// late, never early): a Production key (600/1m + 10,000/1h) takes about 14 KB in Redis
-/// (`MEMORY USAGE` of its three keys). Every key expires the quota's longest window plus the
-/// guard (and one second) after the latest instant it holds.
+/// (`MEMORY USAGE` of its three keys), plus about 40 bytes in the hash per process that wrote to
+/// the state in its life (the sequence number of its latest write). Every key expires the
+/// quota's longest window plus the guard (and one second) after the latest instant it holds.
 ///
 /// # Faults
 /// * **Redis unreachable:** see [`Unreachable`]. By default a call waits for Redis (retrying,
 ///   with a `tracing` warning) up to a deadline, then fails with
 ///   [`StoreError::Unavailable`]; never a silent fall back to the whole quota per process.
 /// * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
-///   latest writes: the state's sequence number goes back): each process tells the new state its
+///   latest writes: the state's sequence number goes back, or this process's latest write is
+///   missing from it even though others wrote since): each process tells the new state its
 ///   own slots that still count , and slots are held back for
 ///   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
@@ -147,6 +149,11 @@ struct KeyState {
     horizon: Duration,
     epoch: String,
     seq: u64,
+    /// This process's name among the state's writers (random, per registration).
+    writer: String,
+    /// The state's sequence number after this process's latest write to it (0: none known):
+    /// a rollback that lost the write is seen even when others wrote since.
+    wrote_seq: u64,
     own: OwnCalls,
     last_reply: Option<Instant>,
     /// The local share of the quota ([`Unreachable::LocalShare`]), while Redis is unreachable.
@@ -294,6 +301,11 @@ impl RedisLedgerStore {
                     let mut s = lock(ks);
                     s.last_reply = Some(self.clock.now());
                     s.seq = s.seq.max(ok.seq);
+                    // The highest: answers of this process's concurrent calls may come in any
+                    // order (and one from an epoch since replaced tells nothing of this one).
+                    if op != "read" && ok.epoch == s.epoch {
+                        s.wrote_seq = s.wrote_seq.max(ok.seq);
+                    }
                     drop(s);
                     return Ok(Reply::Ok(ok));
                 }
@@ -336,6 +348,7 @@ impl RedisLedgerStore {
                 }
                 s.epoch = ok.epoch;
                 s.seq = ok.seq;
+                s.wrote_seq = 0;
                 s.own.rescale(now, ok.now_ns);
                 Ok(())
             }
@@ -612,12 +625,12 @@ impl LedgerStore for RedisLedgerStore {
         let ks = Arc::new(Mutex::new(state));
         let mut extra = vec![new_epoch(), "0".to_string()];
         extra.extend(ages.iter().map(|a| duration_ns(*a).to_string()));
-        let (names, args) = {
+        let (names, args, known) = {
             let s = lock(&ks);
-            (s.names.clone(), s.args.clone())
+            (s.names.clone(), s.args.clone(), s.known())
         };
         match self
-            .invoke(&names, "register", now, &args, " 0", &extra)
+            .invoke(&names, "register", now, &args, &known, &extra)
             .await?
         {
             Reply::Ok(ok) => {
@@ -698,9 +711,13 @@ impl LedgerStore for RedisLedgerStore {
 }
 
 impl KeyState {
-    /// ARGV[5]: the epoch known and the highest sequence number seen of it.
+    /// ARGV[5]: the epoch known, the highest sequence number seen of it, this writer and the
+    /// sequence number of its latest write.
     fn known(&self) -> String {
-        format!("{} {}", self.epoch, self.seq)
+        format!(
+            "{} {} {} {}",
+            self.epoch, self.seq, self.writer, self.wrote_seq
+        )
     }
 
     fn new(prefix: &str, quota: &Quota, config: LedgerConfig) -> Self {
@@ -734,6 +751,8 @@ impl KeyState {
             horizon,
             epoch: String::new(),
             seq: 0,
+            writer: new_epoch(),
+            wrote_seq: 0,
             own: OwnCalls::new(usize::try_from(most).unwrap_or(usize::MAX), horizon),
             last_reply: None,
             share: None,
