@@ -26,7 +26,7 @@
 //!   [`StoreError::Unavailable`]; never a silent fall back to the whole quota per process.
 //! * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
 //!   latest writes: the state's sequence number goes back): each process tells the new state its
-//!   own slots that still count ([`OwnCalls`](own_calls)), and slots are held back for
+//!   own slots that still count, and slots are held back for
 //!   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
 //! * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 //! * **Processes with different quotas for one key** are refused:
@@ -113,8 +113,17 @@ impl Default for RedisStoreConfig {
 
 /// Ledgers kept in Redis and shared by every process that uses the same API key: the invariant
 /// (never more than N calls in any window of length W, for every limit) holds for the fleet.
-/// Cheap to clone (one multiplexed, self-reconnecting connection). See the [module
-/// docs](self) for the keys, memory and faults.
+/// Cheap to clone (one multiplexed, self-reconnecting connection).
+///
+/// One round trip per reservation: a Lua script reads Redis's clock, finds the earliest instant
+/// every window of the quota allows (the in-process [`Ledger`]'s semantics), commits it and
+/// returns it as a delay. Redis keys `fx:v1:{FP}:h` and `fx:v1:{FP}:w<i>` (FP: the API key's
+/// fingerprint, never the key; one cluster slot); a Production key takes about 16 KB in Redis;
+/// keys expire the longest window plus the guard after the latest slot. While Redis is
+/// unreachable: [`Unreachable`]. A state lost (Redis restarted empty) or rolled back (failover)
+/// is re-seeded with each process's recent calls, slots held back for
+/// [`RedisStoreConfig::reseed_settle`]. Different quotas for one key:
+/// [`StoreError::QuotaConflict`].
 #[derive(Clone)]
 pub struct RedisLedgerStore {
     conn: ConnectionManager,
