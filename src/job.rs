@@ -124,6 +124,34 @@ impl Job {
         self
     }
 
+    /// Adds these headers (each value of a repeated header kept, after any set before).
+    /// `x-api-key` is dropped here: the scheduler attaches the key itself.
+    ///
+    /// ```
+    /// use fabraix_scheduler::Job;
+    /// let mut h = http::HeaderMap::new();
+    /// h.append("x-trace", "a".parse().unwrap());
+    /// h.append("x-trace", "b".parse().unwrap());
+    /// h.append("x-api-key", "forged".parse().unwrap());
+    /// let job = Job::new(http::Method::GET, "/status").with_headers(h);
+    /// assert_eq!(job.headers().unwrap().get_all("x-trace").iter().count(), 2);
+    /// assert!(job.headers().unwrap().get("x-api-key").is_none());
+    /// ```
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        let own = self.headers.get_or_insert_with(Default::default);
+        for (name, value) in &headers {
+            if name.as_str() != "x-api-key" {
+                own.append(name.clone(), value.clone());
+            }
+        }
+        self
+    }
+
+    /// The job's own headers, if it has any.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.headers.as_deref()
+    }
+
     /// The method.
     pub fn method(&self) -> &Method {
         &self.method

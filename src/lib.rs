@@ -19,7 +19,7 @@
 //!
 //! Against the embedded mock server (feature `mock`), so it runs anywhere; for the real API, use
 //! `ApiKey::from_env()?` (`FABRAIX_API_KEY`, or a `.env` file) and
-//! [`FABRAIX_BASE_URL`](crate::FABRAIX_BASE_URL).
+//! [`FABRAIX_BASE_URL`].
 //!
 //! ```
 //! use fabraix_scheduler::mock::{MockServer, TEST_DEV_KEY};
@@ -52,6 +52,7 @@ mod fabraix;
 mod job;
 mod job_error;
 mod key_id;
+mod key_provider;
 mod ledger;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
@@ -74,6 +75,10 @@ pub use fabraix::{
 pub use job::{Job, Priority};
 pub use job_error::{JobError, Outcome, SubmitError};
 pub use key_id::KeyId;
+pub use key_provider::{
+    KeyCommand, KeyProvider, KeyProviderError, KeyRefresh, KeyWatch, RefreshFuture,
+    DEFAULT_KEY_COMMAND_TIMEOUT, MAX_KEY_SOURCE_BYTES,
+};
 pub use ledger::{
     Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError, WindowSemantics,
     DEFAULT_GUARD,

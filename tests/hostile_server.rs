@@ -496,6 +496,38 @@ async fn a_storm_beyond_the_key_limit_fails_all_its_jobs_together() {
     assert_eq!(server.requests(), 4);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_accepted_call_ends_the_storm_so_the_next_one_counts_from_zero() {
+    // Two storms of 20 refusals, one success between: 40 refusals, never more than 20 in a row.
+    let server = Hostile::start(|req, mut socket| async move {
+        if req.n == 20 || req.n > 40 {
+            ok(&mut socket).await;
+        } else {
+            let past = "retry-after: Tue, 14 Nov 2023 22:13:20 GMT".to_string();
+            respond(&mut socket, 429, &[past], b"{}").await;
+        }
+    })
+    .await;
+    // Without pacing the success takes the plain path (no headers, a key not paced).
+    let scheduler = Scheduler::builder()
+        .transport_config(patient())
+        .adaptive_pacing(false)
+        .dispatch_tasks(1)
+        .seed(42)
+        .build()
+        .unwrap();
+    let key = fabraix_scheduler::KeyId::new("k");
+    hostile::add_key(&scheduler, &key, &server, "k-13", "100/1s").await;
+    for i in 0..2 {
+        let ticket = scheduler
+            .submit(&key, get(&format!("/t{i}")))
+            .await
+            .unwrap();
+        let response = ticket.await.unwrap_or_else(|e| panic!("job {i}: {e}"));
+        assert_eq!(response.attempts, 21, "job {i}");
+    }
+}
+
 // ---- 7. The key is redacted from whatever the server echoes ----
 
 const SECRET: &str = "fbx_live_SECRET_0123456789";
@@ -513,6 +545,12 @@ async fn a_key_the_server_echoes_is_never_shown_logged_or_kept() {
                 );
                 respond(&mut socket, 401, &[], body.as_bytes()).await;
             }
+            "/redirect" => {
+                let to = [format!("location: /gone?k={key}")];
+                respond(&mut socket, 302, &to, b"").await;
+            }
+            // Closed without an answer, after a redirect to a URL that carries the key.
+            p if p.starts_with("/gone") => drop(socket),
             "/html" => {
                 let body = format!("<html>your key {key} was refused</html>");
                 respond(&mut socket, 400, &[], body.as_bytes()).await;
@@ -540,13 +578,19 @@ async fn a_key_the_server_echoes_is_never_shown_logged_or_kept() {
     let storm = timeout(PROMPT, storm).await.expect("bounded").unwrap_err();
     let html = scheduler.submit(&key, get("/html")).await.unwrap();
     let html = timeout(PROMPT, html).await.expect("bounded").unwrap_err();
+    let gone = scheduler.submit(&key, get("/redirect")).await.unwrap();
+    let gone = timeout(PROMPT, gone).await.expect("bounded").unwrap_err();
+    // Last: a 401 marks the key revoked.
     let json = scheduler.submit(&key, get("/json")).await.unwrap();
     let json = timeout(PROMPT, json).await.expect("bounded").unwrap_err();
-    for err in [&storm, &html, &json] {
+    assert!(matches!(gone, JobError::Transient { .. }), "{gone:?}");
+    for err in [&storm, &html, &json, &gone] {
         for shown in [err.to_string(), format!("{err:?}")] {
             assert!(!shown.contains("SECRET_0123456789"), "{shown}");
-            assert!(shown.contains(&fingerprint), "{shown}");
         }
+    }
+    for err in [&storm, &html, &json] {
+        assert!(err.to_string().contains(&fingerprint), "{err}");
     }
     assert!(matches!(json, JobError::Unauthorized { .. }), "{json:?}");
     let text = logs.text();

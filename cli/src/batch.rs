@@ -245,15 +245,17 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
         if let Err(collision) = ids.claim(&line.id, line.line) {
             RunCounters::bump(&it.counters.duplicate_ids);
             if it.strict {
-                eprintln!("error: {collision} (--strict: stopping at the first repeated id)");
+                crate::logging::note(&format!(
+                    "error: {collision} (--strict: stopping at the first repeated id)"
+                ));
                 it.stop.trigger(StopReason::BadInput);
                 return Ok(());
             }
             let repeated = RunCounters::get(&it.counters.duplicate_ids);
             if repeated <= BAD_LINES_SHOWN {
-                eprintln!("repeated id: {collision}");
+                crate::logging::note(&format!("repeated id: {collision}"));
             } else if repeated == BAD_LINES_SHOWN + 1 {
-                eprintln!("repeated id: more lines repeat an id; see the summary");
+                crate::logging::note("repeated id: more lines repeat an id; see the summary");
             }
             continue;
         }
@@ -288,14 +290,16 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
         };
         bad_lines += 1;
         if it.strict {
-            eprintln!("error: {message} (--strict: stopping at the first bad line)");
+            crate::logging::note(&format!(
+                "error: {message} (--strict: stopping at the first bad line)"
+            ));
             it.stop.trigger(StopReason::BadInput);
             return Ok(());
         }
         if bad_lines <= BAD_LINES_SHOWN {
-            eprintln!("bad input: {message}; written as an error result");
+            crate::logging::note(&format!("bad input: {message}; written as an error result"));
         } else if bad_lines == BAD_LINES_SHOWN + 1 {
-            eprintln!("bad input: more bad lines; see the output and the summary");
+            crate::logging::note("bad input: more bad lines; see the output and the summary");
         }
         let item = Item::Invalid {
             id: line.id,

@@ -6,6 +6,7 @@
 //! - `demo`: a realistic agent workload against the embedded, time-scaled mock server, with the
 //!   server's proof that no window ever held more calls than the quota.
 //! - `mock`: the mock server, for testing an integration locally.
+//! - `proxy`: a local sidecar that adds the key to every call of any program and schedules it.
 //! - `completions`: a shell completion script.
 //!
 //! The JSON it writes (`plan --json`, `send --summary`) follows the schemas in `cli/SCHEMA.md`.
@@ -22,12 +23,14 @@ pub mod exit;
 pub mod human;
 pub mod ids;
 pub mod input;
+pub mod key_args;
 pub mod logging;
 pub mod mock_cmd;
 pub mod options;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod proxy;
 pub mod send;
 pub mod stop;
 pub mod store;
@@ -110,6 +113,7 @@ pub async fn run_with(opts: Opts, ctx: Context) -> Result<Exit, CliError> {
         Command::Plan(o) => plan_cmd(&o, &ctx).await,
         Command::Demo(o) => demo::demo(&o, ctx.stop).await,
         Command::Mock(o) => mock_cmd::mock(&o, ctx.stop, &mut std::io::stdout()).await,
+        Command::Proxy(o) => proxy::proxy(&o, &ctx, &mut std::io::stdout()).await,
         Command::Completions(o) => {
             use clap::CommandFactory;
             let mut cmd = Opts::command();

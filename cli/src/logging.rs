@@ -2,7 +2,11 @@
 //! `-q` / `RUST_LOG` to change it. The library names keys by their fingerprint only, and so does
 //! everything the CLI logs: no log line carries the key.
 
+use std::io::{self, Write};
 use std::str::FromStr;
+use std::sync::Mutex;
+
+use indicatif::ProgressBar;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
@@ -37,13 +41,44 @@ pub fn filter(args: LogArgs, rust_log: Option<&str>) -> (Targets, Option<String>
     }
 }
 
-/// Installs the subscriber for the binary: stderr, no timestamps, no colours. A second call (or
-/// a subscriber already set) leaves the first in place.
+/// The progress bar on stderr now, if one is drawn: log lines are written above it.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Log lines go above `bar` while it is drawn (`None`: it is gone). Owned by the progress display.
+pub fn write_above(bar: Option<ProgressBar>) {
+    *BAR.lock().unwrap_or_else(|p| p.into_inner()) = bar;
+}
+
+/// stderr, with the progress bar (if any) taken down while a log line is written and drawn
+/// again below it; the fmt layer writes each event in one `write_all`.
+struct AboveTheBar;
+
+impl Write for AboveTheBar {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write_all(buf).map(|()| buf.len())),
+            None => io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// Writes one line of the run's own messages to stderr, above the progress bar if one is drawn.
+pub fn note(line: &str) {
+    let _ = AboveTheBar.write(format!("{line}\n").as_bytes());
+}
+
+/// Installs the subscriber for the binary: stderr (above the progress bar), no timestamps, no
+/// colours. A second call (or a subscriber already set) leaves the first in place.
 pub fn init(args: LogArgs) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let (targets, complaint) = filter(args, rust_log.as_deref());
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| AboveTheBar)
         .with_target(false)
         .without_time();
     let _ = tracing_subscriber::registry()

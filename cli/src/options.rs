@@ -44,7 +44,12 @@ pub enum Command {
     Demo(DemoOpts),
     /// Run the Fabraix-compatible mock server on loopback until Ctrl-C.
     Mock(MockOpts),
-    /// Print a shell completion script, e.g. `fabraix-sched completions bash > ~/.local/share/bash-completion/completions/fabraix-sched`.
+    /// Run a local proxy that adds the key to every call and schedules it (any language).
+    Proxy(crate::proxy::ProxyOpts),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For example: `fabraix-sched completions bash > ~/.local/share/bash-completion/completions/fabraix-sched`,
+    /// or `fabraix-sched completions zsh > ~/.zfunc/_fabraix-sched`.
     Completions(CompletionsOpts),
 }
 
@@ -101,12 +106,16 @@ impl From<RefusedCallsArg> for RefusedCalls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModelArg {
     /// Fixed windows aligned to the server's start (up to 2N in a window across a boundary).
+    #[value(alias = "fixed-window")]
     Fixed,
     /// An exact sliding log: the strictest.
+    #[value(aliases = ["sliding", "log"])]
     SlidingLog,
     /// A token bucket of rate N/W and burst N.
+    #[value(aliases = ["bucket", "gcra"])]
     TokenBucket,
     /// A sliding window counter (HAProxy/Cloudflare style).
+    #[value(alias = "sliding-window-counter")]
     Counter,
 }
 
@@ -181,6 +190,9 @@ pub struct SendOpts {
     /// The key's quota.
     #[command(flatten)]
     pub quota: QuotaArgs,
+    /// The key's source (default FABRAIX_API_KEY or ./.env).
+    #[command(flatten)]
+    pub key: crate::key_args::KeyArgs,
     /// Calls on the wire at once, at most. Also the bound on calls sent twice after a `kill -9`.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
@@ -276,7 +288,8 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
 
 const SEND_HELP: &str = "\
-The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), never from a flag;
+The key is read from FABRAIX_API_KEY (or a FABRAIX_API_KEY= line in ./.env), or from --key-file
+or --key-command, never from a flag's value;
 it is never printed: messages name its fingerprint (key#xxxxxxxx).
 
 Ids: a line's \"id\" is a non-empty string, or an integer (written as its decimal digits); a
@@ -346,7 +359,7 @@ pub struct PlanOpts {
 const PLAN_HELP: &str = "\
 The plan is the ledger's own: the calls are reserved one by one on a fresh ledger of the quota
 (with its 100 ms latency guard), as `send` would; the text and the JSON describe those slots.
-Calls beyond the first 1,000,000 are extrapolated at the quota's long-run rate.
+Calls beyond the first 200,000 are extrapolated at the quota's long-run rate.
 
 JSON (--json), schema fabraix-sched.plan/1 (cli/SCHEMA.md):
   {\"schema\":\"fabraix-sched.plan/1\",\"calls\":1000,\"quota\":\"60/1m,1000/1h\",
@@ -358,7 +371,7 @@ Times are seconds after now. A phase is a run of calls held back by the same win
 null: sent at once).
 
 --svg FILE: for each limit, the planned calls in the trailing window over time, against the
-limit; plans of more than 1,000,000 calls are not drawn.";
+limit; plans of more than 200,000 calls are not drawn.";
 
 /// `demo`: the embedded mock server and a realistic agent workload.
 #[derive(Debug, Clone, Args)]
@@ -488,6 +501,25 @@ mod tests {
             RefusedCalls::from(rule(&["--refused-calls", "do-not-count"])),
             RefusedCalls::DoNotCount
         );
+    }
+
+    #[test]
+    fn value_enums_name_what_the_library_parses() {
+        for m in ModelArg::value_variants() {
+            let name = m.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name.parse::<ServerModel>().unwrap(), ServerModel::from(*m));
+        }
+        for t in TierArg::value_variants() {
+            let name = t.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name.parse::<Tier>().unwrap(), Tier::from(*t));
+        }
+        for r in RefusedCallsArg::value_variants() {
+            let name = r.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(
+                name.parse::<RefusedCalls>().unwrap(),
+                RefusedCalls::from(*r)
+            );
+        }
     }
 
     #[test]

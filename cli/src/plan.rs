@@ -13,7 +13,7 @@ use crate::human;
 
 /// Batches up to this many calls are planned call by call; the rest of a larger batch is
 /// extrapolated at the quota's long-run rate (O(1) memory either way).
-pub const EXACT_PLAN_MAX: u64 = 1_000_000;
+pub const EXACT_PLAN_MAX: u64 = 200_000;
 
 /// Two windows whose earliest slots for a call are this close both hold it back.
 const TIE: Duration = Duration::from_millis(1);
@@ -165,6 +165,20 @@ impl PlanSummary {
         n: u64,
         earlier: &[Duration],
     ) -> Result<Self, CliError> {
+        // A batch whose calls at the long-run rate alone outlast any Duration: said at once,
+        // before any planning.
+        let too_long = || {
+            CliError::new(format!(
+                "{} under {quota} would take longer than can be planned (more than {} years)",
+                human::count_of(n, "call", "calls"),
+                human::count(Duration::MAX.as_secs() / 31_557_600)
+            ))
+        };
+        if Duration::try_from_secs_f64(n as f64 / quota.rate_per_second()).is_err()
+            && !quota.limits().is_empty()
+        {
+            return Err(too_long());
+        }
         let horizon = LedgerConfig::default().counted_for(quota);
         let earlier_calls = match (n, quota.limits().is_empty()) {
             (0, _) | (_, true) => 0,
@@ -198,13 +212,7 @@ impl PlanSummary {
             let extra = Duration::try_from_secs_f64(rest as f64 / quota.rate_per_second())
                 .ok()
                 .and_then(|extra| last.last_at.checked_add(extra))
-                .ok_or_else(|| {
-                    CliError::new(format!(
-                        "{} under {quota} would take longer than can be planned (more than {} years)",
-                        human::count_of(n, "call", "calls"),
-                        human::count(Duration::MAX.as_secs() / 31_557_600)
-                    ))
-                })?;
+                .ok_or_else(too_long)?;
             last.calls += rest;
             last.last_at = extra;
         }

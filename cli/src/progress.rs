@@ -115,6 +115,7 @@ async fn run(mode: ProgressMode, w: Watched, mut done: oneshot::Receiver<()>) {
         }
         bar
     });
+    crate::logging::write_above(bar.clone());
     let mut next = start + every;
     loop {
         let finished = tokio::select! {
@@ -132,6 +133,7 @@ async fn run(mode: ProgressMode, w: Watched, mut done: oneshot::Receiver<()>) {
             None => {}
         }
         if finished {
+            crate::logging::write_above(None);
             if let Some(bar) = bar {
                 bar.finish();
                 // The bar leaves the cursor at the end of its line: what follows starts below it.

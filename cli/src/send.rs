@@ -52,7 +52,8 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
     if let Some(output) = &opts.output {
         crate::output::check_output(output, opts.resume)?;
     }
-    let api_key = ctx.key.resolve()?;
+    let resolved = crate::key_args::ResolvedKey::read(&opts.key, &ctx.key).await?;
+    let api_key = resolved.key.clone();
     let fingerprint = api_key.fingerprint().to_string();
     let key = KeyId::new("default");
     let config = KeyConfig::with_endpoint(key.clone(), api_key, endpoint, quota.clone())
@@ -118,6 +119,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         .transport_config(opts.transport_config())
         .build()
         .map_err(|e| CliError::new(format!("cannot build the HTTP client: {e}")))?;
+    let config = resolved.configure(config, std::sync::Arc::clone(scheduler.clock()));
     let with_journal = config.clone().call_journal(&journal);
     // The calls the key starts with, for the summary's plan: read before the key is added (which
     // writes the calls told of into the journal), on the scheduler's clock.
@@ -162,6 +164,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         }
         Err(e) => return Err(CliError::new(format!("cannot add the key: {e}"))),
     }
+    let _watch = resolved.watch(&scheduler, &key);
     eprintln!(
         "sending {} to {} with key {fingerprint} under {quota} ({} at once at most)",
         if opts.input.as_os_str() == "-" {

@@ -42,7 +42,7 @@ async fn the_summary_agrees_with_the_ledger_line_in_the_quoted_cases() {
 
 #[tokio::test]
 async fn no_count_panics() {
-    for n in ["18446744073709551615", "0", "10000000000"] {
+    for n in ["18446744073709551615", "0", "300000"] {
         let out = sched(&["plan", "-n", n]).await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{n}: {err}");
@@ -105,7 +105,7 @@ async fn svg_draws_each_window_against_its_limit() {
     let big = d.join("big.svg");
     let out = sched(&["plan", "-n", "2000000", "--svg", big.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("draws plans of up to 1,000,000 calls"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("draws plans of up to 200,000 calls"));
     assert!(!big.exists());
 }
 

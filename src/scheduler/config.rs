@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use crate::api_key::ApiKey;
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::key_id::KeyId;
+use crate::key_provider::KeyRefresh;
 use crate::ledger::LedgerConfig;
 use crate::quota::Quota;
 
@@ -35,6 +36,7 @@ pub struct KeyConfig {
     pub(crate) refused_calls: RefusedCalls,
     pub(crate) sent_earlier: Vec<SystemTime>,
     pub(crate) call_journal: Option<PathBuf>,
+    pub(crate) key_refresh: Option<std::sync::Arc<dyn KeyRefresh>>,
 }
 
 impl KeyConfig {
@@ -76,6 +78,7 @@ impl KeyConfig {
             refused_calls: RefusedCalls::Learn,
             sent_earlier: Vec::new(),
             call_journal: None,
+            key_refresh: None,
         })
     }
 
@@ -192,6 +195,28 @@ impl KeyConfig {
     /// ```
     pub fn call_journal(mut self, path: impl Into<PathBuf>) -> Self {
         self.call_journal = Some(path.into());
+        self
+    }
+
+    /// What a 401 of this key consults before it fails the key's queue: `refresh` is asked for a
+    /// new key (a [`KeyProvider`](crate::KeyProvider) read again, say) and, if it gives one
+    /// other than the key refused, the key is rotated to it and the refused job goes back to the
+    /// front of its lane; otherwise the 401 fails the queue as usual. The key's dispatch task
+    /// waits for `refresh` (keep it short: [`KeyProvider::refresher`](crate::KeyProvider::refresher)
+    /// bounds a command's run by its timeout). A 401 of a call sent with a key rotated since is
+    /// sent again with the new key, whether or not this is set. Off by default.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, KeyProvider, Quota, TokioClock};
+    /// use std::sync::Arc;
+    /// let provider = KeyProvider::file("/run/secrets/fabraix-key");
+    /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .on_unauthorized(provider.refresher(Arc::new(TokioClock::new())));
+    /// # let _ = config;
+    /// ```
+    pub fn on_unauthorized(mut self, refresh: std::sync::Arc<dyn KeyRefresh>) -> Self {
+        self.key_refresh = Some(refresh);
         self
     }
 

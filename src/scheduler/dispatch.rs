@@ -2,6 +2,7 @@
 //! transient failure (back off, retry under the budget), 401/403, fatal. The shard
 //! ([`super::shard`]) decides when a call goes; this decides what happens after.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
         let mut st = q.lock();
         st.in_flight -= 1;
         if outcome.is_ok() {
+            // An accepted call ends the key's storm, on the plain path as on the full one.
+            st.refused_in_a_row = 0;
             st.calls.succeeded += 1;
             st.ramp = (st.ramp * 2).min(q.max_in_flight);
         }
@@ -78,6 +81,8 @@ pub(crate) struct OnWire {
     pub(crate) job: Queued,
     pub(crate) slot: Instant,
     pub(crate) sent_at: Instant,
+    /// Where it went, with the key it carried (a 401 tells whether the key rotated since).
+    pub(crate) to: Arc<Addressing>,
 }
 
 /// A call that has been answered (or failed on the way).
@@ -137,6 +142,7 @@ pub(crate) fn send<S: LedgerStore>(
             job,
             slot,
             sent_at,
+            to,
         },
         response,
     )
@@ -205,6 +211,7 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
                 job,
                 slot,
                 sent_at,
+                to,
             },
         result,
     } = answer;
@@ -218,6 +225,10 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
     };
     q.settle_probe(slot, verdict, inner.clock.as_ref());
     match result {
+        Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
+            on_unauthorized(&q, job, response, &to).await;
+            None
+        }
         Ok(response) => on_response(inner, &q, job, response, slot, sent_at).await,
         Err(error) => on_transport_error(inner, &q, job, error),
     }
@@ -312,6 +323,30 @@ async fn on_response<S: LedgerStore>(
             None
         }
     }
+}
+
+/// 401: sent again if the key rotated since the call went, or if the key's refresh
+/// ([`KeyConfig::on_unauthorized`](super::KeyConfig::on_unauthorized)) gives another key;
+/// otherwise the key is revoked ([`revoke`]).
+async fn on_unauthorized(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, to: &Addressing) {
+    let refused = {
+        let st = q.lock();
+        (st.api_key_header == to.api_key).then(|| st.api_key.clone())
+    };
+    let Some(refused) = refused else {
+        return requeue_front(q, job, false);
+    };
+    if let Some(refresh) = &q.key_refresh {
+        if let Some(new) = refresh.refresh(&refused).await {
+            if new != refused {
+                tracing::warn!(key = %q.id, refused = %refused.fingerprint(), new = %new.fingerprint(), "401: the key's source gave a new key; sending again with it");
+                q.rotate(new);
+                return requeue_front(q, job, false);
+            }
+        }
+    }
+    let api = api_error(q, 401, response.body());
+    revoke(q, job, api);
 }
 
 /// The server's error from `body`, with the key's value replaced by its fingerprint wherever the
@@ -491,8 +526,12 @@ fn on_transport_error<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     job: Queued,
-    error: TransportError,
+    mut error: TransportError,
 ) -> Option<Backoff> {
+    // A transport's message may quote a URL the server chose (a redirect's): it may hold the key.
+    if let Cow::Owned(clean) = q.lock().api_key.redact(&error.message) {
+        error.message = clean;
+    }
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
     if error.kind == TransportErrorKind::Panicked {
         tracing::error!(key = %q.id, job = job.id, panic = %error.message, "the transport panicked");

@@ -199,6 +199,8 @@ pub(crate) struct KeyQueue {
     pub(crate) probing: AtomicBool,
     /// Where each call is recorded before it goes, if the key keeps a journal.
     pub(crate) journal: Option<Box<CallJournal>>,
+    /// Asked for a new key on a 401 ([`KeyConfig::on_unauthorized`]).
+    pub(crate) key_refresh: Option<Arc<dyn crate::key_provider::KeyRefresh>>,
 }
 
 impl KeyQueue {
@@ -246,7 +248,19 @@ impl KeyQueue {
             paced: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             journal,
+            key_refresh: config.key_refresh.clone(),
         }
+    }
+
+    /// Swaps the key's API key: queued jobs go out with the new one; a key revoked by a 401 is
+    /// usable again.
+    pub(crate) fn rotate(&self, api_key: ApiKey) {
+        let mut st = self.lock();
+        tracing::info!(key = %self.id, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
+        st.api_key_header = api_key.header_value();
+        st.addressing.clear();
+        st.api_key = api_key;
+        st.revoked = false;
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {

@@ -12,6 +12,13 @@
 //! given to one when it is added, and the shard reserves its slots, binds its jobs and drives its
 //! calls. 10,000 keys cost as many tasks as the machine has cores, not 10,000.
 //!
+//! A panic never strands a job. One in a transport's future fails that call's job with
+//! [`JobError::Internal`](crate::JobError::Internal) naming the panic, and the key goes on. One
+//! elsewhere in a shard's work (the scheduler, a [`LedgerStore`] or [`Clock`] it calls) closes
+//! that shard's keys: every job they hold fails with `Internal` naming it, later submits to them
+//! are refused with [`SubmitError::ShuttingDown`](crate::SubmitError::ShuttingDown), shutdown and
+//! removal return, and keys of other shards go on.
+//!
 //! Delivery is **at-least-once** by default: a call whose outcome is unknown (timeout, 5xx,
 //! connection dropped after sending) is retried, so the server may see it twice. Choose
 //! [`Delivery::AtMostOnce`](crate::Delivery::AtMostOnce) per job or per scheduler to fail such a
@@ -525,12 +532,7 @@ impl<S: LedgerStore> Scheduler<S> {
     pub fn rotate_key(&self, key: &KeyId, api_key: ApiKey) -> bool {
         match self.queue(key) {
             Some(q) => {
-                let mut st = q.lock();
-                tracing::info!(key = %key, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
-                st.api_key_header = api_key.header_value();
-                st.addressing.clear();
-                st.api_key = api_key;
-                st.revoked = false;
+                q.rotate(api_key);
                 true
             }
             None => false,

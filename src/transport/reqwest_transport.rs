@@ -170,18 +170,19 @@ async fn read_body(
     let too_large = |what: String| TransportError {
         kind: TransportErrorKind::ResponseTooLarge,
         message: format!(
-            "HTTP {status} response body {what}, over the limit of {limit} bytes \
-             (TransportConfig::max_response_bytes)"
+            "HTTP {status} response body {what} (TransportConfig::max_response_bytes)"
         ),
     };
     if let Some(announced) = response.content_length().filter(|&n| n > limit) {
-        return Err(too_large(format!("of {announced} bytes announced")));
+        return Err(too_large(format!(
+            "of {announced} bytes announced, over the limit of {limit} bytes"
+        )));
     }
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
         let len = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
         if len > limit {
-            return Err(too_large(format!("of more than {limit} bytes")));
+            return Err(too_large(format!("passed the limit of {limit} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
