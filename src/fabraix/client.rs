@@ -33,6 +33,30 @@ impl FabraixClient {
 }
 
 impl<S: LedgerStore> FabraixClient<S> {
+    /// A client with its own scheduler for one key, its ledger in `store`: a
+    /// `RedisLedgerStore` (feature `redis`) makes every process that uses the key share its
+    /// quota. The [`TelemetrySender`](crate::TelemetrySender) takes such a client too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use fabraix_scheduler::{ApiKey, FabraixClient, KeyConfig, KeyId, MemoryLedgerStore, Quota};
+    /// let config = KeyConfig::new(KeyId::new("k"), ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development()).unwrap();
+    /// let client = FabraixClient::with_store(config, MemoryLedgerStore::new()).await.unwrap();
+    /// # let _ = client; }
+    /// ```
+    pub async fn with_store(config: KeyConfig, store: S) -> Result<Self, ClientError> {
+        let scheduler = Scheduler::builder()
+            .store(store)
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let key = config.id().clone();
+        scheduler
+            .add_key(config)
+            .await
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(Self { scheduler, key })
+    }
+
     /// A client over an existing scheduler and one of its keys.
     pub fn from_scheduler(scheduler: Scheduler<S>, key: KeyId) -> Self {
         Self { scheduler, key }

@@ -106,23 +106,38 @@ local function load()
   end
 end
 
-local function opt(v) if v == nil then return '' end return v end
+-- Whether a ring was written whole (SET drops its expiry): save() sets it again.
+local rings_written = false
+
+-- Fields are written as integers (exact below 2^53), and only those that changed.
+local function field(v)
+  if v == nil then return '' end
+  return string.format('%.0f', v)
+end
 
 local function save()
   st.sq = st.sq + 1
-  local f = { 'sq', st.sq, 'ls', opt(st.ls), 'bu', st.bu, 'pc', opt(st.pc),
-              'cr', opt(st.cr), 'cs', opt(st.cs) }
+  local f = {}
+  local function put(name, v)
+    local text = field(v)
+    if S[name] ~= text then
+      f[#f + 1] = name
+      f[#f + 1] = text
+      S[name] = text
+    end
+  end
+  put('sq', st.sq); put('ls', st.ls); put('bu', st.bu); put('pc', st.pc)
+  put('cr', st.cr); put('cs', st.cs)
   for i = 1, L do
     local l = lim[i]
-    local p = { 'b', l.b, 'h', l.h, 'n', l.n, 't', l.t, 'f', opt(l.f), 'a', l.a, 'l', opt(l.l) }
-    for j = 1, 14, 2 do
-      f[#f + 1] = p[j] .. i
-      f[#f + 1] = p[j + 1]
+    if sem == 'b' then
+      put('a' .. i, l.a); put('l' .. i, l.l)
+    else
+      put('b' .. i, l.b); put('h' .. i, l.h); put('n' .. i, l.n); put('t' .. i, l.t)
+      put('f' .. i, l.f)
     end
-    f[#f + 1] = 'ri' .. i .. 'a'; f[#f + 1] = l.r[1][1]
-    f[#f + 1] = 'rc' .. i .. 'a'; f[#f + 1] = l.r[1][2]
-    f[#f + 1] = 'ri' .. i .. 'b'; f[#f + 1] = l.r[2][1]
-    f[#f + 1] = 'rc' .. i .. 'b'; f[#f + 1] = l.r[2][2]
+    put('ri' .. i .. 'a', l.r[1][1]); put('rc' .. i .. 'a', l.r[1][2])
+    put('ri' .. i .. 'b', l.r[2][1]); put('rc' .. i .. 'b', l.r[2][2])
   end
   -- The sequence number of this writer's latest write: a rollback that lost it is seen by the
   -- writer even when others wrote since (their writes brought the number back up).
@@ -130,15 +145,21 @@ local function save()
     f[#f + 1] = 'p:' .. writer
     f[#f + 1] = st.sq
   end
-  redis.call('HSET', H, unpack(f))
-  -- Kept as long as any call counts: the latest instant it holds, plus the longest window and
-  -- the guard.
+  -- Kept as long as any call counts: the latest instant it holds plus the longest window and
+  -- the guard, and a second. Extended two seconds at a time, so most calls set no expiry.
   local last = math.max(st.ls or 0, st.bu, st.cs or 0)
-  local ttl = math.floor((math.max(last - now, 0) + horizon) / 1000000) + 1000
-  redis.call('PEXPIRE', H, ttl)
-  for i = 1, L do
-    if redis.call('EXISTS', lim[i].key) == 1 then redis.call('PEXPIRE', lim[i].key, ttl) end
+  local needed = last + horizon + 1000000000
+  local ex = num('ex', nil)
+  if ex == nil or needed > ex or rings_written then
+    if ex == nil or needed > ex then
+      ex = needed + 2000000000
+      put('ex', ex)
+    end
+    local ttl = math.floor((ex - now) / 1000000) + 1
+    redis.call('PEXPIRE', H, ttl)
+    for i = 1, L do redis.call('PEXPIRE', lim[i].key, ttl) end
   end
+  if #f > 0 then redis.call('HSET', H, unpack(f)) end
 end
 
 -- Ring of (tick, calls) entries, oldest first ------------------------------------------------
@@ -157,6 +178,7 @@ local function ring_alloc(l)
   if redis.call('STRLEN', l.key) < l.cap * 8 then
     local s = redis.call('GET', l.key) or ''
     redis.call('SET', l.key, s .. string.rep('\0', l.cap * 8 - #s))
+    rings_written = true
   end
 end
 
@@ -183,6 +205,7 @@ local function ring_write(l, entries)
   for k = 1, #entries do parts[k] = struct.pack('>I4I4', entries[k][1], entries[k][2]) end
   redis.call('SET', l.key, table.concat(parts) .. string.rep('\0', (l.cap - #entries) * 8))
   l.alloc = true
+  rings_written = true
   l.h = 0
   l.n = #entries
 end
@@ -367,8 +390,8 @@ local function create(epoch, back_ns)
   if ousec < 0 then ousec = ousec + 1000000; osec = osec - 1 end
   for i = 1, L do redis.call('DEL', lim[i].key) end
   redis.call('DEL', H)
-  redis.call('HSET', H, 'sig', sig, 'ep', epoch, 'os', osec, 'ou', ousec)
-  S = { sig = sig, ep = epoch, os = osec, ou = ousec }
+  redis.call('HSET', H, 'sig', sig, 'ep', epoch, 'os', field(osec), 'ou', field(ousec))
+  S = { sig = sig, ep = epoch, os = field(osec), ou = field(ousec) }
   now = back_us * 1000
   exists = true
   load()

@@ -99,7 +99,7 @@ impl Default for RedisStoreConfig {
 /// — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
 /// key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
 /// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
-/// late, never early): a Production key (600/1m + 10,000/1h) takes about 14 KB in Redis
+/// late, never early): a Production key (600/1m + 10,000/1h) takes at most 16 KB in Redis
 /// (`MEMORY USAGE` of its three keys), plus about 40 bytes in the hash per process that wrote to
 /// the state in its life (the sequence number of its latest write). Every key expires the
 /// quota's longest window plus the guard (and one second) after the latest instant it holds.
@@ -111,7 +111,7 @@ impl Default for RedisStoreConfig {
 /// * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
 ///   latest writes: the state's sequence number goes back, or this process's latest write is
 ///   missing from it even though others wrote since): each process tells the new state its
-///   own slots that still count , and slots are held back for
+///   own slots that still count, and slots are held back for
 ///   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 /// * **Processes with different quotas for one key** are refused:

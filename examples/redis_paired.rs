@@ -1,0 +1,112 @@
+//! Reservations per second on one key through `RedisLedgerStore` against `MemoryLedgerStore`, in
+//! the same run: 1 client, then 16 (each its own connection, as 16 processes would have),
+//! Production quota (its windows fill within the first thousands of reservations and then roll),
+//! latency p50 / p99 of one reservation, and the ratio of the two stores. Starts its own
+//! redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on PATH).
+//!
+//! `cargo run --example redis_paired -- [RESERVATIONS_PER_CLIENT]` (default 20,000)
+
+#[path = "../tests/redis_support/mod.rs"]
+mod redis_support;
+
+use std::time::{Duration, Instant as WallInstant};
+
+use fabraix_scheduler::{
+    ApiKey, Instant, KeyId, LedgerConfig, LedgerStore, MemoryLedgerStore, Quota, RedisLedgerStore,
+};
+
+struct Run {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn summarise(mut latencies: Vec<Duration>, elapsed: Duration) -> Run {
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Run {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// `clients` tasks, each reserving `n` slots of one key through its own store.
+async fn run<S: LedgerStore + Clone>(stores: Vec<S>, key: &KeyId, n: usize) -> Run {
+    let started = WallInstant::now();
+    let mut tasks = Vec::new();
+    for store in stores {
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = WallInstant::now();
+                store.reserve(&key, Instant::now()).await.expect("reserves");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    summarise(all, started.elapsed())
+}
+
+fn print(label: &str, clients: usize, redis: &Run, memory: &Run) {
+    println!(
+        "{label:>6} | {clients:>2} client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs | memory {:>10.0}/s p50 {:>5.2} µs p99 {:>5.2} µs | memory/redis throughput {:>6.1}x",
+        redis.per_second,
+        redis.p50.as_secs_f64() * 1e6,
+        redis.p99.as_secs_f64() * 1e6,
+        memory.per_second,
+        memory.p50.as_secs_f64() * 1e6,
+        memory.p99.as_secs_f64() * 1e6,
+        memory.per_second / redis.per_second,
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("RESERVATIONS_PER_CLIENT is a number"))
+        .unwrap_or(20_000);
+    let server = redis_support::RedisServer::start();
+    let quota = Quota::production();
+    let api_key = ApiKey::new("bench-key").unwrap();
+    let now = Instant::now();
+    for clients in [1usize, 16] {
+        let key = KeyId::new(format!("bench-{clients}"));
+        let mut redis_stores = Vec::new();
+        for _ in 0..clients {
+            let store = RedisLedgerStore::connect(&server.url())
+                .await
+                .expect("connects");
+            store.bind_fingerprint(&key, &format!("{}{clients}", api_key.fingerprint()));
+            store
+                .register(&key, &quota, LedgerConfig::default(), now)
+                .await
+                .expect("registers");
+            redis_stores.push(store);
+        }
+        let memory = MemoryLedgerStore::new();
+        memory
+            .register(&key, &quota, LedgerConfig::default(), now)
+            .await
+            .unwrap();
+        let per_client = (n / clients).max(1);
+        let redis = run(redis_stores, &key, per_client).await;
+        let memory = run(vec![memory; clients], &key, per_client).await;
+        print("one key", clients, &redis, &memory);
+    }
+    // The server's own time per reservation (the script's run in Redis, without the round trip).
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.conn())
+        .expect("INFO");
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
+        println!("redis-server {line}");
+    }
+}
