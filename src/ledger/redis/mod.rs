@@ -1,36 +1,4 @@
 //! [`RedisLedgerStore`]: one key's ledger in Redis, shared by every process that uses the key.
-//!
-//! Each reservation is one round trip: a Lua script (`ledger.lua`, loaded once, loaded again on
-//! `NOSCRIPT`) reads Redis's clock (`TIME`), finds the earliest instant at which every window of
-//! the quota allows one more call (the same arithmetic as the in-process [`Ledger`]: sliding logs
-//! by default, token buckets as an option, plus blocks, pace and server caps), commits it to
-//! every window and returns it as a delay from Redis's own now. The fleet's clocks never meet:
-//! the delay is added to the local clock when the answer arrives, so a slot is never early and at
-//! most one round trip late. Plans ([`nth_slot`](LedgerStore::nth_slot),
-//! [`plan`](LedgerStore::plan)) read the state once and rebuild a local [`Ledger`] from it.
-//!
-//! # Redis keys and memory
-//! `fx:v1:{FP}:h` (a hash of the key's scalars) and `fx:v1:{FP}:w<i>` (one ring of
-//! `(tick, calls)` entries of 8 bytes per limit), where `FP` is the API key's fingerprint
-//! ([`ApiKey::fingerprint`](crate::ApiKey::fingerprint): 32 bits of its SHA-256, never the key)
-//! — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
-//! key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
-//! a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
-//! late, never early): a Production key (600/1m + 10,000/1h) takes about 14 KB in Redis
-//! (`MEMORY USAGE` of its three keys). Every key expires the quota's longest window plus the
-//! guard (and one second) after the latest instant it holds.
-//!
-//! # Faults
-//! * **Redis unreachable:** see [`Unreachable`]. By default a call waits for Redis (retrying,
-//!   with a `tracing` warning) up to a deadline, then fails with
-//!   [`StoreError::Unavailable`]; never a silent fall back to the whole quota per process.
-//! * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
-//!   latest writes: the state's sequence number goes back): each process tells the new state its
-//!   own slots that still count ([`OwnCalls`](own_calls)), and slots are held back for
-//!   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
-//! * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
-//! * **Processes with different quotas for one key** are refused:
-//!   [`StoreError::QuotaConflict`].
 
 mod own_calls;
 mod reply;
@@ -113,8 +81,39 @@ impl Default for RedisStoreConfig {
 
 /// Ledgers kept in Redis and shared by every process that uses the same API key: the invariant
 /// (never more than N calls in any window of length W, for every limit) holds for the fleet.
-/// Cheap to clone (one multiplexed, self-reconnecting connection). See the [module
-/// docs](self) for the keys, memory and faults.
+/// Cheap to clone (one multiplexed, self-reconnecting connection).
+///
+/// Each reservation is one round trip: a Lua script (`ledger.lua`, loaded once, loaded again on
+/// `NOSCRIPT`) reads Redis's clock (`TIME`), finds the earliest instant at which every window of
+/// the quota allows one more call (the same arithmetic as the in-process [`Ledger`]: sliding logs
+/// by default, token buckets as an option, plus blocks, pace and server caps), commits it to
+/// every window and returns it as a delay from Redis's own now. The fleet's clocks never meet:
+/// the delay is added to the local clock when the answer arrives, so a slot is never early and at
+/// most one round trip late. Plans ([`nth_slot`](LedgerStore::nth_slot),
+/// [`plan`](LedgerStore::plan)) read the state once and rebuild a local [`Ledger`] from it.
+///
+/// # Redis keys and memory
+/// `fx:v1:{FP}:h` (a hash of the key's scalars) and `fx:v1:{FP}:w<i>` (one ring of
+/// `(tick, calls)` entries of 8 bytes per limit), where `FP` is the API key's fingerprint
+/// ([`ApiKey::fingerprint`](crate::ApiKey::fingerprint): 32 bits of its SHA-256, never the key)
+/// — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
+/// key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
+/// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
+/// late, never early): a Production key (600/1m + 10,000/1h) takes about 14 KB in Redis
+/// (`MEMORY USAGE` of its three keys). Every key expires the quota's longest window plus the
+/// guard (and one second) after the latest instant it holds.
+///
+/// # Faults
+/// * **Redis unreachable:** see [`Unreachable`]. By default a call waits for Redis (retrying,
+///   with a `tracing` warning) up to a deadline, then fails with
+///   [`StoreError::Unavailable`]; never a silent fall back to the whole quota per process.
+/// * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
+///   latest writes: the state's sequence number goes back): each process tells the new state its
+///   own slots that still count , and slots are held back for
+///   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
+/// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
+/// * **Processes with different quotas for one key** are refused:
+///   [`StoreError::QuotaConflict`].
 #[derive(Clone)]
 pub struct RedisLedgerStore {
     conn: ConnectionManager,
