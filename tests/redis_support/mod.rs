@@ -15,8 +15,62 @@ pub struct RedisServer {
     pub port: u16,
 }
 
+/// The redis-server to run: `FABRAIX_REDIS_SERVER`, else `redis-server` on PATH or in Debian's
+/// place. On a fresh machine without one, `cargo test` installs Debian's package itself when it
+/// runs as root with apt-get (once per test process), so the README's one test command is the
+/// whole set-up; anywhere else a missing binary is a clear failure that names the fix.
 fn binary() -> String {
-    std::env::var(SERVER_ENV).unwrap_or_else(|_| "redis-server".to_string())
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(find_or_install).clone()
+}
+
+fn find_or_install() -> String {
+    if let Ok(path) = std::env::var(SERVER_ENV) {
+        return path;
+    }
+    let found = || {
+        [
+            "redis-server",
+            "/usr/bin/redis-server",
+            "/usr/sbin/redis-server",
+        ]
+        .into_iter()
+        .find(|bin| {
+            Command::new(bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    };
+    if let Some(bin) = found() {
+        return bin.to_string();
+    }
+    install_from_debian();
+    found().unwrap_or("redis-server").to_string()
+}
+
+/// `apt-get install redis-server`, when this process may (root, apt-get present). Its output goes
+/// to the test's stderr; a failure is left to the start below, which names the fix.
+fn install_from_debian() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || Command::new("apt-get").arg("--version").output().is_err() {
+        return;
+    }
+    eprintln!("redis-server not found: installing Debian's package (apt-get install redis-server)");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+    };
+    let _ = apt(&["update", "-qq"]);
+    let _ = apt(&["install", "-y", "-qq", "redis-server"]);
 }
 
 fn free_port() -> u16 {
