@@ -22,6 +22,8 @@ pub struct ResultWriter {
     path: PathBuf,
     file: File,
     buf: Vec<u8>,
+    /// The key whose every occurrence in a line is written as its fingerprint.
+    redact: Option<fabraix_scheduler::ApiKey>,
 }
 
 /// What `--resume` found in an existing output.
@@ -91,9 +93,26 @@ impl ResultWriter {
                 path: path.to_path_buf(),
                 file,
                 buf: Vec::with_capacity(512),
+                redact: None,
             },
             resumed,
         ))
+    }
+
+    /// Writes every occurrence of `key` in a result line as its fingerprint: a server that echoes
+    /// the key in a body (a success's too) never gets it into the output.
+    pub fn redacting(mut self, key: fabraix_scheduler::ApiKey) -> Self {
+        self.redact = Some(key);
+        self
+    }
+
+    fn redact_key(&mut self) {
+        let (Some(key), Ok(text)) = (&self.redact, std::str::from_utf8(&self.buf)) else {
+            return;
+        };
+        if let std::borrow::Cow::Owned(clean) = key.redact(text) {
+            self.buf = clean.into_bytes();
+        }
     }
 
     /// Writes one result line and flushes it.
@@ -101,6 +120,7 @@ impl ResultWriter {
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, line)
             .map_err(|e| CliError::new(format!("cannot encode a result: {e}")))?;
+        self.redact_key();
         self.buf.push(b'\n');
         self.file
             .write_all(&self.buf)
@@ -392,6 +412,24 @@ mod tests {
         assert_eq!(last["id"], "c");
         assert_eq!(last["error"]["kind"], INVALID_INPUT);
         assert_eq!(last["attempts"], 0);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_key_echoed_in_a_success_body_is_written_as_its_fingerprint() {
+        let path = temp("echo");
+        let key = fabraix_scheduler::ApiKey::new("fbx-echoed-secret-key-123").unwrap();
+        let hour = Duration::from_secs(3600);
+        let (w, _) = ResultWriter::open(&path, false, hour).unwrap();
+        let mut w = w.redacting(key.clone());
+        let line =
+            json!({"id": "a", "status": 200, "body": {"echo": "key fbx-echoed-secret-key-123"}});
+        w.write(&line).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("fbx-echoed-secret-key-123"), "{text}");
+        assert!(text.contains(key.fingerprint()), "{text}");
+        let written: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(written["status"], 200);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

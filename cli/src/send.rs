@@ -66,6 +66,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         .as_deref()
         .ok_or_else(|| CliError::new("--output FILE is required (or use --dry-run)"))?;
     let (writer, resumed) = ResultWriter::open(output, opts.resume, quota.longest_window())?;
+    let writer = writer.redacting(resolved.key.clone());
     if resumed.truncated_bytes > 0 {
         eprintln!(
             "resume: cut off a truncated last line ({}) of {}",

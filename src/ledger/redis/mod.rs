@@ -762,12 +762,59 @@ impl KeyState {
 }
 
 /// `1 / n` of each limit of `quota`, at least one call per window.
+/// One process's share of `quota` in a fleet of `n`: N / n calls per window W, or, where that is
+/// less than one, one call per W × ⌈n / N⌉ (so the fleet together never exceeds N per W). A
+/// window that would pass [`MAX_WINDOW`](crate::MAX_WINDOW) is that longest window, one call in
+/// it: the least a process can be given.
 fn share_of(quota: &Quota, n: NonZeroU32) -> Quota {
-    let limits = quota
+    let share = |l: &Limit| {
+        let count = l.count() / n.get();
+        if count > 0 {
+            return Limit::new(count, l.window());
+        }
+        let stretch = n.get().div_ceil(l.count().max(1));
+        let window = l
+            .window()
+            .checked_mul(stretch)
+            .unwrap_or(crate::MAX_WINDOW)
+            .min(crate::MAX_WINDOW);
+        Limit::new(1, window)
+    };
+    let limits: Vec<Limit> = quota
         .limits()
         .iter()
-        .filter_map(|l| Limit::new((l.count() / n.get()).max(1), l.window()).ok());
-    Quota::new(limits).unwrap_or_else(|_| quota.clone())
+        .filter_map(|l| share(l).ok())
+        .collect();
+    let least = || Quota::new(Limit::new(1, crate::MAX_WINDOW).ok()).ok();
+    Quota::new(limits)
+        .ok()
+        .or_else(least)
+        .unwrap_or_else(|| quota.clone())
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    fn share(spec: &str, n: u32) -> Vec<(u32, Duration)> {
+        let quota: Quota = spec.parse().unwrap();
+        share_of(&quota, NonZeroU32::new(n).unwrap())
+            .limits()
+            .iter()
+            .map(|l| (l.count(), l.window()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fleet_of_shares_never_exceeds_the_quota() {
+        let s = Duration::from_secs;
+        assert_eq!(share("60/1m,1000/1h", 4), vec![(15, s(60)), (250, s(3600))]);
+        // 16 processes on 10/1s: one call per 2 s each, 8 per second together (not 16).
+        assert_eq!(share("10/1s", 16), vec![(1, s(2))]);
+        assert_eq!(share("10/1s", 10), vec![(1, s(1))]);
+        // Beyond the longest window: one call in it.
+        assert_eq!(share("1/300d", 3), vec![(1, crate::MAX_WINDOW)]);
+    }
 }
 
 fn lock(ks: &Mutex<KeyState>) -> std::sync::MutexGuard<'_, KeyState> {
