@@ -697,3 +697,42 @@ async fn size_limits_answer_413_and_502_without_a_retry() {
         "the too-large request never went upstream"
     );
 }
+
+#[path = "../../tests/redis_support/mod.rs"]
+mod redis_support;
+
+/// Two proxies on one key through one Redis share the quota: the strict mock refuses nothing,
+/// where two proxies each planning alone would send twice the quota in the first window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_sharing_one_key_through_redis_stay_within_its_quota() {
+    let redis = redis_support::RedisServer::start();
+    let quota = "4/1s";
+    let server = MockServer::builder()
+        .key(KEY, KeyProfile::new(quota.parse().unwrap()).label(LABEL))
+        .model(fabraix_scheduler::mock::ServerModel::SlidingLog)
+        .count_refused(true)
+        .start()
+        .await
+        .unwrap();
+    let base = server.base_url();
+    let redis_url = redis.url();
+    let extra = ["--redis", redis_url.as_str(), "--refused-calls", "count"];
+    let env = [("FABRAIX_API_KEY", KEY)];
+    let a = Proxy::start(&args(&base, quota, &extra), &env).await;
+    let b = Proxy::start(&args(&base, quota, &extra), &env).await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let url = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        sends.spawn(async move { post(&url, "/event", event_body(i)).await.status() });
+    }
+    let statuses = sends.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(server.refused(), 0, "the mock refused calls of the fleet");
+    server
+        .verify()
+        .expect("no window of the quota held more than 4 calls");
+}

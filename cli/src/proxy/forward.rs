@@ -24,7 +24,7 @@ use super::upstream::{Capture, Captures, CALL_HEADER};
 #[derive(Debug)]
 pub struct ProxyState {
     /// The scheduler the calls go through.
-    pub scheduler: Scheduler,
+    pub scheduler: Scheduler<crate::store::CliStore>,
     /// The key they go with.
     pub key: KeyId,
     /// The token clients must present, if any.

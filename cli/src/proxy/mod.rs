@@ -56,7 +56,13 @@ pub async fn proxy(
         Arc::clone(&captures),
     )
     .map_err(CliError::new)?;
+    if let Some(addr) = opts.metrics {
+        // Installed before the key is added: its metric handles are taken then.
+        crate::metrics_endpoint::serve_metrics(addr)?;
+    }
+    let store = crate::store::CliStore::open(opts.redis.as_deref()).await?;
     let scheduler = Scheduler::builder()
+        .store(store)
         .transport(Arc::new(transport))
         .build()
         .map_err(|e| CliError::new(format!("cannot build the scheduler: {e}")))?;

@@ -66,6 +66,20 @@ pub struct ProxyOpts {
     /// On SIGTERM or Ctrl-C: how long requests already accepted have to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Share the key's quota with every process that uses it through the Redis at this URL
+    /// (`redis://host:6379`, `rediss://` for TLS): proxies on many hosts then stay within the
+    /// quota together.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FABRAIX_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+    /// Also serve the scheduler's own metrics (the `fabraix_scheduler_*` series) for Prometheus
+    /// at `http://ADDR/metrics` (`127.0.0.1:9464`, say); the proxy's `/metrics` stays as it is.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 const PROXY_HELP: &str = "\

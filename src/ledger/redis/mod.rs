@@ -792,31 +792,6 @@ fn share_of(quota: &Quota, n: NonZeroU32) -> Quota {
         .unwrap_or_else(|| quota.clone())
 }
 
-#[cfg(test)]
-mod share_tests {
-    use super::*;
-
-    fn share(spec: &str, n: u32) -> Vec<(u32, Duration)> {
-        let quota: Quota = spec.parse().unwrap();
-        share_of(&quota, NonZeroU32::new(n).unwrap())
-            .limits()
-            .iter()
-            .map(|l| (l.count(), l.window()))
-            .collect()
-    }
-
-    #[test]
-    fn a_fleet_of_shares_never_exceeds_the_quota() {
-        let s = Duration::from_secs;
-        assert_eq!(share("60/1m,1000/1h", 4), vec![(15, s(60)), (250, s(3600))]);
-        // 16 processes on 10/1s: one call per 2 s each, 8 per second together (not 16).
-        assert_eq!(share("10/1s", 16), vec![(1, s(2))]);
-        assert_eq!(share("10/1s", 10), vec![(1, s(1))]);
-        // Beyond the longest window: one call in it.
-        assert_eq!(share("1/300d", 3), vec![(1, crate::MAX_WINDOW)]);
-    }
-}
-
 fn lock(ks: &Mutex<KeyState>) -> std::sync::MutexGuard<'_, KeyState> {
     ks.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -861,5 +836,30 @@ fn describe(e: &redis::RedisError) -> String {
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    fn share(spec: &str, n: u32) -> Vec<(u32, Duration)> {
+        let quota: Quota = spec.parse().unwrap();
+        share_of(&quota, NonZeroU32::new(n).unwrap())
+            .limits()
+            .iter()
+            .map(|l| (l.count(), l.window()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fleet_of_shares_never_exceeds_the_quota() {
+        let s = Duration::from_secs;
+        assert_eq!(share("60/1m,1000/1h", 4), vec![(15, s(60)), (250, s(3600))]);
+        // 16 processes on 10/1s: one call per 2 s each, 8 per second together (not 16).
+        assert_eq!(share("10/1s", 16), vec![(1, s(2))]);
+        assert_eq!(share("10/1s", 10), vec![(1, s(1))]);
+        // Beyond the longest window: one call in it.
+        assert_eq!(share("1/300d", 3), vec![(1, crate::MAX_WINDOW)]);
     }
 }
