@@ -9,12 +9,13 @@ use crate::quota::Quota;
 
 /// The default safety guard: 100 ms, but never more than 10 % of the key's shortest window.
 ///
-/// Chosen from measurement (`cargo run --release --example guard_jitter`, see BENCHMARKS.md): on
-/// loopback, on this 2-core machine under load, calls arrived up to 15–25 ms after they were sent
-/// (the tail of arrival − send over several runs), and a sliding-log server refused up to dozens
-/// of 1,000 calls with guards up to 5 ms and none from 10 ms. Internet paths add more
-/// jitter than loopback, so the default is 4× the worst spread seen here; it costs 0.17 % of
-/// throughput on a one-minute window. Set it per key with `KeyConfig::guard`.
+/// Chosen from measurement (`cargo run --release --example guard_jitter`): on a loaded host,
+/// calls over loopback arrived up to 15–25 ms after they were sent (the tail of arrival − send),
+/// and a sliding-log server refused up to dozens of 1,000 calls with guards up to 5 ms and none
+/// from 10 ms. Internet paths add more jitter than loopback, so the default is 4× that worst
+/// spread; it costs 0.17 % of throughput on a one-minute window. Set it per key with
+/// `KeyConfig::guard`, or let it follow the key's measured latency with
+/// `KeyConfig::guard_from_latency`.
 pub const DEFAULT_GUARD: Duration = Duration::from_millis(100);
 
 /// How a [`Ledger`] spaces calls beyond the quota itself.
