@@ -296,15 +296,31 @@ impl Ledger {
                 t = t.max(last.saturating_add(pace));
             }
         }
-        for log in &self.logs {
-            t = t.max(log.earliest_ns());
-        }
+        t = self.earliest_in_every_limit(t);
         if let Some(cap) = self.server_cap {
             if cap.remaining == 0 && t < cap.reset_ns {
                 t = cap.reset_ns;
             }
         }
         t
+    }
+
+    /// The earliest time not before `t` that every limit keeps. One pass, unless a limit can skip
+    /// times that a later one keeps (a counter's boundaries): then until they agree (each pass
+    /// only moves later, and a counter's guards are a quarter of its window at most, so two or
+    /// three passes do).
+    fn earliest_in_every_limit(&self, mut t: u64) -> u64 {
+        loop {
+            let mut gaps = false;
+            let start = t;
+            for log in &self.logs {
+                t = log.earliest_from(t);
+                gaps |= log.has_gaps();
+            }
+            if !gaps || t == start {
+                return t;
+            }
+        }
     }
 
     /// The earliest instant (not before `now`) at which one more call keeps every limit, without
