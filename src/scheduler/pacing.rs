@@ -98,7 +98,8 @@ impl Pacer {
         self.spacing(quota)
     }
 
-    fn spacing(&self, quota: &Quota) -> Option<Duration> {
+    /// The spacing in force for `quota`, if paced.
+    pub(crate) fn spacing(&self, quota: &Quota) -> Option<Duration> {
         let p = self.state?;
         let l = quota.limits().get(p.limit)?;
         Some(l.window().div_f64(f64::from(l.count()) * p.factor))
