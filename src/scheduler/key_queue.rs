@@ -456,12 +456,14 @@ impl KeyQueue {
     }
 
     pub(crate) fn stats(&self) -> KeyStats {
+        let paced = (self.pacer.lock().unwrap_or_else(|p| p.into_inner())).spacing(&self.quota);
         let st = self.lock();
         let mut stats =
             self.counters
                 .snapshot(st.calls, st.len(), st.in_flight, st.refusals.rule());
         stats.guard = st.guard.current();
         stats.latency_spread = st.guard.spread();
+        stats.paced = paced;
         stats
     }
 }

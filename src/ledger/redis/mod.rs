@@ -727,7 +727,8 @@ impl KeyState {
         let guard = config.guard_for(quota);
         let horizon = config.counted_for(quota);
         let semantics = match config.semantics {
-            WindowSemantics::Sliding => "s",
+            // (The shared store keeps window logs: a counter key is planned as a sliding one.)
+            WindowSemantics::Sliding | WindowSemantics::SlidingWindowCounter => "s",
             WindowSemantics::TokenBucket => "b",
         };
         let signature = format!("{quota} {semantics} guard={}ns", duration_ns(guard));
