@@ -220,3 +220,41 @@ async fn a_paused_redis_loses_no_job() {
     server.verify().expect("no window of the quota broken");
     assert_eq!(server.record().len(), 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_tells_a_redis_restarted_empty_its_calls_before_the_others_send() {
+    let mut redis = RedisServer::start();
+    // The long window is what the idle member filled: its calls count for 4 s after it sent.
+    let quota: Quota = "10/300ms,20/4s".parse().unwrap();
+    let server = MockServer::builder()
+        .key(SECRET, quota.clone())
+        .model(ServerModel::SlidingLog)
+        .count_refused(true)
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("worker-{i}")).collect();
+    let mut members = Vec::new();
+    for id in &ids {
+        members.push(
+            member(
+                &redis.url(),
+                &server.base_url(),
+                &quota,
+                id,
+                RedisStoreConfig::default(),
+            )
+            .await,
+        );
+    }
+    run_fleet(&members[..1], &ids[..1], 20).await;
+    // Redis loses the state while the member that sent is idle; the others then send. The new
+    // state must hear of the idle member's calls before it hands out a slot.
+    let port = redis.port;
+    redis.kill();
+    let _redis = RedisServer::start_on(port);
+    run_fleet(&members[1..], &ids[1..], 10).await;
+    assert_eq!(server.refused(), 0, "no call refused");
+    server.verify().expect("no window of the quota broken");
+    assert_eq!(server.record().len(), 40);
+}

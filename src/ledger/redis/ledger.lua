@@ -92,6 +92,7 @@ local function load()
   st.cr = num('cr', nil)
   st.cs = num('cs', nil)
   st.sq = num('sq', 0)
+  st.se = num('se', 0)
   for i = 1, L do
     local l = lim[i]
     l.b = num('b' .. i, 0)
@@ -128,6 +129,7 @@ local function save()
   end
   put('sq', st.sq); put('ls', st.ls); put('bu', st.bu); put('pc', st.pc)
   put('cr', st.cr); put('cs', st.cs)
+  if st.se > 0 then put('se', st.se) end
   for i = 1, L do
     local l = lim[i]
     if sem == 'b' then
@@ -381,6 +383,16 @@ end
 
 local function block(until_ns) st.bu = math.max(st.bu, until_ns) end
 
+-- A new state (Redis lost the old one) hands out no slot for settle_ns: every process of the
+-- fleet tells it its own calls first (each checks the state more often than that), and no slot
+-- is computed before they did. A reservation in that time commits nothing and is told how long
+-- to wait; plans see the settle as a block.
+local function settle(settle_ns)
+  if settle_ns <= 0 then return end
+  st.se = math.max(st.se, now + settle_ns)
+  block(st.se)
+end
+
 -- Creation and re-seeding ----------------------------------------------------------------
 local function create(epoch, back_ns)
   -- The origin lies back_ns before now, so that earlier calls have a place on the scale.
@@ -444,14 +456,27 @@ local function merge_times(times, fresh)
   if st.ls == nil or newest > st.ls then st.ls = newest end
 end
 
+-- ARGV[j] as a call's offset before now (ns; negative: ahead), and whether it is marked 'L':
+-- a call that may go out only when the process's next reservation returns.
+local function offset_at(j)
+  local a = ARGV[j]
+  if string.sub(a, 1, 1) == 'L' then return tonumber(string.sub(a, 2)), true end
+  return tonumber(a), false
+end
+
 -- Calls given by their offsets before now. A call that still counts but was made before the
 -- state's origin (a state begun by a process with no calls of its own) is recorded at the
--- origin: later than it was, so its windows end late, never early.
+-- origin: later than it was, so its windows end late, never early. A marked call is recorded
+-- no earlier than the settle's end (its process's reservations wait for it).
 local function merge_calls(first, fresh)
   local times = {}
   for j = first, #ARGV do
-    local offset = tonumber(ARGV[j])
-    if offset < horizon then times[#times + 1] = math.max(now - offset, 0) end
+    local offset, late = offset_at(j)
+    if offset < horizon then
+      local t = math.max(now - offset, 0)
+      if late then t = math.max(t, st.se) end
+      times[#times + 1] = t
+    end
   end
   merge_times(times, fresh)
 end
@@ -486,7 +511,7 @@ if bad then return bad end
 -- still counts (as key_ledger.rs with_earlier_calls does), else none.
 local function back_for(first)
   for j = first, #ARGV do
-    if tonumber(ARGV[j]) < horizon then return horizon end
+    if offset_at(j) < horizon then return horizon end
   end
   return 0
 end
@@ -495,8 +520,8 @@ if op == 'register' then
   -- ARGV[A] new epoch, ARGV[A+1] settle_ns, then earlier calls' offsets.
   if not exists then
     create(ARGV[A], back_for(A + 2))
+    settle(tonumber(ARGV[A + 1]))
     merge_calls(A + 2, true)
-    block(now + tonumber(ARGV[A + 1]))
     save()
   else
     load()
@@ -509,8 +534,8 @@ if op == 'seed' then
   -- is the known one (a rollback), then the calls' offsets.
   if not exists or (ARGV[A + 2] == '1' and S.ep == known) then
     create(ARGV[A], back_for(A + 3))
+    settle(tonumber(ARGV[A + 1]))
     merge_calls(A + 3, true)
-    block(now + tonumber(ARGV[A + 1]))
     save()
   else
     load()
@@ -539,8 +564,14 @@ if st.sq < known_seq or (writer ~= nil and mine > 0 and num('p:' .. writer, 0) <
   return { 'rollback', S.ep }
 end
 
+if op == 'check' then
+  -- The state is there, of the epoch this process knows, and not rolled back.
+  return { 'ok', S.ep, st.sq, now }
+end
+
 if op == 'reserve' then
-  -- ARGV[A]: how many slots (1 ..), committed one after another.
+  -- ARGV[A]: how many slots (1 ..), committed one after another; none while the state settles.
+  if now < st.se then return { 'settle', st.se - now } end
   local k = tonumber(ARGV[A])
   local out = { 'ok', S.ep, 0, now }
   for _ = 1, k do
