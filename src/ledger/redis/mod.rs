@@ -182,9 +182,16 @@ struct KeyState {
 }
 
 impl RedisLedgerStore {
-    /// Connects to Redis at `url` (`redis://host:port/db`, `rediss://…` for TLS with rustls,
-    /// `redis://:password@host`), with the [default config](RedisStoreConfig). Fails if the URL
-    /// does not parse or Redis does not answer.
+    /// Connects to Redis at `url` (`redis://host:port/db`, `redis://:password@host`), with the
+    /// [default config](RedisStoreConfig). Fails if the URL does not parse or Redis does not
+    /// answer.
+    ///
+    /// # TLS
+    /// `rediss://host:port/db` speaks TLS (rustls; OpenSSL is not used), checking the server's
+    /// certificate against the system's trusted roots; for a server whose certificate a private
+    /// CA signed, see [`connect_with_ca`](Self::connect_with_ca). `rediss://…/#insecure` is
+    /// refused (redis-rs is built without its insecure feature): a certificate is always
+    /// checked.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -199,9 +206,49 @@ impl RedisLedgerStore {
 
     /// [`connect`](Self::connect) with `config`.
     pub async fn connect_with(url: &str, config: RedisStoreConfig) -> Result<Self, StoreError> {
-        // The URL may hold a password: it is never repeated in an error.
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL ({:?})", e.kind())))?;
+        let client = redis::Client::open(url).map_err(invalid_url)?;
+        Self::from_client(client, config).await
+    }
+
+    /// [`connect_with`](Self::connect_with) to a `rediss://` URL whose server's certificate
+    /// chains to the CA certificate `ca_pem` (PEM, one or more certificates) instead of the
+    /// system's roots. Fails if the URL is not `rediss://`, the PEM holds no certificate, or the
+    /// server does not answer (or its certificate does not match the URL's host).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use fabraix_scheduler::{RedisLedgerStore, RedisStoreConfig};
+    /// let ca = std::fs::read("/etc/redis/ca.pem")?;
+    /// let store = RedisLedgerStore::connect_with_ca(
+    ///     "rediss://redis.internal:6380/0",
+    ///     &ca,
+    ///     RedisStoreConfig::default(),
+    /// )
+    /// .await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect_with_ca(
+        url: &str,
+        ca_pem: &[u8],
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        if !url.starts_with("rediss://") {
+            return Err(StoreError::Unavailable(
+                "a CA certificate is for a rediss:// URL (TLS)".into(),
+            ));
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client = redis::Client::build_with_tls(url, certificates).map_err(invalid_url)?;
+        Self::from_client(client, config).await
+    }
+
+    async fn from_client(
+        client: redis::Client,
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
         let manager = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.response_timeout.max(Duration::from_secs(1))))
@@ -836,6 +883,15 @@ fn id_fingerprint(key: &KeyId) -> String {
     let digest = Sha256::digest(key.as_str().as_bytes());
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("id{hex}")
+}
+
+/// A URL (or CA certificate) redis-rs refused. The URL may hold a password: it is never
+/// repeated.
+fn invalid_url(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!(
+        "invalid Redis URL or TLS certificate ({:?})",
+        e.kind()
+    ))
 }
 
 fn is_quota_conflict(e: &redis::RedisError) -> bool {
