@@ -101,12 +101,43 @@ async fn main() {
         let memory = run(vec![memory; clients], &key, per_client).await;
         print("one key", clients, &redis, &memory);
     }
-    // The server's own time per reservation (the script's run in Redis, without the round trip).
+    // The server's own time per reservation (the script's run in Redis, without the round trip),
+    // and the commands the script ran, per reservation.
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut server.conn())
         .expect("INFO");
+    let calls = |line: &str| -> Option<(String, u64)> {
+        let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+        let calls = rest
+            .strip_prefix("calls=")?
+            .split(',')
+            .next()?
+            .parse()
+            .ok()?;
+        Some((name.to_string(), calls))
+    };
+    let scripts = stats
+        .lines()
+        .filter_map(calls)
+        .find(|(name, _)| name == "evalsha")
+        .map_or(1, |(_, n)| n.max(1));
     for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
         println!("redis-server {line}");
     }
+    let inner: Vec<String> = stats
+        .lines()
+        .filter_map(calls)
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "evalsha" | "eval" | "script|load" | "info" | "ping" | "hello" | "client|setinfo"
+            )
+        })
+        .map(|(name, n)| format!("{name} {:.2}", n as f64 / scripts as f64))
+        .collect();
+    println!(
+        "redis-server commands per script call: {}",
+        inner.join(", ")
+    );
 }

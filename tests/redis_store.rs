@@ -787,3 +787,54 @@ fn a_fleet_size_gives_each_process_its_share_while_redis_is_gone() {
         assert!(two >= t0 + Duration::from_secs(10), "{:?}", two - t0);
     });
 }
+
+/// How many script calls the server has run.
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.conn())
+        .unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn forecasts_deep_in_a_queue_read_the_state_once_not_once_each() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let store = store_on(&server, &clock).await;
+        let memory = MemoryLedgerStore::new();
+        let key = KeyId::new("k");
+        let quota: Quota = "3/1s,10/1m".parse().unwrap();
+        store
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        memory
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        store.reserve(&key, t0).await.unwrap();
+        memory.reserve(&key, t0).await.unwrap();
+        let plan = memory.plan(&key, t0, 2_000).await.unwrap();
+        let before = script_calls(&server);
+        // A queue of 2,000 jobs, each asking for its ETA.
+        for k in 1..=2_000 {
+            let shared = store.nth_slot(&key, t0, k).await.unwrap();
+            assert_eq!(shared, plan[k - 1], "k = {k}");
+        }
+        assert_eq!(script_calls(&server) - before, 1, "one read of the state");
+    });
+}

@@ -50,7 +50,8 @@ local lim = {}
 for i = 1, L do
   local count = tonumber(ARGV[8 + 2 * i])
   local window = tonumber(ARGV[9 + 2 * i])
-  local l = { count = count, window = window, key = KEYS[1 + i] }
+  -- cache: the ring's entries read or written by this call, by position.
+  local l = { count = count, window = window, key = KEYS[1 + i], cache = {} }
   if count <= EXACT then
     l.q = math.max(ceil_div(window, FINE), 1)
     l.max = count + 1
@@ -70,10 +71,14 @@ local flat = redis.call('HGETALL', H)
 for i = 1, #flat, 2 do S[flat[i]] = flat[i + 1] end
 local exists = S.ep ~= nil
 
+-- The fields' numbers as read (or last written), so that save() formats only those that changed.
+local loaded = {}
 local function num(f, d)
   local v = S[f]
   if v == nil or v == '' then return d end
-  return tonumber(v)
+  local n = tonumber(v)
+  loaded[f] = n
+  return n
 end
 
 local sec, usec = now_parts()
@@ -120,12 +125,14 @@ local function save()
   st.sq = st.sq + 1
   local f = {}
   local function put(name, v)
+    if v ~= nil and loaded[name] == v then return end
     local text = field(v)
     if S[name] ~= text then
       f[#f + 1] = name
       f[#f + 1] = text
       S[name] = text
     end
+    loaded[name] = v
   end
   put('sq', st.sq); put('ls', st.ls); put('bu', st.bu); put('pc', st.pc)
   put('cr', st.cr); put('cs', st.cs)
@@ -166,9 +173,13 @@ end
 
 -- Ring of (tick, calls) entries, oldest first ------------------------------------------------
 local function ring_get(l, k)
-  local off = ((l.h + k) % l.cap) * 8
+  local pos = (l.h + k) % l.cap
+  local hit = l.cache[pos]
+  if hit then return hit[1], hit[2] end
+  local off = pos * 8
   local s = redis.call('GETRANGE', l.key, off, off + 7)
   local tick, calls = struct.unpack('>I4I4', s)
+  l.cache[pos] = { tick, calls }
   return tick, calls
 end
 
@@ -186,8 +197,9 @@ end
 
 local function ring_set(l, k, tick, calls)
   ring_alloc(l)
-  local off = ((l.h + k) % l.cap) * 8
-  redis.call('SETRANGE', l.key, off, struct.pack('>I4I4', tick, calls))
+  local pos = (l.h + k) % l.cap
+  redis.call('SETRANGE', l.key, pos * 8, struct.pack('>I4I4', tick, calls))
+  l.cache[pos] = { tick, calls }
 end
 
 local function ring_all(l)
@@ -207,6 +219,7 @@ local function ring_write(l, entries)
   for k = 1, #entries do parts[k] = struct.pack('>I4I4', entries[k][1], entries[k][2]) end
   redis.call('SET', l.key, table.concat(parts) .. string.rep('\0', (l.cap - #entries) * 8))
   l.alloc = true
+  l.cache = {}
   rings_written = true
   l.h = 0
   l.n = #entries
@@ -404,6 +417,7 @@ local function create(epoch, back_ns)
   redis.call('DEL', H)
   redis.call('HSET', H, 'sig', sig, 'ep', epoch, 'os', field(osec), 'ou', field(ousec))
   S = { sig = sig, ep = epoch, os = field(osec), ou = field(ousec) }
+  loaded = {}
   now = back_us * 1000
   exists = true
   load()
@@ -551,12 +565,16 @@ if not exists or S.ep ~= known then
   return { 'seed', S.ep or '' }
 end
 load()
--- A window log evicted or deleted apart from the hash (its ring is written at full size at
--- once): the state is incomplete, and is seeded again as after a rollback.
+-- A window log evicted or deleted apart from the hash: the state is incomplete, and is seeded
+-- again as after a rollback. A ring that exists was written at its full size at once.
+local holding = {}
 for i = 1, L do
-  local l = lim[i]
-  if l.n > 0 and redis.call('STRLEN', l.key) < l.cap * 8 then
-    return { 'rollback', S.ep }
+  if lim[i].n > 0 then holding[#holding + 1] = lim[i].key end
+end
+if #holding > 0 then
+  if redis.call('EXISTS', unpack(holding)) < #holding then return { 'rollback', S.ep } end
+  for i = 1, L do
+    if lim[i].n > 0 then lim[i].alloc = true end
   end
 end
 -- Writes this process saw or made are gone (a failover to a replica that had not seen them).

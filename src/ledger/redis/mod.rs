@@ -25,6 +25,12 @@ const SCRIPT: &str = include_str!("ledger.lua");
 /// sent when the outage began (see `catch_up`).
 const LATE_MARGIN: Duration = Duration::from_secs(1);
 
+/// How long one read of a key's state answers [`nth_slot`](LedgerStore::nth_slot) (ETAs) before
+/// it is read again, unless this process writes to the state first: within it, the k-th slot
+/// costs O(1) amortised for a growing k (the plan of [`Ledger::forecast`] is followed), not a
+/// round trip and an O(k) replay each. Other processes' writes show in ETAs up to this late.
+const FORECAST_FRESH: Duration = Duration::from_millis(200);
+
 /// What a [`RedisLedgerStore`] does while Redis cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -179,6 +185,8 @@ struct KeyState {
     /// After an outage: this key's slots from this instant on may have gone out as late as
     /// now; they are re-seeded as sent now.
     late_from: Option<Instant>,
+    /// The state as last read for forecasts, and when (see [`FORECAST_FRESH`]).
+    forecast: Option<(Instant, Ledger)>,
 }
 
 impl RedisLedgerStore {
@@ -378,6 +386,9 @@ impl RedisLedgerStore {
                     // order (and one from an epoch since replaced tells nothing of this one).
                     if writes(op) && ok.epoch == s.epoch {
                         s.wrote_seq = s.wrote_seq.max(ok.seq);
+                    }
+                    if writes(op) {
+                        s.forecast = None;
                     }
                     drop(s);
                     return Ok((ok, at));
@@ -742,8 +753,22 @@ impl LedgerStore for RedisLedgerStore {
         }
     }
 
+    /// From a read of the state at most [`FORECAST_FRESH`] old and made since this process
+    /// last wrote to it: O(1) amortised for a growing `k`, one round trip per 200 ms at most.
     async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
-        Ok(self.snapshot(key, now).await?.nth_slot(now, k))
+        let ks = self.state(key)?;
+        {
+            let mut s = lock(&ks);
+            if let Some((read_at, ledger)) = &mut s.forecast {
+                if *read_at <= now && now < *read_at + FORECAST_FRESH {
+                    return Ok(ledger.forecast(now, k).at);
+                }
+            }
+        }
+        let mut ledger = self.snapshot(key, now).await?;
+        let at = ledger.forecast(now, k).at;
+        lock(&ks).forecast = Some((now, ledger));
+        Ok(at)
     }
 
     async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {
@@ -825,6 +850,7 @@ impl KeyState {
             last_reply: None,
             share: None,
             late_from: None,
+            forecast: None,
         }
     }
 }
