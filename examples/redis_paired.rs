@@ -1,8 +1,10 @@
 //! Reservations per second on one key through `RedisLedgerStore` against `MemoryLedgerStore`, in
 //! the same run: 1 client, then 16 (each its own connection, as 16 processes would have),
 //! Production quota (its windows fill within the first thousands of reservations and then roll),
-//! latency p50 / p99 of one reservation, and the ratio of the two stores. Starts its own
-//! redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on PATH).
+//! latency p50 / p99 of one reservation, and the ratio of the two stores; then Redis's own time
+//! per script call and the Redis commands the script ran per call (`INFO commandstats`). Starts
+//! its own redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on
+//! PATH).
 //!
 //! `cargo run --example redis_paired -- [RESERVATIONS_PER_CLIENT]` (default 20,000)
 
