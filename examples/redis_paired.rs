@@ -56,6 +56,25 @@ async fn run<S: LedgerStore + Clone>(stores: Vec<S>, key: &KeyId, n: usize) -> R
     summarise(all, started.elapsed())
 }
 
+/// `n` PINGs one after another through one connection manager.
+async fn ping_round_trips(url: &str, n: usize) -> Run {
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("connects");
+    let started = WallInstant::now();
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = WallInstant::now();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("PONG");
+        latencies.push(t.elapsed());
+    }
+    summarise(latencies, started.elapsed())
+}
+
 fn print(label: &str, clients: usize, redis: &Run, memory: &Run) {
     println!(
         "{label:>6} | {clients:>2} client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs | memory {:>10.0}/s p50 {:>5.2} µs p99 {:>5.2} µs | memory/redis throughput {:>6.1}x",
@@ -103,6 +122,15 @@ async fn main() {
         let memory = run(vec![memory; clients], &key, per_client).await;
         print("one key", clients, &redis, &memory);
     }
+    // The floor under one reservation from one client: a PING's round trip through the same kind
+    // of connection (redis-rs's connection manager), in the same run.
+    let ping = ping_round_trips(&server.url(), n).await;
+    println!(
+        "  PING |  1 client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs (the round trip alone)",
+        ping.per_second,
+        ping.p50.as_secs_f64() * 1e6,
+        ping.p99.as_secs_f64() * 1e6,
+    );
     // The server's own time per reservation (the script's run in Redis, without the round trip),
     // and the commands the script ran, per reservation.
     let stats: String = redis::cmd("INFO")
