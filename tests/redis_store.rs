@@ -203,22 +203,21 @@ proptest! {
         ages_ms in proptest::collection::vec(0u64..12_000, 0..6),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        let server = shared_server();
         let config = LedgerConfig {
             guard: Some(Duration::from_millis(guard_ms)),
             semantics: if bucket { WindowSemantics::TokenBucket } else { WindowSemantics::Sliding },
         };
         let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        same_answers(server, &quota, config, &ages_ms, &ops, case)?;
+        SHARED_SERVER.with(|server| same_answers(server, &quota, config, &ages_ms, &ops, case))?;
     }
 }
 
 static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// One server for the proptest's cases (each case uses its own key).
-fn shared_server() -> &'static RedisServer {
-    static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(RedisServer::start)
+thread_local! {
+    /// One server for the proptest's cases (each case uses its own key), killed when the test's
+    /// thread ends (a static would outlive the test binary: statics are never dropped).
+    static SHARED_SERVER: RedisServer = RedisServer::start();
 }
 
 #[test]
