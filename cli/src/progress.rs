@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabraix_scheduler::{Instant, KeyId, Scheduler};
+use fabraix_scheduler::{Instant, KeyId, LedgerStore, Scheduler};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -193,12 +193,23 @@ async fn eta(w: &Watched, in_flight: u64) -> Option<Instant> {
     if left == 0 {
         return None;
     }
-    let mut ledger = w.scheduler.store().snapshot(&w.key)?;
     let now = w.scheduler.clock().now();
-    let mut last = now;
-    for _ in 0..left.min(ETA_EXACT) {
-        last = ledger.reserve(last);
-    }
+    let exact = left.min(ETA_EXACT);
+    let mut last = match w.scheduler.store().snapshot(&w.key) {
+        Some(mut ledger) => {
+            let mut last = now;
+            for _ in 0..exact {
+                last = ledger.reserve(last);
+            }
+            last
+        }
+        // A ledger in Redis: the fleet's shared windows plan the calls left (the store follows
+        // one read of them as a plan, so a tick costs no replay).
+        None => {
+            let k = usize::try_from(exact).ok()?;
+            w.scheduler.store().nth_slot(&w.key, now, k).await.ok()?
+        }
+    };
     let rest = left.saturating_sub(ETA_EXACT);
     if rest > 0 && w.rate.is_finite() && w.rate > 0.0 {
         // Checked: an absurd backlog under a slow quota has no ETA rather than a panic.

@@ -100,3 +100,48 @@ async fn three_send_processes_share_one_key_through_redis_without_a_429() {
     assert!(!text.contains(KEY), "{text}");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// `send --redis` shows the ETA of the calls left from the fleet's shared windows, as it does
+/// from a ledger in the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_line_of_a_send_through_redis_has_an_eta() {
+    let redis = RedisServer::start();
+    let quota: Quota = "5/1s".parse().unwrap();
+    let server = MockServer::builder()
+        .key(KEY, KeyProfile::new(quota).label(LABEL))
+        .start()
+        .await
+        .unwrap();
+    let d = dir("fleet-redis-eta");
+    let (input, output) = (d.join("in.jsonl"), d.join("out.jsonl"));
+    // 40 calls at 5 a second: past the first plain progress line (after 5 s), with calls left.
+    write_events(&input, 40);
+    let out = Command::new(BIN)
+        .current_dir(&d)
+        .env("FABRAIX_API_KEY", KEY)
+        .args(["send", "--quota", "5/1s", "--redis"])
+        .arg(redis.url())
+        .arg("--base-url")
+        .arg(server.base_url())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress:"))
+        .collect();
+    assert!(!progress.is_empty(), "a plain progress line: {stderr}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.contains("ETA ") && !l.contains("ETA -")),
+        "{progress:?}"
+    );
+}
