@@ -79,8 +79,11 @@ impl StaticServer {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind");
-                tx.send((listener.local_addr().expect("addr"), tokio::runtime::Handle::current()))
-                    .expect("started");
+                tx.send((
+                    listener.local_addr().expect("addr"),
+                    tokio::runtime::Handle::current(),
+                ))
+                .expect("started");
                 serve(listener).await;
             });
         });
@@ -417,7 +420,10 @@ fn quotas(dir: &Path) {
     run(Some("unlimited")); // warm-up
     let (_, raw) = run(None);
     let raw_us = raw.as_secs_f64() * 1e6 / n as f64;
-    println!("{:<22} {:>14} {:>12.1} {:>7.2}", "raw reqwest", "-", raw_us, 1.0);
+    println!(
+        "{:<22} {:>14} {:>12.1} {:>7.2}",
+        "raw reqwest", "-", raw_us, 1.0
+    );
     for q in quotas {
         let (secs, cpu) = run(Some(q));
         let us = cpu.as_secs_f64() * 1e6 / n as f64;
@@ -461,7 +467,11 @@ fn strict(dir: &Path) {
             "×{scale:<7} {planned:>10.2} {elapsed:>10.2} {:>8.4} {refused:>6} {:>12.1}{}",
             elapsed / planned,
             cpu.as_secs_f64() * 1e6 / n as f64,
-            if verified { "" } else { "  (the server's record shows a window over the quota)" }
+            if verified {
+                ""
+            } else {
+                "  (the server's record shows a window over the quota)"
+            }
         );
     }
 }
