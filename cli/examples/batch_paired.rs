@@ -23,6 +23,7 @@
 //! cargo run --release -p fabraix-sched --example batch_paired -- --million      # adds 1,000,000
 //! cargo run --release -p fabraix-sched --example batch_paired -- --sizes 10000 --concurrency 64
 //! cargo run --release -p fabraix-sched --example batch_paired -- --only quotas
+//! cargo run --release -p fabraix-sched --example batch_paired -- --only quotas --quotas '60/1m;5000/1s'
 //! cargo run --release -p fabraix-sched --example batch_paired -- --only strict --strict-calls 100000
 //! ```
 
@@ -374,13 +375,17 @@ fn paired(dir: &Path) {
 fn quotas(dir: &Path) {
     let n = list("--quota-calls", &[10_000])[0];
     let c = 16usize;
-    let quotas = [
-        "60/1m",
-        "600/1m,10000/1h",
-        "5000/1s",
-        "100000/1s",
-        "1000000/1s",
-    ];
+    let given = arg("--quotas");
+    let quotas: Vec<&str> = match &given {
+        Some(q) => q.split(';').collect(),
+        None => vec![
+            "60/1m",
+            "600/1m,10000/1h",
+            "5000/1s",
+            "100000/1s",
+            "1000000/1s",
+        ],
+    };
     let file = input(dir, n);
     println!(
         "\nCPU per call by quota: {n} calls at concurrency {c} on tokio's paused clock (sender and server on one thread):"

@@ -49,6 +49,10 @@ struct Appending {
     unwritten: Vec<u8>,
     /// The time of the newest record (written or not).
     newest: SystemTime,
+    /// Whether a compaction runs (in a thread of its own).
+    compacting: bool,
+    /// Bumped when the file is opened again after a close: a compaction begun before gives up.
+    generation: u64,
 }
 
 impl CallJournal {
@@ -79,6 +83,8 @@ impl CallJournal {
                 next_compaction: compact_after,
                 unwritten: Vec::new(),
                 newest: now,
+                compacting: false,
+                generation: 0,
             }),
         };
         Ok((journal, recent))
@@ -98,11 +104,12 @@ impl CallJournal {
         first
     }
 
-    /// Writes the records kept since the last flush, in one `write`. Compacts the file when it
-    /// is due; a compaction that fails is logged and tried again after as many more records (the
-    /// records themselves are kept). On an error the records are dropped (their calls go
-    /// anyway, as they would without a journal) and the file cut back to whole records.
-    pub(crate) fn flush(&self) -> io::Result<()> {
+    /// Writes the records kept since the last flush, in one `write`. Starts a compaction when it
+    /// is due, in a thread of its own ([`compact`](Self::compact)): the calls of the turn wait
+    /// for this write only, not for a rewrite and its sync. On an error the records are dropped
+    /// (their calls go anyway, as they would without a journal) and the file cut back to whole
+    /// records.
+    pub(crate) fn flush(self: &Arc<Self>) -> io::Result<()> {
         let mut appending = self.lock();
         if appending.unwritten.is_empty() {
             return Ok(());
@@ -114,8 +121,19 @@ impl CallJournal {
         buffer.clear();
         appending.unwritten = buffer;
         written?;
-        if appending.records >= appending.next_compaction {
-            self.compact(&mut appending);
+        if appending.records >= appending.next_compaction && !appending.compacting {
+            appending.compacting = true;
+            let journal = Arc::clone(self);
+            let (records, generation, at) =
+                (appending.records, appending.generation, appending.newest);
+            let started = std::thread::Builder::new()
+                .name("fabraix-journal".into())
+                .spawn(move || journal.compact(records, generation, at));
+            if let Err(e) = started {
+                appending.compacting = false;
+                appending.next_compaction = appending.records + self.compact_after;
+                tracing::warn!(path = %self.path.display(), error = %e, "could not compact a call journal; it keeps growing");
+            }
         }
         Ok(())
     }
@@ -128,6 +146,7 @@ impl CallJournal {
             let file = OpenOptions::new().append(true).open(&self.path)?;
             appending.records = file.metadata()?.len() / 8;
             appending.open = Some((file, lock));
+            appending.generation += 1;
         }
         let before = appending.records;
         let Some((file, _)) = appending.open.as_mut() else {
@@ -142,20 +161,38 @@ impl CallJournal {
         Ok(())
     }
 
-    /// Rewrites the file with only the calls that still count at the newest record.
-    fn compact(&self, appending: &mut Appending) {
-        let at = appending.newest;
-        let compacted =
-            read_recent(&self.path, self.keep, at).and_then(|r| Ok((rewrite(&self.path, &r)?, r)));
-        match compacted {
-            Ok((file, recent)) => {
+    /// Rewrites the file with only the calls that still count at `at`, the newest record when
+    /// it began with `records` records. Unlocked: those records are read and the ones that still
+    /// count written to a new file, synced. Locked: the records appended since are added to it,
+    /// and it is renamed over the old. A compaction that fails is logged and tried again after
+    /// as many more records; one overtaken by a close gives up.
+    fn compact(&self, records: u64, generation: u64, at: SystemTime) {
+        let new = sibling(&self.path, ".new");
+        let kept = read_recent_of(&self.path, records, self.keep, at)
+            .and_then(|recent| write_synced(&new, &recent).map(|()| recent.len() as u64));
+        let mut appending = self.lock();
+        appending.compacting = false;
+        if appending.generation != generation || appending.open.is_none() {
+            let _ = fs::remove_file(&new);
+            return;
+        }
+        let renamed = kept.and_then(|kept| {
+            let tail = read_after(&self.path, records * 8)?;
+            let mut file = OpenOptions::new().append(true).open(&new)?;
+            file.write_all(&tail)?;
+            fs::rename(&new, &self.path)?;
+            Ok((file, kept + (tail.len() / 8) as u64))
+        });
+        match renamed {
+            Ok((file, now_held)) => {
                 if let Some((appended, _)) = appending.open.as_mut() {
                     *appended = file;
                 }
-                appending.records = recent.len() as u64;
+                appending.records = now_held;
                 appending.next_compaction = self.compact_after;
             }
             Err(e) => {
+                let _ = fs::remove_file(&new);
                 appending.next_compaction = appending.records + self.compact_after;
                 tracing::warn!(path = %self.path.display(), error = %e, "could not compact a call journal; it keeps growing");
             }
@@ -164,7 +201,7 @@ impl CallJournal {
 
     /// Writes what is kept, closes the file and lets go of its lock, so that another journal
     /// (the next run's, in this process) may open it. A call recorded after this opens it again.
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(self: &Arc<Self>) {
         if let Err(e) = self.flush() {
             tracing::warn!(path = %self.path.display(), error = %e, "could not write a call journal's last records");
         }
@@ -280,27 +317,62 @@ fn read_recent(path: &Path, keep: Duration, now: SystemTime) -> io::Result<Vec<S
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
+    Ok(recent_of(&bytes, keep, now))
+}
+
+/// The calls recorded in `bytes` that still count at `now`.
+fn recent_of(bytes: &[u8], keep: Duration, now: SystemTime) -> Vec<SystemTime> {
     // A torn last record (fewer than 8 bytes) is left out by `chunks_exact`.
-    Ok(bytes
+    bytes
         .chunks_exact(8)
         .filter_map(|b| {
             let ms = u64::from_le_bytes(b.try_into().ok()?);
             UNIX_EPOCH.checked_add(Duration::from_millis(ms))
         })
         .filter(|&t| counts(t, keep, now))
-        .collect())
+        .collect()
+}
+
+/// The calls among the first `records` records at `path` that still count at `now`.
+fn read_recent_of(
+    path: &Path,
+    records: u64,
+    keep: Duration,
+    now: SystemTime,
+) -> io::Result<Vec<SystemTime>> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(records.saturating_mul(8))
+        .read_to_end(&mut bytes)?;
+    Ok(recent_of(&bytes, keep, now))
+}
+
+/// The whole records of the file at `path` from byte `offset` on.
+fn read_after(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    bytes.truncate(bytes.len() / 8 * 8);
+    Ok(bytes)
+}
+
+/// Writes `calls` to a new file at `path`, synced.
+fn write_synced(path: &Path, calls: &[SystemTime]) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(calls.len() * 8);
+    for &t in calls {
+        bytes.extend_from_slice(&unix_ms(t).to_le_bytes());
+    }
+    let mut file = File::create(path)?;
+    file.write_all(&bytes)?;
+    file.sync_data()
 }
 
 /// Writes `calls` to a new file, synced, renamed over `path`, and returns it open for appending.
 fn rewrite(path: &Path, calls: &[SystemTime]) -> io::Result<File> {
     let new = sibling(path, ".new");
-    let mut bytes = Vec::with_capacity(calls.len() * 8);
-    for &t in calls {
-        bytes.extend_from_slice(&unix_ms(t).to_le_bytes());
-    }
-    let mut file = File::create(&new)?;
-    file.write_all(&bytes)?;
-    file.sync_data()?;
+    write_synced(&new, calls)?;
     fs::rename(&new, path)?;
     OpenOptions::new().append(true).open(path)
 }
@@ -324,9 +396,33 @@ mod tests {
     use super::*;
 
     /// Records a call and writes it, as a shard's turn does.
-    fn written(journal: &CallJournal, at: SystemTime) {
+    fn written(journal: &Arc<CallJournal>, at: SystemTime) {
         journal.record(at);
         journal.flush().unwrap();
+        compacted(journal);
+    }
+
+    /// Waits for a compaction in its thread to end and let go of the journal (a few
+    /// milliseconds; at most 10 s).
+    fn compacted(journal: &Arc<CallJournal>) {
+        for _ in 0..10_000 {
+            if !journal.lock().compacting && Arc::strong_count(journal) == 1 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the compaction did not end");
+    }
+
+    /// `CallJournal::open`, shared as a key holds it.
+    fn open(
+        path: &Path,
+        keep: Duration,
+        most: u32,
+        now: SystemTime,
+        also: &[SystemTime],
+    ) -> io::Result<(Arc<CallJournal>, Vec<SystemTime>)> {
+        CallJournal::open(path, keep, most, now, also).map(|(j, e)| (Arc::new(j), e))
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -341,7 +437,7 @@ mod tests {
         let path = temp("reopen");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let minute = Duration::from_secs(60);
-        let (journal, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        let (journal, earlier) = open(&path, minute, 60, t0, &[]).unwrap();
         assert!(earlier.is_empty());
         for s in [0, 10, 50, 59] {
             written(&journal, t0 + Duration::from_secs(s));
@@ -352,8 +448,7 @@ mod tests {
         file.write_all(&[1, 2, 3]).unwrap();
         drop(file);
         // 65 s after t0, the call of t0 + 0 s is past the window.
-        let (_, earlier) =
-            CallJournal::open(&path, minute, 60, t0 + Duration::from_secs(65), &[]).unwrap();
+        let (_, earlier) = open(&path, minute, 60, t0 + Duration::from_secs(65), &[]).unwrap();
         let secs: Vec<u64> = earlier
             .iter()
             .map(|t| t.duration_since(t0).unwrap().as_secs())
@@ -368,7 +463,7 @@ mod tests {
         let path = temp("compact");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let second = Duration::from_secs(1);
-        let (journal, _) = CallJournal::open(&path, second, 1, t0, &[]).unwrap();
+        let (journal, _) = open(&path, second, 1, t0, &[]).unwrap();
         // One call per millisecond: at each compaction, only the last second's 1,000 remain.
         for ms in 0..(2 * COMPACT_AFTER) {
             written(&journal, t0 + Duration::from_millis(ms));
@@ -377,7 +472,7 @@ mod tests {
         assert!(records < COMPACT_AFTER, "{records} records");
         let last = t0 + Duration::from_millis(2 * COMPACT_AFTER - 1);
         drop(journal);
-        let (_, earlier) = CallJournal::open(&path, second, 1, last, &[]).unwrap();
+        let (_, earlier) = open(&path, second, 1, last, &[]).unwrap();
         assert_eq!(
             earlier.len(),
             1_000,
@@ -391,16 +486,16 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let minute = Duration::from_secs(60);
         let told = [t0 - Duration::from_secs(30), t0 - Duration::from_secs(90)];
-        let (journal, earlier) = CallJournal::open(&path, minute, 60, t0, &told).unwrap();
+        let (journal, earlier) = open(&path, minute, 60, t0, &told).unwrap();
         // The call told of 30 s ago counts (and is now in the file); the one of 90 s ago does not.
         assert_eq!(earlier, [t0 - Duration::from_secs(30)]);
-        let second = CallJournal::open(&path, minute, 60, t0, &[]).unwrap_err();
+        let second = open(&path, minute, 60, t0, &[]).unwrap_err();
         assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
         // A record an hour ahead of now is not a time this program wrote.
         written(&journal, t0 + Duration::from_secs(3600));
         written(&journal, t0);
         drop(journal);
-        let (_, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        let (_, earlier) = open(&path, minute, 60, t0, &[]).unwrap();
         assert_eq!(earlier, [t0 - Duration::from_secs(30), t0]);
     }
 
@@ -409,10 +504,10 @@ mod tests {
         let path = temp("close");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let minute = Duration::from_secs(60);
-        let (journal, _) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        let (journal, _) = open(&path, minute, 60, t0, &[]).unwrap();
         written(&journal, t0);
         journal.close();
-        let (next, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        let (next, earlier) = open(&path, minute, 60, t0, &[]).unwrap();
         assert_eq!(earlier, [t0]);
         drop(next);
         // A late call of the closed one opens it again (the next run's is gone).
@@ -425,7 +520,7 @@ mod tests {
         let path = temp("read-only");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let minute = Duration::from_secs(60);
-        let (journal, _) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        let (journal, _) = open(&path, minute, 60, t0, &[]).unwrap();
         for s in [0, 20, 40] {
             written(&journal, t0 + Duration::from_secs(s));
         }
@@ -453,8 +548,7 @@ mod tests {
         let path = temp("groups");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let minute = Duration::from_secs(60);
-        let (journal, _) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
-        let journal = Arc::new(journal);
+        let (journal, _) = open(&path, minute, 60, t0, &[]).unwrap();
         let unflushed = Unflushed::default();
         // The first record of a group lists the journal; the others do not.
         for s in 0..3 {
@@ -472,7 +566,43 @@ mod tests {
         assert!(journal.record(t0 + Duration::from_secs(3)));
         journal.close();
         assert_eq!(fs::metadata(&path).unwrap().len(), 32);
-        let (_, earlier) = CallJournal::open(&path, minute, 60, t0, &[]).unwrap();
+        let (_, earlier) = open(&path, minute, 60, t0, &[]).unwrap();
         assert_eq!(earlier.len(), 4);
+    }
+
+    #[test]
+    fn a_compaction_keeps_the_records_written_while_it_ran_and_gives_up_after_a_close() {
+        let path = temp("compact-tail");
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let second = Duration::from_secs(1);
+        let (journal, _) = open(&path, second, 1, t0, &[]).unwrap();
+        // Ten calls 200 ms apart: at t0 + 1.8 s the last five still count (those after t0 + 0.8 s).
+        for i in 0..10 {
+            written(&journal, t0 + Duration::from_millis(200 * i));
+        }
+        let at = t0 + Duration::from_millis(1_800);
+        // The compaction reads those ten; three more are written before it renames.
+        let (records, generation) = {
+            let a = journal.lock();
+            (a.records, a.generation)
+        };
+        for i in 10..13 {
+            written(&journal, t0 + Duration::from_millis(200 * i));
+        }
+        journal.compact(records, generation, at);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 8 * (5 + 3));
+        assert_eq!(journal.lock().records, 8);
+        // Later records go to the compacted file.
+        written(&journal, t0 + Duration::from_millis(2_600));
+        assert_eq!(fs::metadata(&path).unwrap().len(), 8 * 9);
+        // A compaction overtaken by a close leaves the file as it is.
+        let (records, generation) = {
+            let a = journal.lock();
+            (a.records, a.generation)
+        };
+        journal.close();
+        journal.compact(records, generation, t0 + Duration::from_secs(60));
+        assert_eq!(fs::metadata(&path).unwrap().len(), 8 * 9);
+        assert!(!sibling(&path, ".new").exists());
     }
 }
