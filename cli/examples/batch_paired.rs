@@ -14,7 +14,8 @@
 //! concurrency. Then, at 10,000 calls and concurrency 16, the CPU per call of `send` under
 //! quotas from 60/1m to 1,000,000/1s on tokio's paused clock (server, sender and raw baseline on
 //! one current-thread runtime, so the CPU is of both sides: a 60/1m batch takes 166 virtual
-//! minutes). With `--strict`, the quota test: 100,000 calls at `--quota 5000/1s` against the
+//! minutes), with the raw loop paced at each quota's long-run rate (a timer per call and nothing
+//! else) beside it. With `--strict`, the quota test: 100,000 calls at `--quota 5000/1s` against the
 //! strict mock (sliding log) in real time, at time scales 1, 10 and 100, against the planned
 //! minimum.
 //!
@@ -215,6 +216,37 @@ async fn raw_loop(url: &str, n: u64, c: usize) {
         .await;
 }
 
+/// The raw loop paced at `rate` calls a second (call i leaves at i / rate): what a timer per
+/// call costs without any scheduler.
+async fn raw_paced(url: &str, n: u64, c: usize, rate: f64) {
+    let client = client();
+    let url = format!("{url}/event");
+    let start = tokio::time::Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let (client, url) = (&client, &url);
+            async move {
+                if rate.is_finite() {
+                    let at = Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(start + at).await;
+                }
+                let r = client
+                    .post(url.as_str())
+                    .header("x-api-key", KEY)
+                    .header("content-type", "application/json")
+                    .body(BODY)
+                    .send()
+                    .await
+                    .expect("answered");
+                assert_eq!(r.status(), 200);
+                r.bytes().await.expect("read");
+            }
+        })
+        .buffer_unordered(c)
+        .for_each(|()| async {})
+        .await;
+}
+
 async fn library(url: &str, n: u64, c: usize, quota: &str) {
     let scheduler = Scheduler::builder().build().expect("scheduler");
     let key = KeyId::new("bench");
@@ -391,8 +423,8 @@ fn quotas(dir: &Path) {
         "\nCPU per call by quota: {n} calls at concurrency {c} on tokio's paused clock (sender and server on one thread):"
     );
     println!(
-        "{:<22} {:>14} {:>12} {:>7}",
-        "quota", "virtual s", "CPU µs/call", "CPU×"
+        "{:<22} {:>10} {:>12} {:>7} {:>18} {:>7}",
+        "quota", "virtual s", "CPU µs/call", "CPU×", "raw paced µs/call", "×paced"
     );
     let paused = || {
         tokio::runtime::Builder::new_current_thread()
@@ -401,7 +433,8 @@ fn quotas(dir: &Path) {
             .build()
             .expect("runtime")
     };
-    let run = |quota: Option<&str>| {
+    // `paced`: the raw loop at the quota's long-run rate instead of `send`.
+    let run = |quota: Option<&str>, paced: bool| {
         let rt = paused();
         let cpu0 = cpu(false);
         let virtual_secs = rt.block_on(async {
@@ -413,6 +446,10 @@ fn quotas(dir: &Path) {
             let start = tokio::time::Instant::now();
             match quota {
                 None => raw_loop(&url, n, c).await,
+                Some(q) if paced => {
+                    let rate = q.parse::<Quota>().expect("quota").rate_per_second();
+                    raw_paced(&url, n, c, rate).await;
+                }
                 Some(q) => {
                     send(&url, &file, dir, c, q).await;
                 }
@@ -422,17 +459,20 @@ fn quotas(dir: &Path) {
         });
         (virtual_secs, cpu(false) - cpu0)
     };
-    run(Some("unlimited")); // warm-up
-    let (_, raw) = run(None);
-    let raw_us = raw.as_secs_f64() * 1e6 / n as f64;
-    println!(
-        "{:<22} {:>14} {:>12.1} {:>7.2}",
-        "raw reqwest", "-", raw_us, 1.0
-    );
+    run(Some("unlimited"), false); // warm-up
+    let (_, raw) = run(None, false);
+    let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n as f64;
+    let raw_us = per_call(raw);
+    println!("{:<22} {:>10} {:>12.1} {:>7.2}", "raw reqwest", "-", raw_us, 1.0);
     for q in quotas {
-        let (secs, cpu) = run(Some(q));
-        let us = cpu.as_secs_f64() * 1e6 / n as f64;
-        println!("{q:<22} {secs:>14.1} {us:>12.1} {:>7.2}", us / raw_us);
+        let (secs, cpu) = run(Some(q), false);
+        let (_, paced) = run(Some(q), true);
+        let (us, paced_us) = (per_call(cpu), per_call(paced));
+        println!(
+            "{q:<22} {secs:>10.1} {us:>12.1} {:>7.2} {paced_us:>18.1} {:>7.2}",
+            us / raw_us,
+            us / paced_us
+        );
     }
 }
 
