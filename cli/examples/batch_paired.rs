@@ -11,7 +11,8 @@
 //!
 //! For each it prints the wall time, the CPU per call of the sending side (`getrusage` of the
 //! process less that of the server's thread) and the ratios to the raw loop of the same size and
-//! concurrency. Then, at 10,000 calls and concurrency 16, the CPU per call of `send` under
+//! concurrency: medians over `--rounds` rounds (default 3), each round running the three back to
+//! back in a rotated order and taking its ratios against its own raw loop. Then, at 10,000 calls and concurrency 16, the CPU per call of `send` under
 //! quotas from 60/1m to 1,000,000/1s on tokio's paused clock (server, sender and raw baseline on
 //! one current-thread runtime, so the CPU is of both sides: a 60/1m batch takes 166 virtual
 //! minutes), with the raw loop paced at each quota's long-run rate (a timer per call and nothing
@@ -22,6 +23,7 @@
 //! ```text
 //! cargo run --release -p fabraix-sched --example batch_paired
 //! cargo run --release -p fabraix-sched --example batch_paired -- --million      # adds 1,000,000
+//! cargo run --release -p fabraix-sched --example batch_paired -- --rounds 5
 //! cargo run --release -p fabraix-sched --example batch_paired -- --sizes 10000 --concurrency 64
 //! cargo run --release -p fabraix-sched --example batch_paired -- --only quotas
 //! cargo run --release -p fabraix-sched --example batch_paired -- --only quotas --quotas '60/1m;5000/1s'
@@ -372,34 +374,69 @@ fn paired(dir: &Path) {
     for path in [Path3::Raw, Path3::Library, Path3::Send] {
         measure(&server, path, 2_000, 16, &warm, dir);
     }
-    println!("unlimited quota, static hyper server on loopback (its thread's CPU left out):");
+    println!(
+        "unlimited quota, static hyper server on loopback (its thread's CPU left out); medians of {} rounds:",
+        list("--rounds", &[3])[0].max(1)
+    );
     println!(
         "{:<22} {:>4} {:>9} {:>9} {:>10} {:>12} {:>7} {:>7}",
         "path", "C", "calls", "wall s", "calls/s", "CPU µs/call", "wall×", "CPU×"
     );
+    let rounds = list("--rounds", &[3])[0].max(1) as usize;
+    const PATHS: [Path3; 3] = [Path3::Raw, Path3::Library, Path3::Send];
     for &c in &concurrency {
         for &n in &sizes {
             let file = input(dir, n);
-            let raw = measure(&server, Path3::Raw, n, c as usize, &file, dir);
-            for path in [Path3::Raw, Path3::Library, Path3::Send] {
-                let run = if path == Path3::Raw {
-                    raw
-                } else {
-                    measure(&server, path, n, c as usize, &file, dir)
-                };
+            // Each round runs the three paths back to back, in a rotated order; the ratios are
+            // taken per round, against that round's raw loop, and their medians printed.
+            let mut runs: Vec<[Run; 3]> = Vec::new();
+            for round in 0..rounds {
+                let mut got = [Run {
+                    wall: Duration::ZERO,
+                    cpu: Duration::ZERO,
+                }; 3];
+                for k in 0..3 {
+                    let i = (round + k) % 3;
+                    got[i] = measure(&server, PATHS[i], n, c as usize, &file, dir);
+                }
+                runs.push(got);
+            }
+            for (i, path) in PATHS.iter().enumerate() {
+                let wall = median(runs.iter().map(|r| r[i].wall.as_secs_f64()));
+                let us = median(runs.iter().map(|r| r[i].per_call_us(n)));
+                let wall_ratio = median(
+                    runs.iter()
+                        .map(|r| r[i].wall.as_secs_f64() / r[0].wall.as_secs_f64()),
+                );
+                let cpu_ratio = median(
+                    runs.iter()
+                        .map(|r| r[i].per_call_us(n) / r[0].per_call_us(n)),
+                );
                 println!(
                     "{:<22} {:>4} {:>9} {:>9.2} {:>10.0} {:>12.1} {:>7.2} {:>7.2}",
                     path.name(),
                     c,
                     n,
-                    run.wall.as_secs_f64(),
-                    n as f64 / run.wall.as_secs_f64(),
-                    run.per_call_us(n),
-                    run.wall.as_secs_f64() / raw.wall.as_secs_f64(),
-                    run.per_call_us(n) / raw.per_call_us(n),
+                    wall,
+                    n as f64 / wall,
+                    us,
+                    wall_ratio,
+                    cpu_ratio,
                 );
             }
         }
+    }
+}
+
+/// The median of some numbers.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
     }
 }
 
@@ -463,7 +500,10 @@ fn quotas(dir: &Path) {
     let (_, raw) = run(None, false);
     let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n as f64;
     let raw_us = per_call(raw);
-    println!("{:<22} {:>10} {:>12.1} {:>7.2}", "raw reqwest", "-", raw_us, 1.0);
+    println!(
+        "{:<22} {:>10} {:>12.1} {:>7.2}",
+        "raw reqwest", "-", raw_us, 1.0
+    );
     for q in quotas {
         let (secs, cpu) = run(Some(q), false);
         let (_, paced) = run(Some(q), true);
