@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! reader ──(permit)──▶ scheduler.submit (bounded queue, Overflow::Wait) ──ticket──▶ collector
-//!                                                                        result ──▶ writer (flush)
+//!                                                          results, a group at a time ──▶ writer
 //! ```
+//! The collector awaits every ticket itself and writes the results ready together in one group
+//! (see [`ResultWriter`] for what a kill can lose).
 //! A line holds one of `read_ahead` permits from the moment it is read until its result is
 //! written (or it is skipped, or left unsent by a stop): the reader is never more than
 //! `read_ahead` lines ahead of the output, whatever the input's size.
@@ -16,15 +18,15 @@ use std::time::{Duration, SystemTime};
 use fabraix_scheduler::{
     JobError, KeyId, Outcome, Quota, Scheduler, ShutdownMode, SubmitError, Ticket,
 };
-use serde_json::Value;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 
 use crate::counters::RunCounters;
 use crate::exit::CliError;
 use crate::ids::IdRegistry;
 use crate::input::{InputLine, InputReader};
-use crate::output::{invalid_input_line, result_line, ResultWriter, INVALID_INPUT};
+use crate::output::{invalid_input_line, ResultWriter, INVALID_INPUT};
 use crate::plan::planned_duration_after;
 use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
@@ -329,6 +331,9 @@ async fn collect(
     (result, watch.accepted)
 }
 
+/// Answers handled and written as one group at most, before the output is flushed.
+const GROUP: usize = crate::output::GROUP_LINES;
+
 async fn collect_into(
     mut rx: mpsc::Receiver<Item>,
     mut writer: Option<ResultWriter>,
@@ -336,51 +341,93 @@ async fn collect_into(
     stop: Stop,
     watch: &mut Watch,
 ) -> Result<(), CliError> {
-    let mut pending: JoinSet<(String, Outcome, OwnedSemaphorePermit)> = JoinSet::new();
+    // The tickets are awaited here, in this task: an answer costs no task of its own.
+    let mut pending = FuturesUnordered::new();
     let mut open = true;
-    let mut write = |line: &Value| -> Result<(), CliError> {
-        match writer.as_mut() {
-            Some(w) => w
-                .write(line)
-                .inspect_err(|_| stop.trigger(StopReason::OutputError)),
-            None => Ok(()),
-        }
-    };
-    loop {
-        tokio::select! {
+    let result = loop {
+        let step = tokio::select! {
             item = rx.recv(), if open => match item {
                 Some(Item::Ticket { id, ticket, permit }) => {
-                    pending.spawn(async move {
-                        let outcome = ticket.await;
-                        (id, outcome, permit)
-                    });
+                    pending.push(async move { (id, ticket.await, permit) });
+                    Ok(())
                 }
                 Some(Item::Invalid { id, message, permit }) => {
-                    write(&invalid_input_line(&id, &message))?;
+                    let written = write(&mut writer, |w| w.write(&invalid_input_line(&id, &message)));
                     counters.fail(INVALID_INPUT);
                     drop(permit);
+                    written
                 }
-                None => open = false,
+                None => {
+                    open = false;
+                    Ok(())
+                }
             },
-            Some(joined) = pending.join_next(), if !pending.is_empty() => {
-                let (id, outcome, permit) = joined
-                    .map_err(|e| CliError::new(format!("internal error: {e}")))?;
-                match &outcome {
-                    // Handed back unsent by a stop: not written, so --resume sends it.
-                    Err(JobError::ShutDown) => RunCounters::bump(&counters.unsent),
-                    Ok(_) => {
-                        watch.accepted.record(watch.clock.now());
-                        write(&result_line(&id, &outcome, SystemTime::now()))?;
-                        RunCounters::bump(&counters.succeeded);
-                    }
-                    Err(e) => {
-                        write(&result_line(&id, &outcome, SystemTime::now()))?;
-                        counters.fail(e.kind());
-                    }
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                // This answer and those ready with it, as one group.
+                let mut answer = Some(answer);
+                let mut written = Ok(());
+                for _ in 0..GROUP {
+                    let Some((id, outcome, permit)) = answer.take() else { break };
+                    written = written.and(finish(&mut writer, &counters, watch, &id, &outcome));
+                    drop(permit);
+                    answer = pending.next().now_or_never().flatten();
                 }
-                drop(permit);
+                if let Some((id, outcome, permit)) = answer {
+                    written = written.and(finish(&mut writer, &counters, watch, &id, &outcome));
+                    drop(permit);
+                }
+                written
             }
-            else => return Ok(()),
+            else => break Ok(()),
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+        // Written once nothing more is ready: a group of lines in one write.
+        let more_ready = open && !rx.is_empty();
+        if !more_ready || writer.as_ref().is_some_and(|w| w.kept() >= GROUP) {
+            if let Err(e) = write(&mut writer, ResultWriter::flush) {
+                break Err(e);
+            }
+        }
+    };
+    // Whatever ends the collection, the lines kept are written (a clean stop loses none).
+    let flushed = write(&mut writer, ResultWriter::flush);
+    result
+        .and(flushed)
+        .inspect_err(|_| stop.trigger(StopReason::OutputError))
+}
+
+/// `f` on the writer, if there is one.
+fn write(
+    writer: &mut Option<ResultWriter>,
+    f: impl FnOnce(&mut ResultWriter) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    writer.as_mut().map_or(Ok(()), f)
+}
+
+/// Counts an answered job and keeps its result line (a job handed back unsent by a stop is
+/// neither written nor counted done, so `--resume` sends it).
+fn finish(
+    writer: &mut Option<ResultWriter>,
+    counters: &RunCounters,
+    watch: &mut Watch,
+    id: &str,
+    outcome: &Outcome,
+) -> Result<(), CliError> {
+    match outcome {
+        Err(JobError::ShutDown) => {
+            RunCounters::bump(&counters.unsent);
+            Ok(())
+        }
+        Ok(_) => {
+            watch.accepted.record(watch.clock.now());
+            RunCounters::bump(&counters.succeeded);
+            write(writer, |w| w.write_result(id, outcome, SystemTime::now()))
+        }
+        Err(e) => {
+            counters.fail(e.kind());
+            write(writer, |w| w.write_result(id, outcome, SystemTime::now()))
         }
     }
 }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 
 use fabraix_scheduler::{Job, Priority};
 use http::{header, HeaderValue, Method};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
@@ -149,6 +150,58 @@ impl InputReader {
     }
 }
 
+/// The places of the fields in [`FIELDS`].
+const ID: usize = 0;
+const METHOD: usize = 1;
+const PATH: usize = 2;
+const BODY: usize = 3;
+const PRIORITY: usize = 4;
+
+/// A line's fields as it has them (the last of a repeated one), unparsed, and the first field it
+/// should not have. Borrowed from the line: a line costs no map and no copy of its body.
+struct Fields<'a> {
+    raw: [Option<&'a RawValue>; FIELDS.len()],
+    unknown: Option<String>,
+}
+
+impl Fields<'_> {
+    /// Field `i` parsed (small: an id, a path, a method or a priority); `None` if absent.
+    fn get(&self, i: usize) -> Option<Value> {
+        self.raw[i].map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                let mut fields = Fields {
+                    raw: [None; FIELDS.len()],
+                    unknown: None,
+                };
+                while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value: &'de RawValue = m.next_value()?;
+                    match FIELDS.iter().position(|f| *f == key) {
+                        Some(i) => fields.raw[i] = Some(value),
+                        None if fields.unknown.is_none() => fields.unknown = Some(key.into_owned()),
+                        None => {}
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// Parses one line: `{"id", "method", "path", "body", "priority"}`; only `path` is required, any
 /// other field is an error. The id: a non-empty string as it is, an integer as its decimal
 /// digits (`7` and `"7"` are one id), else the line number (see [`crate::ids`]).
@@ -159,16 +212,16 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
         job: Err(format!("line {line}: {why}")),
     };
     let default_id = line.to_string();
-    let value: Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
+    let map = match serde_json::from_slice::<Fields<'_>>(bytes) {
+        Ok(fields) => fields,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return bad(default_id, "not a JSON object".into())
+        }
         Err(e) => return bad(default_id, format!("not JSON ({e})")),
     };
-    let Value::Object(map) = value else {
-        return bad(default_id, "not a JSON object".into());
-    };
-    let id = match map.get("id") {
+    let id = match map.get(ID) {
         None | Some(Value::Null) => default_id,
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         Some(_) => {
             return bad(
@@ -177,7 +230,7 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
             )
         }
     };
-    if let Some(field) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some(field) = &map.unknown {
         let hint = FIELDS
             .iter()
             .map(|f| (edit_distance(f, field), f))
@@ -193,12 +246,12 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
             ),
         );
     }
-    let path = match map.get("path") {
-        Some(Value::String(p)) if !p.is_empty() => p.clone(),
+    let path = match map.get(PATH) {
+        Some(Value::String(p)) if !p.is_empty() => p,
         None | Some(Value::Null) => return bad(id, "missing \"path\"".into()),
         Some(_) => return bad(id, "\"path\" must be a non-empty string".into()),
     };
-    let method = match map.get("method") {
+    let method = match map.get(METHOD) {
         None | Some(Value::Null) => Method::POST,
         Some(Value::String(m)) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
             Ok(m) => m,
@@ -206,7 +259,7 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
         },
         Some(_) => return bad(id, "\"method\" must be a string".into()),
     };
-    let priority = match map.get("priority") {
+    let priority = match map.get(PRIORITY) {
         None | Some(Value::Null) => Priority::Normal,
         Some(Value::String(p)) => match p.parse::<Priority>() {
             Ok(p) => p,
@@ -220,8 +273,9 @@ pub fn parse_line(line: u64, bytes: &[u8]) -> InputLine {
         }
     };
     let mut job = Job::new(method, path).with_priority(priority);
-    if let Some(body) = map.get("body").filter(|b| !b.is_null()) {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
+    // The body as the line has it: passed through, not parsed and written again.
+    if let Some(body) = map.raw[BODY].filter(|b| b.get() != "null") {
+        let bytes = bytes::Bytes::copy_from_slice(body.get().as_bytes());
         job = job.with_body(bytes).with_header(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

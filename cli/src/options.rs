@@ -176,7 +176,8 @@ pub struct SendOpts {
     /// is an error). Streamed.
     #[arg(long, short, value_name = "FILE|-")]
     pub input: PathBuf,
-    /// The output: one JSON line per input id, appended and flushed as each call completes.
+    /// The output: one JSON line per input id, appended as calls complete (the lines of the
+    /// answers that come together in one write, at most 256).
     /// Must not exist yet (or be empty) unless --resume is given. Required unless --dry-run.
     #[arg(long, short, value_name = "FILE", required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
@@ -193,7 +194,8 @@ pub struct SendOpts {
     /// The key's source (default FABRAIX_API_KEY or ./.env).
     #[command(flatten)]
     pub key: crate::key_args::KeyArgs,
-    /// Calls on the wire at once, at most. Also the bound on calls sent twice after a `kill -9`.
+    /// Calls on the wire at once, at most. With 256 (the most result lines kept before they are
+    /// written), the bound on calls sent twice after a `kill -9` and --resume.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
     /// Whether a call the server refuses (429) counts against the key's quota (learn: find out
@@ -312,11 +314,13 @@ Output lines:
 does not record it (a quota-store or internal error). \"finished_at_ms\": when the result came
 (Unix time, milliseconds).
 
-Crash safety: each result line is written and flushed as its call completes. After a crash or
-`kill -9`, rerun the same command with --resume: ids already in the output are skipped, a cut-off
-last line is removed, and the output ends with exactly one line per input id. Calls sent twice are
-at most those in flight at the kill (--concurrency): they were on the wire (or their
-result line not yet written) when the process died. Each call's time is recorded before it goes
+Crash safety: result lines are written as calls complete, those of the answers that come
+together in one write (at most 256 lines are kept before they are written; a stop, Ctrl-C or an
+error writes every kept line first). After a crash or `kill -9`, rerun the same command with
+--resume: ids already in the output are skipped, a cut-off last line is removed, and the output
+ends with exactly one line per input id. Calls sent twice are at most those in flight at the kill
+(--concurrency) and those answered whose lines were kept but not yet written (at most 256): they
+were on the wire, or their result line not yet written, when the process died. Each call's time is recorded before it goes
 in a journal next to the output (OUTPUT.calls); every run starts with the calls recorded there
 that still count in the quota's windows, so it does not send into windows the server still holds
 part-used and get refused. (For an output without a journal: each result line's attempts at its

@@ -1,4 +1,4 @@
-//! The output: one JSON line per input id, appended and flushed as each call completes; and, for
+//! The output: one JSON line per input id, appended in groups as calls complete; and, for
 //! `--resume`, the ids an earlier run already wrote (a truncated last line is cut off first).
 
 use std::collections::{HashSet, VecDeque};
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fabraix_scheduler::Outcome;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::exit::CliError;
@@ -15,13 +17,25 @@ use crate::exit::CliError;
 /// The kind written for a bad input line.
 pub const INVALID_INPUT: &str = "invalid_input";
 
-/// Appends result lines to the output file, one `write` and one flush per line, so a crash loses
-/// at most the line being written (and `--resume` cuts that one off).
+/// Result lines kept before they are written, at most: the collector flushes sooner, whenever no
+/// further answer is ready.
+pub const GROUP_LINES: usize = 256;
+
+/// Appends result lines to the output file in groups: [`write`](Self::write) keeps a line in
+/// memory and [`flush`](Self::flush) writes every kept line in one `write`. The run flushes
+/// whenever no further answer is ready, after at most [`GROUP_LINES`] lines, and before it ends,
+/// however it ends (its last input, Ctrl-C, an error): a clean stop loses no result. A `kill -9`
+/// loses the lines kept since the last flush — at most [`GROUP_LINES`] results of calls whose
+/// answers had arrived — and may cut the line being written, which `--resume` cuts off; `--resume`
+/// sends those ids again (their calls are in the call journal, so the quota's windows count them).
 #[derive(Debug)]
 pub struct ResultWriter {
     path: PathBuf,
     file: File,
+    /// Lines kept, not yet written.
     buf: Vec<u8>,
+    /// Lines in `buf`.
+    kept: usize,
     /// The key whose every occurrence in a line is written as its fingerprint.
     redact: Option<fabraix_scheduler::ApiKey>,
 }
@@ -92,7 +106,8 @@ impl ResultWriter {
             Self {
                 path: path.to_path_buf(),
                 file,
-                buf: Vec::with_capacity(512),
+                buf: Vec::with_capacity(64 * 1024),
+                kept: 0,
                 redact: None,
             },
             resumed,
@@ -106,31 +121,75 @@ impl ResultWriter {
         self
     }
 
-    fn redact_key(&mut self) {
-        let (Some(key), Ok(text)) = (&self.redact, std::str::from_utf8(&self.buf)) else {
+    /// Writes every occurrence of the key in the line that starts at `start` of the buffer as its
+    /// fingerprint.
+    fn redact_key(&mut self, start: usize) {
+        let (Some(key), Ok(text)) = (&self.redact, std::str::from_utf8(&self.buf[start..])) else {
             return;
         };
         if let std::borrow::Cow::Owned(clean) = key.redact(text) {
-            self.buf = clean.into_bytes();
+            self.buf.truncate(start);
+            self.buf.extend_from_slice(clean.as_bytes());
         }
     }
 
-    /// Writes one result line and flushes it.
+    /// Keeps one result line (see [`write_result`](Self::write_result) for a call's).
     pub fn write(&mut self, line: &Value) -> Result<(), CliError> {
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, line)
-            .map_err(|e| CliError::new(format!("cannot encode a result: {e}")))?;
-        self.redact_key();
+        self.keep_line(line)
+    }
+
+    /// Keeps the result line of a job finished at `finished` (see [`result_line`]): encoded
+    /// directly, a JSON body as the server's own bytes.
+    pub fn write_result(
+        &mut self,
+        id: &str,
+        outcome: &Outcome,
+        finished: SystemTime,
+    ) -> Result<(), CliError> {
+        self.keep_line(&ResultLine::new(id, outcome, finished))
+    }
+
+    /// Lines kept and not yet written.
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
+    fn keep_line<T: Serialize + ?Sized>(&mut self, line: &T) -> Result<(), CliError> {
+        let start = self.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut self.buf, line) {
+            self.buf.truncate(start);
+            return Err(CliError::new(format!("cannot encode a result: {e}")));
+        }
+        self.redact_key(start);
         self.buf.push(b'\n');
-        self.file
+        self.kept += 1;
+        Ok(())
+    }
+
+    /// Writes the lines kept, in one `write`.
+    pub fn flush(&mut self) -> Result<(), CliError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .file
             .write_all(&self.buf)
-            .and_then(|()| self.file.flush())
-            .map_err(|e| {
-                CliError::new(format!(
-                    "cannot write --output {}: {e}",
-                    self.path.display()
-                ))
-            })
+            .and_then(|()| self.file.flush());
+        self.buf.clear();
+        self.kept = 0;
+        written.map_err(|e| {
+            CliError::new(format!(
+                "cannot write --output {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+impl Drop for ResultWriter {
+    /// Lines kept are written when the writer goes, whatever ends the run.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -264,31 +323,90 @@ fn scan(path: &Path, horizon: Duration, cut: bool) -> Result<Resumed, CliError> 
 /// as `finished_at_ms` (Unix milliseconds), which `--resume` reads to count the calls that still
 /// hold the quota's windows.
 pub fn result_line(id: &str, outcome: &Outcome, finished: SystemTime) -> Value {
-    let mut line = outcome_line(id, outcome);
-    line["finished_at_ms"] = Value::from(unix_ms(finished));
-    line
+    serde_json::to_value(ResultLine::new(id, outcome, finished)).unwrap_or(Value::Null)
 }
 
-fn outcome_line(id: &str, outcome: &Outcome) -> Value {
-    match outcome {
-        Ok(r) => {
-            let body = if r.body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&r.body).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&r.body).into_owned())
-                })
-            };
-            json!({"id": id, "status": r.status.as_u16(), "attempts": r.attempts, "body": body})
+/// A call's result line, as it is written: `{"id", "status", "attempts", "body",
+/// "finished_at_ms"}` for a success, `{"id", "error": {"kind", "status", "code", "message"},
+/// "attempts", "finished_at_ms"}` for a failure.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ResultLine<'a> {
+    Success {
+        id: &'a str,
+        status: u16,
+        attempts: u32,
+        body: Body<'a>,
+        finished_at_ms: u64,
+    },
+    Failure {
+        id: &'a str,
+        error: ErrorField<'a>,
+        attempts: Option<u32>,
+        finished_at_ms: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorField<'a> {
+    kind: &'a str,
+    status: Option<u16>,
+    code: Option<&'a str>,
+    message: String,
+}
+
+/// A success's body: its JSON as the server sent it, else its text; `null` if empty.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Body<'a> {
+    Json(&'a RawValue),
+    Decoded(Value),
+    Text(std::borrow::Cow<'a, str>),
+    Empty(Option<()>),
+}
+
+impl<'a> Body<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        if bytes.is_empty() {
+            return Body::Empty(None);
         }
-        Err(e) => error_line(
-            id,
-            e.kind(),
-            e.status(),
-            e.code(),
-            &e.to_string(),
-            e.attempts(),
-        ),
+        // A `\u` escape may spell the key: such a body is decoded and written again, so the
+        // line's redaction sees the key's characters (no server writes JSON that way for fun).
+        let escaped = bytes.windows(2).any(|w| w == b"\\u");
+        match serde_json::from_slice::<&RawValue>(bytes) {
+            Ok(raw) if !escaped => Body::Json(raw),
+            Ok(_) => match serde_json::from_slice::<Value>(bytes) {
+                Ok(v) => Body::Decoded(v),
+                Err(_) => Body::Text(String::from_utf8_lossy(bytes)),
+            },
+            Err(_) => Body::Text(String::from_utf8_lossy(bytes)),
+        }
+    }
+}
+
+impl<'a> ResultLine<'a> {
+    fn new(id: &'a str, outcome: &'a Outcome, finished: SystemTime) -> Self {
+        let finished_at_ms = unix_ms(finished);
+        match outcome {
+            Ok(r) => ResultLine::Success {
+                id,
+                status: r.status.as_u16(),
+                attempts: r.attempts,
+                body: Body::of(&r.body),
+                finished_at_ms,
+            },
+            Err(e) => ResultLine::Failure {
+                id,
+                error: ErrorField {
+                    kind: e.kind(),
+                    status: e.status(),
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+                attempts: e.attempts(),
+                finished_at_ms,
+            },
+        }
     }
 }
 
@@ -405,6 +523,9 @@ mod tests {
         assert!(resumed.done.contains("a") && resumed.done.contains("b"));
         w.write(&invalid_input_line("c", "line 3: missing \"path\""))
             .unwrap();
+        // Kept until flushed: a group of lines goes in one write.
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("\"c\""));
+        w.flush().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
@@ -425,11 +546,63 @@ mod tests {
         let line =
             json!({"id": "a", "status": 200, "body": {"echo": "key fbx-echoed-secret-key-123"}});
         w.write(&line).unwrap();
+        // Escaped in a body the server sent: decoded, so the redaction sees it.
+        let echoed = "{\"echo\": \"\\u0066bx-echoed-secret-key-123\"}";
+        let outcome: Outcome = Ok(response(echoed));
+        w.write_result("b", &outcome, UNIX_EPOCH).unwrap();
+        drop(w); // flushes what it kept
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("fbx-echoed-secret-key-123"), "{text}");
-        assert!(text.contains(key.fingerprint()), "{text}");
-        let written: Value = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(written["status"], 200);
+        assert_eq!(text.matches(key.fingerprint()).count(), 2, "{text}");
+        for line in text.lines() {
+            let written: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(written["status"], 200);
+        }
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    fn response(body: &str) -> fabraix_scheduler::Response {
+        fabraix_scheduler::Response {
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            attempts: 2,
+            sent_at: fabraix_scheduler::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_json_body_is_written_as_the_server_sent_it_and_others_as_text() {
+        let path = temp("raw-body");
+        let hour = Duration::from_secs(3600);
+        let (mut w, _) = ResultWriter::open(&path, false, hour).unwrap();
+        let at = UNIX_EPOCH + Duration::from_millis(7);
+        for (id, body) in [
+            ("a", r#"{"z": 1, "a": [true]}"#),
+            ("b", "not json"),
+            ("c", ""),
+        ] {
+            w.write_result(id, &Ok(response(body)), at).unwrap();
+        }
+        assert_eq!(w.kept(), 3);
+        w.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"id":"a","status":200,"attempts":2,"body":{"z": 1, "a": [true]},"finished_at_ms":7}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"{"id":"b","status":200,"attempts":2,"body":"not json","finished_at_ms":7}"#
+        );
+        assert_eq!(
+            lines[2],
+            r#"{"id":"c","status":200,"attempts":2,"body":null,"finished_at_ms":7}"#
+        );
+        // The same line as a value (what tests and the summary read).
+        let value = result_line("a", &Ok(response(r#"{"z": 1}"#)), at);
+        assert_eq!(value["body"]["z"], 1);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -123,9 +123,10 @@ pub(crate) fn send<S: LedgerStore>(
     }
     tracing::trace!(key = %q.id, job = job.id, attempt = job.attempts, path = %job.job.path, "sending");
     if let Some(journal) = &q.journal {
-        // Before the call goes: a crash after it cannot leave it unrecorded.
-        if let Err(e) = journal.record(inner.clock.wall_now()) {
-            tracing::warn!(key = %q.id, error = %e, "could not record a call in the key's journal");
+        // Before the call goes: written by the shard's flush before it polls the call's future,
+        // so a crash after the call went cannot leave it unrecorded.
+        if journal.record(inner.clock.wall_now()) {
+            q.shard.unflushed.add(journal);
         }
     }
     let request = OutgoingRequest::new(

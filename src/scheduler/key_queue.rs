@@ -212,7 +212,7 @@ pub(crate) struct KeyQueue {
     /// Whether a probe of refused-call accounting is out (`refusals`), readable without the lock.
     pub(crate) probing: AtomicBool,
     /// Where each call is recorded before it goes, if the key keeps a journal.
-    pub(crate) journal: Option<Box<CallJournal>>,
+    pub(crate) journal: Option<Arc<CallJournal>>,
     /// [metrics] The key's metric handles.
     pub(crate) metrics: KeyMetrics,
     /// The scheduler's clock (a ticket tells its ETA from now, or as a wall-clock time).
@@ -226,7 +226,7 @@ impl KeyQueue {
         config: &KeyConfig,
         shard: Arc<Shard>,
         ledger: Option<Arc<Mutex<Ledger>>>,
-        journal: Option<Box<CallJournal>>,
+        journal: Option<Arc<CallJournal>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         // [metrics] Labelled by the user's label, else the key's fingerprint.

@@ -363,7 +363,7 @@ impl<S: LedgerStore> Scheduler<S> {
                             message: format!("{} (key {}): {e}", path.display(), config.id),
                         }
                     })?;
-                (Some(Box::new(journal)), earlier)
+                (Some(Arc::new(journal)), earlier)
             }
             None => (None, config.sent_earlier.clone()),
         };

@@ -34,6 +34,7 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use super::addressing::Addressing;
+use super::call_journal::Unflushed;
 use super::dispatch::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
@@ -73,6 +74,9 @@ pub(crate) struct Shard {
     /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
     /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
     pub(crate) outcomes: Arc<OutcomeSlab>,
+    /// Its keys' call journals with records of calls started this turn, written before the
+    /// turn's calls are polled.
+    pub(crate) unflushed: Unflushed,
 }
 
 impl Default for Shard {
@@ -84,6 +88,7 @@ impl Default for Shard {
             life: Mutex::default(),
             handing_back: AtomicBool::new(false),
             outcomes: Arc::default(),
+            unflushed: Unflushed::default(),
         }
     }
 }
@@ -358,6 +363,8 @@ async fn shard_loop<S: LedgerStore>(
                 None => std::future::pending().await,
             }
         };
+        // The records of the calls started this turn reach their journals before the calls go.
+        shard.unflushed.flush();
         tokio::select! {
             biased;
             // The plain success is handled as it is polled, without creating (and moving) a
