@@ -1,7 +1,9 @@
 //! Classification, backoff, retry budget, and the server's rate-limit signals.
 
+pub(crate) mod answer;
 mod budget;
 mod classify;
+pub(crate) mod decision;
 pub(crate) mod network_time;
 mod policy;
 mod rate_limit_headers;
