@@ -152,32 +152,41 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
     call: OnWire,
     result: Result<HttpResponse, TransportError>,
 ) -> Option<Answer> {
-    let result = result.map(|response| {
-        let cap = inner
-            .retry
-            .retry_after_cap_for(call.q.quota.longest_window());
-        let classified = Classified::response(
-            response.status(),
-            response.headers(),
-            response.body(),
-            || inner.clock.wall_now(),
-            cap,
-        );
-        (response, classified)
-    });
-    let plain = matches!(&result, Ok((_, c)) if c.is_plain_success()) && !call.q.guard_follows;
-    if !plain {
-        return Some(Answer { call, result });
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            return Some(Answer {
+                call,
+                result: Err(error),
+            })
+        }
+    };
+    let cap = inner
+        .retry
+        .retry_after_cap_for(call.q.quota.longest_window());
+    let classified = Classified::response(
+        response.status(),
+        response.headers(),
+        response.body(),
+        || inner.clock.wall_now(),
+        cap,
+    );
+    if call.q.guard_follows || !classified.is_plain_success() {
+        return Some(Answer {
+            call,
+            result: Ok((response, classified)),
+        });
     }
-    let mut st = call.q.lock();
-    if !st.plain_success_will_do() {
-        drop(st);
-        return Some(Answer { call, result });
-    }
-    let serve = st.call_ended(true);
-    drop(st);
-    let Ok((response, _)) = result else {
-        unreachable!("a plain success is a response")
+    let serve = {
+        let mut st = call.q.lock();
+        if !st.plain_success_will_do() {
+            drop(st);
+            return Some(Answer {
+                call,
+                result: Ok((response, classified)),
+            });
+        }
+        st.call_ended(true)
     };
     let OnWire {
         q, job, sent_at, ..
@@ -355,7 +364,7 @@ async fn on_response<S: LedgerStore>(
 async fn on_unauthorized(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, to: &Addressing) {
     let refused = {
         let st = q.lock();
-        (st.api_key_header() == &to.api_key).then(|| st.api_key().clone())
+        (*st.api_key_header() == to.api_key).then(|| st.api_key().clone())
     };
     let Some(refused) = refused else {
         return requeue_front(q, job, false);

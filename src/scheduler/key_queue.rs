@@ -14,7 +14,7 @@ use super::key_state::{KeyStart, KeyState, Queued};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
 use super::refusals::ProbeVerdict;
-use super::shard::Shard;
+use super::shard_link;
 use super::stats::{Counters, KeyStats};
 use crate::api_key::ApiKey;
 use crate::clock::{Clock, Instant};
@@ -24,6 +24,13 @@ use crate::key_id::KeyId;
 use crate::ledger::Ledger;
 use crate::quota::Quota;
 use crate::scheduler_metrics::KeyMetrics;
+
+/// The link to a key's shard (see [`shard_link`]).
+pub(crate) type Shard = shard_link::Shard<KeyQueue>;
+/// Work for a shard of keys.
+pub(crate) type Ready = shard_link::Ready<KeyQueue>;
+/// A call for a shard to start.
+pub(crate) type DueCall = shard_link::DueCall<KeyQueue>;
 
 #[derive(Debug)]
 pub(crate) struct KeyQueue {

@@ -38,6 +38,7 @@ mod pacing;
 mod panics;
 mod refusals;
 mod shard;
+mod shard_link;
 mod slot_timers;
 mod slots;
 mod stats;
@@ -68,7 +69,7 @@ use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
 use key_queue::KeyQueue;
-use shard::Shard;
+use key_queue::Shard;
 
 pub(crate) struct Inner<S> {
     pub(crate) store: S,

@@ -24,8 +24,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -36,9 +36,8 @@ use super::addressing::Addressing;
 use super::answers::{
     finish_plain_success, finish_unsent, on_answer, requeue_after_backoff, send, Answer, Backoff,
 };
-use super::key_queue::KeyQueue;
+use super::key_queue::{DueCall, KeyQueue, Ready, Shard};
 use super::key_state::{KeyState, Queued, Serve};
-use super::outcome_slab::OutcomeSlab;
 use super::panics::panic_message;
 use super::refusals::ProbeVerdict;
 use super::slot_timers::Timers;
@@ -50,125 +49,6 @@ use crate::ledger::{LedgerStore, StoreError};
 
 /// Keys served, or answers handled, per turn of a shard's loop.
 const BATCH: usize = 64;
-
-/// The part of a shard that keys and the scheduler share: the keys to serve and the shard's life.
-#[derive(Debug)]
-pub(crate) struct Shard {
-    /// Keys to serve and calls to start. A channel rather than a locked list: submitters on other
-    /// threads add work without contending for a lock, and the shard wakes on the channel itself.
-    ready: mpsc::UnboundedSender<Ready>,
-    /// The receiving end, held by the shard's task while it runs.
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<Ready>>>,
-    life: Mutex<ShardLife>,
-    /// Set when one of its keys starts handing its jobs back (shutdown, removal): the jobs of
-    /// that key waiting out a backoff are handed back at the shard's next turn, not when their
-    /// backoff ends.
-    pub(crate) handing_back: AtomicBool,
-    /// Where the outcomes of its keys' unfinished jobs wait for their tickets: one slab for all
-    /// its keys, so that 10,000 quiet keys do not keep 10,000 slabs (or their cache lines) warm.
-    pub(crate) outcomes: Arc<OutcomeSlab>,
-    /// The shard's generator for retry jitter, kept here while its task is not running (the
-    /// running task owns it: no lock is taken per decision).
-    rng: Mutex<fastrand::Rng>,
-}
-
-impl Shard {
-    /// A shard whose jitter comes from `rng`.
-    pub(crate) fn new(rng: fastrand::Rng) -> Self {
-        let (ready, receiver) = mpsc::unbounded_channel();
-        Self {
-            ready,
-            receiver: Mutex::new(Some(receiver)),
-            life: Mutex::default(),
-            handing_back: AtomicBool::new(false),
-            outcomes: Arc::default(),
-            rng: Mutex::new(rng),
-        }
-    }
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Self::new(fastrand::Rng::new())
-    }
-}
-
-/// Work for a shard.
-// A due call is moved once through the channel; a box would cost an allocation per call instead.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Ready {
-    /// Serve this key (see [`KeyQueue::wake`]).
-    Serve(Arc<KeyQueue>),
-    /// Start this call: its slot was reserved and its place on the wire counted when it was
-    /// submitted to an idle key (see `Scheduler::submit`).
-    Start(DueCall),
-}
-
-/// A job whose slot is due, taken at submission by a key with nothing queued and room on the
-/// wire: the shard only starts it.
-#[derive(Debug)]
-pub(crate) struct DueCall {
-    pub(crate) q: Arc<KeyQueue>,
-    pub(crate) job: Queued,
-    pub(crate) to: Arc<Addressing>,
-    /// Its slot, reserved at submission (when it was due).
-    pub(crate) slot: Instant,
-}
-
-#[derive(Debug, Default)]
-struct ShardLife {
-    /// Keys given to this shard and not retired.
-    live: usize,
-    /// Whether the shard's task runs.
-    running: bool,
-}
-
-impl Shard {
-    /// Puts `q` on the list of keys to serve (through [`KeyQueue::wake`], which makes sure a key
-    /// is listed once).
-    pub(crate) fn schedule(&self, q: Arc<KeyQueue>) {
-        // The receiver lives in the shard as long as the shard does: this cannot fail.
-        let _ = self.ready.send(Ready::Serve(q));
-    }
-
-    /// Hands the shard a call to start (its key counts it on the wire already).
-    pub(crate) fn start(&self, call: DueCall) {
-        // As in `schedule`: the receiver lives as long as the shard.
-        let _ = self.ready.send(Ready::Start(call));
-    }
-
-    /// A key joins the shard. True if the shard's task is not running and must be started.
-    pub(crate) fn join(&self) -> bool {
-        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
-        life.live += 1;
-        !std::mem::replace(&mut life.running, true)
-    }
-
-    pub(crate) fn retire(&self) {
-        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
-        life.live = life.live.saturating_sub(1);
-    }
-
-    /// If no key is left, the shard counts as stopped and takes its receiver back from `ready`,
-    /// and its generator from `rng` (under the same lock as `join`, so a task started next finds
-    /// them): true.
-    fn stop_if_done(
-        &self,
-        ready: &mut Option<mpsc::UnboundedReceiver<Ready>>,
-        rng: &fastrand::Rng,
-    ) -> bool {
-        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
-        if life.live == 0 {
-            life.running = false;
-            *self.rng.lock().unwrap_or_else(|p| p.into_inner()) = rng.clone();
-            *self.receiver.lock().unwrap_or_else(|p| p.into_inner()) = ready.take();
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// What a shard's loop holds between its turns: kept outside the loop's future, so that after a
 /// panic in it every job it held can still be given an outcome.
@@ -195,15 +75,10 @@ struct Held {
 /// future is caught closer, in the [`Wire`]: only its call fails.)
 pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<Shard>) {
     // A stopping task hands the receiver back before a new one can be started (see `stop_if_done`).
-    let mut ready = shard
-        .receiver
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    if ready.is_none() {
+    let Some((ready, rng)) = shard.take_receiver() else {
         return;
-    }
-    let rng = shard.rng.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    };
+    let mut ready = Some(ready);
     let mut held = Held {
         rng,
         wire: Wire::default(),

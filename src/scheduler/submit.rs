@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use super::addressing::Addressing;
 use super::config::Overflow;
-use super::key_queue::KeyQueue;
+use super::key_queue::{DueCall, KeyQueue};
 use super::key_state::{Admit, Queued};
 use super::outcome_slab::OutcomeReceiver;
-use super::shard::DueCall;
 use super::{Scheduler, Ticket};
 use crate::clock::Instant;
 use crate::job::Job;
