@@ -32,7 +32,7 @@ use super::metrics::{Counters, DropCounts};
 use super::policy::Decision;
 use super::spool::{RecoveryReport, Spool};
 use crate::clock::Instant;
-use crate::fabraix::{ActionCheck, CheckVerdict, ClientError, FabraixClient};
+use crate::fabraix::{ActionCheck, CheckVerdict, ClientError, EventType, FabraixClient};
 use crate::job::Job;
 use crate::job_error::{JobError, Outcome, SubmitError};
 use crate::ledger::{LedgerStore, MemoryLedgerStore};
@@ -362,68 +362,14 @@ impl<S: LedgerStore> TelemetrySender<S> {
             return Recorded::Queued;
         }
         let event_type = telemetry.event_type();
-        let counter = event_type.map_or(0, |t| {
-            shared.per_type[t as usize % 8].fetch_add(1, Ordering::Relaxed)
-        });
-        let decision = shared.config.policy.decide(
-            st.spool.unresolved(),
-            shared.config.spool_capacity,
-            event_type,
-            counter,
-        );
-        match decision {
-            Decision::Keep => {}
-            Decision::EvictOldest => match st.spool.next_unread() {
-                Ok(Some(old)) => {
-                    let _ = st.spool.resolve(old.seq);
-                    shared.counters.dropped("oldest");
-                    tracing::debug!(seq = old.seq, "telemetry: oldest spooled event dropped");
-                }
-                _ => {
-                    drop(st);
-                    shared.counters.dropped("newest");
-                    return Recorded::Dropped(DropReason::SpoolFull);
-                }
-            },
-            Decision::DropNewest => {
-                drop(st);
-                shared.counters.dropped("newest");
-                return Recorded::Dropped(DropReason::SpoolFull);
-            }
-            Decision::SampledOut => {
-                drop(st);
-                shared.counters.dropped("sampled");
-                return Recorded::Dropped(DropReason::Sampled);
-            }
-            Decision::Refuse => {
-                drop(st);
-                shared.counters.refused();
-                return Recorded::Full(telemetry);
-            }
+        if let Err(no_room) = make_room(shared, &mut st, event_type) {
+            drop(st);
+            return match no_room {
+                Some(reason) => Recorded::Dropped(reason),
+                None => Recorded::Full(telemetry),
+            };
         }
-        match st.spool.append(kind, &body) {
-            Ok(seq) => {
-                let buffered = st.spool.pending_records();
-                drop(st);
-                shared.counters.recorded(true);
-                if shared.phase.load(Ordering::Relaxed) != Phase::Spooling as u8 {
-                    shared.set_phase(Phase::Spooling);
-                }
-                // The writer starts its `commit_delay` timer at the first record of a batch and
-                // writes at once at `commit_records`: two wake-ups per batch, not one per record.
-                // (The feeder is woken by the commit: it cannot read the record before.)
-                if buffered == 1 || buffered == shared.config.commit_records {
-                    shared.commit_wake.notify_one();
-                }
-                Recorded::Spooled(seq)
-            }
-            Err(e) => {
-                drop(st);
-                shared.counters.dropped("io_error");
-                tracing::error!(error = %e, "telemetry: event lost, cannot write the spool");
-                Recorded::Dropped(DropReason::Io)
-            }
-        }
+        spool_append(shared, st, kind, &body)
     }
 
     /// Like [`record`](Self::record), but under [`FullPolicy::Block`](super::FullPolicy::Block) waits
@@ -698,6 +644,85 @@ async fn write_loop<S: LedgerStore>(shared: Arc<Shared<S>>) {
             }
         }
         tokio::task::yield_now().await;
+    }
+}
+
+/// Makes room in the spool for an event of `event_type`, as the overflow policy decides: `Ok`
+/// to append it; `Err(Some(reason))` if it is dropped; `Err(None)` if it is refused (handed back
+/// to the caller).
+fn make_room<S: LedgerStore>(
+    shared: &Shared<S>,
+    st: &mut State,
+    event_type: Option<EventType>,
+) -> Result<(), Option<DropReason>> {
+    let counter = event_type.map_or(0, |t| {
+        shared.per_type[t as usize % 8].fetch_add(1, Ordering::Relaxed)
+    });
+    let decision = shared.config.policy.decide(
+        st.spool.unresolved(),
+        shared.config.spool_capacity,
+        event_type,
+        counter,
+    );
+    match decision {
+        Decision::Keep => Ok(()),
+        Decision::EvictOldest => match st.spool.next_unread() {
+            Ok(Some(old)) => {
+                let _ = st.spool.resolve(old.seq);
+                shared.counters.dropped("oldest");
+                tracing::debug!(seq = old.seq, "telemetry: oldest spooled event dropped");
+                Ok(())
+            }
+            _ => {
+                shared.counters.dropped("newest");
+                Err(Some(DropReason::SpoolFull))
+            }
+        },
+        Decision::DropNewest => {
+            shared.counters.dropped("newest");
+            Err(Some(DropReason::SpoolFull))
+        }
+        Decision::SampledOut => {
+            shared.counters.dropped("sampled");
+            Err(Some(DropReason::Sampled))
+        }
+        Decision::Refuse => {
+            shared.counters.refused();
+            Err(None)
+        }
+    }
+}
+
+/// Appends an event (`kind`, `body`) to the spool and wakes its writer when a batch starts or
+/// fills.
+fn spool_append<S: LedgerStore>(
+    shared: &Shared<S>,
+    mut st: MutexGuard<'_, State>,
+    kind: Kind,
+    body: &[u8],
+) -> Recorded {
+    match st.spool.append(kind, body) {
+        Ok(seq) => {
+            let buffered = st.spool.pending_records();
+            drop(st);
+            shared.counters.recorded(true);
+            if shared.phase.load(Ordering::Relaxed) != Phase::Spooling as u8 {
+                shared.set_phase(Phase::Spooling);
+            }
+            // The writer starts its `commit_delay` timer at the first record of a batch and
+            // writes at once at `commit_records`: two wake-ups per batch, not one per record.
+            // (The feeder is woken by the commit: it cannot read the record before.)
+            if buffered == 1 || buffered == shared.config.commit_records {
+                shared.commit_wake.notify_one();
+            }
+            Recorded::Spooled(seq)
+        }
+        Err(e) => {
+            drop(st);
+            shared.counters.dropped("io_error");
+            tracing::error!(error = %e, "telemetry: event lost, cannot write the spool");
+            Recorded::Dropped(DropReason::Io)
+        }
     }
 }
 
