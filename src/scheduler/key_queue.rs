@@ -13,7 +13,7 @@ use super::config::{KeyConfig, Overflow};
 use super::key_state::{KeyStart, KeyState, Queued};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
-use super::refusals::ProbeVerdict;
+use super::refusals::{ProbeVerdict, RefusedCalls};
 use super::shard_link;
 use super::stats::{Counters, KeyStats};
 use crate::api_key::ApiKey;
@@ -149,7 +149,15 @@ impl KeyQueue {
         }
         let now = self.clock.now();
         let mut ledger = self.lock_ledger();
-        st.settle_probe(slot, verdict, ledger.as_deref_mut(), now);
+        match st.settle_probe(slot, verdict, ledger.as_deref_mut(), now) {
+            Some(RefusedCalls::DoNotCount) => {
+                tracing::info!(key = %self.id, "a probe was accepted: refused calls do not count on this server");
+            }
+            Some(RefusedCalls::Count) => {
+                tracing::info!(key = %self.id, "probes were refused: refused calls count on this server");
+            }
+            _ => {}
+        }
     }
 
     pub(crate) fn cancel(self: &Arc<Self>, id: u64) -> bool {

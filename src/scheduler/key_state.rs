@@ -521,14 +521,15 @@ impl KeyState {
         }
     }
 
-    /// Reserves the key's next slot at `at` in its in-process `ledger` (a probe of refused-call
-    /// accounting goes alone: the in-flight limit drops to one until it is answered).
+    /// Reserves the key's next slot at `at` in its in-process `ledger`; true in `.1` if it is a
+    /// probe of refused-call accounting (it goes alone: the in-flight limit drops to one until it
+    /// is answered).
     pub(crate) fn reserve_in(
         &mut self,
         ledger: &mut Ledger,
         at: Instant,
         quota: &Quota,
-    ) -> Instant {
+    ) -> (Instant, bool) {
         let (slot, probe) = self.refusals.reserve(ledger, at, quota);
         if self.len() <= 1 {
             // The ETAs of later jobs are asked one place from the front at most: the ledger's plan
@@ -538,7 +539,7 @@ impl KeyState {
         if probe {
             self.ramp = 1;
         }
-        slot
+        (slot, probe)
     }
 
     /// The slot asked for at `at` (with `epoch`, from [`Serve::NeedSlot`]) is `slot`: held for
@@ -691,15 +692,16 @@ impl KeyState {
     }
 
     /// The call in `slot` ended with `verdict`: if it was the probe, the key learns from it
-    /// (re-counting refunded refusals in `ledger`, if in this process, at `now`).
+    /// (re-counting refunded refusals in `ledger`, if in this process, at `now`). Returns the rule
+    /// learned, if learning ended.
     pub(crate) fn settle_probe(
         &mut self,
         slot: Instant,
         verdict: ProbeVerdict,
         ledger: Option<&mut Ledger>,
         now: Instant,
-    ) {
-        self.refusals.settle(slot, verdict, ledger, now);
+    ) -> Option<RefusedCalls> {
+        self.refusals.settle(slot, verdict, ledger, now)
     }
 
     /// A success at `now`: the new spacing if a paced key's quiet window has passed.
@@ -833,7 +835,7 @@ mod tests {
         fn serve(&mut self, timer: Option<u64>, now: Instant) -> Serve {
             match self.st.next(timer, || now, || now) {
                 Serve::NeedSlot { at, epoch } => {
-                    let slot = self.st.reserve_in(&mut self.ledger, at, &self.quota);
+                    let (slot, _) = self.st.reserve_in(&mut self.ledger, at, &self.quota);
                     self.st.slot_given(slot, at, epoch)
                 }
                 other => other,

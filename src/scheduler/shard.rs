@@ -396,8 +396,11 @@ fn decided(q: &Arc<KeyQueue>, st: &mut KeyState, step: Serve, timers: &mut Timer
     let step = match step {
         Serve::NeedSlot { at, epoch } => match q.lock_ledger() {
             Some(mut ledger) => {
-                let slot = st.reserve_in(&mut ledger, at, &q.quota);
+                let (slot, probe) = st.reserve_in(&mut ledger, at, &q.quota);
                 drop(ledger);
+                if probe {
+                    tracing::info!(key = %q.id, "refused calls alone hold the key back: probing whether the server counts them");
+                }
                 q.metrics.slot_reserved(slot.saturating_duration_since(at)); // [metrics]
                 st.slot_given(slot, at, epoch)
             }
