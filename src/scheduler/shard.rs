@@ -5,6 +5,11 @@
 //! back, the key closed), a timer per key waiting for its reserved slot, and every call of its keys
 //! on the wire (driven here, in its [`Wire`], rather than one spawned task per call).
 //!
+//! The shard is the driver of its keys' state machines ([`KeyState`]): each decides what its key
+//! does next, and the shard carries it out — it sets the timers, gets slots from the ledger (at
+//! once when the store keeps it in this process, by awaiting the store otherwise), puts the calls
+//! on the wire and hands their answers to [`super::answers`].
+//!
 //! Serving a key: while it has jobs and room on the wire, reserve its next slot in the ledger; a
 //! slot that is due now takes the highest-priority job at once; a later one is held and the job is
 //! chosen only when the slot is due (so an agent's `/check` overtakes a backlog of `/event`s, and
