@@ -13,6 +13,9 @@
 //!   `KeyConfig::refused_calls(RefusedCalls::DoNotCount)` (a refused call's slot is refunded) and
 //!   with `RefusedCalls::Count` (the default before refusals were learned), for the counter model
 //!   only; a further table runs the counter model on a server that counts refused calls;
+//! - **scheduler, counter semantics** (a table of its own): the same with
+//!   `KeyConfig::semantics(WindowSemantics::SlidingWindowCounter)`, for the counter model, on a
+//!   server that counts refused calls and on one that does not;
 //! - **fire-all + backoff**: every call sent at once, each retried on 429 after an exponential
 //!   backoff with full jitter (1 s, ×2, capped at 60 s; `Retry-After` ignored);
 //! - **governor stacked**: one governor limiter per window (`Quota::per_minute(60)` and
@@ -62,7 +65,9 @@ enum Kind {
     Bucket {
         tat: u128,
     },
+    /// Windows laid from the first call counted (`anchor`), and again after two idle windows.
     Counter {
+        anchor: Option<u64>,
         index: u64,
         prev: u64,
         curr: u64,
@@ -85,6 +90,7 @@ impl LimitSim {
             },
             ServerModel::TokenBucket => Kind::Bucket { tat: 0 },
             ServerModel::SlidingWindowCounter => Kind::Counter {
+                anchor: None,
                 index: 0,
                 prev: 0,
                 curr: 0,
@@ -112,16 +118,21 @@ impl LimitSim {
                 }
             }
             Kind::Bucket { .. } => {}
-            Kind::Counter { index, prev, curr } => {
-                let k = t / w;
+            Kind::Counter {
+                anchor,
+                index,
+                prev,
+                curr,
+            } => {
+                let Some(a) = *anchor else { return };
+                let k = (t - a) / w;
                 if k == *index + 1 {
                     *prev = *curr;
                     *curr = 0;
+                    *index = k;
                 } else if k > *index + 1 {
-                    *prev = 0;
-                    *curr = 0;
+                    (*anchor, *index, *prev, *curr) = (None, 0, 0, 0);
                 }
-                *index = k.max(*index);
             }
         }
     }
@@ -150,9 +161,15 @@ impl LimitSim {
                 let bound = tat.saturating_sub(u128::from(n - 1) * u128::from(w));
                 (bound.div_ceil(u128::from(n)) as u64).max(t)
             }
-            Kind::Counter { index, prev, curr } => {
+            Kind::Counter { anchor: None, .. } => t,
+            Kind::Counter {
+                anchor: Some(a),
+                index,
+                prev,
+                curr,
+            } => {
                 // Accepted at elapsed e iff prev·(W − e) <= (N − curr − 1)·W.
-                let start = index * w;
+                let start = a + index * w;
                 let first_e = |p: u64, free: u64| -> u64 {
                     if p == 0 {
                         0
@@ -184,7 +201,12 @@ impl LimitSim {
             Kind::Bucket { tat } => {
                 *tat = (*tat).max(u128::from(t) * u128::from(n)) + u128::from(w)
             }
-            Kind::Counter { curr, .. } => *curr += 1,
+            Kind::Counter { anchor, curr, .. } => {
+                if anchor.is_none() {
+                    *anchor = Some(t);
+                }
+                *curr += 1;
+            }
         }
     }
 }
@@ -375,6 +397,8 @@ enum Variant {
     RefusalsNotCounted,
     /// `KeyConfig::refused_calls(RefusedCalls::Count)` (the default before refusals were learned).
     RefusalsCounted,
+    /// `KeyConfig::semantics(WindowSemantics::SlidingWindowCounter)`.
+    CounterSemantics,
 }
 
 impl Variant {
@@ -384,6 +408,7 @@ impl Variant {
             Self::TokenBucket => config.semantics(WindowSemantics::TokenBucket),
             Self::RefusalsNotCounted => config.refused_calls(RefusedCalls::DoNotCount),
             Self::RefusalsCounted => config.refused_calls(RefusedCalls::Count),
+            Self::CounterSemantics => config.semantics(WindowSemantics::SlidingWindowCounter),
         }
     }
 }
@@ -699,6 +724,31 @@ fn main() {
                 cell(run(Variant::Default), min),
                 cell(run(Variant::RefusalsCounted), min),
                 cell(run(Variant::RefusalsNotCounted), min),
+            );
+        }
+    }
+    println!();
+
+    println!("### Counter model, counter semantics\n");
+    println!(
+        "The scheduler told that the server is a sliding-window counter \
+         (`KeyConfig::semantics(WindowSemantics::SlidingWindowCounter)`), on a counter server that \
+         does not count refused calls and on one that does.\n"
+    );
+    println!("| quota | N | minimum | refusals not counted | refusals counted |");
+    println!("|---|---:|---:|---|---|");
+    for (qname, quota) in &quotas {
+        for &n in &ns {
+            let model = ServerModel::SlidingWindowCounter;
+            let min = minimum(model, quota, n).makespan;
+            let run = |counted| {
+                scheduler_in_process_on(model, counted, quota, n, Variant::CounterSemantics)
+            };
+            println!(
+                "| {qname} | {n} | {:.1} s | {} | {} |",
+                min.as_secs_f64(),
+                cell(run(false), min),
+                cell(run(true), min),
             );
         }
     }

@@ -1,8 +1,10 @@
 //! Reservations per second on one key through `RedisLedgerStore` against `MemoryLedgerStore`, in
 //! the same run: 1 client, then 16 (each its own connection, as 16 processes would have),
 //! Production quota (its windows fill within the first thousands of reservations and then roll),
-//! latency p50 / p99 of one reservation, and the ratio of the two stores. Starts its own
-//! redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on PATH).
+//! latency p50 / p99 of one reservation, and the ratio of the two stores; then Redis's own time
+//! per script call and the Redis commands the script ran per call (`INFO commandstats`). Starts
+//! its own redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on
+//! PATH).
 //!
 //! `cargo run --example redis_paired -- [RESERVATIONS_PER_CLIENT]` (default 20,000)
 
@@ -54,6 +56,25 @@ async fn run<S: LedgerStore + Clone>(stores: Vec<S>, key: &KeyId, n: usize) -> R
     summarise(all, started.elapsed())
 }
 
+/// `n` PINGs one after another through one connection manager.
+async fn ping_round_trips(url: &str, n: usize) -> Run {
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("connects");
+    let started = WallInstant::now();
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = WallInstant::now();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("PONG");
+        latencies.push(t.elapsed());
+    }
+    summarise(latencies, started.elapsed())
+}
+
 fn print(label: &str, clients: usize, redis: &Run, memory: &Run) {
     println!(
         "{label:>6} | {clients:>2} client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs | memory {:>10.0}/s p50 {:>5.2} µs p99 {:>5.2} µs | memory/redis throughput {:>6.1}x",
@@ -101,12 +122,52 @@ async fn main() {
         let memory = run(vec![memory; clients], &key, per_client).await;
         print("one key", clients, &redis, &memory);
     }
-    // The server's own time per reservation (the script's run in Redis, without the round trip).
+    // The floor under one reservation from one client: a PING's round trip through the same kind
+    // of connection (redis-rs's connection manager), in the same run.
+    let ping = ping_round_trips(&server.url(), n).await;
+    println!(
+        "  PING |  1 client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs (the round trip alone)",
+        ping.per_second,
+        ping.p50.as_secs_f64() * 1e6,
+        ping.p99.as_secs_f64() * 1e6,
+    );
+    // The server's own time per reservation (the script's run in Redis, without the round trip),
+    // and the commands the script ran, per reservation.
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut server.conn())
         .expect("INFO");
+    let calls = |line: &str| -> Option<(String, u64)> {
+        let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+        let calls = rest
+            .strip_prefix("calls=")?
+            .split(',')
+            .next()?
+            .parse()
+            .ok()?;
+        Some((name.to_string(), calls))
+    };
+    let scripts = stats
+        .lines()
+        .filter_map(calls)
+        .find(|(name, _)| name == "evalsha")
+        .map_or(1, |(_, n)| n.max(1));
     for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
         println!("redis-server {line}");
     }
+    let inner: Vec<String> = stats
+        .lines()
+        .filter_map(calls)
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "evalsha" | "eval" | "script|load" | "info" | "ping" | "hello" | "client|setinfo"
+            )
+        })
+        .map(|(name, n)| format!("{name} {:.2}", n as f64 / scripts as f64))
+        .collect();
+    println!(
+        "redis-server commands per script call: {}",
+        inner.join(", ")
+    );
 }

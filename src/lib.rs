@@ -61,7 +61,7 @@ mod ledger;
 pub mod mock;
 mod quota;
 mod response;
-mod retry;
+pub mod retry;
 mod scheduler;
 pub mod scheduler_metrics;
 pub mod telemetry;
@@ -96,11 +96,7 @@ pub use ledger::{
 pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};
 pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;
-pub use retry::{
-    classify_status, parse_rate_limit_headers, parse_retry_after, seconds_to_duration, Class,
-    Delivery, RefusalStep, RetryAfter, RetryAfterProblem, RetryBudget, RetryPolicy, ServerWindow,
-    MAX_NETWORK_SECONDS,
-};
+pub use retry::{Delivery, RefusalStep, RetryBudget, RetryPolicy};
 pub use scheduler::{
     read_call_journal, KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob,
     Scheduler, SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,

@@ -5,10 +5,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fabraix_scheduler::{
-    parse_rate_limit_headers, parse_retry_after, seconds_to_duration, ApiError, RetryAfter,
+use fabraix_scheduler::retry::{
+    parse_rate_limit_headers, parse_retry_after, seconds_to_duration, RetryAfter,
     MAX_NETWORK_SECONDS,
 };
+use fabraix_scheduler::ApiError;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 

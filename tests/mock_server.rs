@@ -342,9 +342,10 @@ async fn token_bucket_accepts_more_than_sliding_log() {
 
 #[tokio::test(start_paused = true)]
 async fn counter_refuses_what_sliding_log_accepts() {
-    // Two calls early in window 0; at 1.25 s the log is empty, but the counter estimates
-    // 2 × 0.75 = 1.5 calls, and 1.5 + 1 > 2. At 1.5 s the estimate is 1.0: one more fits.
-    let pattern = [100, 200, 1250, 1500];
+    // Two calls early in window 0 (laid from the first call, at 0); at 1.25 s the log is empty,
+    // but the counter estimates 2 × 0.75 = 1.5 calls, and 1.5 + 1 > 2. At 1.5 s the estimate is
+    // 1.0: one more fits.
+    let pattern = [0, 100, 1250, 1500];
     let counter = run_model(ServerModel::SlidingWindowCounter, "2/1s", &pattern).await;
     assert_eq!(counter, [200, 200, 429, 200]);
     let log = run_model(ServerModel::SlidingLog, "2/1s", &pattern).await;

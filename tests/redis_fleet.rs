@@ -220,3 +220,95 @@ async fn a_paused_redis_loses_no_job() {
     server.verify().expect("no window of the quota broken");
     assert_eq!(server.record().len(), 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_tells_a_redis_restarted_empty_its_calls_before_the_others_send() {
+    let mut redis = RedisServer::start();
+    // The long window is what the idle member filled: its calls count for 4 s after it sent.
+    let quota: Quota = "10/300ms,20/4s".parse().unwrap();
+    let server = MockServer::builder()
+        .key(SECRET, quota.clone())
+        .model(ServerModel::SlidingLog)
+        .count_refused(true)
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("worker-{i}")).collect();
+    let mut members = Vec::new();
+    for id in &ids {
+        members.push(
+            member(
+                &redis.url(),
+                &server.base_url(),
+                &quota,
+                id,
+                RedisStoreConfig::default(),
+            )
+            .await,
+        );
+    }
+    run_fleet(&members[..1], &ids[..1], 20).await;
+    // Redis loses the state while the member that sent is idle; the others then send. The new
+    // state must hear of the idle member's calls before it hands out a slot.
+    let port = redis.port;
+    redis.kill();
+    let _redis = RedisServer::start_on(port);
+    run_fleet(&members[1..], &ids[1..], 10).await;
+    assert_eq!(server.refused(), 0, "no call refused");
+    server.verify().expect("no window of the quota broken");
+    assert_eq!(server.record().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_seen_by_one_member_pauses_the_others_for_its_retry_after_once() {
+    let redis = RedisServer::start();
+    let quota: Quota = "50/1s".parse().unwrap();
+    let retry_after = Duration::from_secs(2);
+    // The first call is refused with Retry-After: 2.
+    let refusal = fabraix_scheduler::mock::ScriptedResponse::json(
+        429,
+        serde_json::json!({"error": {"code": "rate_limited", "retry_after": 2}}),
+    )
+    .header("retry-after", "2");
+    let server = MockServer::builder()
+        .key(SECRET, quota.clone())
+        .model(ServerModel::SlidingLog)
+        .count_refused(true)
+        .script("/event", vec![refusal])
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("worker-{i}")).collect();
+    let mut members = Vec::new();
+    for id in &ids {
+        members.push(
+            member(
+                &redis.url(),
+                &server.base_url(),
+                &quota,
+                id,
+                RedisStoreConfig::default(),
+            )
+            .await,
+        );
+    }
+    let started = tokio::time::Instant::now();
+    let refused = members[0]
+        .submit(&KeyId::new(&ids[0]), common::event(0))
+        .await
+        .unwrap();
+    while server.scripted_served() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The others, which saw no 429, send only once the first member's pause is over; and the
+    // pause is waited for once (the first member's retry does not wait again after it).
+    let seen = tokio::time::Instant::now();
+    run_fleet(&members[1..], &ids[1..], 3).await;
+    refused.await.expect("the refused call is sent again");
+    let record = server.record();
+    assert_eq!(record.len(), 7);
+    let first = record.iter().map(|c| c.arrival).min().unwrap();
+    let last = record.iter().map(|c| c.arrival).max().unwrap();
+    assert!(first >= started + retry_after, "{:?}", first - started);
+    assert!(last < seen + 2 * retry_after, "{:?}", last - seen);
+}

@@ -15,13 +15,17 @@ use proptest::prelude::*;
 use redis_support::RedisServer;
 
 /// A clock that moves only when told (shared by the stores of one test). Sleeping on it waits a
-/// little real time and moves it on to the deadline.
+/// little real time (at most its second field) and moves it on to the deadline.
 #[derive(Debug)]
-struct ManualClock(Arc<Mutex<Instant>>);
+struct ManualClock(Arc<Mutex<Instant>>, Duration);
 
 impl ManualClock {
     fn new(at: Instant) -> Arc<Self> {
-        Arc::new(Self(Arc::new(Mutex::new(at))))
+        Self::with_real_wait(at, Duration::from_millis(20))
+    }
+    /// A sleep on it waits up to `most` of real time.
+    fn with_real_wait(at: Instant, most: Duration) -> Arc<Self> {
+        Arc::new(Self(Arc::new(Mutex::new(at)), most))
     }
     fn set(&self, at: Instant) {
         *self.0.lock().unwrap() = at;
@@ -38,8 +42,9 @@ impl Clock for ManualClock {
     fn sleep_until(&self, deadline: Instant) -> Sleep {
         let wait = deadline.saturating_duration_since(self.now());
         let time = Arc::clone(&self.0);
+        let most = self.1;
         Box::pin(async move {
-            tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
+            tokio::time::sleep(wait.min(most)).await;
             let mut now = time.lock().unwrap();
             *now = (*now).max(deadline);
         })
@@ -53,8 +58,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The default config without the watch task: on a [`ManualClock`] its sleeps would move the
+/// test's time on.
+fn unwatched() -> RedisStoreConfig {
+    let mut config = RedisStoreConfig::default();
+    config.reseed_watch = None;
+    config
+}
+
 async fn store_on(server: &RedisServer, clock: &Arc<ManualClock>) -> RedisLedgerStore {
-    RedisLedgerStore::connect(&server.url())
+    RedisLedgerStore::connect_with(&server.url(), unwatched())
         .await
         .expect("connects")
         .with_clock(clock.clone())
@@ -190,22 +203,21 @@ proptest! {
         ages_ms in proptest::collection::vec(0u64..12_000, 0..6),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        let server = shared_server();
         let config = LedgerConfig {
             guard: Some(Duration::from_millis(guard_ms)),
             semantics: if bucket { WindowSemantics::TokenBucket } else { WindowSemantics::Sliding },
         };
         let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        same_answers(server, &quota, config, &ages_ms, &ops, case)?;
+        SHARED_SERVER.with(|server| same_answers(server, &quota, config, &ages_ms, &ops, case))?;
     }
 }
 
 static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// One server for the proptest's cases (each case uses its own key).
-fn shared_server() -> &'static RedisServer {
-    static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(RedisServer::start)
+thread_local! {
+    /// One server for the proptest's cases (each case uses its own key), killed when the test's
+    /// thread ends (a static would outlive the test binary: statics are never dropped).
+    static SHARED_SERVER: RedisServer = RedisServer::start();
 }
 
 #[test]
@@ -512,7 +524,7 @@ fn a_rolled_back_write_is_detected_even_after_another_process_wrote_since() {
 }
 
 fn settle(d: Duration) -> RedisStoreConfig {
-    let mut config = RedisStoreConfig::default();
+    let mut config = unwatched();
     config.reseed_settle = d;
     config
 }
@@ -597,6 +609,69 @@ fn calls_older_than_a_state_seeded_by_an_idle_process_still_count() {
         // `a`'s two calls were made before that state began; they still count for 9 s.
         let next = a.reserve(&key, t1).await.unwrap();
         assert!(next >= t0 + Duration::from_secs(10), "{:?}", next - t0);
+    });
+    drop(server);
+}
+
+/// Waits (real time, up to 10 s) until Redis holds `key`'s state.
+async fn state_exists(server: &RedisServer, store: &RedisLedgerStore, key: &KeyId) {
+    let hash = format!("{}:h", store.redis_prefix(key));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !redis::cmd("EXISTS")
+        .arg(&hash)
+        .query::<bool>(&mut server.conn())
+        .unwrap()
+    {
+        assert!(std::time::Instant::now() < deadline, "no state in Redis");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn no_slot_of_a_new_state_is_computed_before_the_fleet_told_it_its_calls() {
+    let mut server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        // A settle waits up to 2 s of real time: the other process has that long to re-seed.
+        let clock = ManualClock::with_real_wait(t0, Duration::from_secs(2));
+        let connect = || async {
+            RedisLedgerStore::connect_with(&server.url(), settle(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_local_time_for_tests()
+        };
+        let a = connect().await;
+        let b = connect().await;
+        let key = KeyId::new("k");
+        let quota: Quota = "2/10s".parse().unwrap();
+        for s in [&a, &b] {
+            s.register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+        }
+        for _ in 0..2 {
+            assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        }
+        let port = server.port;
+        server.kill();
+        server = RedisServer::start_on(port);
+        let t1 = t0 + Duration::from_secs(1);
+        clock.set(t1);
+        // `b` reaches the empty server first and creates the new state; its reservation waits
+        // for the settle. `a` tells the state its two calls meanwhile.
+        let first = tokio::spawn({
+            let (b, key) = (b.clone(), key.clone());
+            async move { b.reserve(&key, t1).await }
+        });
+        state_exists(&server, &b, &key).await;
+        let second = a.reserve(&key, t1).await.unwrap();
+        let first = first.await.unwrap().unwrap();
+        // Computed before `a`'s calls arrived, `b`'s slot would be the settle's end (6 s): a
+        // third call in `a`'s window.
+        for slot in [first, second] {
+            assert!(slot >= t0 + Duration::from_secs(10), "{:?}", slot - t0);
+        }
     });
     drop(server);
 }
@@ -690,7 +765,7 @@ fn a_fleet_size_gives_each_process_its_share_while_redis_is_gone() {
     runtime().block_on(async {
         let t0 = Instant::now();
         let clock = ManualClock::new(t0);
-        let store = RedisLedgerStore::connect(&server.url())
+        let store = RedisLedgerStore::connect_with(&server.url(), unwatched())
             .await
             .unwrap()
             .with_clock(clock.clone())
@@ -709,5 +784,56 @@ fn a_fleet_size_gives_each_process_its_share_while_redis_is_gone() {
         let two = store.reserve(&key, t1).await.unwrap();
         assert_eq!(one, t1);
         assert!(two >= t0 + Duration::from_secs(10), "{:?}", two - t0);
+    });
+}
+
+/// How many script calls the server has run.
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.conn())
+        .unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn forecasts_deep_in_a_queue_read_the_state_once_not_once_each() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let store = store_on(&server, &clock).await;
+        let memory = MemoryLedgerStore::new();
+        let key = KeyId::new("k");
+        let quota: Quota = "3/1s,10/1m".parse().unwrap();
+        store
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        memory
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        store.reserve(&key, t0).await.unwrap();
+        memory.reserve(&key, t0).await.unwrap();
+        let plan = memory.plan(&key, t0, 2_000).await.unwrap();
+        let before = script_calls(&server);
+        // A queue of 2,000 jobs, each asking for its ETA.
+        for k in 1..=2_000 {
+            let shared = store.nth_slot(&key, t0, k).await.unwrap();
+            assert_eq!(shared, plan[k - 1], "k = {k}");
+        }
+        assert_eq!(script_calls(&server) - before, 1, "one read of the state");
     });
 }

@@ -26,7 +26,9 @@ pub struct LedgerConfig {
     /// the shortest window (a 100 ms window gets 10 ms).
     pub guard: Option<Duration>,
     /// How each limit is read: [`WindowSemantics::Sliding`] (the default, safe whatever the
-    /// server) or [`WindowSemantics::TokenBucket`] for a server known to use token buckets.
+    /// server), [`WindowSemantics::TokenBucket`] for a server known to use token buckets, or
+    /// [`WindowSemantics::SlidingWindowCounter`] for one known to count as a sliding-window
+    /// counter.
     pub semantics: WindowSemantics,
 }
 
@@ -80,9 +82,11 @@ struct ServerCap {
 
 /// When the next calls of one key may go, for every limit of its quota at once.
 ///
-/// Invariant: the slots it hands out never put more than N calls in any window of length W, for
-/// every limit (N, W) of the quota, whatever sequence of [`reserve`](Ledger::reserve),
-/// [`refund`](Ledger::refund), [`block_until`](Ledger::block_until) and the other operations.
+/// Invariant (under [`WindowSemantics::Sliding`], the default): the slots it hands out never put
+/// more than N calls in any window of length W, for every limit (N, W) of the quota, whatever
+/// sequence of [`reserve`](Ledger::reserve), [`refund`](Ledger::refund),
+/// [`block_until`](Ledger::block_until) and the other operations. (A token bucket or a
+/// sliding-window counter reading keeps that model's own rule instead.)
 /// A reservation either commits to every window or to none.
 ///
 /// Decisions are synchronous and return *when*; waiting is the caller's business. Slots are handed
@@ -296,15 +300,31 @@ impl Ledger {
                 t = t.max(last.saturating_add(pace));
             }
         }
-        for log in &self.logs {
-            t = t.max(log.earliest_ns());
-        }
+        t = self.earliest_in_every_limit(t);
         if let Some(cap) = self.server_cap {
             if cap.remaining == 0 && t < cap.reset_ns {
-                t = cap.reset_ns;
+                t = self.earliest_in_every_limit(cap.reset_ns);
             }
         }
         t
+    }
+
+    /// The earliest time not before `t` that every limit keeps. One pass, unless a limit can skip
+    /// times that a later one keeps (a counter's boundaries): then until they agree (each pass
+    /// only moves later, and a counter's guards are a quarter of its window at most, so two or
+    /// three passes do).
+    fn earliest_in_every_limit(&self, mut t: u64) -> u64 {
+        loop {
+            let mut gaps = false;
+            let start = t;
+            for log in &self.logs {
+                t = log.earliest_from(t);
+                gaps |= log.has_gaps();
+            }
+            if !gaps || t == start {
+                return t;
+            }
+        }
     }
 
     /// The earliest instant (not before `now`) at which one more call keeps every limit, without
@@ -886,6 +906,30 @@ mod tests {
         assert_eq!(slots[3], now + Duration::from_secs(1));
         assert_eq!(slots[4], now + Duration::from_secs(2));
         // A sliding reading would hold the 4th call until 3 s.
+    }
+
+    #[test]
+    fn counter_semantics_hold_a_few_words_per_limit_whatever_the_count() {
+        let now = tokio::time::Instant::now();
+        let config = LedgerConfig {
+            guard: Some(Duration::from_millis(100)),
+            semantics: WindowSemantics::SlidingWindowCounter,
+        };
+        let mut l = Ledger::new(&crate::Quota::production(), config, now);
+        let mut t = now;
+        for _ in 0..40_000 {
+            t = t.max(l.reserve(t));
+        }
+        // The two limits' accounts and nothing else: no log of calls.
+        assert_eq!(
+            l.heap_bytes(),
+            2 * std::mem::size_of::<LimitAccount>(),
+            "{} bytes",
+            l.heap_bytes()
+        );
+        // 600 at once, then 599 a minute, one guard clear of each boundary; the hour's counter
+        // (10,000) binds from the 10,001st call.
+        assert!(t > now + Duration::from_secs(3_600), "{:?}", t - now);
     }
 
     #[test]

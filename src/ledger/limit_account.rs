@@ -3,6 +3,7 @@
 #[cfg(feature = "redis")]
 use super::recent_calls::RecentCalls;
 use super::token_bucket::TokenBucket;
+use super::window_counter::WindowCounter;
 use super::window_log::WindowLog;
 
 /// How a [`Ledger`](super::Ledger) reads each limit of a quota.
@@ -17,6 +18,15 @@ pub enum WindowSemantics {
     /// known to count this way (up to 2N − 1 calls can fall in one sliding window), and is
     /// refused by a sliding-log server.
     TokenBucket,
+    /// A sliding-window counter per limit (HAProxy stick tables' `http_req_rate(W)`, Cloudflare,
+    /// many Redis recipes): fixed windows of length W laid from the key's first call (and laid
+    /// again after two idle windows), a call accepted iff `prev × (W − elapsed)/W + curr + 1 <= N`.
+    /// Planned exactly against that estimate (one guard clear of each boundary): a full window,
+    /// then about N − 1 calls per window, where a sliding reading bursts N and draws 429s from
+    /// such a server. Refused by a sliding-log server, and by a counter whose windows are laid
+    /// otherwise (from the server's start, say). 48 bytes per limit. Through a shared store
+    /// (Redis) a key is planned as [`Sliding`](Self::Sliding).
+    SlidingWindowCounter,
 }
 
 /// One limit's state as a shared store keeps it (both semantics' fields; each uses its own).
@@ -35,6 +45,7 @@ pub(crate) struct SharedLimit {
 pub(crate) enum LimitAccount {
     Sliding { log: WindowLog, guard_ns: u64 },
     Bucket(TokenBucket),
+    Counter(WindowCounter),
 }
 
 impl LimitAccount {
@@ -52,6 +63,9 @@ impl LimitAccount {
             WindowSemantics::TokenBucket => {
                 LimitAccount::Bucket(TokenBucket::new(count, window_ns, guard_ns))
             }
+            WindowSemantics::SlidingWindowCounter => {
+                LimitAccount::Counter(WindowCounter::new(count, window_ns, guard_ns))
+            }
         }
     }
 
@@ -66,17 +80,20 @@ impl LimitAccount {
     ) -> Self {
         let recent = RecentCalls::from_slots(window_ns, state.recent);
         match semantics {
-            WindowSemantics::Sliding => LimitAccount::Sliding {
-                log: WindowLog::from_shared(
-                    count,
-                    window_ns,
-                    state.base_tick,
-                    &state.entries,
-                    state.evicted_floor_ns,
-                    recent,
-                ),
-                guard_ns,
-            },
+            // (The shared store keeps window logs: a counter key is planned as a sliding one.)
+            WindowSemantics::Sliding | WindowSemantics::SlidingWindowCounter => {
+                LimitAccount::Sliding {
+                    log: WindowLog::from_shared(
+                        count,
+                        window_ns,
+                        state.base_tick,
+                        &state.entries,
+                        state.evicted_floor_ns,
+                        recent,
+                    ),
+                    guard_ns,
+                }
+            }
             WindowSemantics::TokenBucket => LimitAccount::Bucket(TokenBucket::from_shared(
                 count,
                 window_ns,
@@ -96,7 +113,24 @@ impl LimitAccount {
                 e => e.saturating_add(*guard_ns),
             },
             LimitAccount::Bucket(bucket) => bucket.earliest_ns(),
+            LimitAccount::Counter(counter) => counter.earliest_from(0),
         }
+    }
+
+    /// The earliest time (ns) not before `t_ns` at which one more call keeps this limit. For a
+    /// window log or a bucket, every later time keeps it too; a counter also keeps its slots off
+    /// the windows' boundaries.
+    pub(crate) fn earliest_from(&self, t_ns: u64) -> u64 {
+        match self {
+            LimitAccount::Counter(counter) => counter.earliest_from(t_ns),
+            other => other.earliest_ns().max(t_ns),
+        }
+    }
+
+    /// Whether [`earliest_from`](Self::earliest_from) can skip times that a later one keeps (so
+    /// that several limits are decided by iterating to a common time).
+    pub(crate) fn has_gaps(&self) -> bool {
+        matches!(self, LimitAccount::Counter(_))
     }
 
     /// Makes the guard `guard_ns` from now on.
@@ -104,6 +138,7 @@ impl LimitAccount {
         match self {
             LimitAccount::Sliding { guard_ns: g, .. } => *g = guard_ns,
             LimitAccount::Bucket(bucket) => bucket.set_guard(guard_ns),
+            LimitAccount::Counter(counter) => counter.set_guard(guard_ns),
         }
     }
 
@@ -111,6 +146,7 @@ impl LimitAccount {
         match self {
             LimitAccount::Sliding { log, .. } => log.record(t_ns, now_ns),
             LimitAccount::Bucket(bucket) => bucket.record(t_ns),
+            LimitAccount::Counter(counter) => counter.record(t_ns),
         }
     }
 
@@ -127,6 +163,7 @@ impl LimitAccount {
         match self {
             LimitAccount::Sliding { log, .. } => log.forget(t_ns),
             LimitAccount::Bucket(bucket) => bucket.forget(t_ns),
+            LimitAccount::Counter(counter) => counter.forget(t_ns),
         }
     }
 
@@ -134,6 +171,7 @@ impl LimitAccount {
         match self {
             LimitAccount::Sliding { log, .. } => log.recent_calls(now_ns),
             LimitAccount::Bucket(bucket) => bucket.recent_calls(now_ns),
+            LimitAccount::Counter(counter) => counter.recent_calls(now_ns),
         }
     }
 
@@ -141,13 +179,14 @@ impl LimitAccount {
         match self {
             LimitAccount::Sliding { log, .. } => log.count(),
             LimitAccount::Bucket(bucket) => bucket.count(),
+            LimitAccount::Counter(counter) => counter.count(),
         }
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             LimitAccount::Sliding { log, .. } => log.heap_bytes(),
-            LimitAccount::Bucket(_) => 0,
+            LimitAccount::Bucket(_) | LimitAccount::Counter(_) => 0,
         }
     }
 }

@@ -17,6 +17,7 @@ mod recent_calls;
 mod redis;
 mod store;
 mod token_bucket;
+mod window_counter;
 mod window_log;
 
 #[cfg(feature = "redis")]

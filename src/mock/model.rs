@@ -36,10 +36,24 @@ pub enum ServerModel {
     /// A token bucket (GCRA) of rate N/W and burst N: a full bucket admits N at once and then one
     /// every W/N, so up to 2N−1 calls can fall in one sliding window. Parsed from `"token-bucket"`.
     TokenBucket,
-    /// HAProxy/Cloudflare-style sliding window counter: fixed windows aligned to the server's start;
-    /// at `t`, `elapsed` into window k, the estimate is
-    /// `count(k−1) × (W − elapsed)/W + count(k)` and a call is accepted iff `estimate + 1 ≤ N`.
-    /// It can refuse calls that a sliding log accepts. Parsed from `"counter"`.
+    /// A sliding-window counter, as HAProxy's stick tables count `http_req_rate(W)`: per key and
+    /// limit, fixed windows of length W laid from the first call counted, and laid again from a
+    /// call that comes two windows or more after the current window began (HAProxy's
+    /// `update_freq_ctr_period`); at `t`, `elapsed` into window k, the estimate is
+    /// `count(k−1) × (W − elapsed)/W + count(k)`, and a call is accepted iff `estimate + 1 ≤ N`
+    /// (HAProxy counts the request when it tracks it, then denies if the rate exceeds N). With
+    /// [`count_refused`](crate::mock::MockServerBuilder::count_refused) refused calls are counted
+    /// too, as HAProxy's tracking does. It can refuse calls that a sliding log accepts. Parsed from
+    /// `"counter"`.
+    ///
+    /// Where it differs from HAProxy: exact arithmetic on nanoseconds, where HAProxy works in
+    /// whole milliseconds and rounds the weighted previous count down (`curr + ⌊prev × remain /
+    /// period⌋`), so HAProxy accepts a call the mock refuses when the weighted count is within one
+    /// of the limit, never the reverse; no low-rate "anti-flapping" reading (HAProxy reports a
+    /// previous count of at most 1 unweighted when the current one is empty); no entry expiry
+    /// (HAProxy forgets an idle entry after the table's `expire`, which lays the windows again just
+    /// as two idle windows do here when `expire` ≥ 2W); one process (HAProxy's tables may be
+    /// shared between peers, each with its own windows).
     SlidingWindowCounter,
 }
 
@@ -114,7 +128,10 @@ enum Kind {
     Bucket {
         tat: u128,
     },
+    /// Windows laid from `anchor` (`None` before the first call counted); `index` is the window,
+    /// from the anchor, of the latest call counted.
     Counter {
+        anchor: Option<u64>,
         index: u64,
         prev: u64,
         curr: u64,
@@ -133,6 +150,7 @@ impl LimitState {
             },
             ServerModel::TokenBucket => Kind::Bucket { tat: 0 },
             ServerModel::SlidingWindowCounter => Kind::Counter {
+                anchor: None,
                 index: 0,
                 prev: 0,
                 curr: 0,
@@ -168,16 +186,28 @@ impl LimitState {
                 }
             }
             Kind::Bucket { .. } => {}
-            Kind::Counter { index, prev, curr } => {
-                let k = t / w;
+            Kind::Counter {
+                anchor,
+                index,
+                prev,
+                curr,
+            } => {
+                let Some(a) = *anchor else {
+                    return;
+                };
+                let k = t.saturating_sub(a) / w;
                 if k == *index + 1 {
                     *prev = *curr;
                     *curr = 0;
+                    *index = k;
                 } else if k > *index + 1 {
+                    // Two windows or more since the current one began: nothing counts any
+                    // more, and the next call counted lays the windows again (`commit`).
+                    *anchor = None;
+                    *index = 0;
                     *prev = 0;
                     *curr = 0;
                 }
-                *index = k.max(*index);
             }
         }
     }
@@ -193,9 +223,15 @@ impl LimitState {
                 let full = u128::from(n) * u128::from(w);
                 u64::try_from(full.saturating_sub(backlog) / u128::from(w)).unwrap_or(n)
             }
-            Kind::Counter { index, prev, curr } => {
+            Kind::Counter { anchor: None, .. } => n,
+            Kind::Counter {
+                anchor: Some(a),
+                index,
+                prev,
+                curr,
+            } => {
                 let (n, w) = (i128::from(n), i128::from(w));
-                let elapsed = i128::from(t) - i128::from(*index) * w;
+                let elapsed = i128::from(t) - i128::from(*a) - i128::from(*index) * w;
                 let free = n * w - i128::from(*curr) * w - i128::from(*prev) * (w - elapsed);
                 u64::try_from(free.max(0) / w).unwrap_or(0)
             }
@@ -231,9 +267,15 @@ impl LimitState {
                 let at = bound.div_ceil(u128::from(n));
                 u64::try_from(at).unwrap_or(u64::MAX).max(t)
             }
-            Kind::Counter { index, prev, curr } => {
+            Kind::Counter { anchor: None, .. } => t,
+            Kind::Counter {
+                anchor: Some(a),
+                index,
+                prev,
+                curr,
+            } => {
                 let (ni, wi) = (i128::from(n), i128::from(w));
-                let start = i128::from(*index) * wi;
+                let start = i128::from(*a) + i128::from(*index) * wi;
                 // The earliest elapsed time e in a window with previous count p at which
                 // p·(W − e) <= x·W; None if no e < W works.
                 let earliest_elapsed = |p: u64, x: i128| -> Option<i128> {
@@ -268,7 +310,21 @@ impl LimitState {
             Kind::Bucket { tat } => {
                 *tat = (*tat).max(u128::from(t) * u128::from(n)) + u128::from(w);
             }
-            Kind::Counter { curr, .. } => *curr += 1,
+            Kind::Counter {
+                anchor,
+                index,
+                prev,
+                curr,
+            } => {
+                // The first call counted (or the first after two idle windows) lays the windows.
+                if anchor.is_none() {
+                    *anchor = Some(t);
+                    *index = 0;
+                    *prev = 0;
+                    *curr = 0;
+                }
+                *curr += 1;
+            }
         }
     }
 }
@@ -421,13 +477,34 @@ mod tests {
 
     #[test]
     fn counter_weights_the_previous_window() {
-        // 2/1s: two calls late in window 0; at 1.5 s the estimate is 2·0.5 + 0 = 1, so one fits.
+        // 2/1s: two calls in window 0 (laid from the first, at 0); at 1.5 s the estimate is
+        // 2·0.5 + 0 = 1, so one fits.
         let r = run(
             ServerModel::SlidingWindowCounter,
             "2/1s",
-            &[900, 950, 1400, 1500, 1600],
+            &[0, 950, 1400, 1500, 1600],
         );
         assert_eq!(r, [true, true, false, true, false]);
+    }
+
+    #[test]
+    fn counter_windows_are_laid_from_the_first_call_and_again_after_two_idle_windows() {
+        // The first call at 0.9 s lays the windows: [0.9 s, 1.9 s) holds both calls...
+        let r = run(
+            ServerModel::SlidingWindowCounter,
+            "2/1s",
+            &[900, 1800, 1850, 2400, 2500],
+        );
+        // ...so 1.85 s is refused; at 2.4 s (0.5 s into the next) 2·0.5 = 1 leaves room for one.
+        assert_eq!(r, [true, true, false, true, false]);
+        // Two windows or more after the current one began, the next call lays them again: a
+        // burst at 10 s fills a window [10 s, 11 s) of its own.
+        let r = run(
+            ServerModel::SlidingWindowCounter,
+            "2/1s",
+            &[0, 10_000, 10_999, 11_000],
+        );
+        assert_eq!(r, [true, true, true, false]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum Class {
 /// The class of an HTTP status.
 ///
 /// ```
-/// use fabraix_scheduler::{classify_status, Class};
+/// use fabraix_scheduler::retry::{classify_status, Class};
 /// use http::StatusCode;
 /// assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS), Class::RateLimited);
 /// assert_eq!(classify_status(StatusCode::BAD_GATEWAY), Class::Transient);

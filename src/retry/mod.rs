@@ -1,4 +1,6 @@
-//! Classification, backoff, retry budget, and the server's rate-limit signals.
+//! Retries and the server's rate-limit signals. The policy ([`RetryPolicy`], [`RetryBudget`],
+//! [`Delivery`]) is also at the crate's root; the parsers of `Retry-After`, `retry_after` and
+//! `RateLimit-*` and the classification of statuses are here for transports and tests of your own.
 
 pub(crate) mod answer;
 mod budget;

@@ -20,7 +20,7 @@ pub(crate) const EPOCH_THRESHOLD_SECS: f64 = 1.0e9;
 /// infinite values and values above [`MAX_SECONDS`] are [`MAX_SECONDS`].
 ///
 /// ```
-/// use fabraix_scheduler::seconds_to_duration;
+/// use fabraix_scheduler::retry::seconds_to_duration;
 /// use std::time::Duration;
 /// assert_eq!(seconds_to_duration(2.5), Ok(Duration::from_millis(2500)));
 /// assert_eq!(seconds_to_duration(1e300), Ok(Duration::from_secs(1_000_000_000)));

@@ -31,7 +31,7 @@ const MAX_VALUE_LEN: usize = 256;
 /// clock read.
 ///
 /// ```
-/// use fabraix_scheduler::parse_rate_limit_headers;
+/// use fabraix_scheduler::retry::parse_rate_limit_headers;
 /// use http::{HeaderMap, HeaderValue};
 /// use std::time::{Duration, UNIX_EPOCH};
 /// let mut h = HeaderMap::new();

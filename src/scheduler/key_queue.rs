@@ -269,10 +269,13 @@ impl KeyQueue {
     }
 
     pub(crate) fn stats(&self) -> KeyStats {
-        let (calls, queued, in_flight, rule, guard, spread) = self.lock().counts();
-        let mut stats = self.counters.snapshot(calls, queued, in_flight, rule);
-        stats.guard = guard;
-        stats.latency_spread = spread;
+        let st = self.lock();
+        let mut stats =
+            self.counters
+                .snapshot(st.calls(), st.len(), st.in_flight(), st.refused_calls());
+        stats.guard = st.guard().current();
+        stats.latency_spread = st.guard().spread();
+        stats.paced = st.pace_spacing(&self.quota);
         stats
     }
 }

@@ -733,26 +733,25 @@ impl KeyState {
 
     // ---- Counts ----
 
-    /// What the key's stats need: calls, queued, in flight, the refused-call rule, the guard and
-    /// the latency spread.
-    pub(crate) fn counts(
-        &self,
-    ) -> (
-        CallCounts,
-        usize,
-        usize,
-        RefusedCalls,
-        Duration,
-        Option<Duration>,
-    ) {
-        (
-            self.calls,
-            self.len(),
-            self.in_flight,
-            self.refusals.rule(),
-            self.guard.current(),
-            self.guard.spread(),
-        )
+    /// The key's calls submitted, sent and succeeded.
+    pub(crate) fn calls(&self) -> CallCounts {
+        self.calls
+    }
+
+    /// Whether refused calls count, as configured or learned.
+    pub(crate) fn refused_calls(&self) -> RefusedCalls {
+        self.refusals.rule()
+    }
+
+    /// The latency guard in force (and the spread it follows, if it does).
+    pub(crate) fn guard(&self) -> &LatencyGuard {
+        &self.guard
+    }
+
+    /// The even spacing the key keeps since the server refused what its `quota` allowed, if
+    /// paced.
+    pub(crate) fn pace_spacing(&self, quota: &Quota) -> Option<Duration> {
+        self.pacer.spacing(quota)
     }
 }
 
@@ -868,7 +867,7 @@ mod tests {
         assert!(!more);
         // Nothing left: nothing to do.
         assert!(matches!(k.serve(None, now), Serve::Idle));
-        assert_eq!(k.st.counts().0.sent, 2);
+        assert_eq!(k.st.calls().sent, 2);
     }
 
     #[test]

@@ -3,18 +3,22 @@
 //! The Fabraix docs do not say how the server counts. Against a sliding-window *counter* (two fixed
 //! windows weighted by elapsed time, as HAProxy and many Redis recipes do), a burst that a sliding
 //! log accepts can still be refused: the counter assumes the previous window's calls were spread
-//! evenly. On such a 429 the key switches to even spacing at a fraction of the binding limit's rate
-//! (multiplicative decrease, at most once per window of that limit), and creeps back up by 5 % of
-//! the rate after each quiet window (additive increase), up to the full rate. Once a key has been
-//! paced it stays evenly spaced: bursts are what such a server refuses.
+//! evenly. On such a 429 the key switches to even spacing at the *counter's own rate* for the
+//! binding limit, N − 1 calls per window: whatever the counter's alignment, calls at least
+//! W / (N − 1) apart put at most N − 1 in the previous window and at most `elapsed × (N − 1)/W`
+//! in the current one, so the estimate plus the call stays within N. (Even spacing at the full
+//! N / W is refused once a window has passed: the previous window then weighs in with N, and the
+//! estimate plus the call exceeds N at every alignment.) A further 429 on the same limit in a later
+//! window (another client on the key, a stricter server) multiplies the rate by 0.8, at most once
+//! per window of that limit, and it creeps back up by 5 % of the rate after each quiet window, up
+//! to the counter's rate. Once a key has been paced it stays evenly spaced: bursts are what such
+//! a server refuses.
 
 use std::time::Duration;
 
 use crate::clock::Instant;
 use crate::quota::Quota;
 
-/// The first fraction of the rate used after a disagreement.
-const FIRST_FACTOR: f64 = 0.9;
 /// Each further decrease multiplies the fraction by this.
 const DECREASE: f64 = 0.8;
 /// The lowest fraction.
@@ -59,23 +63,23 @@ impl Pacer {
         if used < MIN_UTILISATION {
             return None;
         }
-        let window = quota.limits().get(limit)?.window();
+        let binding = quota.limits().get(limit)?;
+        let window = binding.window();
         match &mut self.state {
-            None => {
-                self.state = Some(Paced {
-                    factor: FIRST_FACTOR,
-                    limit,
-                    last_change: now,
-                });
-            }
-            Some(p) => {
-                let same_window = now.saturating_duration_since(p.last_change) < window;
-                if same_window && p.limit == limit {
+            Some(p) if p.limit == limit => {
+                if now.saturating_duration_since(p.last_change) < window {
                     return None;
                 }
                 p.factor = (p.factor * DECREASE).max(FLOOR);
-                p.limit = limit;
                 p.last_change = now;
+            }
+            // The first disagreement, or one on another limit: that limit's counter rate.
+            _ => {
+                self.state = Some(Paced {
+                    factor: counter_share(binding.count()),
+                    limit,
+                    last_change: now,
+                });
             }
         }
         self.spacing(quota)
@@ -84,16 +88,18 @@ impl Pacer {
     /// A call succeeded. Returns the new spacing if a quiet window has passed.
     pub(crate) fn on_success(&mut self, now: Instant, quota: &Quota) -> Option<Duration> {
         let p = self.state.as_mut()?;
-        let window = quota.limits().get(p.limit)?.window();
-        if p.factor >= 1.0 || now.saturating_duration_since(p.last_change) < window {
+        let binding = quota.limits().get(p.limit)?;
+        let ceiling = counter_share(binding.count());
+        if p.factor >= ceiling || now.saturating_duration_since(p.last_change) < binding.window() {
             return None;
         }
-        p.factor = (p.factor + INCREASE).min(1.0);
+        p.factor = (p.factor + INCREASE).min(ceiling);
         p.last_change = now;
         self.spacing(quota)
     }
 
-    fn spacing(&self, quota: &Quota) -> Option<Duration> {
+    /// The spacing in force for `quota`, if paced.
+    pub(crate) fn spacing(&self, quota: &Quota) -> Option<Duration> {
         let p = self.state?;
         let l = quota.limits().get(p.limit)?;
         Some(l.window().div_f64(f64::from(l.count()) * p.factor))
@@ -102,6 +108,16 @@ impl Pacer {
     /// The fraction of the binding limit's rate in use, if paced.
     pub(crate) fn factor(&self) -> Option<f64> {
         self.state.map(|p| p.factor)
+    }
+}
+
+/// The share of a limit's rate (N per W) that a sliding-window counter accepts evenly spaced at
+/// any alignment: (N − 1)/N; for N = 1, one call every other window (0.5).
+fn counter_share(count: u32) -> f64 {
+    if count <= 1 {
+        0.5
+    } else {
+        f64::from(count - 1) / f64::from(count)
     }
 }
 
@@ -115,7 +131,8 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let mut p = Pacer::default();
         let s = p.on_rate_limited(t0, &quota, &[0.5, 0.03]).unwrap();
-        assert_eq!(s, Duration::from_secs(60).div_f64(54.0));
+        // The counter's own rate: 59 a minute.
+        assert!((s.as_secs_f64() - 60.0 / 59.0).abs() < 1e-9, "{s:?}");
         assert!(p
             .on_rate_limited(t0 + Duration::from_secs(5), &quota, &[0.5, 0.03])
             .is_none());
@@ -126,7 +143,26 @@ mod tests {
         assert!(p.on_success(t0 + Duration::from_secs(62), &quota).is_none());
         let s3 = p.on_success(t0 + Duration::from_secs(122), &quota).unwrap();
         assert!(s3 < s2);
-        assert!((p.factor().unwrap() - (0.72 + 0.05)).abs() < 1e-9);
+        let share = 59.0 / 60.0;
+        assert!((p.factor().unwrap() - (share * 0.8 + 0.05)).abs() < 1e-9);
+        // Quiet windows bring it back to the counter's rate, never above.
+        for k in 3..10 {
+            p.on_success(t0 + Duration::from_secs(61 * k), &quota);
+        }
+        assert!((p.factor().unwrap() - share).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_refusal_on_another_limit_paces_at_that_limits_counter_rate() {
+        let quota: Quota = "60/1m,1000/1h".parse().unwrap();
+        let t0 = tokio::time::Instant::now();
+        let mut p = Pacer::default();
+        p.on_rate_limited(t0, &quota, &[0.5, 0.03]).unwrap();
+        // An hour later the hour's counter refuses: 999 an hour, not a decrease of the minute's.
+        let s = p
+            .on_rate_limited(t0 + Duration::from_secs(3_600), &quota, &[0.1, 0.5])
+            .unwrap();
+        assert!((s.as_secs_f64() - 3_600.0 / 999.0).abs() < 1e-9, "{s:?}");
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub struct KeyStats {
     /// the last 512), for a key whose guard follows it; `None` otherwise or before the first
     /// 128 answers.
     pub latency_spread: Option<Duration>,
+    /// The even spacing the key keeps between calls since the server refused calls that the
+    /// quota allowed (a server counting more strictly than a sliding log, as a sliding-window
+    /// counter does): W / (N − 1) for its binding limit's N per W, the counter's own rate
+    /// whatever its alignment, wider after further refusals. `None` while the key has not been
+    /// paced.
+    pub paced: Option<Duration>,
 }
 
 /// The counts every call changes, kept under the key's lock (taken for the call anyway) rather
@@ -86,6 +92,7 @@ impl Counters {
             refused_calls,
             guard: Duration::ZERO,
             latency_spread: None,
+            paced: None,
         }
     }
 }

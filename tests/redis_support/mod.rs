@@ -13,6 +13,8 @@ pub const SERVER_ENV: &str = "FABRAIX_REDIS_SERVER";
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// The port it speaks TLS on, if started with [`start_tls`](Self::start_tls).
+    pub tls_port: Option<u16>,
 }
 
 /// The redis-server to run: `FABRAIX_REDIS_SERVER`, else `redis-server` on PATH or in Debian's
@@ -86,9 +88,34 @@ impl RedisServer {
 
     /// Starts a server on `port` (a restarted server on the same port: empty, no persistence).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, None, &[])
+    }
+
+    /// Starts a server that also speaks TLS, on a free port of its own, with these files (PEM:
+    /// its certificate, its key, the CA that signed it); it asks no certificate of clients.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Self {
+        let tls_port = free_port();
+        let path = |p: &std::path::Path| p.to_str().expect("a UTF-8 path").to_string();
+        let args = [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_string(),
+            path(cert),
+            "--tls-key-file".to_string(),
+            path(key),
+            "--tls-ca-cert-file".to_string(),
+            path(ca),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        Self::start_with(free_port(), Some(tls_port), &args)
+    }
+
+    fn start_with(port: u16, tls_port: Option<u16>, extra: &[String]) -> Self {
         let bin = binary();
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,6 +127,7 @@ impl RedisServer {
         let server = Self {
             child: Some(child),
             port,
+            tls_port,
         };
         server.wait_for_ping();
         server
@@ -107,6 +135,14 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The `rediss://` URL of its TLS port (started with [`start_tls`](Self::start_tls)).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}/",
+            self.tls_port.expect("a TLS server")
+        )
     }
 
     fn wait_for_ping(&self) {

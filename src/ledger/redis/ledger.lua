@@ -50,7 +50,8 @@ local lim = {}
 for i = 1, L do
   local count = tonumber(ARGV[8 + 2 * i])
   local window = tonumber(ARGV[9 + 2 * i])
-  local l = { count = count, window = window, key = KEYS[1 + i] }
+  -- cache: the ring's entries read or written by this call, by position.
+  local l = { count = count, window = window, key = KEYS[1 + i], cache = {} }
   if count <= EXACT then
     l.q = math.max(ceil_div(window, FINE), 1)
     l.max = count + 1
@@ -70,10 +71,14 @@ local flat = redis.call('HGETALL', H)
 for i = 1, #flat, 2 do S[flat[i]] = flat[i + 1] end
 local exists = S.ep ~= nil
 
+-- The fields' numbers as read (or last written), so that save() formats only those that changed.
+local loaded = {}
 local function num(f, d)
   local v = S[f]
   if v == nil or v == '' then return d end
-  return tonumber(v)
+  local n = tonumber(v)
+  loaded[f] = n
+  return n
 end
 
 local sec, usec = now_parts()
@@ -92,6 +97,7 @@ local function load()
   st.cr = num('cr', nil)
   st.cs = num('cs', nil)
   st.sq = num('sq', 0)
+  st.se = num('se', 0)
   for i = 1, L do
     local l = lim[i]
     l.b = num('b' .. i, 0)
@@ -119,15 +125,18 @@ local function save()
   st.sq = st.sq + 1
   local f = {}
   local function put(name, v)
+    if v ~= nil and loaded[name] == v then return end
     local text = field(v)
     if S[name] ~= text then
       f[#f + 1] = name
       f[#f + 1] = text
       S[name] = text
     end
+    loaded[name] = v
   end
   put('sq', st.sq); put('ls', st.ls); put('bu', st.bu); put('pc', st.pc)
   put('cr', st.cr); put('cs', st.cs)
+  if st.se > 0 then put('se', st.se) end
   for i = 1, L do
     local l = lim[i]
     if sem == 'b' then
@@ -164,9 +173,13 @@ end
 
 -- Ring of (tick, calls) entries, oldest first ------------------------------------------------
 local function ring_get(l, k)
-  local off = ((l.h + k) % l.cap) * 8
+  local pos = (l.h + k) % l.cap
+  local hit = l.cache[pos]
+  if hit then return hit[1], hit[2] end
+  local off = pos * 8
   local s = redis.call('GETRANGE', l.key, off, off + 7)
   local tick, calls = struct.unpack('>I4I4', s)
+  l.cache[pos] = { tick, calls }
   return tick, calls
 end
 
@@ -184,8 +197,9 @@ end
 
 local function ring_set(l, k, tick, calls)
   ring_alloc(l)
-  local off = ((l.h + k) % l.cap) * 8
-  redis.call('SETRANGE', l.key, off, struct.pack('>I4I4', tick, calls))
+  local pos = (l.h + k) % l.cap
+  redis.call('SETRANGE', l.key, pos * 8, struct.pack('>I4I4', tick, calls))
+  l.cache[pos] = { tick, calls }
 end
 
 local function ring_all(l)
@@ -205,6 +219,7 @@ local function ring_write(l, entries)
   for k = 1, #entries do parts[k] = struct.pack('>I4I4', entries[k][1], entries[k][2]) end
   redis.call('SET', l.key, table.concat(parts) .. string.rep('\0', (l.cap - #entries) * 8))
   l.alloc = true
+  l.cache = {}
   rings_written = true
   l.h = 0
   l.n = #entries
@@ -381,6 +396,16 @@ end
 
 local function block(until_ns) st.bu = math.max(st.bu, until_ns) end
 
+-- A new state (Redis lost the old one) hands out no slot for settle_ns: every process of the
+-- fleet tells it its own calls first (each checks the state more often than that), and no slot
+-- is computed before they did. A reservation in that time commits nothing and is told how long
+-- to wait; plans see the settle as a block.
+local function settle(settle_ns)
+  if settle_ns <= 0 then return end
+  st.se = math.max(st.se, now + settle_ns)
+  block(st.se)
+end
+
 -- Creation and re-seeding ----------------------------------------------------------------
 local function create(epoch, back_ns)
   -- The origin lies back_ns before now, so that earlier calls have a place on the scale.
@@ -392,6 +417,7 @@ local function create(epoch, back_ns)
   redis.call('DEL', H)
   redis.call('HSET', H, 'sig', sig, 'ep', epoch, 'os', field(osec), 'ou', field(ousec))
   S = { sig = sig, ep = epoch, os = field(osec), ou = field(ousec) }
+  loaded = {}
   now = back_us * 1000
   exists = true
   load()
@@ -444,14 +470,27 @@ local function merge_times(times, fresh)
   if st.ls == nil or newest > st.ls then st.ls = newest end
 end
 
+-- ARGV[j] as a call's offset before now (ns; negative: ahead), and whether it is marked 'L':
+-- a call that may go out only when the process's next reservation returns.
+local function offset_at(j)
+  local a = ARGV[j]
+  if string.sub(a, 1, 1) == 'L' then return tonumber(string.sub(a, 2)), true end
+  return tonumber(a), false
+end
+
 -- Calls given by their offsets before now. A call that still counts but was made before the
 -- state's origin (a state begun by a process with no calls of its own) is recorded at the
--- origin: later than it was, so its windows end late, never early.
+-- origin: later than it was, so its windows end late, never early. A marked call is recorded
+-- no earlier than the settle's end (its process's reservations wait for it).
 local function merge_calls(first, fresh)
   local times = {}
   for j = first, #ARGV do
-    local offset = tonumber(ARGV[j])
-    if offset < horizon then times[#times + 1] = math.max(now - offset, 0) end
+    local offset, late = offset_at(j)
+    if offset < horizon then
+      local t = math.max(now - offset, 0)
+      if late then t = math.max(t, st.se) end
+      times[#times + 1] = t
+    end
   end
   merge_times(times, fresh)
 end
@@ -486,7 +525,7 @@ if bad then return bad end
 -- still counts (as key_ledger.rs with_earlier_calls does), else none.
 local function back_for(first)
   for j = first, #ARGV do
-    if tonumber(ARGV[j]) < horizon then return horizon end
+    if offset_at(j) < horizon then return horizon end
   end
   return 0
 end
@@ -495,8 +534,8 @@ if op == 'register' then
   -- ARGV[A] new epoch, ARGV[A+1] settle_ns, then earlier calls' offsets.
   if not exists then
     create(ARGV[A], back_for(A + 2))
+    settle(tonumber(ARGV[A + 1]))
     merge_calls(A + 2, true)
-    block(now + tonumber(ARGV[A + 1]))
     save()
   else
     load()
@@ -509,8 +548,8 @@ if op == 'seed' then
   -- is the known one (a rollback), then the calls' offsets.
   if not exists or (ARGV[A + 2] == '1' and S.ep == known) then
     create(ARGV[A], back_for(A + 3))
+    settle(tonumber(ARGV[A + 1]))
     merge_calls(A + 3, true)
-    block(now + tonumber(ARGV[A + 1]))
     save()
   else
     load()
@@ -526,12 +565,16 @@ if not exists or S.ep ~= known then
   return { 'seed', S.ep or '' }
 end
 load()
--- A window log evicted or deleted apart from the hash (its ring is written at full size at
--- once): the state is incomplete, and is seeded again as after a rollback.
+-- A window log evicted or deleted apart from the hash: the state is incomplete, and is seeded
+-- again as after a rollback. A ring that exists was written at its full size at once.
+local holding = {}
 for i = 1, L do
-  local l = lim[i]
-  if l.n > 0 and redis.call('STRLEN', l.key) < l.cap * 8 then
-    return { 'rollback', S.ep }
+  if lim[i].n > 0 then holding[#holding + 1] = lim[i].key end
+end
+if #holding > 0 then
+  if redis.call('EXISTS', unpack(holding)) < #holding then return { 'rollback', S.ep } end
+  for i = 1, L do
+    if lim[i].n > 0 then lim[i].alloc = true end
   end
 end
 -- Writes this process saw or made are gone (a failover to a replica that had not seen them).
@@ -539,8 +582,14 @@ if st.sq < known_seq or (writer ~= nil and mine > 0 and num('p:' .. writer, 0) <
   return { 'rollback', S.ep }
 end
 
+if op == 'check' then
+  -- The state is there, of the epoch this process knows, and not rolled back.
+  return { 'ok', S.ep, st.sq, now }
+end
+
 if op == 'reserve' then
-  -- ARGV[A]: how many slots (1 ..), committed one after another.
+  -- ARGV[A]: how many slots (1 ..), committed one after another; none while the state settles.
+  if now < st.se then return { 'settle', st.se - now } end
   local k = tonumber(ARGV[A])
   local out = { 'ok', S.ep, 0, now }
   for _ = 1, k do

@@ -2,8 +2,10 @@
 
 mod own_calls;
 mod reply;
+mod watch;
 
 use std::num::NonZeroU32;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use self::own_calls::OwnCalls;
-use self::reply::Reply;
+use self::reply::{Done, Reply};
 use super::{Ledger, LedgerConfig, LedgerStore, StoreError, WindowSemantics};
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::key_id::{KeyId, KeyMap};
@@ -22,6 +24,12 @@ const SCRIPT: &str = include_str!("ledger.lua");
 /// How long before an outage a slot may have been handed to the dispatch task and still not
 /// sent when the outage began (see `catch_up`).
 const LATE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long one read of a key's state answers [`nth_slot`](LedgerStore::nth_slot) (ETAs) before
+/// it is read again, unless this process writes to the state first: within it, the k-th slot
+/// costs O(1) amortised for a growing k (the plan of [`Ledger::forecast`] is followed), not a
+/// round trip and an O(k) replay each. Other processes' writes show in ETAs up to this late.
+const FORECAST_FRESH: Duration = Duration::from_millis(200);
 
 /// What a [`RedisLedgerStore`] does while Redis cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,15 +64,24 @@ impl Default for Unreachable {
 /// How a [`RedisLedgerStore`] behaves.
 ///
 /// # Default
-/// [`Unreachable::Wait`] for 30 s, a re-seed settle of 1 s, a response timeout of 500 ms.
+/// [`Unreachable::Wait`] for 30 s, a re-seed settle of 1 s watched every 250 ms, a response
+/// timeout of 500 ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStoreConfig {
     /// What to do while Redis is unreachable.
     pub unreachable: Unreachable,
     /// After Redis lost a key's state (restarted empty, rolled back), how long the new state
-    /// hands out no slot, so that every process of the fleet tells it its own recent calls.
+    /// hands out no slot, so that every process of the fleet tells it its own recent calls
+    /// first: a reservation in that time waits for its end and is then computed from them all.
     pub reseed_settle: Duration,
+    /// How often this process checks that Redis still holds the state of each key whose calls
+    /// still count (one small script call per key, skipped for a key that had an answer more
+    /// recently), so that it re-seeds a lost state within the settle even while it makes no
+    /// call (idle, or holding a slot far ahead). At most a quarter of
+    /// [`reseed_settle`](Self::reseed_settle) is used, at least 10 ms. `None`: only calls check
+    /// (then a process that is idle when Redis loses the state is not heard by the new one).
+    pub reseed_watch: Option<Duration>,
     /// How long one answer from Redis may take before the attempt counts as failed.
     pub response_timeout: Duration,
 }
@@ -74,6 +91,7 @@ impl Default for RedisStoreConfig {
         Self {
             unreachable: Unreachable::default(),
             reseed_settle: Duration::from_secs(1),
+            reseed_watch: Some(Duration::from_millis(250)),
             response_timeout: Duration::from_millis(500),
         }
     }
@@ -111,8 +129,12 @@ impl Default for RedisStoreConfig {
 /// * **Redis restarted empty, or rolled back** (a failover to a replica that had not seen the
 ///   latest writes: the state's sequence number goes back, or this process's latest write is
 ///   missing from it even though others wrote since): each process tells the new state its
-///   own slots that still count, and slots are held back for
-///   [`RedisStoreConfig::reseed_settle`] so that the other processes can do the same.
+///   own slots that still count, and the new state computes no slot for
+///   [`RedisStoreConfig::reseed_settle`] (reservations wait for its end), so that every other
+///   process does the same first: each checks its keys' states every
+///   [`RedisStoreConfig::reseed_watch`] even while it makes no call. A slot of this process
+///   that may go out only after its next reservation returns is told as sent at the settle's
+///   end.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 /// * **Processes with different quotas for one key** are refused:
 ///   [`StoreError::QuotaConflict`].
@@ -127,6 +149,8 @@ pub struct RedisLedgerStore {
     /// Tests only: the script's now is the local clock's (from this base) instead of `TIME`.
     local_time: Option<Instant>,
     outage: Arc<Mutex<Option<Instant>>>,
+    /// Whether the task that checks the keys' states ([`RedisStoreConfig::reseed_watch`]) runs.
+    watching: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisLedgerStore {
@@ -161,12 +185,21 @@ struct KeyState {
     /// After an outage: this key's slots from this instant on may have gone out as late as
     /// now; they are re-seeded as sent now.
     late_from: Option<Instant>,
+    /// The state as last read for forecasts, and when (see [`FORECAST_FRESH`]).
+    forecast: Option<(Instant, Ledger)>,
 }
 
 impl RedisLedgerStore {
-    /// Connects to Redis at `url` (`redis://host:port/db`, `rediss://…` for TLS with rustls,
-    /// `redis://:password@host`), with the [default config](RedisStoreConfig). Fails if the URL
-    /// does not parse or Redis does not answer.
+    /// Connects to Redis at `url` (`redis://host:port/db`, `redis://:password@host`), with the
+    /// [default config](RedisStoreConfig). Fails if the URL does not parse or Redis does not
+    /// answer.
+    ///
+    /// # TLS
+    /// `rediss://host:port/db` speaks TLS (rustls; OpenSSL is not used), checking the server's
+    /// certificate against the system's trusted roots; for a server whose certificate a private
+    /// CA signed, see [`connect_with_ca`](Self::connect_with_ca). `rediss://…/#insecure` is
+    /// refused (redis-rs is built without its insecure feature): a certificate is always
+    /// checked.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -181,9 +214,49 @@ impl RedisLedgerStore {
 
     /// [`connect`](Self::connect) with `config`.
     pub async fn connect_with(url: &str, config: RedisStoreConfig) -> Result<Self, StoreError> {
-        // The URL may hold a password: it is never repeated in an error.
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL ({:?})", e.kind())))?;
+        let client = redis::Client::open(url).map_err(invalid_url)?;
+        Self::from_client(client, config).await
+    }
+
+    /// [`connect_with`](Self::connect_with) to a `rediss://` URL whose server's certificate
+    /// chains to the CA certificate `ca_pem` (PEM, one or more certificates) instead of the
+    /// system's roots. Fails if the URL is not `rediss://`, the PEM holds no certificate, or the
+    /// server does not answer (or its certificate does not match the URL's host).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use fabraix_scheduler::{RedisLedgerStore, RedisStoreConfig};
+    /// let ca = std::fs::read("/etc/redis/ca.pem")?;
+    /// let store = RedisLedgerStore::connect_with_ca(
+    ///     "rediss://redis.internal:6380/0",
+    ///     &ca,
+    ///     RedisStoreConfig::default(),
+    /// )
+    /// .await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect_with_ca(
+        url: &str,
+        ca_pem: &[u8],
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        if !url.starts_with("rediss://") {
+            return Err(StoreError::Unavailable(
+                "a CA certificate is for a rediss:// URL (TLS)".into(),
+            ));
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client = redis::Client::build_with_tls(url, certificates).map_err(invalid_url)?;
+        Self::from_client(client, config).await
+    }
+
+    async fn from_client(
+        client: redis::Client,
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
         let manager = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.response_timeout.max(Duration::from_secs(1))))
@@ -203,6 +276,7 @@ impl RedisLedgerStore {
             fingerprints: Arc::default(),
             local_time: None,
             outage: Arc::default(),
+            watching: Arc::default(),
         })
     }
 
@@ -275,15 +349,16 @@ impl RedisLedgerStore {
         }
     }
 
-    /// Runs `op` on `key`'s state: one round trip, plus a re-seed when the state was lost or
-    /// rolled back. Waits for Redis as [`Unreachable`] says.
+    /// Runs `op` on `key`'s state at `at`: one round trip, plus a re-seed when the state was
+    /// lost or rolled back, and a wait while a new state settles (then `at` moves on to the
+    /// clock's now). Waits for Redis as [`Unreachable`] says. The answer, and the `at` it is for.
     async fn run(
         &self,
         ks: &Arc<Mutex<KeyState>>,
         op: &str,
-        at: Instant,
+        mut at: Instant,
         extra: &[String],
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<(Done, Instant), StoreError> {
         loop {
             let (names, args, known) = {
                 let s = lock(ks);
@@ -297,17 +372,26 @@ impl RedisLedgerStore {
                     );
                     self.reseed(ks, true).await?;
                 }
+                Reply::Settle(ns) => {
+                    // Bounded: a settle ends, and a state is new again only if Redis lost it.
+                    let now = self.clock.now();
+                    self.clock.sleep_until(now + Duration::from_nanos(ns)).await;
+                    at = at.max(self.clock.now());
+                }
                 Reply::Ok(ok) => {
                     let mut s = lock(ks);
                     s.last_reply = Some(self.clock.now());
                     s.seq = s.seq.max(ok.seq);
                     // The highest: answers of this process's concurrent calls may come in any
                     // order (and one from an epoch since replaced tells nothing of this one).
-                    if op != "read" && ok.epoch == s.epoch {
+                    if writes(op) && ok.epoch == s.epoch {
                         s.wrote_seq = s.wrote_seq.max(ok.seq);
                     }
+                    if writes(op) {
+                        s.forecast = None;
+                    }
                     drop(s);
-                    return Ok(Reply::Ok(ok));
+                    return Ok((ok, at));
                 }
             }
         }
@@ -334,9 +418,9 @@ impl RedisLedgerStore {
         let offsets = {
             let mut s = lock(ks);
             let late_from = s.late_from.take();
-            s.own.offsets(now, late_from)
+            s.own.seed_args(now, late_from)
         };
-        extra.extend(offsets.iter().map(i64::to_string));
+        extra.extend(offsets.iter().cloned());
         match self
             .invoke(&names, "seed", now, &args, &known, &extra)
             .await?
@@ -352,7 +436,7 @@ impl RedisLedgerStore {
                 s.own.rescale(now, ok.now_ns);
                 Ok(())
             }
-            Reply::Seed | Reply::RolledBack => Err(StoreError::Unavailable(
+            Reply::Seed | Reply::RolledBack | Reply::Settle(_) => Err(StoreError::Unavailable(
                 "Redis refused to re-seed the shared quota state".into(),
             )),
         }
@@ -542,11 +626,8 @@ impl RedisLedgerStore {
         now: Instant,
         k: usize,
     ) -> Result<Vec<Instant>, StoreError> {
-        let reply = self.run(ks, "reserve", now, &[k.to_string()]).await?;
+        let (ok, now) = self.run(ks, "reserve", now, &[k.to_string()]).await?;
         let received = self.clock.now();
-        let Reply::Ok(ok) = reply else {
-            return Err(StoreError::Unavailable("no slot in the answer".into()));
-        };
         let mut s = lock(ks);
         s.share = None;
         let slots = ok
@@ -564,11 +645,8 @@ impl RedisLedgerStore {
     /// A read of `key`'s state, rebuilt into a local [`Ledger`] on this clock.
     async fn snapshot(&self, key: &KeyId, now: Instant) -> Result<Ledger, StoreError> {
         let ks = self.state(key)?;
-        let reply = self.run(&ks, "read", now, &[]).await?;
+        let (ok, now) = self.run(&ks, "read", now, &[]).await?;
         let received = self.clock.now();
-        let Reply::Ok(ok) = reply else {
-            return Err(StoreError::Unavailable("no state to read".into()));
-        };
         let s = lock(&ks);
         let state = reply::shared_ledger(&ok, s.quota.limits().len())?;
         let origin = if self.local_time.is_some() {
@@ -639,13 +717,14 @@ impl LedgerStore for RedisLedgerStore {
                 s.seq = ok.seq;
                 s.last_reply = Some(self.clock.now());
             }
-            Reply::Seed | Reply::RolledBack => {
+            Reply::Seed | Reply::RolledBack | Reply::Settle(_) => {
                 return Err(StoreError::Unavailable(
                     "Redis did not register the key".into(),
                 ))
             }
         }
         self.keys.insert(key.clone(), ks);
+        self.start_watch();
         Ok(())
     }
 
@@ -674,8 +753,22 @@ impl LedgerStore for RedisLedgerStore {
         }
     }
 
+    /// From a read of the state at most [`FORECAST_FRESH`] old and made since this process
+    /// last wrote to it: O(1) amortised for a growing `k`, one round trip per 200 ms at most.
     async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
-        Ok(self.snapshot(key, now).await?.nth_slot(now, k))
+        let ks = self.state(key)?;
+        {
+            let mut s = lock(&ks);
+            if let Some((read_at, ledger)) = &mut s.forecast {
+                if *read_at <= now && now < *read_at + FORECAST_FRESH {
+                    return Ok(ledger.forecast(now, k).at);
+                }
+            }
+        }
+        let mut ledger = self.snapshot(key, now).await?;
+        let at = ledger.forecast(now, k).at;
+        lock(&ks).forecast = Some((now, ledger));
+        Ok(at)
     }
 
     async fn plan(&self, key: &KeyId, now: Instant, k: usize) -> Result<Vec<Instant>, StoreError> {
@@ -727,7 +820,8 @@ impl KeyState {
         let guard = config.guard_for(quota);
         let horizon = config.counted_for(quota);
         let semantics = match config.semantics {
-            WindowSemantics::Sliding => "s",
+            // (The shared store keeps window logs: a counter key is planned as a sliding one.)
+            WindowSemantics::Sliding | WindowSemantics::SlidingWindowCounter => "s",
             WindowSemantics::TokenBucket => "b",
         };
         let signature = format!("{quota} {semantics} guard={}ns", duration_ns(guard));
@@ -757,11 +851,16 @@ impl KeyState {
             last_reply: None,
             share: None,
             late_from: None,
+            forecast: None,
         }
     }
 }
 
-/// `1 / n` of each limit of `quota`, at least one call per window.
+/// Whether `op` writes to the state (its sequence number after it is this process's write).
+fn writes(op: &str) -> bool {
+    !matches!(op, "read" | "check")
+}
+
 /// One process's share of `quota` in a fleet of `n`: N / n calls per window W, or, where that is
 /// less than one, one call per W × ⌈n / N⌉ (so the fleet together never exceeds N per W). A
 /// window that would pass [`MAX_WINDOW`](crate::MAX_WINDOW) is that longest window, one call in
@@ -811,6 +910,15 @@ fn id_fingerprint(key: &KeyId) -> String {
     let digest = Sha256::digest(key.as_str().as_bytes());
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("id{hex}")
+}
+
+/// A URL (or CA certificate) redis-rs refused. The URL may hold a password: it is never
+/// repeated.
+fn invalid_url(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!(
+        "invalid Redis URL or TLS certificate ({:?})",
+        e.kind()
+    ))
 }
 
 fn is_quota_conflict(e: &redis::RedisError) -> bool {

@@ -77,6 +77,30 @@ impl OwnCalls {
             .collect()
     }
 
+    /// The slots that still count, as the script's `seed` takes them: each slot's offset before
+    /// `now` (ns; negative: still ahead), marked `L` where the call may go out only when this
+    /// process's next reservation returns, so as late as a new state's settle ends (a slot
+    /// still ahead, or one that fell due from `late_from` on, while Redis could not be
+    /// reached: given as sent now). The script records a marked call at that end if it is
+    /// later.
+    pub(super) fn seed_args(&self, now: Instant, late_from: Option<Instant>) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|&&(t, _)| t + self.horizon > now)
+            .map(|&(t, _)| {
+                if late_from.is_some_and(|from| from <= t && t <= now) {
+                    "L0".to_string()
+                } else if t <= now {
+                    i64::try_from((now - t).as_nanos())
+                        .unwrap_or(i64::MAX)
+                        .to_string()
+                } else {
+                    format!("L-{}", (t - now).as_nanos())
+                }
+            })
+            .collect()
+    }
+
     /// The times on the state's scale of the slots handed out from `from` to `now`.
     pub(super) fn shared_between(&self, from: Instant, now: Instant) -> Vec<u64> {
         self.slots
@@ -124,6 +148,11 @@ mod tests {
         assert_eq!(own.take(t0), None, "only the 2 most recent are kept");
         assert_eq!(own.offsets(t0 + ms(1), None), vec![0, -1_000_000]);
         assert_eq!(own.offsets(t0 + ms(2), Some(t0 + ms(1))), vec![0, 0]);
+        assert_eq!(own.seed_args(t0 + ms(1), None), vec!["0", "L-1000000"]);
+        assert_eq!(
+            own.seed_args(t0 + ms(3), Some(t0 + ms(2))),
+            vec!["2000000", "L0"]
+        );
         assert_eq!(own.take(t0 + ms(1)), Some(11));
         assert!(own.any_counting(t0 + ms(500)));
         assert!(!own.any_counting(t0 + ms(1_002)));

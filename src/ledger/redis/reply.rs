@@ -18,6 +18,9 @@ pub(super) enum Reply {
     Seed,
     /// The state's sequence number is below one this process saw: it was rolled back.
     RolledBack,
+    /// The state is new (Redis lost the old one) and hands out no slot for this long (ns):
+    /// the fleet's processes are telling it their calls. Nothing was committed.
+    Settle(u64),
 }
 
 #[derive(Debug)]
@@ -60,6 +63,9 @@ impl Reply {
         match status.as_str() {
             "seed" => Ok(Reply::Seed),
             "rollback" => Ok(Reply::RolledBack),
+            "settle" => Ok(Reply::Settle(
+                items.get(1).map(number).transpose()?.unwrap_or(0),
+            )),
             "ok" if items.len() >= 4 => {
                 let epoch = text(&items[1])?;
                 let seq = number(&items[2])?;
