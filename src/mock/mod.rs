@@ -52,7 +52,7 @@ pub use keys::{
 };
 pub use model::{ParseServerModelError, ServerModel};
 pub use record::{
-    max_in_any_window, verify_arrivals, verify_quota, AcceptedCall, KeyStats, WindowViolation,
+    max_in_any_window, verify_arrivals, verify_quota, AcceptedCall, MockKeyStats, WindowViolation,
 };
 pub use script::ScriptedResponse;
 pub use server::{MockServer, MockServerBuilder};

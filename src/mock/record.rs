@@ -22,9 +22,10 @@ pub struct AcceptedCall {
     pub status: Option<u16>,
 }
 
-/// Per-key counters.
+/// What the mock server counted for one key (the scheduler's own counts of a key are
+/// [`KeyStats`](crate::KeyStats)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyStats {
+pub struct MockKeyStats {
     /// The key's label.
     pub label: String,
     /// The quota the server enforces for the key (after time scaling).

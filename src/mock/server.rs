@@ -29,7 +29,7 @@ use super::faults::{FaultInjector, FaultOutcome, Faults};
 use super::headers::{retry_after_secs, set_rate_limit, set_retry_after, RetryAfterHeader};
 use super::keys::{key_fingerprint, test_keys, KeyAccess, KeyProfile};
 use super::model::{KeyLimiter, RateInfo, ServerModel};
-use super::record::{verify_arrivals, AcceptedCall, KeyStats, WindowViolation};
+use super::record::{verify_arrivals, AcceptedCall, MockKeyStats, WindowViolation};
 use super::script::{ScriptedResponse, Scripts};
 use super::validate::{validate, Endpoint, Invalid};
 use crate::clock::{nanos_since, Clock, Instant, TokioClock};
@@ -344,7 +344,7 @@ impl MockServer {
     }
 
     /// The counters of the key labelled `label`.
-    pub fn key_stats(&self, label: &str) -> Option<KeyStats> {
+    pub fn key_stats(&self, label: &str) -> Option<MockKeyStats> {
         lock(&self.inner.state.keys)
             .values()
             .find(|e| e.stats.label == label)
@@ -352,8 +352,8 @@ impl MockServer {
     }
 
     /// The counters of every key, by label.
-    pub fn stats(&self) -> Vec<KeyStats> {
-        let mut all: Vec<KeyStats> = lock(&self.inner.state.keys)
+    pub fn stats(&self) -> Vec<MockKeyStats> {
+        let mut all: Vec<MockKeyStats> = lock(&self.inner.state.keys)
             .values()
             .map(|e| e.stats.clone())
             .collect();
@@ -429,7 +429,7 @@ impl MockServer {
 struct KeyEntry {
     access: KeyAccess,
     limiter: KeyLimiter,
-    stats: KeyStats,
+    stats: MockKeyStats,
 }
 
 /// Everything the handlers share. Deliberately not `Debug`: `keys` is indexed by the secrets.
@@ -476,10 +476,10 @@ impl ServerState {
         let entry = KeyEntry {
             access: profile.access,
             limiter: KeyLimiter::new(self.model, &quota),
-            stats: KeyStats {
+            stats: MockKeyStats {
                 label,
                 quota,
-                ..KeyStats::default()
+                ..MockKeyStats::default()
             },
         };
         lock(&self.keys).insert(secret.to_string(), entry);

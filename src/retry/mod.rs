@@ -2,8 +2,10 @@
 //! [`Delivery`]) is also at the crate's root; the parsers of `Retry-After`, `retry_after` and
 //! `RateLimit-*` and the classification of statuses are here for transports and tests of your own.
 
+pub(crate) mod answer;
 mod budget;
 mod classify;
+pub(crate) mod decision;
 pub(crate) mod network_time;
 mod policy;
 mod rate_limit_headers;

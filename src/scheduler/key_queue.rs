@@ -1,195 +1,47 @@
-//! One key's queue: priority lanes, in-flight count, and the state shared by its dispatch shard,
-//! its calls on the wire and its tickets. Every lock here is short and never held across an
-//! `.await`.
+//! One key as its shard, its calls and its tickets share it: its configuration, its state
+//! ([`KeyState`], behind one lock, short and never held across an `.await`) and the handles that
+//! reach it (the shard's list of keys to serve, its journal, its metrics).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::HeaderValue;
 use tokio::sync::Notify;
 
-use super::addressing::AddressingCache;
 use super::call_journal::CallJournal;
 use super::config::{KeyConfig, Overflow};
+use super::key_state::{KeyStart, KeyState, Queued};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
-use super::pacing::Pacer;
-use super::refusals::{ProbeVerdict, RefusalAccounting};
-use super::shard::Shard;
-use super::stats::{CallCounts, Counters, KeyStats};
+use super::refusals::{ProbeVerdict, RefusedCalls};
+use super::shard_link;
+use super::stats::{Counters, KeyStats};
 use crate::api_key::ApiKey;
 use crate::clock::{Clock, Instant};
 use crate::endpoint::Endpoint;
-use crate::job::{Job, Priority};
 use crate::job_error::JobError;
 use crate::key_id::KeyId;
 use crate::ledger::Ledger;
 use crate::quota::Quota;
-use crate::scheduler_metrics::{KeyMetrics, LaneDepth};
+use crate::scheduler_metrics::KeyMetrics;
 
-/// A job in a queue, with what its attempts so far have cost.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    pub(crate) id: u64,
-    pub(crate) job: Job,
-    pub(crate) attempts: u32,
-    pub(crate) rate_limited: u32,
-    pub(crate) transient_retries: u32,
-    pub(crate) outcome: OutcomeSender,
-}
-
-impl Queued {
-    /// A job just submitted, never sent, its outcome to go through `outcome`.
-    pub(crate) fn new(id: u64, job: Job, outcome: OutcomeSender) -> Self {
-        Self {
-            id,
-            job,
-            attempts: 0,
-            rate_limited: 0,
-            transient_retries: 0,
-            outcome,
-        }
-    }
-}
-
-/// A job handed back at shutdown.
-#[derive(Debug)]
-pub struct ReturnedJob {
-    /// The key it was queued for.
-    pub key: KeyId,
-    /// The job, as submitted.
-    pub job: Job,
-    /// Times it had been sent already (non-zero if it was waiting to be retried).
-    pub attempts: u32,
-}
-
-#[derive(Debug)]
-pub(crate) struct QueueState {
-    lanes: [VecDeque<Queued>; 3],
-    pub(crate) in_flight: usize,
-    /// The in-flight limit in force: `max_in_flight`, or less while ramping up after a hold.
-    pub(crate) ramp: usize,
-    pub(crate) backing_off: usize,
-    pub(crate) closed: bool,
-    pub(crate) hand_back: bool,
-    pub(crate) revoked: bool,
-    /// 429s in a row, with no other answer in between: the key's storm (see
-    /// [`RetryPolicy::max_rate_limited`](crate::RetryPolicy::max_rate_limited)).
-    pub(crate) refused_in_a_row: u32,
-    pub(crate) api_key: ApiKey,
-    /// `api_key` as a sensitive header value, made once per key (and rotation), not per call.
-    pub(crate) api_key_header: HeaderValue,
-    /// Addressing (absolute URI and key header) of the paths submitted lately, so a repeated path
-    /// is not parsed again and a call copies nothing of it.
-    pub(crate) addressing: AddressingCache,
-    /// The slot reserved for the next call, while the shard waits for it.
-    pub(crate) pending: Option<PendingSlot>,
-    /// The key's shard has let it go: closed, empty, nothing on the wire.
-    pub(crate) retired: bool,
-    /// The key's removal is done: let go, its journal closed, its returned jobs reported.
-    pub(crate) removed: bool,
-    pub(crate) calls: CallCounts,
-    pub(crate) returned: Vec<ReturnedJob>,
-    /// Whether refused calls count, as configured or learned.
-    pub(crate) refusals: RefusalAccounting,
-    /// [metrics] The lanes' depth gauges, kept as the lanes change.
-    depth: LaneDepth,
-    /// The latency guard in force, and how it follows the answers' latency if it does.
-    pub(crate) guard: LatencyGuard,
-}
-
-/// A slot reserved in the ledger that the key's shard waits for; the job is chosen when it is due.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PendingSlot {
-    /// When the call may go.
-    pub(crate) slot: Instant,
-    /// When it was reserved (a long hold makes the key ramp up again).
-    pub(crate) reserved_at: Instant,
-    /// `KeyQueue::reslot_epoch` at reservation: a later value means "reserve again".
-    pub(crate) epoch: u64,
-    /// Matches the shard's timer for this slot.
-    pub(crate) timer: u64,
-}
-
-impl QueueState {
-    /// The slot the shard waits for, if any.
-    pub(crate) fn pending_slot(&self) -> Option<Instant> {
-        self.pending.map(|p| p.slot)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.lanes.iter().map(VecDeque::len).sum()
-    }
-
-    pub(crate) fn has_jobs(&self) -> bool {
-        self.lanes.iter().any(|l| !l.is_empty())
-    }
-
-    /// Jobs that go before a new job of `priority`.
-    pub(crate) fn ahead_of(&self, priority: Priority) -> usize {
-        self.lanes[priority.lane()..]
-            .iter()
-            .map(VecDeque::len)
-            .sum()
-    }
-
-    pub(crate) fn push_back(&mut self, q: Queued) {
-        let lane = q.job.priority.lane();
-        self.depth.joined(lane); // [metrics]
-        self.lanes[lane].push_back(q);
-    }
-
-    pub(crate) fn push_front(&mut self, q: Queued) {
-        let lane = q.job.priority.lane();
-        self.depth.joined(lane); // [metrics]
-        self.lanes[lane].push_front(q);
-    }
-
-    pub(crate) fn pop_highest(&mut self) -> Option<Queued> {
-        let q = self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
-        self.depth.left(q.job.priority.lane(), 1); // [metrics]
-        Some(q)
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Queued> {
-        for (n, lane) in self.lanes.iter_mut().enumerate() {
-            if let Some(i) = lane.iter().position(|q| q.id == id) {
-                self.depth.left(n, 1); // [metrics]
-                return lane.remove(i);
-            }
-        }
-        None
-    }
-
-    pub(crate) fn take_all(&mut self) -> Vec<Queued> {
-        let mut all = Vec::with_capacity(self.len());
-        for (n, lane) in self.lanes.iter_mut().enumerate().rev() {
-            self.depth.left(n, lane.len()); // [metrics]
-            all.extend(lane.drain(..));
-        }
-        all
-    }
-
-    /// Whether the key may retire from its shard: closed, nothing queued, nothing on the wire or
-    /// waiting to be retried.
-    pub(crate) fn finished(&self) -> bool {
-        self.closed && !self.has_jobs() && self.in_flight == 0 && self.backing_off == 0
-    }
-}
+/// The link to a key's shard (see [`shard_link`]).
+pub(crate) type Shard = shard_link::Shard<KeyQueue>;
+/// Work for a shard of keys.
+pub(crate) type Ready = shard_link::Ready<KeyQueue>;
+/// A call for a shard to start.
+pub(crate) type DueCall = shard_link::DueCall<KeyQueue>;
 
 #[derive(Debug)]
 pub(crate) struct KeyQueue {
     pub(crate) id: KeyId,
     pub(crate) endpoint: Endpoint,
     pub(crate) quota: Quota,
-    pub(crate) max_in_flight: usize,
     /// Whether its guard follows the answers' latency (see `latency_guard`).
     pub(crate) guard_follows: bool,
     pub(crate) capacity: usize,
     pub(crate) overflow: Overflow,
-    state: Mutex<QueueState>,
+    state: Mutex<KeyState>,
     /// The shard that dispatches this key.
     pub(crate) shard: Arc<Shard>,
     /// The key's ledger, if the store keeps it in this process (see `slots`).
@@ -199,18 +51,10 @@ pub(crate) struct KeyQueue {
     pub(crate) scheduled: AtomicBool,
     /// Wakes submitters waiting for room.
     pub(crate) space: Notify,
-    /// Notified when the key's shard lets it go (`QueueState::retired`): closed, empty, nothing on
-    /// the wire ([`Scheduler::remove_key`](crate::Scheduler::remove_key) waits for it).
+    /// Notified when the key's shard lets it go ([`Lifecycle::Retired`](super::key_state::Lifecycle::Retired)): closed, empty, nothing
+    /// on the wire ([`Scheduler::remove_key`](crate::Scheduler::remove_key) waits for it).
     pub(crate) let_go: Notify,
-    /// Bumped when the slot the shard waits for must be given back and reserved again: the key
-    /// was paused, or the slot's job was cancelled.
-    pub(crate) reslot_epoch: AtomicU64,
     pub(crate) counters: Counters,
-    pub(crate) pacer: Mutex<Pacer>,
-    /// Whether `pacer` has started pacing (it never stops), readable without its lock.
-    pub(crate) paced: AtomicBool,
-    /// Whether a probe of refused-call accounting is out (`refusals`), readable without the lock.
-    pub(crate) probing: AtomicBool,
     /// Where each call is recorded before it goes, if the key keeps a journal.
     pub(crate) journal: Option<Arc<CallJournal>>,
     /// [metrics] The key's metric handles.
@@ -239,41 +83,24 @@ impl KeyQueue {
             id: config.id.clone(),
             endpoint: config.endpoint.clone(),
             quota: config.quota.clone(),
-            max_in_flight: config.max_in_flight,
             guard_follows: config.guard_from_latency,
             capacity: config.queue_capacity,
             overflow: config.overflow,
-            state: Mutex::new(QueueState {
-                lanes: Default::default(),
-                in_flight: 0,
-                ramp: config.max_in_flight,
-                backing_off: 0,
-                closed: false,
-                hand_back: false,
-                revoked: false,
-                refused_in_a_row: 0,
+            state: Mutex::new(KeyState::new(KeyStart {
                 api_key: config.api_key.clone(),
-                api_key_header: config.api_key.header_value(),
-                addressing: AddressingCache::default(),
-                pending: None,
-                retired: false,
-                removed: false,
-                calls: CallCounts::default(),
-                returned: Vec::new(),
-                refusals: RefusalAccounting::new(config.refused_calls),
-                depth: metrics.depth.clone(),
+                max_in_flight: config.max_in_flight,
+                capacity: config.queue_capacity,
+                endpoint: config.endpoint.clone(),
+                refused_calls: config.refused_calls,
                 guard: latency_guard_of(config),
-            }),
+                depth: metrics.depth.clone(),
+            })),
             shard,
             ledger,
             scheduled: AtomicBool::new(false),
             space: Notify::new(),
             let_go: Notify::new(),
-            reslot_epoch: AtomicU64::new(0),
             counters: Counters::default(),
-            pacer: Mutex::new(Pacer::default()),
-            paced: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
             journal,
             metrics,
             clock,
@@ -285,14 +112,11 @@ impl KeyQueue {
     /// usable again.
     pub(crate) fn rotate(&self, api_key: ApiKey) {
         let mut st = self.lock();
-        tracing::info!(key = %self.id, from = %st.api_key.fingerprint(), to = %api_key.fingerprint(), "key rotated");
-        st.api_key_header = api_key.header_value();
-        st.addressing.clear();
-        st.api_key = api_key;
-        st.revoked = false;
+        tracing::info!(key = %self.id, from = %st.api_key().fingerprint(), to = %api_key.fingerprint(), "key rotated");
+        st.rotate(api_key);
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, KeyState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -318,36 +142,30 @@ impl KeyQueue {
     }
 
     /// The call in `slot` ended with `verdict`: if it was the probe of refused-call accounting,
-    /// the key learns from it (see [`super::refusals`]). Costs an atomic load otherwise.
-    pub(crate) fn settle_probe(&self, slot: Instant, verdict: ProbeVerdict, clock: &dyn Clock) {
-        if !self.probing.load(Ordering::Acquire) {
+    /// the key learns from it (see [`super::refusals`]).
+    pub(crate) fn settle_probe(&self, st: &mut KeyState, slot: Instant, verdict: ProbeVerdict) {
+        if !st.probing() {
             return;
         }
-        let mut st = self.lock();
-        let now = clock.now();
+        let now = self.clock.now();
         let mut ledger = self.lock_ledger();
-        st.refusals
-            .settle(slot, verdict, ledger.as_deref_mut(), now);
-        self.probing.store(st.refusals.probing(), Ordering::Release);
-    }
-
-    /// Makes the shard drop the slot it waits for and reserve again.
-    pub(crate) fn reslot(self: &Arc<Self>) {
-        self.reslot_epoch.fetch_add(1, Ordering::SeqCst);
-        self.wake();
+        match st.settle_probe(slot, verdict, ledger.as_deref_mut(), now) {
+            Some(RefusedCalls::DoNotCount) => {
+                tracing::info!(key = %self.id, "a probe was accepted: refused calls do not count on this server");
+            }
+            Some(RefusedCalls::Count) => {
+                tracing::info!(key = %self.id, "probes were refused: refused calls count on this server");
+            }
+            _ => {}
+        }
     }
 
     pub(crate) fn cancel(self: &Arc<Self>, id: u64) -> bool {
-        let removed = {
-            let mut st = self.lock();
-            let removed = st.remove(id);
-            if removed.is_some() && !st.has_jobs() && st.pending.is_some() {
-                // The held slot has no job left: give it back now.
-                drop(st);
-                self.reslot();
-            }
-            removed
-        };
+        let (removed, reslot) = self.lock().cancel(id);
+        if reslot {
+            // The held slot has no job left: give it back now.
+            self.wake();
+        }
         match removed {
             Some(q) => {
                 Counters::bump(&self.counters.cancelled);
@@ -363,7 +181,7 @@ impl KeyQueue {
     /// Closes the key: no new jobs; what is queued is still sent (unless handed back), and its
     /// shard lets it go once it is empty and nothing of it is on the wire.
     pub(crate) fn close(self: &Arc<Self>) {
-        self.lock().closed = true;
+        self.lock().close();
         self.wake();
         self.space.notify_waiters();
     }
@@ -372,35 +190,34 @@ impl KeyQueue {
     /// retry), and drops the slot the shard waits for.
     pub(crate) fn hand_back_queued(self: &Arc<Self>) {
         let mut st = self.lock();
-        st.hand_back = true;
-        for job in st.take_all() {
+        for job in st.start_handing_back() {
             self.hand_back(&mut st, job);
         }
         drop(st);
         // Before the wake below: the shard then sees it at its next turn.
         self.shard.handing_back.store(true, Ordering::Release);
-        self.reslot();
+        self.wake();
     }
 
     /// Marks the key's removal done ([`Scheduler::remove_key`](crate::Scheduler::remove_key)):
     /// those waiting in [`removed`](Self::removed) go on.
     pub(crate) fn mark_removed(&self) {
-        self.lock().removed = true;
+        self.lock().mark_removal_over();
         self.let_go.notify_waiters();
     }
 
     /// Waits until the key's removal is done (see [`mark_removed`](Self::mark_removed)).
     pub(crate) async fn removed(&self) {
-        self.wait_until(|st| st.removed).await;
+        self.wait_until(KeyState::removal_over).await;
     }
 
     /// Waits until the key's shard has let it go (see [`close`](Self::close)).
     pub(crate) async fn let_go(&self) {
-        self.wait_until(|st| st.retired).await;
+        self.wait_until(KeyState::is_retired).await;
     }
 
     /// Waits until `done` holds of the key's state, looked at each time `let_go` is notified.
-    async fn wait_until(&self, done: impl Fn(&QueueState) -> bool) {
+    async fn wait_until(&self, done: impl Fn(&KeyState) -> bool) {
         loop {
             let notified = self.let_go.notified();
             tokio::pin!(notified);
@@ -418,12 +235,7 @@ impl KeyQueue {
     /// calls on the wire were the shard's, which fails them), so shutdown and removal do not
     /// wait for it.
     pub(crate) fn quarantine(&self) -> Vec<Queued> {
-        let mut st = self.lock();
-        st.closed = true;
-        st.pending = None;
-        let jobs = st.take_all();
-        let newly = !std::mem::replace(&mut st.retired, true);
-        drop(st);
+        let (jobs, newly) = self.lock().quarantine();
         if newly {
             self.shard.retire();
         }
@@ -433,22 +245,23 @@ impl KeyQueue {
     }
 
     /// Hands a job back (shutdown): its ticket resolves to `ShutDown`, the job goes to the report.
-    pub(crate) fn hand_back(&self, st: &mut QueueState, q: Queued) {
+    pub(crate) fn hand_back(&self, st: &mut KeyState, q: Queued) {
+        let outcome = st.hand_back(&self.id, q);
+        self.handed_back(outcome);
+    }
+
+    /// A job was handed back (its record kept in the key's state): its ticket resolves to
+    /// `ShutDown`.
+    pub(crate) fn handed_back(&self, outcome: OutcomeSender) {
         Counters::bump(&self.counters.handed_back);
         Counters::bump(&self.counters.failed);
-        st.returned.push(ReturnedJob {
-            key: self.id.clone(),
-            job: q.job,
-            attempts: q.attempts,
-        });
-        q.outcome.send(Err(JobError::ShutDown));
+        outcome.send(Err(JobError::ShutDown));
     }
 
     /// A call sent at `sent_at` was answered at `now`: a key whose guard follows the latency
     /// learns from it, and gives its ledger (if in this process) the new guard when it changes.
-    pub(crate) fn observe_latency(&self, sent_at: Instant, now: Instant) {
-        let mut st = self.lock();
-        if let Some(guard) = st.guard.observe(now.saturating_duration_since(sent_at)) {
+    pub(crate) fn observe_latency(&self, st: &mut KeyState, sent_at: Instant, now: Instant) {
+        if let Some(guard) = st.observe_latency(now.saturating_duration_since(sent_at)) {
             if let Some(mut ledger) = self.lock_ledger() {
                 ledger.set_guard(guard);
             }
@@ -456,14 +269,13 @@ impl KeyQueue {
     }
 
     pub(crate) fn stats(&self) -> KeyStats {
-        let paced = (self.pacer.lock().unwrap_or_else(|p| p.into_inner())).spacing(&self.quota);
         let st = self.lock();
         let mut stats =
             self.counters
-                .snapshot(st.calls, st.len(), st.in_flight, st.refusals.rule());
-        stats.guard = st.guard.current();
-        stats.latency_spread = st.guard.spread();
-        stats.paced = paced;
+                .snapshot(st.calls(), st.len(), st.in_flight(), st.refused_calls());
+        stats.guard = st.guard().current();
+        stats.latency_spread = st.guard().spread();
+        stats.paced = st.pace_spacing(&self.quota);
         stats
     }
 }

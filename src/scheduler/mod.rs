@@ -26,17 +26,19 @@
 //! process them.
 
 mod addressing;
+mod answers;
 mod call_journal;
 mod config;
-mod dispatch;
 mod key_handle;
 mod key_queue;
+mod key_state;
 mod latency_guard;
 mod outcome_slab;
 mod pacing;
 mod panics;
 mod refusals;
 mod shard;
+mod shard_link;
 mod slot_timers;
 mod slots;
 mod stats;
@@ -55,7 +57,7 @@ use tokio::task::JoinHandle;
 pub use call_journal::read_call_journal;
 pub use config::{KeyConfig, Overflow, ShutdownMode};
 pub use key_handle::KeyHandle;
-pub use key_queue::ReturnedJob;
+pub use key_state::ReturnedJob;
 pub use refusals::RefusedCalls;
 pub use stats::KeyStats;
 pub use ticket::Ticket;
@@ -67,7 +69,7 @@ use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
 use key_queue::KeyQueue;
-use shard::Shard;
+use key_queue::Shard;
 
 pub(crate) struct Inner<S> {
     pub(crate) store: S,
@@ -76,7 +78,6 @@ pub(crate) struct Inner<S> {
     pub(crate) retry: RetryPolicy,
     pub(crate) budget: RetryBudget,
     pub(crate) adaptive_pacing: bool,
-    rng: Mutex<fastrand::Rng>,
     keys: KeyMap<Arc<KeyQueue>>,
     shards: Vec<Arc<Shard>>,
     /// The shard the next key goes to (round robin).
@@ -121,12 +122,6 @@ impl<S> Inner<S> {
             q.close();
         }
         queues
-    }
-
-    /// Two uniform samples in [0, 1) from the scheduler's (seedable) generator.
-    pub(crate) fn random_pair(&self) -> (f64, f64) {
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        (rng.f64(), rng.f64())
     }
 }
 
@@ -299,8 +294,11 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             Some(t) => t,
             None => Arc::new(ReqwestTransport::new(self.transport_config)?),
         };
-        let rng = match self.seed {
-            Some(seed) => fastrand::Rng::with_seed(seed),
+        // Each shard draws its retry jitter from a generator of its own (no lock is shared on a
+        // 429): seeded, the first shard's is the seed's, the next ones follow from it.
+        let seed = self.seed;
+        let rng_of = |n: usize| match seed {
+            Some(seed) => fastrand::Rng::with_seed(seed.wrapping_add(n as u64)),
             None => fastrand::Rng::new(),
         };
         let shards = self
@@ -313,9 +311,10 @@ impl<S: LedgerStore> SchedulerBuilder<S> {
             retry: self.retry,
             budget: self.budget,
             adaptive_pacing: self.adaptive_pacing,
-            rng: Mutex::new(rng),
             keys: KeyMap::default(),
-            shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
+            shards: (0..shards)
+                .map(|n| Arc::new(Shard::new(rng_of(n))))
+                .collect(),
             next_shard: AtomicUsize::new(0),
             shard_tasks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -474,7 +473,7 @@ impl<S: LedgerStore> Scheduler<S> {
         if let Some(journal) = &q.journal {
             journal.close();
         }
-        let returned = std::mem::take(&mut q.lock().returned);
+        let returned = q.lock().take_returned();
         tracing::info!(key = %key, handed_back = returned.len(), "key removed");
         drop(removing);
         Some(ShutdownReport { returned })
@@ -559,7 +558,7 @@ impl<S: LedgerStore> Scheduler<S> {
         };
         let (queued, pending) = {
             let st = q.lock();
-            (st.len(), st.pending_slot())
+            (st.len(), st.held_slot())
         };
         if queued == 0 {
             return Ok(None);
@@ -580,9 +579,7 @@ impl<S: LedgerStore> Scheduler<S> {
     /// The fraction of the binding limit's rate the key paces at, if the server has refused what
     /// the quota allows (see the pacing notes).
     pub fn pace_factor(&self, key: &KeyId) -> Option<f64> {
-        let q = self.queue(key)?;
-        let pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
-        pacer.factor()
+        self.queue(key)?.lock().pace_factor()
     }
 
     /// The clock the scheduler runs on.
@@ -633,7 +630,7 @@ impl<S: LedgerStore> Scheduler<S> {
         }
         let mut report = ShutdownReport::default();
         for q in &queues {
-            report.returned.append(&mut q.lock().returned);
+            report.returned.append(&mut q.lock().take_returned());
             // No call goes any more: the next run (in this process too) may open the journal.
             if let Some(journal) = &q.journal {
                 journal.close();

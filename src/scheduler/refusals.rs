@@ -196,33 +196,25 @@ impl RefusalAccounting {
         }
         let slot = ledger.reserve(now);
         learning.probe = Some(Probe { slot, refunded });
-        tracing::info!(
-            refunded,
-            "refused calls alone hold the key back: probing whether the server counts them"
-        );
         (slot, true)
     }
 
     /// The call in `slot` ended with `verdict`; if it was the probe, learns from it (re-counting
-    /// the refunded refusals in `ledger` at `now` unless it was accepted).
+    /// the refunded refusals in `ledger` at `now` unless it was accepted). Returns the rule
+    /// learned, if learning ended.
     pub(crate) fn settle(
         &mut self,
         slot: Instant,
         verdict: ProbeVerdict,
         ledger: Option<&mut Ledger>,
         now: Instant,
-    ) {
-        let Some(learning) = self.learning.as_deref_mut() else {
-            return;
-        };
-        let Some(probe) = learning.probe.filter(|p| p.slot == slot) else {
-            return;
-        };
+    ) -> Option<RefusedCalls> {
+        let learning = self.learning.as_deref_mut()?;
+        let probe = learning.probe.filter(|p| p.slot == slot)?;
         learning.probe = None;
         if verdict == ProbeVerdict::Accepted {
-            tracing::info!("a probe was accepted: refused calls do not count on this server");
             self.learned(RefusedCalls::DoNotCount);
-            return;
+            return Some(RefusedCalls::DoNotCount);
         }
         if let Some(ledger) = ledger {
             ledger.record_late(now, probe.refunded);
@@ -233,10 +225,11 @@ impl RefusalAccounting {
         if verdict == ProbeVerdict::Refused {
             learning.refused_probes += 1;
             if learning.refused_probes >= MAX_REFUSED_PROBES {
-                tracing::info!("probes were refused: refused calls count on this server");
                 self.learned(RefusedCalls::Count);
+                return Some(RefusedCalls::Count);
             }
         }
+        None
     }
 }
 

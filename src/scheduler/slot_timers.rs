@@ -71,7 +71,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::scheduler::shard::Shard;
+    use crate::scheduler::key_queue::Shard;
     use crate::scheduler::KeyConfig;
     use crate::{ApiKey, KeyId, Quota};
 

@@ -2,13 +2,13 @@
 //! the usual case without waiting, the rest (a full queue, a store elsewhere) the slower way.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use super::addressing::Addressing;
 use super::config::Overflow;
-use super::key_queue::{KeyQueue, QueueState, Queued};
+use super::key_queue::{DueCall, KeyQueue};
+use super::key_state::{Admit, Queued};
 use super::outcome_slab::OutcomeReceiver;
-use super::shard::DueCall;
 use super::{Scheduler, Ticket};
 use crate::clock::Instant;
 use crate::job::Job;
@@ -163,69 +163,53 @@ impl<S: LedgerStore> Scheduler<S> {
 
     /// Puts a job into its lane if there is room; never waits.
     fn enqueue(&self, q: &Arc<KeyQueue>, job: Job, id: u64) -> Enqueued {
-        let mut job = job;
         let mut st = q.lock();
-        // An idle key (nothing queued, no slot held, room on the wire, nothing being learned about
-        // refused calls) may start the job from here if its slot is due (below); it then needs the
-        // job's addressing. Otherwise the path is only checked here, and the addressing is taken
-        // from this cache by the key's shard when the job is sent (taken here, its reference count
-        // would be bumped on this thread and dropped on the shard's: a cache line passed between
-        // cores per call).
-        // (A closed or revoked key returns below, before the addressing is used.)
-        let idle = !st.has_jobs()
-            && st.pending.is_none()
-            && st.in_flight < st.ramp
-            && st.refusals.is_plain();
-        let state = &mut *st;
-        let to =
-            match state
-                .addressing
-                .addressing_for(&q.endpoint, &state.api_key_header, &job.path)
-            {
-                Ok(to) => idle.then(|| Arc::clone(to)),
-                Err(reason) => {
-                    return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
-                }
-            };
-        if st.closed {
-            return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job }));
-        }
-        if st.revoked {
-            let fingerprint = st.api_key.fingerprint().to_string();
-            st.calls.submitted += 1;
-            drop(st);
-            q.counters.failed.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = q.shard.outcomes.pair();
-            tx.send(Err(JobError::KeyRevoked {
-                key: fingerprint,
-                attempts: 0,
-            }));
-            return Enqueued::FailedFast(rx);
-        }
-        if st.len() >= q.capacity {
-            if q.overflow == Overflow::Reject {
+        let to = match st.admit(&job.path) {
+            Admit::Queue => None,
+            Admit::StartIfDue(to) => Some(to),
+            Admit::Invalid(reason) => {
+                return Enqueued::Refused(Box::new(SubmitError::InvalidJob { reason, job }))
+            }
+            Admit::Closed => return Enqueued::Refused(Box::new(SubmitError::ShuttingDown { job })),
+            Admit::Revoked(fingerprint) => {
+                drop(st);
+                q.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = q.shard.outcomes.pair();
+                tx.send(Err(JobError::KeyRevoked {
+                    key: fingerprint,
+                    attempts: 0,
+                }));
+                return Enqueued::FailedFast(rx);
+            }
+            Admit::Full if q.overflow == Overflow::Reject => {
                 return Enqueued::Refused(Box::new(SubmitError::QueueFull {
                     key: q.id.clone(),
                     capacity: q.capacity,
                     job,
-                }));
+                }))
             }
-            return Enqueued::Full(job);
-        }
-        // The ETA of a job on an idle key whose slot is not due yet: its key's earliest slot.
+            Admit::Full => return Enqueued::Full(job),
+        };
+        // The idle key's fast path: with its ledger in this process and its next slot due now,
+        // the slot is reserved and the job counted on the wire here, and the key's shard only
+        // starts the call, without touching the queue. Otherwise the job is queued, with the ETA
+        // the ledger gave.
         let mut idle_eta = None;
         if let Some(to) = to {
-            match self.start_if_due(q, st, job, id, to) {
-                Ok(started) => return started,
-                Err((reacquired, returned, eta)) => {
-                    st = reacquired;
-                    job = returned;
-                    idle_eta = eta;
+            if let Some(mut ledger) = q.lock_ledger() {
+                match st.reserve_due_in(&mut ledger, self.inner.clock.now()) {
+                    Ok(slot) => {
+                        drop(ledger);
+                        st.started_at_submit();
+                        drop(st);
+                        return self.start_now(q, job, id, to, slot);
+                    }
+                    Err(eta) => idle_eta = Some(eta),
                 }
             }
         }
         let ahead = st.ahead_of(job.priority);
-        let pending = st.pending_slot();
+        let pending = st.held_slot();
         let eta = match pending {
             Some(slot) if ahead == 0 => Some(slot),
             // Looked up already (nothing ahead, no slot held: the next slot is this job's).
@@ -235,13 +219,9 @@ impl<S: LedgerStore> Scheduler<S> {
                 ledger.forecast(now, eta_rank(ahead, pending)).at
             }),
         };
-        // A key waiting for a slot, or with its calls all on the wire, is served again when the
-        // slot is due or a call ends.
-        let serve = st.pending.is_none() && st.in_flight < st.ramp;
         // Taken only now that the job is sure to be queued (the slab's lock nests in the queue's).
         let (tx, rx) = q.shard.outcomes.pair();
-        st.push_back(Queued::new(id, job, tx));
-        st.calls.submitted += 1;
+        let serve = st.queue(Queued::new(id, job, tx));
         drop(st);
         if serve {
             q.wake();
@@ -254,45 +234,29 @@ impl<S: LedgerStore> Scheduler<S> {
         }
     }
 
-    /// The idle key's fast path: if the key's ledger is in this process and its next slot is due
-    /// now, reserves it, counts the job on the wire and hands it to the key's shard to start, as
-    /// the shard would have done once woken, without the shard touching the queue. Otherwise the
-    /// lock and the job are given back for the usual way, with the job's ETA if the ledger gave it.
-    #[allow(clippy::result_large_err)] // The job goes back by value, without an allocation.
-    #[allow(clippy::type_complexity)]
-    fn start_if_due<'q>(
+    /// Hands the idle key's job, its due `slot` reserved and its place on the wire counted, to
+    /// the key's shard to start.
+    fn start_now(
         &self,
-        q: &'q Arc<KeyQueue>,
-        mut st: MutexGuard<'q, QueueState>,
+        q: &Arc<KeyQueue>,
         job: Job,
         id: u64,
         to: Arc<Addressing>,
-    ) -> Result<Enqueued, (MutexGuard<'q, QueueState>, Job, Option<Instant>)> {
-        let Some(mut ledger) = q.lock_ledger() else {
-            return Err((st, job, None));
-        };
-        let slot = match ledger.reserve_if_due(self.inner.clock.now()) {
-            Ok(slot) => slot,
-            Err(eta) => return Err((st, job, Some(eta))),
-        };
-        drop(ledger);
+        slot: Instant,
+    ) -> Enqueued {
         q.metrics.slot_reserved(std::time::Duration::ZERO); // [metrics] Due at once.
-        st.in_flight += 1;
-        st.calls.submitted += 1;
-        st.calls.sent += 1;
         let (tx, rx) = q.shard.outcomes.pair();
-        drop(st);
         q.shard.start(DueCall {
             q: Arc::clone(q),
             job: Queued::new(id, job, tx),
             to,
             slot,
         });
-        Ok(Enqueued::Queued {
+        Enqueued::Queued {
             ahead: 0,
             pending: None,
             eta: Some(slot),
             rx,
-        })
+        }
     }
 }

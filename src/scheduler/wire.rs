@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-use super::dispatch::OnWire;
+use super::answers::OnWire;
 use super::panics::panic_message;
 use crate::transport::{HttpResponse, TransportError, TransportErrorKind, TransportFuture};
 

@@ -32,7 +32,7 @@ use super::metrics::{Counters, DropCounts};
 use super::policy::Decision;
 use super::spool::{RecoveryReport, Spool};
 use crate::clock::Instant;
-use crate::fabraix::{ActionCheck, CheckVerdict, ClientError, FabraixClient};
+use crate::fabraix::{ActionCheck, CheckVerdict, ClientError, EventType, FabraixClient};
 use crate::job::Job;
 use crate::job_error::{JobError, Outcome, SubmitError};
 use crate::ledger::{LedgerStore, MemoryLedgerStore};
@@ -362,68 +362,14 @@ impl<S: LedgerStore> TelemetrySender<S> {
             return Recorded::Queued;
         }
         let event_type = telemetry.event_type();
-        let counter = event_type.map_or(0, |t| {
-            shared.per_type[t as usize % 8].fetch_add(1, Ordering::Relaxed)
-        });
-        let decision = shared.config.policy.decide(
-            st.spool.unresolved(),
-            shared.config.spool_capacity,
-            event_type,
-            counter,
-        );
-        match decision {
-            Decision::Keep => {}
-            Decision::EvictOldest => match st.spool.next_unread() {
-                Ok(Some(old)) => {
-                    let _ = st.spool.resolve(old.seq);
-                    shared.counters.dropped("oldest");
-                    tracing::debug!(seq = old.seq, "telemetry: oldest spooled event dropped");
-                }
-                _ => {
-                    drop(st);
-                    shared.counters.dropped("newest");
-                    return Recorded::Dropped(DropReason::SpoolFull);
-                }
-            },
-            Decision::DropNewest => {
-                drop(st);
-                shared.counters.dropped("newest");
-                return Recorded::Dropped(DropReason::SpoolFull);
-            }
-            Decision::SampledOut => {
-                drop(st);
-                shared.counters.dropped("sampled");
-                return Recorded::Dropped(DropReason::Sampled);
-            }
-            Decision::Refuse => {
-                drop(st);
-                shared.counters.refused();
-                return Recorded::Full(telemetry);
-            }
+        if let Err(no_room) = make_room(shared, &mut st, event_type) {
+            drop(st);
+            return match no_room {
+                Some(reason) => Recorded::Dropped(reason),
+                None => Recorded::Full(telemetry),
+            };
         }
-        match st.spool.append(kind, &body) {
-            Ok(seq) => {
-                let buffered = st.spool.pending_records();
-                drop(st);
-                shared.counters.recorded(true);
-                if shared.phase.load(Ordering::Relaxed) != Phase::Spooling as u8 {
-                    shared.set_phase(Phase::Spooling);
-                }
-                // The writer starts its `commit_delay` timer at the first record of a batch and
-                // writes at once at `commit_records`: two wake-ups per batch, not one per record.
-                // (The feeder is woken by the commit: it cannot read the record before.)
-                if buffered == 1 || buffered == shared.config.commit_records {
-                    shared.commit_wake.notify_one();
-                }
-                Recorded::Spooled(seq)
-            }
-            Err(e) => {
-                drop(st);
-                shared.counters.dropped("io_error");
-                tracing::error!(error = %e, "telemetry: event lost, cannot write the spool");
-                Recorded::Dropped(DropReason::Io)
-            }
-        }
+        spool_append(shared, st, kind, &body)
     }
 
     /// Like [`record`](Self::record), but under [`FullPolicy::Block`](super::FullPolicy::Block) waits
@@ -701,148 +647,182 @@ async fn write_loop<S: LedgerStore>(shared: Arc<Shared<S>>) {
     }
 }
 
+/// Makes room in the spool for an event of `event_type`, as the overflow policy decides: `Ok`
+/// to append it; `Err(Some(reason))` if it is dropped; `Err(None)` if it is refused (handed back
+/// to the caller).
+fn make_room<S: LedgerStore>(
+    shared: &Shared<S>,
+    st: &mut State,
+    event_type: Option<EventType>,
+) -> Result<(), Option<DropReason>> {
+    let counter = event_type.map_or(0, |t| {
+        shared.per_type[t as usize % 8].fetch_add(1, Ordering::Relaxed)
+    });
+    let decision = shared.config.policy.decide(
+        st.spool.unresolved(),
+        shared.config.spool_capacity,
+        event_type,
+        counter,
+    );
+    match decision {
+        Decision::Keep => Ok(()),
+        Decision::EvictOldest => match st.spool.next_unread() {
+            Ok(Some(old)) => {
+                let _ = st.spool.resolve(old.seq);
+                shared.counters.dropped("oldest");
+                tracing::debug!(seq = old.seq, "telemetry: oldest spooled event dropped");
+                Ok(())
+            }
+            _ => {
+                shared.counters.dropped("newest");
+                Err(Some(DropReason::SpoolFull))
+            }
+        },
+        Decision::DropNewest => {
+            shared.counters.dropped("newest");
+            Err(Some(DropReason::SpoolFull))
+        }
+        Decision::SampledOut => {
+            shared.counters.dropped("sampled");
+            Err(Some(DropReason::Sampled))
+        }
+        Decision::Refuse => {
+            shared.counters.refused();
+            Err(None)
+        }
+    }
+}
+
+/// Appends an event (`kind`, `body`) to the spool and wakes its writer when a batch starts or
+/// fills.
+fn spool_append<S: LedgerStore>(
+    shared: &Shared<S>,
+    mut st: MutexGuard<'_, State>,
+    kind: Kind,
+    body: &[u8],
+) -> Recorded {
+    match st.spool.append(kind, body) {
+        Ok(seq) => {
+            let buffered = st.spool.pending_records();
+            drop(st);
+            shared.counters.recorded(true);
+            if shared.phase.load(Ordering::Relaxed) != Phase::Spooling as u8 {
+                shared.set_phase(Phase::Spooling);
+            }
+            // The writer starts its `commit_delay` timer at the first record of a batch and
+            // writes at once at `commit_records`: two wake-ups per batch, not one per record.
+            // (The feeder is woken by the commit: it cannot read the record before.)
+            if buffered == 1 || buffered == shared.config.commit_records {
+                shared.commit_wake.notify_one();
+            }
+            Recorded::Spooled(seq)
+        }
+        Err(e) => {
+            drop(st);
+            shared.counters.dropped("io_error");
+            tracing::error!(error = %e, "telemetry: event lost, cannot write the spool");
+            Recorded::Dropped(DropReason::Io)
+        }
+    }
+}
+
 /// How one submitted event ended, with the event.
 type Done = (Item, Outcome);
 
+/// What the feeder does with one event's outcome (a pure decision, see [`verdict`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Sent: resolved, and the stall backoff starts over.
+    Delivered,
+    /// Refused for good (the event's fault): kept in `failed.log` under this kind.
+    Failed(&'static str),
+    /// Not sent, and nothing was wrong (cancelled at the deadline, shut down): sent again later.
+    Again,
+    /// Not the event's fault (retries spent, key revoked...): kept, and the feeder pauses.
+    Stall,
+}
+
+/// The feeder's decision on an event's outcome.
+fn verdict(outcome: &Outcome) -> Verdict {
+    match outcome {
+        Ok(_) => Verdict::Delivered,
+        Err(
+            e @ (JobError::Rejected { .. }
+            | JobError::Forbidden { .. }
+            | JobError::InvalidRequest { .. }),
+        ) => Verdict::Failed(e.kind()),
+        Err(JobError::Cancelled | JobError::ShutDown) => Verdict::Again,
+        Err(_) => Verdict::Stall,
+    }
+}
+
+/// What a refused submission means: `None` if the scheduler is shutting down (the event stays,
+/// and the feeder stops submitting), else the kind the event fails with.
+fn refusal(e: &SubmitError) -> Option<&'static str> {
+    match e {
+        SubmitError::ShuttingDown { .. } => None,
+        SubmitError::UnknownKey { .. } => Some("unknown_key"),
+        SubmitError::InvalidJob { .. } => Some("invalid_request"),
+        _ => Some("queue_full"),
+    }
+}
+
+/// When the feeder must look again without being woken: the end of its stall or the deadline
+/// (one not passed yet), whichever is first.
+fn wake_at(stall_until: Option<Instant>, deadline: Option<Instant>) -> Option<Instant> {
+    match (stall_until, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the feeder saw at the start of a turn.
+#[derive(Clone, Copy, Debug)]
+struct Turn {
+    /// The sender was closed (drain, then stop).
+    closed: bool,
+    deadline: Option<Instant>,
+    past_deadline: bool,
+}
+
+/// The feeder's loop state: the events it has submitted (until their outcome), those to send
+/// again, and its stall after failures that were not the events' fault.
+struct Feeder<S: LedgerStore> {
+    shared: Arc<Shared<S>>,
+    clock: Arc<dyn crate::clock::Clock>,
+    key: crate::key_id::KeyId,
+    cancel_tx: watch::Sender<bool>,
+    cancel_rx: watch::Receiver<bool>,
+    inflight: FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>>,
+    retry: VecDeque<Item>,
+    stall_until: Option<Instant>,
+    stall: Duration,
+    scheduler_closed: bool,
+}
+
 async fn feed<S: LedgerStore>(shared: Arc<Shared<S>>) -> FeederEnd {
-    let clock = Arc::clone(shared.client.scheduler().clock());
-    let key = shared.client.key().clone();
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    let mut inflight: FuturesUnordered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>,
-    > = FuturesUnordered::new();
-    let mut retry: VecDeque<Item> = VecDeque::new();
-    let mut stall_until: Option<Instant> = None;
-    let mut stall = Duration::from_secs(1);
-    let mut scheduler_closed = false;
+    let mut feeder = Feeder::new(Arc::clone(&shared));
     loop {
         let wake = shared.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let (closed, deadline) = {
-            let st = lock(&shared.state);
-            (st.closed, st.deadline)
-        };
-        let now = clock.now();
-        let past_deadline = deadline.is_some_and(|d| now >= d);
-        if past_deadline && !*cancel_tx.borrow() {
-            let _ = cancel_tx.send(true);
+        let turn = feeder.look();
+        let feeding =
+            !turn.past_deadline && feeder.stall_until.is_none() && !feeder.scheduler_closed;
+        if feeding {
+            feeder.fill().await;
         }
-        if stall_until.is_some_and(|t| now >= t) {
-            stall_until = None;
+        if feeder.settle_phase(turn) {
+            break;
         }
-        if closed
-            && !matches!(Phase::Draining as u8, p if p == shared.phase.load(Ordering::Relaxed))
-        {
-            shared.set_phase(Phase::Draining);
-        }
-        let feeding = !past_deadline && stall_until.is_none() && !scheduler_closed;
-        while feeding && inflight.len() < shared.config.window {
-            let Some(item) = retry.pop_front().or_else(|| shared.take_next()) else {
-                break;
-            };
-            let job = Job::new(http::Method::POST, item.kind.path())
-                .with_body(item.body.clone())
-                .with_header(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                )
-                .with_priority(shared.config.priority);
-            match shared.client.scheduler().submit(&key, job).await {
-                Ok(ticket) => {
-                    let mut cancel = cancel_rx.clone();
-                    let span = tracing::debug_span!(
-                        "telemetry_send",
-                        seq = item.seq,
-                        ticket = ticket.id(),
-                        path = item.kind.path()
-                    );
-                    inflight.push(Box::pin(
-                        async move {
-                            let mut ticket = ticket;
-                            let outcome = tokio::select! {
-                                o = &mut ticket => o,
-                                _ = async { let _ = cancel.wait_for(|c| *c).await; } => {
-                                    ticket.cancel();
-                                    ticket.await
-                                }
-                            };
-                            match &outcome {
-                                Ok(r) => tracing::debug!(
-                                    status = r.status.as_u16(),
-                                    attempts = r.attempts,
-                                    "telemetry: sent"
-                                ),
-                                Err(e) => tracing::debug!(error = %e, "telemetry: not sent"),
-                            }
-                            (item, outcome)
-                        }
-                        .instrument(span),
-                    ));
-                }
-                Err(SubmitError::ShuttingDown { .. }) => {
-                    tracing::warn!(key = %key, "telemetry: the scheduler is shutting down; keeping the backlog on disk");
-                    retry.push_front(item);
-                    scheduler_closed = true;
-                }
-                Err(e) => {
-                    let kind = match &e {
-                        SubmitError::UnknownKey { .. } => "unknown_key",
-                        SubmitError::InvalidJob { .. } => "invalid_request",
-                        _ => "queue_full",
-                    };
-                    fail(&shared, item, kind, &e.to_string());
-                }
-            }
-        }
-        shared
-            .held
-            .store((inflight.len() + retry.len()) as u64, Ordering::Relaxed);
-        let idle = inflight.is_empty();
-        if idle {
-            let nothing_left = retry.is_empty() && {
-                let st = lock(&shared.state);
-                st.memory.is_empty() && st.spool.unread() == 0
-            };
-            if closed && (nothing_left || past_deadline || scheduler_closed) {
-                break;
-            }
-            if nothing_left && stall_until.is_none() {
-                let p = shared.phase.load(Ordering::Relaxed);
-                if p != Phase::Idle as u8 && p != Phase::Draining as u8 {
-                    shared.set_phase(Phase::Idle);
-                }
-            }
-        } else if shared.phase.load(Ordering::Relaxed) == Phase::Idle as u8 {
-            shared.set_phase(Phase::Sending);
-        }
-        let timer = match (stall_until, deadline.filter(|_| !past_deadline)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let timer = wake_at(
+            feeder.stall_until,
+            turn.deadline.filter(|_| !turn.past_deadline),
+        );
+        let clock = Arc::clone(&feeder.clock);
         tokio::select! {
-            Some((item, outcome)) = inflight.next(), if !inflight.is_empty() => {
-                match outcome {
-                    Ok(_) => {
-                        shared.counters.delivered();
-                        shared.resolve(item.seq);
-                        stall = Duration::from_secs(1);
-                    }
-                    Err(e @ (JobError::Rejected { .. } | JobError::Forbidden { .. } | JobError::InvalidRequest { .. })) => {
-                        fail(&shared, item, e.kind(), &e.to_string());
-                    }
-                    Err(JobError::Cancelled | JobError::ShutDown) => {
-                        retry.push_front(item);
-                    }
-                    Err(e) => {
-                        // Not the event's fault (retries spent, key revoked...): keep it, pause.
-                        tracing::warn!(key = %key, error = %e, pause_s = stall.as_secs(), "telemetry: send failed; pausing, the event is kept");
-                        retry.push_front(item);
-                        stall_until = Some(clock.now() + stall);
-                        stall = (stall * 2).min(MAX_STALL);
-                        shared.set_phase(Phase::Stalled);
-                    }
-                }
+            Some((item, outcome)) = feeder.inflight.next(), if !feeder.inflight.is_empty() => {
+                feeder.ended(item, outcome);
             }
             () = &mut wake => {}
             () = async {
@@ -853,14 +833,181 @@ async fn feed<S: LedgerStore>(shared: Arc<Shared<S>>) -> FeederEnd {
             } => {}
         }
     }
-    // Everything not sent goes to disk.
-    let unsent: Vec<Item> = retry.into_iter().collect();
-    let written = shared.persist(unsent);
-    shared.held.store(0, Ordering::Relaxed);
-    shared.set_phase(Phase::Stopped);
-    shared.progress.notify_waiters();
-    tracing::debug!(written, "telemetry: feeder stopped");
-    FeederEnd
+    feeder.stop()
+}
+
+impl<S: LedgerStore> Feeder<S> {
+    fn new(shared: Arc<Shared<S>>) -> Self {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        Self {
+            clock: Arc::clone(shared.client.scheduler().clock()),
+            key: shared.client.key().clone(),
+            shared,
+            cancel_tx,
+            cancel_rx,
+            inflight: FuturesUnordered::new(),
+            retry: VecDeque::new(),
+            stall_until: None,
+            stall: Duration::from_secs(1),
+            scheduler_closed: false,
+        }
+    }
+
+    /// The start of a turn: past the deadline, the events in flight are cancelled; a stall that
+    /// has ended is over; a closed sender drains.
+    fn look(&mut self) -> Turn {
+        let (closed, deadline) = {
+            let st = lock(&self.shared.state);
+            (st.closed, st.deadline)
+        };
+        let now = self.clock.now();
+        let past_deadline = deadline.is_some_and(|d| now >= d);
+        if past_deadline && !*self.cancel_tx.borrow() {
+            let _ = self.cancel_tx.send(true);
+        }
+        if self.stall_until.is_some_and(|t| now >= t) {
+            self.stall_until = None;
+        }
+        if closed && self.shared.phase.load(Ordering::Relaxed) != Phase::Draining as u8 {
+            self.shared.set_phase(Phase::Draining);
+        }
+        Turn {
+            closed,
+            deadline,
+            past_deadline,
+        }
+    }
+
+    /// Submits events (to send again first, then the backlog's) until the window is full.
+    async fn fill(&mut self) {
+        while self.inflight.len() < self.shared.config.window && !self.scheduler_closed {
+            let Some(item) = self.retry.pop_front().or_else(|| self.shared.take_next()) else {
+                break;
+            };
+            let job = Job::new(http::Method::POST, item.kind.path())
+                .with_body(item.body.clone())
+                .with_header(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                )
+                .with_priority(self.shared.config.priority);
+            match self.shared.client.scheduler().submit(&self.key, job).await {
+                Ok(ticket) => {
+                    let watched = watch_ticket(ticket, item, self.cancel_rx.clone());
+                    self.inflight.push(Box::pin(watched));
+                }
+                Err(e) => match refusal(&e) {
+                    None => {
+                        tracing::warn!(key = %self.key, "telemetry: the scheduler is shutting down; keeping the backlog on disk");
+                        self.retry.push_front(item);
+                        self.scheduler_closed = true;
+                    }
+                    Some(kind) => fail(&self.shared, item, kind, &e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Publishes what the feeder holds and its phase; true if it is to stop (closed, and nothing
+    /// left to send, or the deadline passed, or the scheduler shut down).
+    fn settle_phase(&mut self, turn: Turn) -> bool {
+        let shared = &self.shared;
+        shared.held.store(
+            (self.inflight.len() + self.retry.len()) as u64,
+            Ordering::Relaxed,
+        );
+        if !self.inflight.is_empty() {
+            if shared.phase.load(Ordering::Relaxed) == Phase::Idle as u8 {
+                shared.set_phase(Phase::Sending);
+            }
+            return false;
+        }
+        let nothing_left = self.retry.is_empty() && {
+            let st = lock(&shared.state);
+            st.memory.is_empty() && st.spool.unread() == 0
+        };
+        if turn.closed && (nothing_left || turn.past_deadline || self.scheduler_closed) {
+            return true;
+        }
+        if nothing_left && self.stall_until.is_none() {
+            let p = shared.phase.load(Ordering::Relaxed);
+            if p != Phase::Idle as u8 && p != Phase::Draining as u8 {
+                shared.set_phase(Phase::Idle);
+            }
+        }
+        false
+    }
+
+    /// An event's outcome came in: carries out the [`verdict`].
+    fn ended(&mut self, item: Item, outcome: Outcome) {
+        match verdict(&outcome) {
+            Verdict::Delivered => {
+                self.shared.counters.delivered();
+                self.shared.resolve(item.seq);
+                self.stall = Duration::from_secs(1);
+            }
+            Verdict::Failed(kind) => {
+                let why = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                fail(&self.shared, item, kind, &why);
+            }
+            Verdict::Again => self.retry.push_front(item),
+            Verdict::Stall => {
+                let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(key = %self.key, error = %error, pause_s = self.stall.as_secs(), "telemetry: send failed; pausing, the event is kept");
+                self.retry.push_front(item);
+                self.stall_until = Some(self.clock.now() + self.stall);
+                self.stall = (self.stall * 2).min(MAX_STALL);
+                self.shared.set_phase(Phase::Stalled);
+            }
+        }
+    }
+
+    /// Everything not sent goes to disk; the feeder stops.
+    fn stop(self) -> FeederEnd {
+        let unsent: Vec<Item> = self.retry.into_iter().collect();
+        let written = self.shared.persist(unsent);
+        self.shared.held.store(0, Ordering::Relaxed);
+        self.shared.set_phase(Phase::Stopped);
+        self.shared.progress.notify_waiters();
+        tracing::debug!(written, "telemetry: feeder stopped");
+        FeederEnd
+    }
+}
+
+/// Waits for a submitted event's outcome (cancelling its ticket once `cancel` turns true: the
+/// deadline passed), with the event.
+async fn watch_ticket(
+    ticket: crate::scheduler::Ticket,
+    item: Item,
+    mut cancel: watch::Receiver<bool>,
+) -> Done {
+    let span = tracing::debug_span!(
+        "telemetry_send",
+        seq = item.seq,
+        ticket = ticket.id(),
+        path = item.kind.path()
+    );
+    async move {
+        let mut ticket = ticket;
+        let outcome = tokio::select! {
+            o = &mut ticket => o,
+            _ = async { let _ = cancel.wait_for(|c| *c).await; } => {
+                ticket.cancel();
+                ticket.await
+            }
+        };
+        match &outcome {
+            Ok(r) => tracing::debug!(
+                status = r.status.as_u16(),
+                attempts = r.attempts,
+                "telemetry: sent"
+            ),
+            Err(e) => tracing::debug!(error = %e, "telemetry: not sent"),
+        }
+        (item, outcome)
+    }
+    .instrument(span)
+    .await
 }
 
 /// The server refused the event for good: keep it in `failed.log`, count it, resolve it.
@@ -882,4 +1029,36 @@ fn fail<S: LedgerStore>(shared: &Shared<S>, item: Item, kind: &'static str, why:
         }
     }
     shared.resolve(item.seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_error::ApiError;
+
+    #[test]
+    fn an_outcome_is_delivered_failed_sent_again_or_a_stall() {
+        assert_eq!(verdict(&Err(JobError::Cancelled)), Verdict::Again);
+        assert_eq!(verdict(&Err(JobError::ShutDown)), Verdict::Again);
+        let rejected = JobError::Rejected {
+            api: ApiError::from_body_redacted(422, b"{}", &crate::ApiKey::new("k").unwrap()),
+            attempts: 1,
+        };
+        assert_eq!(verdict(&Err(rejected)), Verdict::Failed("rejected"));
+        let revoked = JobError::KeyRevoked {
+            key: "fp".into(),
+            attempts: 0,
+        };
+        assert_eq!(verdict(&Err(revoked)), Verdict::Stall);
+    }
+
+    #[test]
+    fn the_feeder_wakes_for_the_first_of_its_stall_and_its_deadline() {
+        let t = Instant::now();
+        let later = t + Duration::from_secs(1);
+        assert_eq!(wake_at(None, None), None);
+        assert_eq!(wake_at(Some(later), None), Some(later));
+        assert_eq!(wake_at(None, Some(t)), Some(t));
+        assert_eq!(wake_at(Some(later), Some(t)), Some(t));
+    }
 }

@@ -1,32 +1,33 @@
-//! One call on the wire and what its answer does: success, 429 (pause the key, put the job back),
-//! transient failure (back off, retry under the budget), 401/403, fatal. The shard
-//! ([`super::shard`]) decides when a call goes; this decides what happens after.
+//! What a call's answer does: success, 429 (pause the key, put the job back), transient failure
+//! (back off, retry under the budget), 401/403, fatal. The shard ([`super::shard`]) decides when a
+//! call goes and puts it on the wire ([`send`]); this carries out what its answer leads to, with
+//! the key's state ([`super::key_state`]) and the retry policy's decisions
+//! ([`RetryPolicy`](crate::RetryPolicy)). Each answer is classified once ([`Classified`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::addressing::Addressing;
-use super::key_queue::{KeyQueue, Queued};
+use super::key_queue::KeyQueue;
+use super::key_state::Queued;
 use super::refusals::ProbeVerdict;
 use super::stats::Counters;
 use super::Inner;
 use crate::api_error::ApiError;
 use crate::clock::Instant;
-use crate::job_error::JobError;
+use crate::job_error::{JobError, Outcome};
 use crate::ledger::LedgerStore;
 use crate::response::Response;
+use crate::retry::answer::Classified;
 use crate::retry::network_time::instant_after;
-use crate::retry::{
-    classify_status, parse_rate_limit_headers, parse_retry_after, Class, Delivery, RetryAfter,
-    ServerWindow,
-};
+use crate::retry::{Class, ServerWindow};
 use crate::transport::{
     HttpResponse, OutgoingRequest, TransportError, TransportErrorKind, TransportFuture,
 };
 
 /// Ends a job that never went on the wire.
-pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
+pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: Outcome) {
     Counters::bump(&q.counters.failed);
     job.outcome.send(outcome);
     q.space.notify_one();
@@ -34,44 +35,25 @@ pub(crate) fn finish_unsent(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_
 }
 
 /// Ends a job that was on the wire: frees its in-flight place and delivers its outcome.
-fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: crate::job_error::Outcome) {
+fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: Outcome) {
     if outcome.is_err() {
         Counters::bump(&q.counters.failed);
     }
-    let serve = {
-        let mut st = q.lock();
-        st.in_flight -= 1;
-        if outcome.is_ok() {
-            // An accepted call ends the key's storm, on the plain path as on the full one.
-            st.refused_in_a_row = 0;
-            st.calls.succeeded += 1;
-            st.ramp = (st.ramp * 2).min(q.max_in_flight);
-        }
-        // With nothing queued the key has nothing to do until a job arrives (which wakes it),
-        // unless it is closing and may now be done.
-        st.has_jobs() || st.closed
-    };
+    // With nothing queued the key has nothing to do until a job arrives (which wakes it), unless
+    // it is closing and may now be done.
+    let serve = q.lock().call_ended(outcome.is_ok());
     job.outcome.send(outcome);
     if serve {
         q.wake();
     }
 }
 
-/// Puts a job back at the front of its lane (or hands it back if the queue is being emptied).
+/// Puts a job back at the front of its lane (or hands it back if the key is handing back).
 fn requeue_front(q: &Arc<KeyQueue>, job: Queued, from_backoff: bool) {
-    let mut st = q.lock();
-    if from_backoff {
-        st.backing_off -= 1;
-    } else {
-        st.in_flight -= 1;
-        st.ramp = 1;
+    let handed_back = q.lock().put_back(&q.id, job, from_backoff);
+    if let Some(outcome) = handed_back {
+        q.handed_back(outcome);
     }
-    if st.hand_back {
-        q.hand_back(&mut st, job);
-    } else {
-        st.push_front(job);
-    }
-    drop(st);
     q.wake();
 }
 
@@ -85,10 +67,10 @@ pub(crate) struct OnWire {
     pub(crate) to: Arc<Addressing>,
 }
 
-/// A call that has been answered (or failed on the way).
+/// A call that has been answered (its response classified), or failed on the way.
 pub(crate) struct Answer {
     call: OnWire,
-    result: Result<HttpResponse, TransportError>,
+    result: Result<(HttpResponse, Classified), TransportError>,
 }
 
 impl Answer {
@@ -163,62 +145,87 @@ pub(crate) fn send<S: LedgerStore>(
 }
 
 /// The common answer, handled without an `.await`: a success without rate-limit headers on a key
-/// that is not being paced delivers its outcome at once (`None`). Anything else is given back for
-/// [`on_answer`]. (An awaited handler is a large future, moved on every call; this is not.)
+/// that is neither paced nor probing delivers its outcome at once (`None`), in one lock of the key.
+/// Anything else is given back, classified, for [`on_answer`]. (An awaited handler is a large
+/// future, moved on every call; this is not.)
 pub(crate) fn finish_plain_success<S: LedgerStore>(
     inner: &Inner<S>,
     call: OnWire,
     result: Result<HttpResponse, TransportError>,
 ) -> Option<Answer> {
-    match result {
-        // (Any window at all takes the full path, which caps it: no cap is needed to see one.)
-        Ok(response)
-            if !call.q.guard_follows
-                && matches!(classify_status(response.status()), Class::Success)
-                && parse_rate_limit_headers(
-                    response.headers(),
-                    || inner.clock.wall_now(),
-                    Duration::MAX,
-                )
-                .is_none()
-                && !q_is_paced(&call.q) =>
-        {
-            call.q
-                .settle_probe(call.slot, ProbeVerdict::Accepted, inner.clock.as_ref());
-            let (parts, body) = response.into_parts();
-            succeed(&call.q, call.job, parts, body, call.sent_at);
-            None
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            return Some(Answer {
+                call,
+                result: Err(error),
+            })
         }
-        result => Some(Answer { call, result }),
+    };
+    let cap = inner
+        .retry
+        .retry_after_cap_for(call.q.quota.longest_window());
+    let classified = Classified::response(
+        response.status(),
+        response.headers(),
+        response.body(),
+        || inner.clock.wall_now(),
+        cap,
+    );
+    if call.q.guard_follows || !classified.is_plain_success() {
+        return Some(Answer {
+            call,
+            result: Ok((response, classified)),
+        });
     }
+    let serve = {
+        let mut st = call.q.lock();
+        if !st.plain_success_will_do() {
+            drop(st);
+            return Some(Answer {
+                call,
+                result: Ok((response, classified)),
+            });
+        }
+        st.call_ended(true)
+    };
+    let OnWire {
+        q, job, sent_at, ..
+    } = call;
+    let response = success(job.attempts, response, sent_at);
+    job.outcome.send(Ok(response));
+    if serve {
+        q.wake();
+    }
+    None
 }
 
-/// Delivers a success: the response (`parts`, `body`) of the attempt sent at `sent_at`.
-fn succeed(
-    q: &Arc<KeyQueue>,
-    job: Queued,
-    parts: http::response::Parts,
-    body: bytes::Bytes,
-    sent_at: Instant,
-) {
-    let attempts = job.attempts;
-    let response = Response {
+/// The outcome of attempt `attempts` sent at `sent_at` and answered with success `response`.
+fn success(attempts: u32, response: HttpResponse, sent_at: Instant) -> Response {
+    let (parts, body) = response.into_parts();
+    Response {
         status: parts.status,
         headers: parts.headers,
         body,
         attempts,
         sent_at,
-    };
+    }
+}
+
+/// Delivers a success: the `response` of the attempt sent at `sent_at`.
+fn succeed(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, sent_at: Instant) {
+    let response = success(job.attempts, response, sent_at);
     finish(q, job, Ok(response));
 }
 
-fn q_is_paced(q: &KeyQueue) -> bool {
-    q.paced.load(std::sync::atomic::Ordering::Acquire)
-}
-
-/// Classifies an answered call and acts on it: delivers the outcome, or pauses the key and puts
-/// the job back (429), or returns the backoff a transient failure waits out before its retry.
-pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) -> Option<Backoff> {
+/// Acts on an answered call: delivers the outcome, or pauses the key and puts the job back (429),
+/// or returns the backoff a transient failure waits out before its retry. `rng` is the shard's
+/// generator for the jitter.
+pub(crate) async fn on_answer<S: LedgerStore>(
+    inner: &Inner<S>,
+    answer: Answer,
+    rng: &mut fastrand::Rng,
+) -> Option<Backoff> {
     let Answer {
         call:
             OnWire {
@@ -230,25 +237,32 @@ pub(crate) async fn on_answer<S: LedgerStore>(inner: &Inner<S>, answer: Answer) 
             },
         result,
     } = answer;
-    if q.guard_follows && result.is_ok() {
-        q.observe_latency(sent_at, inner.clock.now());
-    }
-    let verdict = match &result {
-        Ok(response) => match classify_status(response.status()) {
-            Class::Success => ProbeVerdict::Accepted,
-            Class::RateLimited => ProbeVerdict::Refused,
+    {
+        let mut st = q.lock();
+        if q.guard_follows && result.is_ok() {
+            q.observe_latency(&mut st, sent_at, inner.clock.now());
+        }
+        let verdict = match &result {
+            Ok((_, c)) if c.class == Class::Success => ProbeVerdict::Accepted,
+            Ok((_, c)) if c.class == Class::RateLimited => ProbeVerdict::Refused,
             _ => ProbeVerdict::Undecided,
-        },
-        Err(_) => ProbeVerdict::Undecided,
-    };
-    q.settle_probe(slot, verdict, inner.clock.as_ref());
+        };
+        q.settle_probe(&mut st, slot, verdict);
+    }
     match result {
-        Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
+        Ok((response, c)) if c.class == Class::Unauthorized => {
             on_unauthorized(&q, job, response, &to).await;
             None
         }
-        Ok(response) => on_response(inner, &q, job, response, slot, sent_at).await,
-        Err(error) => on_transport_error(inner, &q, job, error),
+        Ok((response, c)) => {
+            let call = Answered {
+                q: &q,
+                slot,
+                sent_at,
+            };
+            on_response(inner, call, job, response, c, rng).await
+        }
+        Err(error) => on_transport_error(inner, &q, job, error, rng),
     }
 }
 
@@ -257,33 +271,46 @@ pub(crate) fn requeue_after_backoff(backoff: Backoff) {
     requeue_front(&backoff.q, backoff.job, true);
 }
 
-async fn on_response<S: LedgerStore>(
-    inner: &Inner<S>,
-    q: &Arc<KeyQueue>,
-    job: Queued,
-    response: HttpResponse,
+/// The call an answer is for: its key, its slot, when it went.
+#[derive(Clone, Copy)]
+struct Answered<'a> {
+    q: &'a Arc<KeyQueue>,
     slot: Instant,
     sent_at: Instant,
+}
+
+async fn on_response<S: LedgerStore>(
+    inner: &Inner<S>,
+    call: Answered<'_>,
+    job: Queued,
+    response: HttpResponse,
+    c: Classified,
+    rng: &mut fastrand::Rng,
 ) -> Option<Backoff> {
-    let (parts, body) = response.into_parts();
-    let status = parts.status;
-    let class = classify_status(status);
-    if class != Class::RateLimited {
+    let q = call.q;
+    let status = response.status();
+    if c.class != Class::RateLimited {
         // The server answered: whatever storm the key was in is over.
-        q.lock().refused_in_a_row = 0;
+        q.lock().answered_not_refused();
     }
-    let window = server_window(inner, q, &parts.headers);
-    if let (Some(window), false) = (window, class == Class::RateLimited) {
-        // (A 429's window is applied with its `retry_after`, which it may not outlast.)
-        apply_window(inner, q, window, window.reset_in).await;
+    if let Some(window) = c.window {
+        if let Some(announced) = window.clamped_from {
+            let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
+            tracing::warn!(key = %q.id, announced_s = announced.as_secs_f64(), cap_s = cap.as_secs_f64(), "server's rate-limit reset clamped");
+        }
+        if c.class != Class::RateLimited {
+            // (A 429's window is applied with its `retry_after`, which it may not outlast.)
+            let others = q.lock().in_flight().saturating_sub(1);
+            apply_window(inner, q, window, window.reset_in, others).await;
+        }
     }
-    match class {
+    match c.class {
         Class::Success => {
             let spacing = {
-                let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
+                let mut st = q.lock();
                 // The clock is read only for a key that is being paced.
-                if pacer.factor().is_some() {
-                    pacer.on_success(inner.clock.now(), &q.quota)
+                if st.pace_factor().is_some() {
+                    st.pace_after_success(inner.clock.now(), &q.quota)
                 } else {
                     None
                 }
@@ -292,50 +319,39 @@ async fn on_response<S: LedgerStore>(
                 tracing::debug!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "pace raised after a quiet window");
                 let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
             }
-            succeed(q, job, parts, body, sent_at);
+            succeed(q, job, response, call.sent_at);
             None
         }
         Class::RateLimited => {
-            Box::pin(async {
-                let refund = q.lock().refusals.on_refused(slot);
-                if refund {
-                    if let Err(e) = inner.refund_slot(q, slot).await {
-                        tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
-                    }
-                }
-                on_rate_limited(inner, q, job, &parts.headers, &body, window).await
-            })
-            .await;
+            let body = response.into_body();
+            Box::pin(on_rate_limited(inner, call, job, &body, c, rng)).await;
             None
         }
         Class::Transient => {
-            let api = api_error(q, status.as_u16(), &body);
-            let message = api.to_string();
-            retry_or_fail(
-                inner,
-                q,
-                job,
-                Some(status.as_u16()),
-                api.code,
-                message,
-                true,
-            )
+            let api = api_error(q, status.as_u16(), response.body());
+            let failure = TransientFailure {
+                status: Some(status.as_u16()),
+                message: api.to_string(),
+                code: api.code,
+                may_have_reached_server: true,
+            };
+            retry_or_fail(inner, q, job, failure, rng)
         }
         Class::Unauthorized => {
-            let api = api_error(q, status.as_u16(), &body);
+            let api = api_error(q, status.as_u16(), response.body());
             revoke(q, job, api);
             None
         }
         Class::Forbidden => {
-            let api = api_error(q, status.as_u16(), &body);
-            let key = q.lock().api_key.fingerprint().to_string();
+            let api = api_error(q, status.as_u16(), response.body());
+            let key = q.lock().api_key().fingerprint().to_string();
             tracing::warn!(key = %q.id, fingerprint = %key, status = 403, "call forbidden for this key");
             let attempts = job.attempts;
             finish(q, job, Err(JobError::Forbidden { key, api, attempts }));
             None
         }
         Class::Fatal => {
-            let api = api_error(q, status.as_u16(), &body);
+            let api = api_error(q, status.as_u16(), response.body());
             let attempts = job.attempts;
             finish(q, job, Err(JobError::Rejected { api, attempts }));
             None
@@ -349,7 +365,7 @@ async fn on_response<S: LedgerStore>(
 async fn on_unauthorized(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, to: &Addressing) {
     let refused = {
         let st = q.lock();
-        (st.api_key_header == to.api_key).then(|| st.api_key.clone())
+        (*st.api_key_header() == to.api_key).then(|| st.api_key().clone())
     };
     let Some(refused) = refused else {
         return requeue_front(q, job, false);
@@ -371,34 +387,19 @@ async fn on_unauthorized(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse,
 /// server echoed it.
 fn api_error(q: &KeyQueue, status: u16, body: &[u8]) -> ApiError {
     let st = q.lock();
-    ApiError::from_body_redacted(status, body, &st.api_key)
+    ApiError::from_body_redacted(status, body, st.api_key())
 }
 
-/// The server's window from `headers`, capped as a `retry_after` is (and logged when clamped).
-fn server_window<S: LedgerStore>(
-    inner: &Inner<S>,
-    q: &KeyQueue,
-    headers: &http::HeaderMap,
-) -> Option<ServerWindow> {
-    let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
-    let window = parse_rate_limit_headers(headers, || inner.clock.wall_now(), cap)?;
-    if let Some(announced) = window.clamped_from {
-        tracing::warn!(key = %q.id, announced_s = announced.as_secs_f64(), cap_s = cap.as_secs_f64(), "server's rate-limit reset clamped");
-    }
-    Some(window)
-}
-
-/// Tells the store what the server said is left: `window.remaining` calls (less ours still on
-/// the wire) for `reset_in` from now.
+/// Tells the store what the server said is left: `window.remaining` calls (less `others`, ours
+/// still on the wire) for `reset_in` from now.
 async fn apply_window<S: LedgerStore>(
     inner: &Inner<S>,
     q: &KeyQueue,
     window: ServerWindow,
     reset_in: Duration,
+    others: usize,
 ) {
     let now = inner.clock.now();
-    // Calls of ours still on the wire will count against what the server says is left.
-    let others = q.lock().in_flight.saturating_sub(1);
     let remaining = window
         .remaining
         .saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
@@ -414,17 +415,14 @@ async fn apply_window<S: LedgerStore>(
 
 /// 401: this job fails, and so does every job queued for the key, at once, until the key rotates.
 fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
-    let (key, queued, held) = {
+    let (key, queued) = {
         let mut st = q.lock();
-        st.revoked = true;
-        let held = st.pending.is_some();
-        (st.api_key.fingerprint().to_string(), st.take_all(), held)
+        let queued = st.revoke();
+        (st.api_key().fingerprint().to_string(), queued)
     };
-    if held {
-        // No job is left for the slot the shard waits for: give it back now, so that a key
-        // closing (shutdown, removal) need not wait for it.
-        q.reslot();
-    }
+    // A held slot with no job left is given back now, so that a key closing (shutdown, removal)
+    // need not wait for it.
+    q.wake();
     tracing::error!(key = %q.id, fingerprint = %key, failed_fast = queued.len(), "401: key invalid or revoked");
     for other in queued {
         let error = JobError::KeyRevoked {
@@ -437,48 +435,52 @@ fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
     finish(q, job, Err(JobError::Unauthorized { key, api, attempts }));
 }
 
+/// Two uniform samples in `[0, 1)`: a decision's draws from the shard's generator.
+fn unit_pair(rng: &mut fastrand::Rng) -> (f64, f64) {
+    (rng.f64(), rng.f64())
+}
+
+/// 429: the key pauses (the store blocks it until the pause ends), may slow to even spacing, and
+/// the job goes back to the front of its lane — or, past the policy's storm limit, every job of
+/// the key fails.
 async fn on_rate_limited<S: LedgerStore>(
     inner: &Inner<S>,
-    q: &Arc<KeyQueue>,
+    call: Answered<'_>,
     mut job: Queued,
-    headers: &http::HeaderMap,
     body: &[u8],
-    window: Option<ServerWindow>,
+    c: Classified,
+    rng: &mut fastrand::Rng,
 ) {
-    let now = inner.clock.now();
+    let q = call.q;
     Counters::bump(&q.counters.rate_limited);
     job.rate_limited += 1;
-    let in_a_row = {
+    let (in_a_row, refund, others) = {
         let mut st = q.lock();
-        st.refused_in_a_row = st.refused_in_a_row.saturating_add(1);
-        st.refused_in_a_row
-    };
-    let policy = &inner.retry;
-    let cap = policy.retry_after_cap_for(q.quota.longest_window());
-    let (retry_after, problems) = parse_retry_after(headers, body, inner.clock.wall_now(), cap);
-    for p in &problems {
-        let reason = q.lock().api_key.redact(&p.reason).into_owned();
-        tracing::warn!(key = %q.id, source = p.source, reason = %reason, "unusable retry_after");
-    }
-    let (unit_a, unit_b) = inner.random_pair();
-    let server = match retry_after {
-        RetryAfter::Wait { wait, clamped_from } => {
-            if let Some(asked) = clamped_from {
-                tracing::warn!(key = %q.id, asked_s = asked.as_secs_f64(), cap_s = cap.as_secs_f64(), "retry_after clamped");
-            }
-            Some(wait)
+        let (in_a_row, refund) = st.refused(call.slot);
+        for p in &c.retry_after_problems {
+            let reason = st.api_key().redact(&p.reason);
+            tracing::warn!(key = %q.id, source = p.source, reason = %reason, "unusable retry_after");
         }
-        RetryAfter::Unusable => None,
+        (in_a_row, refund, st.in_flight().saturating_sub(1))
     };
-    let step = policy.after_refusal(in_a_row, server, unit_a);
-    let pause = step
-        .wait
-        .saturating_add(policy.retry_after_jitter.mul_f64(unit_b));
-    let resume = instant_after(now, pause);
-    tracing::info!(key = %q.id, job = job.id, wait_ms = pause.as_millis() as u64, in_a_row, "429: pausing the key");
-    if let Some(window) = window {
+    if refund {
+        if let Err(e) = inner.refund_slot(q, call.slot).await {
+            tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
+        }
+    }
+    let now = inner.clock.now();
+    let pause = inner
+        .retry
+        .pause_after_refusal(in_a_row, c.retry_after, unit_pair(rng));
+    if let Some(asked) = pause.clamped_from {
+        let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
+        tracing::warn!(key = %q.id, asked_s = asked.as_secs_f64(), cap_s = cap.as_secs_f64(), "retry_after clamped");
+    }
+    let resume = instant_after(now, pause.wait);
+    tracing::info!(key = %q.id, job = job.id, wait_ms = pause.wait.as_millis() as u64, in_a_row, "429: pausing the key");
+    if let Some(window) = c.window {
         // The server's window may hold the key no longer than its (capped) `retry_after`.
-        apply_window(inner, q, window, window.reset_in.min(pause)).await;
+        apply_window(inner, q, window, window.reset_in.min(pause.wait), others).await;
     }
     if let Err(e) = inner.store.block_until(&q.id, resume).await {
         tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
@@ -486,11 +488,18 @@ async fn on_rate_limited<S: LedgerStore>(
     if inner.adaptive_pacing {
         adapt_pace(inner, q, now).await;
     }
-    q.reslot();
-    if step.give_up {
-        give_up_storm(q, job, api_error(q, 429, body), in_a_row);
+    if pause.give_up {
+        give_up_storm(q, job, body, in_a_row);
     } else {
-        requeue_front(q, job, false);
+        let handed_back = {
+            let mut st = q.lock();
+            st.reslot();
+            st.put_back(&q.id, job, false)
+        };
+        if let Some(outcome) = handed_back {
+            q.handed_back(outcome);
+        }
+        q.wake();
     }
 }
 
@@ -501,14 +510,7 @@ async fn adapt_pace<S: LedgerStore>(inner: &Inner<S>, q: &Arc<KeyQueue>, now: In
         .recent_utilisation(&q.id, now)
         .await
         .unwrap_or_default();
-    let spacing = {
-        let mut pacer = q.pacer.lock().unwrap_or_else(|p| p.into_inner());
-        let spacing = pacer.on_rate_limited(now, &q.quota, &utilisation);
-        if pacer.factor().is_some() {
-            q.paced.store(true, std::sync::atomic::Ordering::Release);
-        }
-        spacing
-    };
+    let spacing = q.lock().pace_after_refusal(now, &q.quota, &utilisation);
     if let Some(spacing) = spacing {
         tracing::info!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "server counts more strictly than the quota: pacing evenly");
         let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
@@ -517,8 +519,14 @@ async fn adapt_pace<S: LedgerStore>(inner: &Inner<S>, q: &Arc<KeyQueue>, now: In
 
 /// The key's storm outlasted the policy: the refused job and every job queued fail with
 /// `RateLimited` together (none is left waiting behind one that failed).
-fn give_up_storm(q: &Arc<KeyQueue>, job: Queued, last: ApiError, in_a_row: u32) {
-    let queued = q.lock().take_all();
+fn give_up_storm(q: &Arc<KeyQueue>, job: Queued, body: &[u8], in_a_row: u32) {
+    let (queued, last) = {
+        let mut st = q.lock();
+        st.reslot();
+        let last = ApiError::from_body_redacted(429, body, st.api_key());
+        (st.take_all(), last)
+    };
+    q.wake();
     tracing::error!(key = %q.id, in_a_row, failed = queued.len() + 1, "429s in a row beyond the retry policy: the key's jobs fail");
     for other in queued {
         let error = JobError::RateLimited {
@@ -545,9 +553,10 @@ fn on_transport_error<S: LedgerStore>(
     q: &Arc<KeyQueue>,
     job: Queued,
     mut error: TransportError,
+    rng: &mut fastrand::Rng,
 ) -> Option<Backoff> {
     // A transport's message may quote a URL the server chose (a redirect's): it may hold the key.
-    if let Cow::Owned(clean) = q.lock().api_key.redact(&error.message) {
+    if let Cow::Owned(clean) = q.lock().api_key().redact(&error.message) {
         error.message = clean;
     }
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
@@ -573,69 +582,70 @@ fn on_transport_error<S: LedgerStore>(
         finish(q, job, Err(error));
         return None;
     }
-    let reached = error.kind.may_have_reached_server();
-    retry_or_fail(inner, q, job, None, None, error.to_string(), reached)
+    let failure = TransientFailure {
+        status: None,
+        code: None,
+        message: error.to_string(),
+        may_have_reached_server: error.kind.may_have_reached_server(),
+    };
+    retry_or_fail(inner, q, job, failure, rng)
 }
 
-/// Fails the job, or returns the backoff it waits out before its retry.
-#[allow(clippy::too_many_arguments)]
-fn retry_or_fail<S: LedgerStore>(
-    inner: &Inner<S>,
-    q: &Arc<KeyQueue>,
-    mut job: Queued,
+/// A transient failure, as the job's error would tell it.
+struct TransientFailure {
     status: Option<u16>,
     code: Option<String>,
     message: String,
     may_have_reached_server: bool,
+}
+
+/// Fails the job, or returns the backoff it waits out before its retry (as the policy decides,
+/// [`RetryPolicy::after_transient`](crate::RetryPolicy)).
+fn retry_or_fail<S: LedgerStore>(
+    inner: &Inner<S>,
+    q: &Arc<KeyQueue>,
+    mut job: Queued,
+    failure: TransientFailure,
+    rng: &mut fastrand::Rng,
 ) -> Option<Backoff> {
-    let delivery = job.job.delivery.unwrap_or(inner.retry.delivery);
-    let why = if delivery == Delivery::AtMostOnce && may_have_reached_server {
-        Some("at-most-once delivery: the server may have processed it")
-    } else if job.transient_retries >= inner.retry.max_transient_retries {
-        Some("retries exhausted")
-    } else if !inner.budget.withdraw() {
-        Some("retry budget spent")
-    } else {
-        None
-    };
-    if let Some(why) = why {
+    let decided = inner.retry.after_transient(
+        job.job.delivery,
+        failure.may_have_reached_server,
+        job.transient_retries,
+        &inner.budget,
+    );
+    if let Err(why) = decided {
         let attempts = job.attempts;
-        finish(
-            q,
-            job,
-            Err(JobError::Transient {
-                attempts,
-                status,
-                code,
-                message,
-                why,
-            }),
-        );
+        let TransientFailure {
+            status,
+            code,
+            message,
+            ..
+        } = failure;
+        let error = JobError::Transient {
+            attempts,
+            status,
+            code,
+            message,
+            why,
+        };
+        finish(q, job, Err(error));
         return None;
     }
-    {
-        // A key handing its jobs back (shutdown, removal) does not wait out a backoff first.
-        let mut st = q.lock();
-        if st.hand_back {
-            st.in_flight -= 1;
-            q.hand_back(&mut st, job);
-            drop(st);
-            q.wake();
+    // A key handing its jobs back (shutdown, removal) does not wait out a backoff first.
+    let backing_off = q.lock().back_off(&q.id, job);
+    q.wake();
+    job = match backing_off {
+        Ok(job) => job,
+        Err(outcome) => {
+            q.handed_back(outcome);
             return None;
         }
-    }
+    };
     Counters::bump(&q.counters.retries);
-    let delay: Duration = inner
-        .retry
-        .backoff(job.transient_retries, inner.random_pair().0);
+    let delay: Duration = inner.retry.backoff(job.transient_retries, unit_pair(rng).0);
     job.transient_retries += 1;
     tracing::debug!(key = %q.id, job = job.id, delay_ms = delay.as_millis() as u64, "transient failure: backing off");
-    {
-        let mut st = q.lock();
-        st.in_flight -= 1;
-        st.backing_off += 1;
-    }
-    q.wake();
     Some(Backoff {
         q: Arc::clone(q),
         job,
