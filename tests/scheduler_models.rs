@@ -314,3 +314,38 @@ async fn after_a_counters_refusal_the_key_paces_at_the_counters_own_rate() {
         stats.paced
     );
 }
+
+/// A wrong tier is not silent: a Development key configured as Production is refused long before
+/// its windows are near full, and the key's stats say what the server's limits look like.
+#[tokio::test(start_paused = true)]
+async fn a_development_key_run_as_production_says_the_server_looks_like_sixty_a_minute() {
+    let builder = MockServer::builder()
+        .key(TEST_DEV_KEY, Quota::development())
+        .model(ServerModel::SlidingLog);
+    let rig = rig(builder, TEST_DEV_KEY, Quota::production()).await;
+    let mut tickets = Vec::new();
+    for i in 0..150 {
+        tickets.push(rig.scheduler.submit(&rig.key, event(i)).await.unwrap());
+    }
+    for t in tickets {
+        assert!(t.await.is_ok());
+    }
+    let stats = rig.scheduler.stats(&rig.key).unwrap();
+    assert!(stats.rate_limited > 0, "{stats:?}");
+    let looks = stats.server_limits.expect("the server's limits were seen");
+    let minute = looks.limits()[0];
+    assert_eq!(minute.window(), Duration::from_secs(60), "{looks}");
+    assert!((55..=65).contains(&minute.count()), "{looks}");
+    rig.scheduler
+        .shutdown(fabraix_scheduler::ShutdownMode::Drain)
+        .await;
+}
+
+/// Told the server's own quota, the key's stats name no other limits.
+#[tokio::test(start_paused = true)]
+async fn the_right_tier_names_no_other_limits() {
+    let (_, refused, rig) = run_batch(ServerModel::SlidingLog, Quota::development(), 150).await;
+    assert_eq!(refused, 0);
+    let stats = rig.scheduler.stats(&rig.key).unwrap();
+    assert_eq!(stats.server_limits, None, "{stats:?}");
+}

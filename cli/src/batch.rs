@@ -32,7 +32,6 @@ use crate::progress::{Progress, ProgressMode, Watched};
 use crate::stop::{Stop, StopReason};
 use crate::store::CliStore;
 use crate::summary::Summary;
-use crate::tier_check::AcceptedPerWindow;
 
 /// Bad lines reported on stderr one by one; later ones only in the output and the summary.
 const BAD_LINES_SHOWN: u64 = 20;
@@ -142,16 +141,7 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         tx,
         counters: Arc::clone(&counters),
     }));
-    let collect_task = tokio::spawn(collect(
-        rx,
-        writer,
-        Arc::clone(&counters),
-        stop.clone(),
-        Watch {
-            accepted: AcceptedPerWindow::new(&quota),
-            clock: Arc::clone(&clock),
-        },
-    ));
+    let collect_task = tokio::spawn(collect(rx, writer, Arc::clone(&counters), stop.clone()));
     let work = async { (intake_task.await, collect_task.await) };
     tokio::pin!(work);
     let (intake_result, collect_result) = tokio::select! {
@@ -165,10 +155,6 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
     };
     scheduler.shutdown(ShutdownMode::ReturnUnsent).await;
     display.finish().await;
-    let (collect_result, accepted) = match collect_result {
-        Ok((r, accepted)) => (Ok(r), Some(accepted)),
-        Err(e) => (Err(e), None),
-    };
     let error = match (intake_result, collect_result) {
         (Ok(Err(e)), _) | (_, Ok(Err(e))) => Some(e),
         (Err(e), _) | (_, Err(e)) => Some(CliError::new(format!("internal error: {e}"))),
@@ -192,9 +178,7 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         elapsed_secs: clock.now().saturating_duration_since(start).as_secs_f64(),
         planned_minimum_secs: planned_duration_after(&quota, start, submitted, &earlier)
             .as_secs_f64(),
-        server_limits_look_like: accepted
-            .and_then(|a| a.server_limits_look_like(stats.rate_limited, stats.sent))
-            .map(|q| q.to_string()),
+        server_limits_look_like: stats.server_limits.as_ref().map(ToString::to_string),
         quota: quota.to_string(),
         key: key_fingerprint,
         interrupted: stopped.is_some(),
@@ -314,21 +298,13 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
     }
 }
 
-/// What the collector watches besides the results: when the successes came, on this clock.
-struct Watch {
-    accepted: AcceptedPerWindow,
-    clock: Arc<dyn fabraix_scheduler::Clock>,
-}
-
 async fn collect(
     rx: mpsc::Receiver<Item>,
     writer: Option<ResultWriter>,
     counters: Arc<RunCounters>,
     stop: Stop,
-    mut watch: Watch,
-) -> (Result<(), CliError>, AcceptedPerWindow) {
-    let result = collect_into(rx, writer, counters, stop, &mut watch).await;
-    (result, watch.accepted)
+) -> Result<(), CliError> {
+    collect_into(rx, writer, counters, stop).await
 }
 
 /// Answers handled and written as one group at most, before the output is flushed.
@@ -339,7 +315,6 @@ async fn collect_into(
     mut writer: Option<ResultWriter>,
     counters: Arc<RunCounters>,
     stop: Stop,
-    watch: &mut Watch,
 ) -> Result<(), CliError> {
     // The tickets are awaited here, in this task: an answer costs no task of its own.
     let mut pending = FuturesUnordered::new();
@@ -368,12 +343,12 @@ async fn collect_into(
                 let mut written = Ok(());
                 for _ in 0..GROUP {
                     let Some((id, outcome, permit)) = answer.take() else { break };
-                    written = written.and(finish(&mut writer, &counters, watch, &id, &outcome));
+                    written = written.and(finish(&mut writer, &counters, &id, &outcome));
                     drop(permit);
                     answer = pending.next().now_or_never().flatten();
                 }
                 if let Some((id, outcome, permit)) = answer {
-                    written = written.and(finish(&mut writer, &counters, watch, &id, &outcome));
+                    written = written.and(finish(&mut writer, &counters, &id, &outcome));
                     drop(permit);
                 }
                 written
@@ -411,7 +386,6 @@ fn write(
 fn finish(
     writer: &mut Option<ResultWriter>,
     counters: &RunCounters,
-    watch: &mut Watch,
     id: &str,
     outcome: &Outcome,
 ) -> Result<(), CliError> {
@@ -421,7 +395,6 @@ fn finish(
             Ok(())
         }
         Ok(_) => {
-            watch.accepted.record(watch.clock.now());
             RunCounters::bump(&counters.succeeded);
             write(writer, |w| w.write_result(id, outcome, SystemTime::now()))
         }

@@ -37,7 +37,6 @@ pub mod stop;
 pub mod store;
 pub mod summary;
 pub mod svg;
-pub mod tier_check;
 pub mod workload;
 
 use fabraix_scheduler::{ApiKey, Clock, TokioClock};

@@ -41,7 +41,8 @@ fn finish(q: &Arc<KeyQueue>, job: Queued, outcome: Outcome) {
     }
     // With nothing queued the key has nothing to do until a job arrives (which wakes it), unless
     // it is closing and may now be done.
-    let serve = q.lock().call_ended(outcome.is_ok());
+    let accepted = outcome.as_ref().ok().map(|r| r.sent_at);
+    let serve = q.lock().call_ended(accepted);
     job.outcome.send(outcome);
     if serve {
         q.wake();
@@ -187,7 +188,7 @@ pub(crate) fn finish_plain_success<S: LedgerStore>(
                 result: Ok((response, classified)),
             });
         }
-        st.call_ended(true)
+        st.call_ended(Some(call.sent_at))
     };
     let OnWire {
         q, job, sent_at, ..

@@ -94,6 +94,7 @@ impl KeyQueue {
                 refused_calls: config.refused_calls,
                 guard: latency_guard_of(config),
                 depth: metrics.depth.clone(),
+                quota: config.quota.clone(),
             })),
             shard,
             ledger,
@@ -276,6 +277,7 @@ impl KeyQueue {
         stats.guard = st.guard().current();
         stats.latency_spread = st.guard().spread();
         stats.paced = st.pace_spacing(&self.quota);
+        stats.server_limits = st.server_limits();
         stats
     }
 }

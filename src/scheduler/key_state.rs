@@ -24,6 +24,7 @@ use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
 use super::pacing::Pacer;
 use super::refusals::{ProbeVerdict, RefusalAccounting, RefusedCalls};
+use super::server_limits::ServerLimitsSeen;
 use super::stats::CallCounts;
 use crate::api_key::ApiKey;
 use crate::clock::Instant;
@@ -201,6 +202,8 @@ pub(crate) struct KeyState {
     pacer: Pacer,
     /// The latency guard in force, and how it follows the answers' latency if it does.
     guard: LatencyGuard,
+    /// What the server's refusals say of its limits, if they are not the configured ones.
+    server_limits: ServerLimitsSeen,
 }
 
 /// How a key starts (from its [`KeyConfig`](super::KeyConfig)).
@@ -212,6 +215,8 @@ pub(crate) struct KeyStart {
     pub(crate) refused_calls: RefusedCalls,
     pub(crate) guard: LatencyGuard,
     pub(crate) depth: LaneDepth,
+    /// The configured quota, whose windows the server's answers are held against.
+    pub(crate) quota: Quota,
 }
 
 impl KeyState {
@@ -239,6 +244,7 @@ impl KeyState {
             refusals: RefusalAccounting::new(start.refused_calls),
             pacer: Pacer::default(),
             guard: start.guard,
+            server_limits: ServerLimitsSeen::new(&start.quota),
         }
     }
 
@@ -616,15 +622,17 @@ impl KeyState {
 
     // ---- Answers ----
 
-    /// A call on the wire ended, `ok` if it succeeded: its place is free, and a success ends the
-    /// key's storm and doubles its ramp. True if the key is to be served (it has jobs, or is
+    /// A call on the wire ended, `accepted` (with when it was sent) if it succeeded: its place is
+    /// free, and a success ends the key's storm, doubles its ramp and counts in the windows the
+    /// server's limits are seen in. True if the key is to be served (it has jobs, or is
     /// closing and may now be done).
-    pub(crate) fn call_ended(&mut self, ok: bool) -> bool {
+    pub(crate) fn call_ended(&mut self, accepted: Option<Instant>) -> bool {
         self.in_flight -= 1;
-        if ok {
+        if let Some(sent_at) = accepted {
             self.refused_in_a_row = 0;
             self.calls.succeeded += 1;
             self.ramp = (self.ramp * 2).min(self.max_in_flight);
+            self.server_limits.accepted(sent_at);
         }
         self.has_jobs() || self.is_closed()
     }
@@ -672,6 +680,7 @@ impl KeyState {
     /// be refunded (refused calls do not count, as configured or learned).
     pub(crate) fn refused(&mut self, slot: Instant) -> (u32, bool) {
         self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        self.server_limits.refused(slot);
         (self.refused_in_a_row, self.refusals.on_refused(slot))
     }
 
@@ -750,6 +759,12 @@ impl KeyState {
 
     /// The even spacing the key keeps since the server refused what its `quota` allowed, if
     /// paced.
+    /// What the server's limits look like, if it refused far earlier than the configured quota
+    /// allows (see `server_limits`).
+    pub(crate) fn server_limits(&self) -> Option<Quota> {
+        self.server_limits.looks_like()
+    }
+
     pub(crate) fn pace_spacing(&self, quota: &Quota) -> Option<Duration> {
         self.pacer.spacing(quota)
     }
@@ -795,6 +810,7 @@ mod tests {
             refused_calls: RefusedCalls::Count,
             guard: LatencyGuard::fixed(Duration::ZERO),
             depth: KeyMetrics::new("key-state-test").depth,
+            quota: Quota::unlimited(),
         });
         Key {
             st,
@@ -909,7 +925,7 @@ mod tests {
         let step = k.serve(None, k.at(5));
         assert!(matches!(step, Serve::Refund(_)), "{step:?}");
         // A reservation answered after the key reslotted is given back too.
-        k.st.call_ended(true);
+        k.st.call_ended(Some(k.base));
         k.submit("/c", Priority::Normal);
         let t = k.at(2_000);
         let Serve::NeedSlot { at, epoch } = k.st.want_slot(|| t) else {
@@ -924,7 +940,7 @@ mod tests {
         let mut k = key("1/2s", 4, 100);
         k.submit("/a", Priority::Normal);
         sent(k.serve(None, k.at(0)));
-        k.st.call_ended(true);
+        k.st.call_ended(Some(k.base));
         k.submit("/b", Priority::Normal);
         k.submit("/c", Priority::Normal);
         assert!(matches!(k.serve(None, k.at(0)), Serve::WakeAt(_)));
@@ -934,7 +950,7 @@ mod tests {
         assert!(more);
         assert!(matches!(k.serve(None, k.at(2_000)), Serve::Idle));
         // Each success doubles the limit again.
-        assert!(k.st.call_ended(true));
+        assert!(k.st.call_ended(Some(k.base)));
         let t = k.at(2_000);
         assert!(matches!(k.st.want_slot(|| t), Serve::NeedSlot { .. }));
     }
@@ -982,7 +998,7 @@ mod tests {
         assert!(k.st.put_back(&KeyId::new("k"), job, false).is_some());
         assert_eq!(k.st.take_returned().len(), 2);
         assert!(
-            k.st.call_ended(false),
+            k.st.call_ended(None),
             "a closing key is served once its calls end"
         );
         assert!(matches!(k.serve(None, k.at(1)), Serve::Retired));
@@ -1008,7 +1024,7 @@ mod tests {
         assert!(k.st.put_back(&KeyId::new("k"), job, true).is_none());
         let (job, ..) = sent(k.serve(None, k.at(2)));
         assert_eq!(job.job.path(), "/a");
-        k.st.call_ended(true);
+        k.st.call_ended(Some(k.base));
         assert!(matches!(k.serve(None, k.at(3)), Serve::Retired));
     }
 
@@ -1022,7 +1038,7 @@ mod tests {
         assert_eq!(k.st.refused(slot).0, 1);
         k.submit("/a", Priority::Normal);
         sent(k.serve(None, k.at(0)));
-        k.st.call_ended(true);
+        k.st.call_ended(Some(k.base));
         assert_eq!(k.st.refused(slot).0, 1, "a success ends the storm");
     }
 }

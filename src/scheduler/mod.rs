@@ -37,6 +37,7 @@ mod outcome_slab;
 mod pacing;
 mod panics;
 mod refusals;
+mod server_limits;
 mod shard;
 mod shard_link;
 mod slot_timers;

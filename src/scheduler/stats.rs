@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::refusals::RefusedCalls;
+use crate::quota::Quota;
 
 /// A snapshot of one key's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KeyStats {
     /// Jobs accepted by `submit`.
     pub submitted: u64,
@@ -44,6 +45,21 @@ pub struct KeyStats {
     /// whatever its alignment, wider after further refusals. `None` while the key has not been
     /// paced.
     pub paced: Option<Duration>,
+    /// What the server's limits look like when it refused calls (429) while every window of the
+    /// configured quota held under 90 % of its count of accepted calls: for a Development key
+    /// configured as Production, `60/1m`. `None` while the server's refusals fit the quota. An
+    /// estimate: accepted calls are counted in sixteenths of each window. Serialized as the
+    /// quota's text (`"60/1m"`).
+    #[serde(serialize_with = "quota_as_text")]
+    pub server_limits: Option<Quota>,
+}
+
+/// `Some(quota)` as its text (`"60/1m,1000/1h"`), `None` as null.
+fn quota_as_text<S: serde::Serializer>(quota: &Option<Quota>, out: S) -> Result<S::Ok, S::Error> {
+    match quota {
+        Some(q) => out.serialize_some(&q.to_string()),
+        None => out.serialize_none(),
+    }
 }
 
 /// The counts every call changes, kept under the key's lock (taken for the call anyway) rather
@@ -93,6 +109,7 @@ impl Counters {
             guard: Duration::ZERO,
             latency_spread: None,
             paced: None,
+            server_limits: None,
         }
     }
 }

@@ -89,7 +89,7 @@ impl ProxyCounters {
 }
 
 /// What `/metrics` shows besides the counters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The key's counters.
     pub stats: KeyStats,
