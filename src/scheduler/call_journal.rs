@@ -189,7 +189,7 @@ impl CallJournal {
                     *appended = file;
                 }
                 appending.records = now_held;
-                appending.next_compaction = self.compact_after;
+                appending.next_compaction = now_held.saturating_add(self.compact_after);
             }
             Err(e) => {
                 let _ = fs::remove_file(&new);

@@ -557,11 +557,16 @@ impl KeyState {
             epoch,
             timer: 0,
         };
+        let keep = epoch == self.epoch;
         if slot > at {
+            // A slot for later with no job left for it (cancelled while the store answered), or
+            // asked for before the key reslotted, goes back now rather than being held.
+            if !keep || !self.has_jobs() || self.hands_back() {
+                return Serve::Refund(slot);
+            }
             self.held = Some(held);
             return Serve::WakeAt(slot);
         }
-        let keep = epoch == self.epoch;
         self.bind(held, keep, || at)
     }
 
@@ -627,11 +632,11 @@ impl KeyState {
     /// server's limits are seen in. True if the key is to be served (it has jobs, or is
     /// closing and may now be done).
     pub(crate) fn call_ended(&mut self, accepted: Option<Instant>) -> bool {
-        self.in_flight -= 1;
+        one_less(&mut self.in_flight);
         if let Some(sent_at) = accepted {
             self.refused_in_a_row = 0;
             self.calls.succeeded += 1;
-            self.ramp = (self.ramp * 2).min(self.max_in_flight);
+            self.ramp = self.ramp.saturating_mul(2).min(self.max_in_flight);
             self.server_limits.accepted(sent_at);
         }
         self.has_jobs() || self.is_closed()
@@ -647,9 +652,9 @@ impl KeyState {
         from_backoff: bool,
     ) -> Option<OutcomeSender> {
         if from_backoff {
-            self.backing_off -= 1;
+            one_less(&mut self.backing_off);
         } else {
-            self.in_flight -= 1;
+            one_less(&mut self.in_flight);
             self.ramp = 1;
         }
         if self.hands_back() {
@@ -663,7 +668,7 @@ impl KeyState {
     /// counted as backing off; `Err` with its outcome to send (`ShutDown`) if the key hands its
     /// jobs back (it does not wait out a backoff first).
     pub(crate) fn back_off(&mut self, key: &KeyId, job: Queued) -> Result<Queued, OutcomeSender> {
-        self.in_flight -= 1;
+        one_less(&mut self.in_flight);
         if self.hands_back() {
             return Err(self.hand_back(key, job));
         }
@@ -680,7 +685,9 @@ impl KeyState {
     /// be refunded (refused calls do not count, as configured or learned).
     pub(crate) fn refused(&mut self, slot: Instant) -> (u32, bool) {
         self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
-        self.server_limits.refused(slot);
+        // The calls on the wire besides this one were sent before it: the server may count them.
+        self.server_limits
+            .refused(slot, self.in_flight.saturating_sub(1) as u64);
         (self.refused_in_a_row, self.refusals.on_refused(slot))
     }
 
@@ -757,17 +764,24 @@ impl KeyState {
         &self.guard
     }
 
-    /// The even spacing the key keeps since the server refused what its `quota` allowed, if
-    /// paced.
     /// What the server's limits look like, if it refused far earlier than the configured quota
     /// allows (see `server_limits`).
     pub(crate) fn server_limits(&self) -> Option<Quota> {
         self.server_limits.looks_like()
     }
 
+    /// The even spacing the key keeps since the server refused what its `quota` allowed, if
+    /// paced.
     pub(crate) fn pace_spacing(&self, quota: &Quota) -> Option<Duration> {
         self.pacer.spacing(quota)
     }
+}
+
+/// One less of a count that a call or a backoff held. Never below zero: a slip in the pairing
+/// (a bug) must not wrap the count and keep the key from ever retiring.
+fn one_less(count: &mut usize) {
+    debug_assert!(*count > 0, "a count of calls or backoffs went below zero");
+    *count = count.saturating_sub(1);
 }
 
 #[cfg(test)]
@@ -926,13 +940,25 @@ mod tests {
         assert!(matches!(step, Serve::Refund(_)), "{step:?}");
         // A reservation answered after the key reslotted is given back too.
         k.st.call_ended(Some(k.base));
-        k.submit("/c", Priority::Normal);
+        let c = k.submit("/c", Priority::Normal);
         let t = k.at(2_000);
         let Serve::NeedSlot { at, epoch } = k.st.want_slot(|| t) else {
             panic!("the key wants a slot");
         };
         k.st.reslot();
         assert!(matches!(k.st.slot_given(at, at, epoch), Serve::Refund(_)));
+        // A later slot from a store elsewhere, answered after its job was cancelled, is not held.
+        let id = k.submit("/d", Priority::Normal);
+        let t = k.at(3_000);
+        let Serve::NeedSlot { at, epoch } = k.st.want_slot(|| t) else {
+            panic!("the key wants a slot");
+        };
+        let _ = k.st.cancel(c);
+        let _ = k.st.cancel(id);
+        let later = k.at(60_000);
+        let step = k.st.slot_given(later, at, epoch);
+        assert!(matches!(step, Serve::Refund(_)), "{step:?}");
+        assert_eq!(k.st.held_slot(), None);
     }
 
     #[test]

@@ -43,6 +43,9 @@ struct AcceptedWindow {
     /// Where the newest bucket ends (ns after the origin): an instant before it is in it, and
     /// finding its bucket costs no division.
     newest_end_ns: u64,
+    /// The calls of the bucket cleared last, the one just before the oldest kept: the far-below
+    /// test counts them too, so that a burst at the window's far edge is not missed.
+    dropped: u64,
     /// The most accepted calls in a trailing window at a sighting.
     most_at_sighting: u64,
 }
@@ -57,6 +60,7 @@ impl AcceptedWindow {
             buckets: [0; BUCKETS],
             newest: 0,
             newest_end_ns: bucket_ns,
+            dropped: 0,
             most_at_sighting: 0,
         }
     }
@@ -66,10 +70,20 @@ impl AcceptedWindow {
     fn roll(&mut self, since_ns: u64) -> usize {
         if since_ns >= self.newest_end_ns {
             let k = since_ns / self.bucket_ns;
-            let stale = (k - self.newest).min(BUCKETS as u64);
+            let steps = k - self.newest;
+            let stale = steps.min(BUCKETS as u64);
+            let mut last_cleared = 0;
             for step in 1..=stale {
-                self.buckets[((self.newest + step) % BUCKETS as u64) as usize] = 0;
+                let slot = &mut self.buckets[((self.newest + step) % BUCKETS as u64) as usize];
+                last_cleared = std::mem::take(slot);
             }
+            // The slot cleared last held the bucket just before the oldest kept, unless the jump
+            // went past it too.
+            self.dropped = if steps <= BUCKETS as u64 {
+                last_cleared
+            } else {
+                0
+            };
             self.newest = k;
             self.newest_end_ns = k.saturating_add(1).saturating_mul(self.bucket_ns);
         }
@@ -108,13 +122,16 @@ impl ServerLimitsSeen {
         }
     }
 
-    /// A call was refused (429) at `now`: a sighting if every window held far fewer accepted
-    /// calls than its count allows.
-    pub(crate) fn refused(&mut self, now: Instant) {
+    /// A call was refused (429) at `now`, with `on_wire` calls of the key sent before it and not
+    /// answered yet: a sighting if every window held far fewer calls than its count allows,
+    /// counted generously (the accepted calls, those on the wire, and the bucket at the window's
+    /// far edge), so that only a server far below the quota is named.
+    pub(crate) fn refused(&mut self, now: Instant, on_wire: u64) {
         let since = self.since_origin(now);
         for w in &mut self.windows {
             w.roll(since);
-            if w.trailing() as f64 >= FAR_BELOW * f64::from(w.limit.count()) {
+            let held = w.trailing() + w.dropped + on_wire;
+            if held as f64 >= FAR_BELOW * f64::from(w.limit.count()) {
                 return;
             }
         }
@@ -163,6 +180,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    impl ServerLimitsSeen {
+        /// A refusal with nothing else on the wire.
+        fn refused_now(&mut self, now: Instant) {
+            self.refused(now, 0);
+        }
+    }
+
     fn at(base: Instant, ms: u64) -> Instant {
         base + Duration::from_millis(ms)
     }
@@ -177,7 +201,7 @@ mod tests {
                 seen.accepted(at(base, minute * 60_000 + i * 100));
             }
             for i in 0..10 {
-                seen.refused(at(base, minute * 60_000 + 6_000 + i * 100));
+                seen.refused_now(at(base, minute * 60_000 + 6_000 + i * 100));
             }
         }
         assert_eq!(
@@ -194,7 +218,7 @@ mod tests {
         for i in 0..10 {
             seen.accepted(at(base, i * 50));
         }
-        seen.refused(at(base, 600));
+        seen.refused_now(at(base, 600));
         assert_eq!(seen.looks_like(), None, "the window held its count");
     }
 
@@ -207,10 +231,25 @@ mod tests {
             for i in 0..60 {
                 seen.accepted(at(base, minute * 60_000 + i * 100));
             }
-            seen.refused(at(base, minute * 60_000 + 59_000));
+            seen.refused_now(at(base, minute * 60_000 + 59_000));
         }
         let looks = seen.looks_like().map(|q| q.to_string());
         assert_eq!(looks, Some("60/1m".into()));
+    }
+
+    #[test]
+    fn calls_still_on_the_wire_count_against_a_sighting() {
+        let base = Instant::now();
+        let quota: Quota = "10/1s".parse().unwrap();
+        let mut seen = ServerLimitsSeen::new(&quota);
+        for i in 0..6 {
+            seen.accepted(at(base, i * 10));
+        }
+        // Six answered and three more on the wire when the tenth was refused: the window was
+        // full, not far below.
+        seen.refused(at(base, 100), 3);
+        assert_eq!(seen.looks_like(), None);
+        assert_eq!(seen.sightings, 0);
     }
 
     #[test]
@@ -223,7 +262,7 @@ mod tests {
         }
         // Three windows later nothing accepted counts any more: a refusal then names 0, which is
         // no limit at all.
-        seen.refused(at(base, 3_500));
+        seen.refused_now(at(base, 3_500));
         assert_eq!(seen.sightings, 1);
         assert_eq!(seen.looks_like(), None);
     }

@@ -121,14 +121,6 @@ fn fail_after_panic<S: LedgerStore>(
     let fail = |job: Queued| {
         job.outcome.send(Err(error.clone()));
     };
-    let ours: Vec<Arc<KeyQueue>> = inner
-        .keys
-        .iter()
-        .map(|e| Arc::clone(e.value()))
-        .chain(inner.removing.iter().map(|e| Arc::clone(e.value())))
-        .filter(|q| Arc::ptr_eq(&q.shard, shard))
-        .collect();
-    tracing::error!(panic = %message, keys = ours.len(), "a dispatch task panicked: its keys are closed and their jobs fail");
     for call in held.wire.take_all() {
         fail(call.job);
     }
@@ -140,15 +132,35 @@ fn fail_after_panic<S: LedgerStore>(
     for answer in held.others.drain(..) {
         fail(answer.into_job());
     }
+    // The channel is emptied before the shard's keys are listed: a key that joined meanwhile and
+    // asked (or started a call) is closed with the others, not left listed with no one to serve it.
+    let mut asked_by: Vec<Arc<KeyQueue>> = Vec::new();
     let mut asked = held.asked.take();
     while let Some(work) = asked
         .take()
         .or_else(|| ready.as_mut().and_then(|r| r.try_recv().ok()))
     {
-        if let Ready::Start(due) = work {
-            fail(due.job);
+        match work {
+            Ready::Start(due) => {
+                asked_by.push(Arc::clone(&due.q));
+                fail(due.job);
+            }
+            Ready::Serve(q) => asked_by.push(q),
         }
     }
+    let mut ours: Vec<Arc<KeyQueue>> = inner
+        .keys
+        .iter()
+        .map(|e| Arc::clone(e.value()))
+        .chain(inner.removing.iter().map(|e| Arc::clone(e.value())))
+        .filter(|q| Arc::ptr_eq(&q.shard, shard))
+        .collect();
+    for q in asked_by {
+        if !ours.iter().any(|o| Arc::ptr_eq(o, &q)) {
+            ours.push(q);
+        }
+    }
+    tracing::error!(panic = %message, keys = ours.len(), "a dispatch task panicked: its keys are closed and their jobs fail");
     held.timers = Timers::default();
     held.sleep = None;
     held.woke_for = None;
