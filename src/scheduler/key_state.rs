@@ -807,7 +807,7 @@ mod tests {
     fn key(quota: &str, max_in_flight: usize, capacity: usize) -> Key {
         let quota: Quota = quota.parse().unwrap();
         // A fixed base: nothing here reads a clock but this once, and no runtime is running.
-        let base = Instant::now();
+        let base = tokio::time::Instant::now();
         let ledger = Ledger::new(
             &quota,
             LedgerConfig {

@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_development_key_configured_as_production_looks_like_sixty_a_minute() {
-        let base = Instant::now();
+        let base = tokio::time::Instant::now();
         let mut seen = ServerLimitsSeen::new(&Quota::production());
         // 60 accepted in the first 6 s of each minute, then every call refused.
         for minute in 0..3u64 {
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn refusals_with_the_windows_nearly_full_say_nothing() {
-        let base = Instant::now();
+        let base = tokio::time::Instant::now();
         let quota: Quota = "10/1s".parse().unwrap();
         let mut seen = ServerLimitsSeen::new(&quota);
         for i in 0..10 {
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_long_window_that_held_every_accepted_call_is_not_named() {
-        let base = Instant::now();
+        let base = tokio::time::Instant::now();
         let mut seen = ServerLimitsSeen::new(&Quota::production());
         // Refused at 60 a minute for three minutes: the hour held every call accepted.
         for minute in 0..3u64 {
@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn calls_still_on_the_wire_count_against_a_sighting() {
-        let base = Instant::now();
+        let base = tokio::time::Instant::now();
         let quota: Quota = "10/1s".parse().unwrap();
         let mut seen = ServerLimitsSeen::new(&quota);
         for i in 0..6 {
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn old_windows_roll_out_of_the_estimate() {
-        let base = Instant::now();
+        let base = tokio::time::Instant::now();
         let quota: Quota = "100/1s".parse().unwrap();
         let mut seen = ServerLimitsSeen::new(&quota);
         for i in 0..50 {

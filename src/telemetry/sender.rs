@@ -1054,7 +1054,7 @@ mod tests {
 
     #[test]
     fn the_feeder_wakes_for_the_first_of_its_stall_and_its_deadline() {
-        let t = Instant::now();
+        let t = tokio::time::Instant::now();
         let later = t + Duration::from_secs(1);
         assert_eq!(wake_at(None, None), None);
         assert_eq!(wake_at(Some(later), None), Some(later));
