@@ -110,9 +110,26 @@ impl CallJournal {
     /// (their calls go anyway, as they would without a journal) and the file cut back to whole
     /// records.
     pub(crate) fn flush(self: &Arc<Self>) -> io::Result<()> {
+        self.flush_sent_by(None)
+    }
+
+    /// As [`flush`](Self::flush), the calls going out once this returns: a record earlier than
+    /// `sent_by` is written as `sent_by`, so that no record is earlier than its call, however long
+    /// the turn took between recording a call and sending it.
+    pub(crate) fn flush_sent_by(self: &Arc<Self>, sent_by: Option<SystemTime>) -> io::Result<()> {
         let mut appending = self.lock();
         if appending.unwritten.is_empty() {
             return Ok(());
+        }
+        if let Some(at) = sent_by {
+            let floor_ms = unix_ms(at);
+            for record in appending.unwritten.chunks_exact_mut(8) {
+                let ms = u64::from_le_bytes(record.try_into().unwrap_or([0; 8]));
+                if ms < floor_ms {
+                    record.copy_from_slice(&floor_ms.to_le_bytes());
+                }
+            }
+            appending.newest = appending.newest.max(at);
         }
         let unwritten = std::mem::take(&mut appending.unwritten);
         let written = self.append(&mut appending, &unwritten);
@@ -229,11 +246,17 @@ impl Unflushed {
 
     /// Writes every listed journal's records: once per turn of the shard, before it polls the
     /// calls it started. A journal that cannot be written is logged; its calls go anyway.
-    pub(crate) fn flush(&self) {
+    /// `now` is read (once) only if a journal is listed: its records are written as no earlier
+    /// than that.
+    pub(crate) fn flush(&self, now: impl FnOnce() -> SystemTime) {
         // Only the shard's own task lists journals: the lock is never waited for.
         let mut listed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if listed.is_empty() {
+            return;
+        }
+        let sent_by = now();
         for journal in listed.drain(..) {
-            if let Err(e) = journal.flush() {
+            if let Err(e) = journal.flush_sent_by(Some(sent_by)) {
                 tracing::warn!(path = %journal.path.display(), error = %e, "could not record calls in a key's journal");
             }
         }
@@ -559,8 +582,16 @@ mod tests {
         assert_eq!(unflushed.0.lock().unwrap().len(), 1);
         // Not written until the shard's flush (a kill -9 now loses calls that never went).
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
-        unflushed.flush();
+        // Flushed 10 s after the first record: the records say when the calls went at the
+        // earliest, the flush, not when they were recorded.
+        unflushed.flush(|| t0 + Duration::from_secs(10));
         assert_eq!(fs::metadata(&path).unwrap().len(), 24);
+        let bytes = fs::read(&path).unwrap();
+        let stamps: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|r| u64::from_le_bytes(r.try_into().unwrap()))
+            .collect();
+        assert_eq!(stamps, [unix_ms(t0 + Duration::from_secs(10)); 3]);
         assert!(unflushed.0.lock().unwrap().is_empty());
         // What is kept at close is written then.
         assert!(journal.record(t0 + Duration::from_secs(3)));

@@ -201,7 +201,7 @@ async fn shard_loop<S: LedgerStore>(
         };
         // The records of the calls started this turn reach their journals before the calls go:
         // a call goes out only when the wire polls its future, in the wait.
-        shard.unflushed.flush();
+        shard.unflushed.flush(|| inner.clock.wall_now());
         wait_turn(inner, ready, held).await;
     }
 }
