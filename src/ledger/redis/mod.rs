@@ -753,7 +753,7 @@ impl LedgerStore for RedisLedgerStore {
         }
     }
 
-    /// From a read of the state at most [`FORECAST_FRESH`] old and made since this process
+    /// From a read of the state at most 200 ms old and made since this process
     /// last wrote to it: O(1) amortised for a growing `k`, one round trip per 200 ms at most.
     async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
         let ks = self.state(key)?;
