@@ -194,6 +194,20 @@ fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// One raw POST of the event body, its answer read whole.
+async fn post_event(client: &reqwest::Client, url: &str) {
+    let r = client
+        .post(url)
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .body(BODY)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 200);
+    r.bytes().await.expect("read");
+}
+
 async fn raw_loop(url: &str, n: u64, c: usize) {
     let client = client();
     let url = format!("{url}/event");
@@ -201,16 +215,7 @@ async fn raw_loop(url: &str, n: u64, c: usize) {
         .map(|_| {
             let (client, url) = (&client, &url);
             async move {
-                let r = client
-                    .post(url.as_str())
-                    .header("x-api-key", KEY)
-                    .header("content-type", "application/json")
-                    .body(BODY)
-                    .send()
-                    .await
-                    .expect("answered");
-                assert_eq!(r.status(), 200);
-                r.bytes().await.expect("read");
+                post_event(client, url).await;
             }
         })
         .buffer_unordered(c)
@@ -232,16 +237,7 @@ async fn raw_paced(url: &str, n: u64, c: usize, rate: f64) {
                     let at = Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(start + at).await;
                 }
-                let r = client
-                    .post(url.as_str())
-                    .header("x-api-key", KEY)
-                    .header("content-type", "application/json")
-                    .body(BODY)
-                    .send()
-                    .await
-                    .expect("answered");
-                assert_eq!(r.status(), 200);
-                r.bytes().await.expect("read");
+                post_event(client, url).await;
             }
         })
         .buffer_unordered(c)

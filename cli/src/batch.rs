@@ -141,7 +141,12 @@ pub(crate) async fn run(batch: Batch) -> BatchReport {
         tx,
         counters: Arc::clone(&counters),
     }));
-    let collect_task = tokio::spawn(collect(rx, writer, Arc::clone(&counters), stop.clone()));
+    let collect_task = tokio::spawn(collect_into(
+        rx,
+        writer,
+        Arc::clone(&counters),
+        stop.clone(),
+    ));
     let work = async { (intake_task.await, collect_task.await) };
     tokio::pin!(work);
     let (intake_result, collect_result) = tokio::select! {
@@ -296,15 +301,6 @@ async fn intake(mut it: Intake) -> Result<(), CliError> {
             return Ok(());
         }
     }
-}
-
-async fn collect(
-    rx: mpsc::Receiver<Item>,
-    writer: Option<ResultWriter>,
-    counters: Arc<RunCounters>,
-    stop: Stop,
-) -> Result<(), CliError> {
-    collect_into(rx, writer, counters, stop).await
 }
 
 /// Answers handled and written as one group at most, before the output is flushed.
