@@ -697,6 +697,22 @@ mod tests {
     }
 
     #[test]
+    fn a_call_holds_its_window_until_it_left_it_by_the_guard() {
+        let (mut l, t0) = ledger("3/1s", 2);
+        let ms = Duration::from_millis;
+        assert_eq!(l.reserve(t0), t0);
+        assert_eq!(l.reserve(t0 + ms(1)), t0 + ms(1));
+        assert_eq!(l.reserve(t0 + ms(1)), t0 + ms(1));
+        // The window is full until the first call left it, plus the guard; the fourth call,
+        // reserved when that is due, lets the first go from the window's log.
+        assert_eq!(l.reserve(t0 + ms(1_002)), t0 + ms(1_002));
+        // The two calls at 1 ms left the window itself before now, but not by the guard: they
+        // hold it until 1 ms + 1 s + 2 ms.
+        let fifth = l.reserve(t0 + ms(1_002));
+        assert!(fifth >= t0 + ms(1_003), "{:?}", fifth - t0);
+    }
+
+    #[test]
     fn earlier_calls_hold_each_window_until_they_age_out_of_it() {
         let now = tokio::time::Instant::now();
         let quota: Quota = "2/1s,3/10s".parse().unwrap();

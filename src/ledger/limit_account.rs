@@ -144,7 +144,11 @@ impl LimitAccount {
 
     pub(crate) fn record(&mut self, t_ns: u64, now_ns: u64) {
         match self {
-            LimitAccount::Sliding { log, .. } => log.record(t_ns, now_ns),
+            // A call holds the limit until it left the window by the guard: only then may the
+            // log let it go (the guard keeps later slots a window plus a guard after it).
+            LimitAccount::Sliding { log, guard_ns } => {
+                log.record(t_ns, now_ns.saturating_sub(*guard_ns))
+            }
             LimitAccount::Bucket(bucket) => bucket.record(t_ns),
             LimitAccount::Counter(counter) => counter.record(t_ns),
         }

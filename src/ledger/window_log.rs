@@ -112,9 +112,10 @@ impl WindowLog {
         nth_most_recent.map_or(0, |t| t.saturating_add(self.window_ns))
     }
 
-    /// Records a call at `t_ns`; `now_ns` lets expired entries go. `t_ns` must not be earlier than
-    /// any call recorded before (the ledger reserves in time order).
-    pub(crate) fn record(&mut self, t_ns: u64, now_ns: u64) {
+    /// Records a call at `t_ns`; calls that left the window by `expiry_ns` go (the caller's now,
+    /// less the guard it keeps after a window). `t_ns` must not be earlier than any call recorded
+    /// before (the ledger reserves in time order).
+    pub(crate) fn record(&mut self, t_ns: u64, expiry_ns: u64) {
         let tick = t_ns.div_ceil(self.quantum_ns);
         if self.entries.is_empty() {
             self.base_tick = tick;
@@ -137,7 +138,7 @@ impl WindowLog {
         }
         self.total += 1;
         self.recent.add(t_ns);
-        self.trim(now_ns);
+        self.trim(expiry_ns);
     }
 
     /// Forgets one call recorded at `t_ns` (a slot that was never used). Returns whether it was
@@ -162,7 +163,7 @@ impl WindowLog {
         true
     }
 
-    fn trim(&mut self, now_ns: u64) {
+    fn trim(&mut self, expiry_ns: u64) {
         // Calls older than the N most recent can never decide a later slot...
         while let Some(front) = self.entries.front().copied() {
             if self.total - u64::from(front.calls) >= u64::from(self.count) {
@@ -174,9 +175,9 @@ impl WindowLog {
                 break;
             }
         }
-        // ...nor can calls that left the window before now.
+        // ...nor can calls that left the window by `expiry_ns`.
         while let Some(front) = self.entries.front().copied() {
-            if self.time_of(&front).saturating_add(self.window_ns) <= now_ns {
+            if self.time_of(&front).saturating_add(self.window_ns) <= expiry_ns {
                 self.total -= u64::from(front.calls);
                 self.entries.pop_front();
             } else {

@@ -287,7 +287,8 @@ local function trim(l, t_now)
   end
   while l.n > 0 do
     local tick, calls = ring_get(l, 0)
-    if (l.b + tick) * l.q + l.window <= t_now then
+    -- (A call holds the limit until it left the window by the guard, as in window_log.rs.)
+    if (l.b + tick) * l.q + l.window + guard <= t_now then
       l.t = l.t - calls
       pop_front(l)
     else
