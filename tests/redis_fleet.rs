@@ -297,9 +297,30 @@ async fn a_429_seen_by_one_member_pauses_the_others_for_its_retry_after_once() {
         .submit(&KeyId::new(&ids[0]), common::event(0))
         .await
         .unwrap();
-    while server.scripted_served() == 0 {
+    // The 429 reaches the first member and its pause the shared state a moment after the server
+    // sent it; a call another member sends in that moment is in flight before anyone could know
+    // (no client can help that). So the others start once the pause is in the shared state: a
+    // member's plan of its next slot shows it.
+    let other = KeyId::new(&ids[1]);
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        let next = members[1].plan(&other, 1).await.unwrap();
+        if next
+            .first()
+            .is_some_and(|&slot| slot >= started + retry_after)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pause never reached the shared state"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert!(
+        server.scripted_served() >= 1,
+        "the pause came from the refusal"
+    );
     // The others, which saw no 429, send only once the first member's pause is over; and the
     // pause is waited for once (the first member's retry does not wait again after it).
     let seen = tokio::time::Instant::now();
