@@ -179,7 +179,8 @@ pub enum ApiKeyError {
     /// The key has characters an HTTP header cannot carry.
     #[error("the API key has characters an HTTP header cannot carry (control or non-ASCII)")]
     InvalidCharacters,
-    /// The `.env` file is malformed.
+    /// The `.env` file is malformed: where, or the I/O error's kind. The parser's own error is
+    /// not kept as a source: it quotes the line, which may hold the key.
     #[error("{0}")]
     DotEnv(String),
 }

@@ -318,7 +318,9 @@ async fn a_huge_chunked_body_fails_the_job_once_past_the_limit() {
     let ticket = scheduler.submit(&key, get("/huge")).await.unwrap();
     let err = timeout(PROMPT, ticket).await.expect("bounded").unwrap_err();
     match &err {
-        JobError::ResponseTooLarge { reason, attempts } => {
+        JobError::ResponseTooLarge {
+            reason, attempts, ..
+        } => {
             assert!(reason.contains("262144"), "{reason}");
             assert_eq!(*attempts, 1, "not retried");
         }

@@ -362,13 +362,13 @@ async fn unauthorized_fails_every_queued_job_at_once_until_rotation() {
     for t in tickets {
         match t.await {
             Err(JobError::Unauthorized {
-                key,
+                fingerprint,
                 api,
                 attempts: 1,
             }) => {
                 unauthorized += 1;
                 assert_eq!(api.code.as_deref(), Some("invalid_api_key"));
-                assert!(key.starts_with("key#"));
+                assert!(fingerprint.starts_with("key#"));
             }
             Err(JobError::KeyRevoked { attempts: 0, .. }) => failed_fast += 1,
             other => panic!("{other:?}"),

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cause::Cause;
 use crate::clock::Instant;
 use crate::key_id::KeyId;
 use crate::quota::Quota;
@@ -147,5 +148,7 @@ pub enum StoreError {
         kind: std::io::ErrorKind,
         /// The journal's path and what failed.
         message: String,
+        /// The I/O error.
+        source: Cause,
     },
 }

@@ -64,6 +64,7 @@ pub use stats::KeyStats;
 pub use ticket::Ticket;
 
 use crate::api_key::ApiKey;
+use crate::cause::Cause;
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::key_id::{KeyId, KeyMap};
 use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
@@ -361,6 +362,7 @@ impl<S: LedgerStore> Scheduler<S> {
                         StoreError::Journal {
                             kind: e.kind(),
                             message: format!("{} (key {}): {e}", path.display(), config.id),
+                            source: Cause::new(e),
                         }
                     })?;
                 (Some(Arc::new(journal)), earlier)

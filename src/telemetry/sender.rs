@@ -1046,7 +1046,7 @@ mod tests {
         };
         assert_eq!(verdict(&Err(rejected)), Verdict::Failed("rejected"));
         let revoked = JobError::KeyRevoked {
-            key: "fp".into(),
+            fingerprint: "fp".into(),
             attempts: 0,
         };
         assert_eq!(verdict(&Err(revoked)), Verdict::Stall);
