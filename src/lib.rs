@@ -91,8 +91,8 @@ pub use key_provider::{
     DEFAULT_KEY_COMMAND_TIMEOUT, MAX_KEY_SOURCE_BYTES,
 };
 pub use ledger::{
-    Forecast, Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError,
-    WindowSemantics, DEFAULT_GUARD,
+    Forecast, Ledger, LedgerConfig, LedgerStore, LocalLedger, MemoryLedgerStore, PlanCursor,
+    StoreError, WindowSemantics, DEFAULT_GUARD,
 };
 #[cfg(feature = "redis")]
 pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};

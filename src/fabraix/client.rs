@@ -180,6 +180,9 @@ mod tests {
             source: decode,
         };
         let source = err.source().unwrap();
-        assert!(source.downcast_ref::<serde_json::Error>().unwrap().is_data());
+        assert!(source
+            .downcast_ref::<serde_json::Error>()
+            .unwrap()
+            .is_data());
     }
 }

@@ -67,7 +67,7 @@ use crate::api_key::ApiKey;
 use crate::cause::Cause;
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::key_id::{KeyId, KeyMap};
-use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
+use crate::ledger::{LedgerStore, LocalLedger, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
 use key_queue::KeyQueue;
@@ -382,7 +382,11 @@ impl<S: LedgerStore> Scheduler<S> {
             .await?;
         let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
         let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);
-        let ledger = self.inner.store.local_ledger(&config.id);
+        let ledger = self
+            .inner
+            .store
+            .local_ledger(&config.id)
+            .map(LocalLedger::into_shared);
         let queue = Arc::new(KeyQueue::new(
             &config,
             Arc::clone(&shard),
