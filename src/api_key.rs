@@ -169,6 +169,7 @@ impl Eq for ApiKey {}
 
 /// Why no usable key was found. Never contains the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiKeyError {
     /// Neither the environment nor `.env` has `FABRAIX_API_KEY`.
     #[error("no API key: set FABRAIX_API_KEY (or put FABRAIX_API_KEY=... in .env)")]

@@ -375,6 +375,7 @@ fn parse_window(text: &str) -> Result<Duration, String> {
 
 /// What is wrong with a quota, a limit or a tier name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QuotaError {
     /// A limit of zero requests would never let a call go.
     #[error("a limit must allow at least 1 request per window (got 0)")]

@@ -451,10 +451,7 @@ async fn hyper_with_a_timeout_layer_as_the_transport_against_the_mock() {
     // Nothing listens on port 9: a connection error, retried, then given up.
     let unreachable = Scheduler::builder()
         .transport(Arc::new(ServiceTransport::new(hyper_client())))
-        .retry_policy(fabraix_scheduler::RetryPolicy {
-            max_transient_retries: 1,
-            ..Default::default()
-        })
+        .retry_policy(fabraix_scheduler::RetryPolicy::default().max_transient_retries(1))
         .build()
         .unwrap();
     let config = KeyConfig::new(

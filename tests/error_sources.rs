@@ -43,10 +43,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_transient_failure_keeps_the_transport_error_and_the_http_clients() {
-    let policy = RetryPolicy {
-        max_transient_retries: 0,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_transient_retries(0);
     let scheduler = Scheduler::builder()
         .retry_policy(policy)
         .seed(3)

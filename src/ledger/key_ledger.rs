@@ -18,7 +18,8 @@ use crate::quota::Quota;
 /// `KeyConfig::guard_from_latency`.
 pub const DEFAULT_GUARD: Duration = Duration::from_millis(100);
 
-/// How a [`Ledger`] spaces calls beyond the quota itself.
+/// How a [`Ledger`] spaces calls beyond the quota itself: read from its fields, built from
+/// [`default`](Self::default) and chained setters named after them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LedgerConfig {
     /// Extra time added after a window frees a slot, so that two calls sent exactly W apart still
@@ -33,6 +34,27 @@ pub struct LedgerConfig {
 }
 
 impl LedgerConfig {
+    /// Sets the field `guard` to `Some(guard)`.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{LedgerConfig, WindowSemantics};
+    /// use std::time::Duration;
+    /// let config = LedgerConfig::default()
+    ///     .guard(Duration::from_millis(5))
+    ///     .semantics(WindowSemantics::TokenBucket);
+    /// assert_eq!(config.guard, Some(Duration::from_millis(5)));
+    /// ```
+    pub fn guard(mut self, guard: Duration) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Sets the field `semantics`.
+    pub fn semantics(mut self, semantics: WindowSemantics) -> Self {
+        self.semantics = semantics;
+        self
+    }
+
     /// The guard this config gives for `quota`.
     pub fn guard_for(&self, quota: &Quota) -> Duration {
         match self.guard {

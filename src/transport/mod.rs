@@ -128,6 +128,7 @@ impl TransportError {
 
 /// The kinds of transport failure, by what they imply for a retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportErrorKind {
     /// The connection could not be made: the request certainly did not reach the server.
     Connect,

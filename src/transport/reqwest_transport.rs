@@ -19,8 +19,8 @@ use super::{
 /// use fabraix_scheduler::TransportConfig;
 /// use std::time::Duration;
 /// let config = TransportConfig::default()
-///     .with_request_timeout(Duration::from_secs(10))
-///     .with_max_response_bytes(64 * 1024);
+///     .request_timeout(Duration::from_secs(10))
+///     .max_response_bytes(64 * 1024);
 /// assert_eq!(config.connect_timeout, Duration::from_secs(5));
 /// assert_eq!(config.max_response_bytes, 65_536);
 /// ```
@@ -55,26 +55,26 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets the field `connect_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Sets [`request_timeout`](Self::request_timeout).
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets the field `request_timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// Sets [`read_timeout`](Self::read_timeout).
-    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets the field `read_timeout`.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
     }
 
-    /// Sets [`max_response_bytes`](Self::max_response_bytes).
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+    /// Sets the field `max_response_bytes`.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
         self.max_response_bytes = bytes;
         self
     }
