@@ -152,15 +152,27 @@ impl Clone for Ledger {
     }
 }
 
-/// When the `k`-th next call of a key could go, as [`Ledger::forecast`] tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When the `k`-th next call of a key could go, as [`Ledger::forecast`] tells it. Its `Debug`
+/// shows the wait, not the instant.
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Forecast {
     /// The slot, not before the `now` it was asked at.
     pub at: Instant,
+    /// The same as a duration after the `now` it was asked at (for a person: "in about 3 s").
+    pub wait: Duration,
     /// Whether `at` is what [`Ledger::nth_slot`] would answer (true), or an estimate from a plan
     /// that calls have gone out of step with (false; early by about how late they went).
     pub exact: bool,
+}
+
+impl std::fmt::Debug for Forecast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forecast")
+            .field("wait", &self.wait)
+            .field("exact", &self.exact)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ledger {
@@ -544,6 +556,7 @@ impl Ledger {
     /// let mut ledger = Ledger::new(&"2/1s".parse::<Quota>().unwrap(), LedgerConfig::default(), now);
     /// let tenth = ledger.forecast(now, 10);
     /// assert_eq!((tenth.at, tenth.exact), (ledger.nth_slot(now, 10), true));
+    /// assert_eq!(tenth.wait, tenth.at - now);
     /// // A call goes in its slot: the plan follows it, and the job behind stays exact.
     /// ledger.reserve(now);
     /// let ninth = ledger.forecast(now, 9);
@@ -551,8 +564,10 @@ impl Ledger {
     /// ```
     pub fn forecast(&mut self, now: Instant, k: usize) -> Forecast {
         if k <= 1 || (self.logs.is_empty() && self.server_cap.is_none()) {
+            let at = self.nth_slot(now, k);
             return Forecast {
-                at: self.nth_slot(now, k),
+                at,
+                wait: at.saturating_duration_since(now),
                 exact: true,
             };
         }
@@ -563,8 +578,10 @@ impl Ledger {
         };
         let (t, exact) = plan.nth(k, now_ns);
         self.plan = Some(plan);
+        let at = self.instant(t);
         Forecast {
-            at: self.instant(t),
+            at,
+            wait: at.saturating_duration_since(now),
             exact,
         }
     }

@@ -552,13 +552,16 @@ impl<S: LedgerStore> Scheduler<S> {
         }
     }
 
-    /// When the next `k` calls of `key` could go (the ledger's plan; commits nothing).
+    /// When the next `k` calls of `key` could go (the ledger's plan; commits nothing). For a
+    /// person, each as a wait or a wall-clock time: [`clock`](Self::clock)`().`[`until`](Clock::until)
+    /// or [`wall_at`](Clock::wall_at).
     pub async fn plan(&self, key: &KeyId, k: usize) -> Result<Vec<Instant>, StoreError> {
         self.inner.store.plan(key, self.inner.clock.now(), k).await
     }
 
     /// When everything queued for `key` now would have been sent, at the quota (`None` if
-    /// nothing is queued).
+    /// nothing is queued). For a person: [`clock`](Self::clock)`().`[`until`](Clock::until)`(eta)`
+    /// is the wait, [`wall_at`](Clock::wall_at) the wall-clock time.
     pub async fn drain_eta(&self, key: &KeyId) -> Result<Option<Instant>, StoreError> {
         let Some(q) = self.queue(key) else {
             return Err(StoreError::UnknownKey(key.clone()));

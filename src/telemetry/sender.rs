@@ -495,6 +495,7 @@ impl<S: LedgerStore> TelemetrySender<S> {
             refused: shared.counters.refused.load(Ordering::Relaxed),
             drain_eta,
             drain_in: drain_eta.map(|t| t.saturating_duration_since(now)),
+            drain_wall: drain_eta.map(|t| clock.wall_at(t)),
             arrival_rate,
             key_rate,
             warning,
