@@ -626,7 +626,7 @@ async fn a_tickets_eta_reads_as_a_duration_from_now_and_as_a_wall_clock_time() {
 /// instant's `tv_sec`; the scheduler's clock turns a drain ETA into a wait and a wall-clock time.
 #[tokio::test(start_paused = true)]
 async fn etas_debug_as_waits_and_the_clock_reads_any_instant_as_a_wait_or_a_wall_time() {
-    use fabraix_scheduler::{Clock, Ledger, LedgerConfig};
+    use fabraix_scheduler::{Ledger, LedgerConfig};
     let rig = slow_rig("1/1s").await;
     let tickets = common::submit_events(&rig, 3).await;
     let shown = format!("{:?}", tickets[2]);
