@@ -116,7 +116,7 @@ impl TransportError {
         let mut next: Option<&(dyn std::error::Error + 'static)> =
             self.source.as_ref().map(|c| c as _);
         while let Some(e) = next {
-            if key.redact(&e.to_string()) != e.to_string() {
+            if matches!(key.redact(&e.to_string()), std::borrow::Cow::Owned(_)) {
                 self.source = None;
                 break;
             }
