@@ -474,9 +474,9 @@ fn scheduler_loopback(model: ServerModel, quota: &Quota, n: usize) -> Run {
         let scheduler = Scheduler::builder()
             .transport_config(
                 TransportConfig::default()
-                    .with_connect_timeout(Duration::from_secs(24 * 3600))
-                    .with_request_timeout(Duration::from_secs(24 * 3600))
-                    .with_read_timeout(Duration::from_secs(24 * 3600)),
+                    .connect_timeout(Duration::from_secs(24 * 3600))
+                    .request_timeout(Duration::from_secs(24 * 3600))
+                    .read_timeout(Duration::from_secs(24 * 3600)),
             )
             .seed(42)
             .build()

@@ -10,6 +10,8 @@ use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::cause::Cause;
+
 /// The environment variable the key is read from.
 pub const API_KEY_ENV: &str = "FABRAIX_API_KEY";
 
@@ -72,7 +74,7 @@ impl ApiKey {
             match item {
                 Ok((name, value)) if name == API_KEY_ENV => return Self::new(value),
                 Ok(_) => {}
-                Err(e) => return Err(ApiKeyError::DotEnv(dotenv_error_without_values(&e))),
+                Err(e) => return Err(dotenv_error_without_values(e)),
             }
         }
         Err(ApiKeyError::Missing)
@@ -139,12 +141,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn dotenv_error_without_values(e: &dotenvy::Error) -> String {
-    match e {
-        dotenvy::Error::LineParse(_, index) => format!("cannot parse .env at byte {index}"),
-        dotenvy::Error::Io(io) => format!("cannot read .env: {}", io.kind()),
-        _ => "cannot read .env".to_string(),
-    }
+fn dotenv_error_without_values(e: dotenvy::Error) -> ApiKeyError {
+    let (message, source) = match e {
+        dotenvy::Error::LineParse(_, index) => (format!("cannot parse .env at byte {index}"), None),
+        dotenvy::Error::Io(io) => (
+            format!("cannot read .env: {}", io.kind()),
+            Some(Cause::new(io)),
+        ),
+        _ => ("cannot read .env".to_string(), None),
+    };
+    ApiKeyError::DotEnv { message, source }
 }
 
 impl fmt::Debug for ApiKey {
@@ -169,6 +175,7 @@ impl Eq for ApiKey {}
 
 /// Why no usable key was found. Never contains the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiKeyError {
     /// Neither the environment nor `.env` has `FABRAIX_API_KEY`.
     #[error("no API key: set FABRAIX_API_KEY (or put FABRAIX_API_KEY=... in .env)")]
@@ -179,9 +186,15 @@ pub enum ApiKeyError {
     /// The key has characters an HTTP header cannot carry.
     #[error("the API key has characters an HTTP header cannot carry (control or non-ASCII)")]
     InvalidCharacters,
-    /// The `.env` file is malformed.
-    #[error("{0}")]
-    DotEnv(String),
+    /// The `.env` file is malformed or cannot be read.
+    #[error("{message}")]
+    DotEnv {
+        /// Where it is malformed, or the I/O error's kind.
+        message: String,
+        /// The I/O error, when it cannot be read. A parse error is not kept: the parser's error
+        /// quotes the line, which may hold the key.
+        source: Option<Cause>,
+    },
 }
 
 #[cfg(test)]
@@ -230,6 +243,29 @@ mod tests {
             format!("a {fp} b {fp}").as_bytes()
         );
         assert_eq!(key.redact_bytes(b"s3cr").as_ref(), b"s3cr");
+    }
+
+    #[test]
+    fn an_unreadable_dotenv_keeps_the_io_error_and_a_malformed_one_no_line() {
+        use std::error::Error;
+        let dir = std::env::temp_dir().join(format!("fbx-dotenv-src-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a-directory")).unwrap();
+        let err = ApiKey::from_dotenv(&dir.join("a-directory")).unwrap_err();
+        let ApiKeyError::DotEnv { message, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(message.starts_with("cannot read .env"), "{message}");
+        let io = err.source().expect("the I/O error");
+        assert!(io.downcast_ref::<Cause>().is_some(), "{io:?}");
+        let path = dir.join(".env");
+        std::fs::write(&path, "FABRAIX_API_KEY='s3cr3t-unclosed\n").unwrap();
+        let err = ApiKey::from_dotenv(&path).unwrap_err();
+        assert!(
+            matches!(err, ApiKeyError::DotEnv { source: None, .. }),
+            "{err:?}"
+        );
+        assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

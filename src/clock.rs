@@ -26,6 +26,34 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
 
     /// A future that completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> Sleep;
+
+    /// How long from now until `at` (zero once it has passed): an instant of this clock (an
+    /// ETA, a slot of the plan) for a person, "in about 3 s".
+    ///
+    /// ```
+    /// use fabraix_scheduler::{Clock, TokioClock};
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let clock = TokioClock::new();
+    /// let at = clock.now() + Duration::from_secs(3);
+    /// assert_eq!(clock.until(at), Duration::from_secs(3));
+    /// assert!(clock.wall_at(at) > clock.wall_now() + Duration::from_secs(2));
+    /// # }
+    /// ```
+    fn until(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.now())
+    }
+
+    /// The wall-clock time of `at`, an instant of this clock (before now as well as after): for
+    /// logs and displays. Saturates at what [`SystemTime`] can hold.
+    fn wall_at(&self, at: Instant) -> SystemTime {
+        let (now, wall) = (self.now(), self.wall_now());
+        if at >= now {
+            wall.checked_add(at - now).unwrap_or(wall)
+        } else {
+            wall.checked_sub(now - at).unwrap_or(wall)
+        }
+    }
 }
 
 /// The default clock: tokio's. Pausing tokio's clock in a test pauses this clock too, and the wall

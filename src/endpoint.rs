@@ -25,32 +25,34 @@ impl Endpoint {
     /// assert!(Endpoint::new("http://api.example.com/v1", true).is_ok());
     /// ```
     pub fn new(base_url: &str, allow_insecure_http: bool) -> Result<Self, EndpointError> {
-        let base = Url::parse(base_url.trim())
-            .map_err(|e| EndpointError(format!("base URL {base_url:?} does not parse: {e}")))?;
+        let base = Url::parse(base_url.trim()).map_err(|e| EndpointError {
+            message: format!("base URL {base_url:?} does not parse: {e}"),
+            source: Some(e),
+        })?;
         match base.scheme() {
             "https" => {}
             "http" if allow_insecure_http || is_loopback(&base) => {}
             "http" => {
-                return Err(EndpointError(format!(
+                return Err(EndpointError::new(format!(
                     "refusing to send the API key over plain http to {} (not a loopback host); use https, or allow insecure http explicitly",
                     base.host_str().unwrap_or("?")
                 )))
             }
             other => {
-                return Err(EndpointError(format!(
+                return Err(EndpointError::new(format!(
                     "base URL scheme {other:?} is not http or https"
                 )))
             }
         }
         if base.host_str().is_none_or(str::is_empty) {
-            return Err(EndpointError("base URL has no host".into()));
+            return Err(EndpointError::new("base URL has no host"));
         }
         if !base.username().is_empty() || base.password().is_some() {
-            return Err(EndpointError("base URL must not carry credentials".into()));
+            return Err(EndpointError::new("base URL must not carry credentials"));
         }
         if base.query().is_some() || base.fragment().is_some() {
-            return Err(EndpointError(
-                "base URL must not have a query or fragment".into(),
+            return Err(EndpointError::new(
+                "base URL must not have a query or fragment",
             ));
         }
         Ok(Self { base })
@@ -94,10 +96,40 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A base URL that cannot be used.
+/// A base URL that cannot be used: [`message`](Self::message) says what is wrong, and
+/// [`source`](std::error::Error::source) is the URL parser's error when it did not parse.
+///
+/// ```
+/// use std::error::Error;
+/// use fabraix_scheduler::Endpoint;
+///
+/// let e = Endpoint::new("not a url", false).unwrap_err();
+/// assert!(e.message().contains("does not parse"));
+/// assert!(e.source().is_some());
+/// let e = Endpoint::new("https://user:pw@api.example/v1", false).unwrap_err();
+/// assert!(e.source().is_none());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct EndpointError(pub String);
+#[error("{message}")]
+pub struct EndpointError {
+    message: String,
+    #[source]
+    source: Option<url::ParseError>,
+}
+
+impl EndpointError {
+    fn new(message: impl Into<String>) -> Self {
+        EndpointError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// What is wrong with the base URL.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,10 @@ use crate::api_error::ApiError;
 use crate::job::Job;
 use crate::key_id::KeyId;
 use crate::ledger::StoreError;
+use crate::transport::TransportError;
 
 /// A job's failure outcome. Carries the server's type, code and message where there was one;
-/// never the key (only its fingerprint).
+/// never the API key (only its `fingerprint`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum JobError {
@@ -20,20 +21,20 @@ pub enum JobError {
         attempts: u32,
     },
     /// 401: the key is invalid or revoked.
-    #[error("key {key} is invalid or revoked: {api}")]
+    #[error("key {fingerprint} is invalid or revoked: {api}")]
     Unauthorized {
-        /// The key's fingerprint.
-        key: String,
+        /// The API key's [fingerprint](crate::ApiKey::fingerprint) (never the key).
+        fingerprint: String,
         /// The server's error.
         api: ApiError,
         /// Times the call was sent, this one included.
         attempts: u32,
     },
     /// 403: the key may not make this call.
-    #[error("key {key} may not make this call: {api}")]
+    #[error("key {fingerprint} may not make this call: {api}")]
     Forbidden {
-        /// The key's fingerprint.
-        key: String,
+        /// The API key's [fingerprint](crate::ApiKey::fingerprint) (never the key).
+        fingerprint: String,
         /// The server's error.
         api: ApiError,
         /// Times the call was sent, this one included.
@@ -41,10 +42,10 @@ pub enum JobError {
     },
     /// Not sent (again): another call of the same key was answered 401, so the key is treated
     /// as revoked until it is rotated.
-    #[error("not sent: key {key} was refused with 401 (rotate the key to resume)")]
+    #[error("not sent: key {fingerprint} was refused with 401 (rotate the key to resume)")]
     KeyRevoked {
-        /// The key's fingerprint.
-        key: String,
+        /// The API key's [fingerprint](crate::ApiKey::fingerprint) (never the key).
+        fingerprint: String,
         /// Times the call had been sent before (after transient failures or 429s; usually 0).
         attempts: u32,
     },
@@ -74,6 +75,9 @@ pub enum JobError {
         message: String,
         /// Why it was not retried again.
         why: &'static str,
+        /// The transport's error, if the last attempt had no response (its
+        /// [`source`](std::error::Error::source) is the HTTP client's error, where there is one).
+        source: Option<TransportError>,
     },
     /// The job cannot be sent as given: its path would leave the key's origin, say, or the
     /// server redirected it to another origin (which is refused: the key would go with it).
@@ -84,6 +88,9 @@ pub enum JobError {
         /// Times the call was sent: 0 for a path refused before sending; with a transport
         /// failure that no retry can help (a redirect to another origin), the sends so far.
         attempts: u32,
+        /// The transport's error, for a failure on the way (none for a path refused before
+        /// sending).
+        source: Option<TransportError>,
     },
     /// The response's body was larger than the transport allows
     /// ([`TransportConfig::max_response_bytes`](crate::TransportConfig::max_response_bytes)); it
@@ -94,6 +101,8 @@ pub enum JobError {
         reason: String,
         /// Times the call was sent, this one included.
         attempts: u32,
+        /// The transport's error that refused the body.
+        source: TransportError,
     },
     /// Cancelled through its ticket before it was sent.
     #[error("cancelled before it was sent")]
@@ -104,7 +113,7 @@ pub enum JobError {
     ShutDown,
     /// The quota store failed.
     #[error("quota store: {0}")]
-    Store(StoreError),
+    Store(#[source] StoreError),
     /// A bug ended the job: the task carrying it ended without an outcome, or a panic (in the
     /// transport, the store, the clock or the scheduler) was caught; the message names it.
     /// Reported, never silent.

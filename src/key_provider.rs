@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use crate::api_key::{ApiKey, ApiKeyError};
+use crate::cause::Cause;
 use crate::clock::{Clock, Instant};
 use crate::key_id::KeyId;
 use crate::ledger::LedgerStore;
@@ -150,6 +151,7 @@ fn read_key_file(path: &Path) -> Result<ApiKey, KeyProviderError> {
     let io = |e: std::io::Error| KeyProviderError::File {
         path: path.to_path_buf(),
         reason: e.to_string(),
+        source: Some(Cause::new(e)),
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
@@ -160,6 +162,7 @@ fn read_key_file(path: &Path) -> Result<ApiKey, KeyProviderError> {
         return Err(KeyProviderError::File {
             path: path.to_path_buf(),
             reason: format!("larger than {MAX_KEY_SOURCE_BYTES} bytes"),
+            source: None,
         });
     }
     let text = String::from_utf8(bytes).map_err(|_| KeyProviderError::FileKey {
@@ -176,6 +179,12 @@ async fn run_key_command(c: &KeyCommand) -> Result<ApiKey, KeyProviderError> {
     let failed = |reason: String| KeyProviderError::Command {
         command: c.command.clone(),
         reason,
+        source: None,
+    };
+    let io_failed = |what: &str, e: std::io::Error| KeyProviderError::Command {
+        command: c.command.clone(),
+        reason: format!("{what}: {e}"),
+        source: Some(Cause::new(e)),
     };
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -185,7 +194,7 @@ async fn run_key_command(c: &KeyCommand) -> Result<ApiKey, KeyProviderError> {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| failed(format!("cannot start sh: {e}")))?;
+        .map_err(|e| io_failed("cannot start sh", e))?;
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(failed("its output could not be captured".into()));
     };
@@ -201,7 +210,7 @@ async fn run_key_command(c: &KeyCommand) -> Result<ApiKey, KeyProviderError> {
         read_out.and(read_err).and(status).map(|s| (s, out, err))
     };
     let (status, out, err) = match tokio::time::timeout(c.timeout, run).await {
-        Ok(done) => done.map_err(|e| failed(format!("cannot run it: {e}")))?,
+        Ok(done) => done.map_err(|e| io_failed("cannot run it", e))?,
         Err(_) => {
             return Err(failed(format!(
                 "it did not finish within {:?} (killed)",
@@ -243,7 +252,7 @@ async fn run_key_command(c: &KeyCommand) -> Result<ApiKey, KeyProviderError> {
 pub enum KeyProviderError {
     /// The environment or a dotenv file has no usable key.
     #[error("{0}")]
-    Env(ApiKeyError),
+    Env(#[source] ApiKeyError),
     /// The key file cannot be read.
     #[error("key file {}: {reason}", path.display())]
     File {
@@ -251,6 +260,8 @@ pub enum KeyProviderError {
         path: PathBuf,
         /// Why.
         reason: String,
+        /// The I/O error, if one is why.
+        source: Option<Cause>,
     },
     /// The key file holds no usable key.
     #[error("key file {}: {error}", path.display())]
@@ -258,6 +269,7 @@ pub enum KeyProviderError {
         /// The file.
         path: PathBuf,
         /// What is wrong with its content.
+        #[source]
         error: ApiKeyError,
     },
     /// The key command failed (could not start, exited with an error, timed out).
@@ -267,6 +279,9 @@ pub enum KeyProviderError {
         command: String,
         /// What happened.
         reason: String,
+        /// The I/O error, if one is what happened (it could not start, its output could not be
+        /// read).
+        source: Option<Cause>,
     },
     /// The key command printed no usable key.
     #[error("key command `{command}` printed no usable key: {error}")]
@@ -274,6 +289,7 @@ pub enum KeyProviderError {
         /// The command line.
         command: String,
         /// What is wrong with its output.
+        #[source]
         error: ApiKeyError,
     },
 }

@@ -48,6 +48,7 @@
 mod adapters;
 mod api_error;
 mod api_key;
+mod cause;
 mod clock;
 mod endpoint;
 mod fabraix;
@@ -75,6 +76,7 @@ pub use adapters::{AdapterError, DEFAULT_MAX_BODY_BYTES};
 pub use adapters::{QuotaLayer, QuotaService};
 pub use api_error::ApiError;
 pub use api_key::{ApiKey, ApiKeyError, API_KEY_ENV};
+pub use cause::Cause;
 pub use clock::{Clock, Instant, Sleep, TokioClock};
 pub use endpoint::{Endpoint, EndpointError, FABRAIX_BASE_URL};
 pub use fabraix::{
@@ -89,8 +91,8 @@ pub use key_provider::{
     DEFAULT_KEY_COMMAND_TIMEOUT, MAX_KEY_SOURCE_BYTES,
 };
 pub use ledger::{
-    Forecast, Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, PlanCursor, StoreError,
-    WindowSemantics, DEFAULT_GUARD,
+    Forecast, Ledger, LedgerConfig, LedgerStore, LocalLedger, MemoryLedgerStore, PlanCursor,
+    StoreError, WindowSemantics, DEFAULT_GUARD,
 };
 #[cfg(feature = "redis")]
 pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};

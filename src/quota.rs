@@ -303,6 +303,7 @@ impl FromStr for Quota {
                 position,
                 item: item.to_string(),
                 reason,
+                source: None,
             };
             if item.is_empty() {
                 return Err(at(
@@ -321,7 +322,12 @@ impl FromStr for Quota {
                 }
             })?;
             let window = parse_window(window.trim()).map_err(at)?;
-            let limit = Limit::new(count, window).map_err(|e| at(e.to_string()))?;
+            let limit = Limit::new(count, window).map_err(|e| QuotaError::Item {
+                position,
+                item: item.to_string(),
+                reason: e.to_string(),
+                source: Some(Box::new(e)),
+            })?;
             limits.push(limit);
         }
         let mut seen: Vec<Duration> = Vec::new();
@@ -375,6 +381,7 @@ fn parse_window(text: &str) -> Result<Duration, String> {
 
 /// What is wrong with a quota, a limit or a tier name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QuotaError {
     /// A limit of zero requests would never let a call go.
     #[error("a limit must allow at least 1 request per window (got 0)")]
@@ -397,6 +404,9 @@ pub enum QuotaError {
         item: String,
         /// What is wrong with it.
         reason: String,
+        /// The limit's own error, when the item parsed but is not a valid limit (a count of 0, a
+        /// window out of bounds).
+        source: Option<Box<QuotaError>>,
     },
     /// Two limits share one window.
     #[error("two limits share the window {0}: merge them into one")]
@@ -442,6 +452,27 @@ mod tests {
         assert!(err("60").contains("COUNT/WINDOW"));
         assert!(err("60/5").contains("no unit"));
         assert!(err("1/400d").contains("366 days"));
+    }
+
+    #[test]
+    fn an_invalid_limit_is_the_items_source() {
+        use std::error::Error;
+        let err = "60/1m,0/1h".parse::<Quota>().unwrap_err();
+        let QuotaError::Item {
+            source: Some(limit),
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(**limit, QuotaError::ZeroCount);
+        let source = err.source().expect("the limit's error");
+        assert_eq!(source.to_string(), QuotaError::ZeroCount.to_string());
+        let err = "x/1m".parse::<Quota>().unwrap_err();
+        assert!(
+            err.source().is_none(),
+            "a count that does not parse has none"
+        );
     }
 
     #[test]

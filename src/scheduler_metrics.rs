@@ -301,10 +301,10 @@ mod tests {
                 m.sent();
                 m.answered(&answer(status));
             }
-            m.answered(&Err(TransportError {
-                kind: crate::transport::TransportErrorKind::Connect,
-                message: String::new(),
-            }));
+            m.answered(&Err(TransportError::new(
+                crate::transport::TransportErrorKind::Connect,
+                String::new(),
+            )));
         });
         let counts: HashMap<String, u64> = snapshotter
             .snapshot()

@@ -321,7 +321,14 @@ async fn requests_elsewhere_or_too_long_are_refused_unsent() {
         .body(Full::new(Bytes::from_static(b"123456789")))
         .unwrap();
     let long = client.clone().oneshot(long).await;
-    assert!(matches!(long, Err(AdapterError::Body(_))), "{long:?}");
+    assert!(matches!(long, Err(AdapterError::Body { .. })), "{long:?}");
+    if let Err(AdapterError::Body { source, .. }) = &long {
+        let source = source.as_ref().expect("the body's error is kept");
+        assert!(
+            source.get_ref().is::<http_body_util::LengthLimitError>(),
+            "{source:?}"
+        );
+    }
     assert_eq!(double.calls.load(Ordering::SeqCst), 0);
     // And a key chosen per request must have been added.
     let routed = QuotaLayer::new(&scheduler, &KeyId::new("k"))
@@ -444,10 +451,7 @@ async fn hyper_with_a_timeout_layer_as_the_transport_against_the_mock() {
     // Nothing listens on port 9: a connection error, retried, then given up.
     let unreachable = Scheduler::builder()
         .transport(Arc::new(ServiceTransport::new(hyper_client())))
-        .retry_policy(fabraix_scheduler::RetryPolicy {
-            max_transient_retries: 1,
-            ..Default::default()
-        })
+        .retry_policy(fabraix_scheduler::RetryPolicy::default().max_transient_retries(1))
         .build()
         .unwrap();
     let config = KeyConfig::new(

@@ -313,12 +313,14 @@ async fn chunked_body(mut socket: tokio::net::TcpStream, total: u64) {
 #[tokio::test]
 async fn a_huge_chunked_body_fails_the_job_once_past_the_limit() {
     let server = Hostile::start(|_, socket| chunked_body(socket, 2 << 30)).await;
-    let config = TransportConfig::default().with_max_response_bytes(256 * 1024);
+    let config = TransportConfig::default().max_response_bytes(256 * 1024);
     let (scheduler, key) = scheduler(&server, "k-6", "10/1s", RetryPolicy::default(), config).await;
     let ticket = scheduler.submit(&key, get("/huge")).await.unwrap();
     let err = timeout(PROMPT, ticket).await.expect("bounded").unwrap_err();
     match &err {
-        JobError::ResponseTooLarge { reason, attempts } => {
+        JobError::ResponseTooLarge {
+            reason, attempts, ..
+        } => {
             assert!(reason.contains("262144"), "{reason}");
             assert_eq!(*attempts, 1, "not retried");
         }
@@ -356,14 +358,12 @@ async fn an_announced_huge_body_is_refused_before_it_is_read_and_the_default_lim
 async fn a_server_that_accepts_and_never_answers_costs_the_read_timeout() {
     let server = Hostile::start(|_, socket| hold(socket, Duration::from_secs(30))).await;
     let config = TransportConfig::default()
-        .with_read_timeout(Duration::from_millis(200))
-        .with_request_timeout(Duration::from_secs(20));
-    let policy = RetryPolicy {
-        max_transient_retries: 1,
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(10),
-        ..RetryPolicy::default()
-    };
+        .read_timeout(Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(20));
+    let policy = RetryPolicy::default()
+        .max_transient_retries(1)
+        .backoff_min(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(10));
     let (scheduler, key) = scheduler(&server, "k-8", "10/1s", policy, config).await;
     let started = std::time::Instant::now();
     let ticket = scheduler.submit(&key, get("/silent")).await.unwrap();
@@ -393,12 +393,9 @@ async fn a_drip_fed_answer_costs_the_request_timeout() {
     })
     .await;
     let config = TransportConfig::default()
-        .with_read_timeout(Duration::from_secs(10))
-        .with_request_timeout(Duration::from_millis(400));
-    let policy = RetryPolicy {
-        max_transient_retries: 0,
-        ..RetryPolicy::default()
-    };
+        .read_timeout(Duration::from_secs(10))
+        .request_timeout(Duration::from_millis(400));
+    let policy = RetryPolicy::default().max_transient_retries(0);
     let (scheduler, key) = scheduler(&server, "k-9", "10/1s", policy, config).await;
     let started = std::time::Instant::now();
     let ticket = scheduler.submit(&key, get("/drip")).await.unwrap();
@@ -469,10 +466,7 @@ async fn a_storm_beyond_the_key_limit_fails_all_its_jobs_together() {
         respond(&mut socket, 429, &[], br#"{"error":{"retry_after":1}}"#).await;
     })
     .await;
-    let policy = RetryPolicy {
-        max_rate_limited: 3,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_rate_limited(3);
     let (scheduler, key) = scheduler(&server, "k-11", "100/1s", policy, patient()).await;
     let mut tickets = Vec::new();
     for i in 0..4 {
@@ -569,10 +563,7 @@ async fn a_key_the_server_echoes_is_never_shown_logged_or_kept() {
     })
     .await;
     let fingerprint = ApiKey::new(SECRET).unwrap().fingerprint().to_string();
-    let policy = RetryPolicy {
-        max_transient_retries: 0,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_transient_retries(0);
     let (scheduler, key) = scheduler(&server, SECRET, "100/1s", policy, patient()).await;
     let storm = scheduler.submit(&key, get("/storm")).await.unwrap();
     let storm = timeout(PROMPT, storm).await.expect("bounded").unwrap_err();

@@ -62,10 +62,7 @@ async fn transient_statuses_are_retried_then_succeed() {
             ScriptedResponse::drop_connection(),
         ],
     );
-    let policy = RetryPolicy {
-        max_transient_retries: 5,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_transient_retries(5);
     let rig = rig_with(builder, TEST_DEV_KEY, generous(), policy, |c| c).await;
     let response = rig
         .scheduler
@@ -86,10 +83,7 @@ async fn retries_run_out_with_a_clear_error() {
         "/event",
         (0..3).map(|_| ScriptedResponse::new(502).body("<html>gateway</html>")),
     );
-    let policy = RetryPolicy {
-        max_transient_retries: 2,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_transient_retries(2);
     let rig = rig_with(builder, TEST_DEV_KEY, generous(), policy, |c| c).await;
     let err = rig
         .scheduler
@@ -157,10 +151,7 @@ async fn at_most_once_does_not_resend_what_may_have_arrived() {
     let builder = MockServer::builder()
         .key(TEST_DEV_KEY, generous())
         .script("/event", [ScriptedResponse::new(500)]);
-    let policy = RetryPolicy {
-        delivery: Delivery::AtMostOnce,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().delivery(Delivery::AtMostOnce);
     let rig = rig_with(builder, TEST_DEV_KEY, generous(), policy, |c| c).await;
     let err = rig
         .scheduler
@@ -213,10 +204,7 @@ fn rate_limited(retry_after: serde_json::Value) -> ScriptedResponse {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honored_with_bounded_jitter() {
-    let no_jitter = RetryPolicy {
-        retry_after_jitter: Duration::ZERO,
-        ..RetryPolicy::default()
-    };
+    let no_jitter = RetryPolicy::default().retry_after_jitter(Duration::ZERO);
     let waited = time_after_429(rate_limited(json!(30)), no_jitter.clone()).await;
     assert!(
         waited >= Duration::from_secs(30) && waited < Duration::from_millis(30_010),
@@ -246,10 +234,7 @@ async fn retry_after_is_honored_with_bounded_jitter() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_retry_after_values_fall_back_to_backoff() {
-    let policy = RetryPolicy {
-        retry_after_jitter: Duration::ZERO,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().retry_after_jitter(Duration::ZERO);
     for bad in [
         json!("abc"),
         json!(-5),
@@ -274,20 +259,14 @@ async fn bad_retry_after_values_fall_back_to_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn absurd_retry_after_is_clamped_to_the_longest_window_plus_a_margin() {
-    let policy = RetryPolicy {
-        retry_after_jitter: Duration::ZERO,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().retry_after_jitter(Duration::ZERO);
     let waited = time_after_429(rate_limited(json!(1e12)), policy.clone()).await;
     let cap = Duration::from_secs(3600 + 60);
     assert!(
         waited >= cap && waited < cap + Duration::from_millis(10),
         "{waited:?}"
     );
-    let custom = RetryPolicy {
-        retry_after_cap: Some(Duration::from_secs(90)),
-        ..policy
-    };
+    let custom = policy.retry_after_cap(Some(Duration::from_secs(90)));
     let waited = time_after_429(rate_limited(json!(86_400)), custom).await;
     assert!(
         waited >= Duration::from_secs(90) && waited < Duration::from_millis(90_010),
@@ -362,13 +341,13 @@ async fn unauthorized_fails_every_queued_job_at_once_until_rotation() {
     for t in tickets {
         match t.await {
             Err(JobError::Unauthorized {
-                key,
+                fingerprint,
                 api,
                 attempts: 1,
             }) => {
                 unauthorized += 1;
                 assert_eq!(api.code.as_deref(), Some("invalid_api_key"));
-                assert!(key.starts_with("key#"));
+                assert!(fingerprint.starts_with("key#"));
             }
             Err(JobError::KeyRevoked { attempts: 0, .. }) => failed_fast += 1,
             other => panic!("{other:?}"),
@@ -443,10 +422,7 @@ async fn too_many_429s_end_the_job_with_an_outcome() {
     let builder = MockServer::builder()
         .key(TEST_DEV_KEY, generous())
         .script("/event", (0..5).map(|_| rate_limited(json!(1))));
-    let policy = RetryPolicy {
-        max_rate_limited: 3,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_rate_limited(3);
     let rig = rig_with(builder, TEST_DEV_KEY, generous(), policy, |c| c).await;
     let err = rig
         .scheduler
@@ -480,10 +456,7 @@ async fn faults_never_lose_a_job() {
             latency_jitter: Duration::from_millis(30),
             drop_rate: 0.1,
         });
-    let policy = RetryPolicy {
-        max_transient_retries: 10,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().max_transient_retries(10);
     let rig = rig_with(
         builder,
         TEST_DEV_KEY,

@@ -621,3 +621,54 @@ async fn a_tickets_eta_reads_as_a_duration_from_now_and_as_a_wall_clock_time() {
         t.await.unwrap();
     }
 }
+
+/// ETAs shown to a person: a ticket's and a forecast's `Debug` give the wait, never the tokio
+/// instant's `tv_sec`; the scheduler's clock turns a drain ETA into a wait and a wall-clock time.
+#[tokio::test(start_paused = true)]
+async fn etas_debug_as_waits_and_the_clock_reads_any_instant_as_a_wait_or_a_wall_time() {
+    use fabraix_scheduler::{Ledger, LedgerConfig};
+    let rig = slow_rig("1/1s").await;
+    let tickets = common::submit_events(&rig, 3).await;
+    let shown = format!("{:?}", tickets[2]);
+    assert!(!shown.contains("tv_sec"), "{shown}");
+    assert!(
+        shown.contains(&format!("eta_in: {:?}", tickets[2].eta_in())),
+        "{shown}"
+    );
+
+    // (The wall clock is the system's, which moves on while the test runs: compared to 50 ms.)
+    let close = |a: std::time::SystemTime, b: std::time::SystemTime| {
+        let apart = a.duration_since(b).or_else(|e| Ok::<_, ()>(e.duration()));
+        assert!(apart.unwrap() < Duration::from_millis(50), "{a:?} vs {b:?}");
+    };
+    let clock = rig.scheduler.clock();
+    let eta = rig
+        .scheduler
+        .drain_eta(&rig.key)
+        .await
+        .unwrap()
+        .expect("jobs queued");
+    assert_eq!(clock.until(eta), eta - Instant::now());
+    close(clock.wall_at(eta), clock.wall_now() + clock.until(eta));
+    // An instant already past reads as a wall-clock time before now.
+    let past = Instant::now() - Duration::from_secs(1);
+    assert_eq!(clock.until(past), Duration::ZERO);
+    close(
+        clock.wall_at(past),
+        clock.wall_now() - Duration::from_secs(1),
+    );
+
+    let now = Instant::now();
+    let mut ledger = Ledger::new(&"1/1s".parse().unwrap(), LedgerConfig::default(), now);
+    let third = ledger.forecast(now, 3);
+    assert_eq!(third.wait, third.at - now);
+    let shown = format!("{third:?}");
+    assert!(!shown.contains("tv_sec"), "{shown}");
+    assert!(
+        shown.contains(&format!("wait: {:?}", third.wait)),
+        "{shown}"
+    );
+    for t in tickets {
+        t.await.unwrap();
+    }
+}

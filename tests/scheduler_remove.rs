@@ -331,11 +331,9 @@ async fn an_add_or_a_removal_of_the_id_during_a_removal_waits_for_it() {
 /// A scheduler on a mock server enforcing 100/1s, whose retries back off a whole minute.
 async fn backoff_rig(builder: fabraix_scheduler::mock::MockServerBuilder) -> Rig {
     let quota: Quota = "100/1s".parse().unwrap();
-    let policy = fabraix_scheduler::RetryPolicy {
-        backoff_min: Duration::from_secs(60),
-        backoff_max: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let policy = fabraix_scheduler::RetryPolicy::default()
+        .backoff_min(Duration::from_secs(60))
+        .backoff_max(Duration::from_secs(60));
     common::rig_with(
         builder.key(TEST_DEV_KEY, KeyProfile::new(quota.clone()).label(LABEL)),
         TEST_DEV_KEY,

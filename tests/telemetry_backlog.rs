@@ -100,9 +100,9 @@ async fn setup(
     // retried (at-least-once: a duplicate at the server). Make them longer than the scenario.
     let week = Duration::from_secs(7 * 24 * 3600);
     let patient = TransportConfig::default()
-        .with_connect_timeout(week)
-        .with_request_timeout(week)
-        .with_read_timeout(week);
+        .connect_timeout(week)
+        .request_timeout(week)
+        .read_timeout(week);
     let recording = Recording {
         inner: ReqwestTransport::new(patient).unwrap(),
         log: Arc::default(),

@@ -256,9 +256,9 @@ impl SendOpts {
     pub fn transport_config(&self) -> TransportConfig {
         let defaults = TransportConfig::default();
         TransportConfig::default()
-            .with_request_timeout(self.timeout)
-            .with_read_timeout(defaults.read_timeout.min(self.timeout))
-            .with_connect_timeout(self.connect_timeout)
+            .request_timeout(self.timeout)
+            .read_timeout(defaults.read_timeout.min(self.timeout))
+            .connect_timeout(self.connect_timeout)
     }
 }
 

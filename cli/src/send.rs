@@ -137,7 +137,7 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
             journal.display()
         ),
         Ok(()) => {}
-        Err(StoreError::Journal { kind, message }) if kind != io::ErrorKind::WouldBlock => {
+        Err(StoreError::Journal { kind, message, .. }) if kind != io::ErrorKind::WouldBlock => {
             // A journal that cannot be opened or written (the output a pipe, a directory in its
             // place, no permission): sent without one; a later --resume counts this run from
             // its result lines. The runs before count from the journal if it can still be read

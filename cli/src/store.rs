@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use fabraix_scheduler::{
-    Instant, KeyId, Ledger, LedgerConfig, LedgerStore, MemoryLedgerStore, Quota, RedisLedgerStore,
-    StoreError,
+    Instant, KeyId, Ledger, LedgerConfig, LedgerStore, LocalLedger, MemoryLedgerStore, Quota,
+    RedisLedgerStore, StoreError,
 };
 
 use crate::exit::CliError;
@@ -51,7 +51,7 @@ macro_rules! each {
 }
 
 impl LedgerStore for CliStore {
-    fn local_ledger(&self, key: &KeyId) -> Option<std::sync::Arc<std::sync::Mutex<Ledger>>> {
+    fn local_ledger(&self, key: &KeyId) -> Option<LocalLedger> {
         each!(self, s => s.local_ledger(key))
     }
 

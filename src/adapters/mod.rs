@@ -20,6 +20,7 @@ pub use reqwest_middleware::QuotaMiddleware;
 #[cfg(feature = "tower")]
 pub use tower_layer::{QuotaLayer, QuotaService};
 
+use crate::cause::Cause;
 use crate::job_error::{JobError, SubmitError};
 use crate::key_id::KeyId;
 
@@ -38,8 +39,13 @@ pub enum AdapterError {
     #[error("no key {0} was added to the scheduler")]
     UnknownKey(KeyId),
     /// The request's body could not be read, or is longer than the limit.
-    #[error("request body: {0}")]
-    Body(String),
+    #[error("request body: {message}")]
+    Body {
+        /// What is wrong with it.
+        message: String,
+        /// The body's error, if reading it failed.
+        source: Option<Cause>,
+    },
     /// The request goes elsewhere than under its key's base URL: it is not sent (the key would go
     /// with it).
     #[error("the request to {uri} is not under its key's base URL {base}; not sent")]

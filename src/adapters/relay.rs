@@ -35,10 +35,10 @@ struct RelayTransport {
 }
 
 fn abandoned() -> TransportError {
-    TransportError {
-        kind: TransportErrorKind::Abandoned,
-        message: "the request waiting for this call was dropped".into(),
-    }
+    TransportError::new(
+        TransportErrorKind::Abandoned,
+        "the request waiting for this call was dropped",
+    )
 }
 
 impl Transport for RelayTransport {

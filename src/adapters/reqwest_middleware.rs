@@ -127,16 +127,20 @@ impl<S: LedgerStore> QuotaMiddleware<S> {
     fn body_of(&self, request: &reqwest::Request) -> Result<Bytes, AdapterError> {
         let body = match request.body() {
             None => return Ok(Bytes::new()),
-            Some(body) => body.as_bytes().ok_or_else(|| {
-                AdapterError::Body("a streaming body cannot be sent again by a retry".into())
+            Some(body) => body.as_bytes().ok_or_else(|| AdapterError::Body {
+                message: "a streaming body cannot be sent again by a retry".into(),
+                source: None,
             })?,
         };
         if body.len() > self.max_body_bytes {
-            return Err(AdapterError::Body(format!(
-                "{} bytes, more than the limit of {}",
-                body.len(),
-                self.max_body_bytes
-            )));
+            return Err(AdapterError::Body {
+                message: format!(
+                    "{} bytes, more than the limit of {}",
+                    body.len(),
+                    self.max_body_bytes
+                ),
+                source: None,
+            });
         }
         Ok(Bytes::copy_from_slice(body))
     }
@@ -226,10 +230,9 @@ fn reqwest_request(
 fn error_for_scheduler(e: &reqwest_middleware::Error) -> TransportError {
     match e {
         reqwest_middleware::Error::Reqwest(e) => transport_error(e),
-        reqwest_middleware::Error::Middleware(e) => TransportError {
-            kind: TransportErrorKind::Interrupted,
-            message: format!("{e:#}"),
-        },
+        reqwest_middleware::Error::Middleware(e) => {
+            TransportError::new(TransportErrorKind::Interrupted, format!("{e:#}"))
+        }
     }
 }
 
@@ -248,10 +251,10 @@ async fn read_whole(
         match response.chunk().await {
             Ok(None) => break,
             Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
-                let error = TransportError {
-                    kind: TransportErrorKind::ResponseTooLarge,
-                    message: format!("response body longer than {limit} bytes"),
-                };
+                let error = TransportError::new(
+                    TransportErrorKind::ResponseTooLarge,
+                    format!("response body longer than {limit} bytes"),
+                );
                 let chain = reqwest_middleware::Error::middleware(error.clone());
                 return Err((error, chain));
             }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+use crate::cause::Cause;
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
@@ -121,7 +123,7 @@ impl<S: LedgerStore> QuotaLayer<S> {
         self
     }
 
-    /// Request bodies longer than `bytes` are refused ([`AdapterError::Body`]).
+    /// Request bodies longer than `bytes` are refused ([`AdapterError::Body`](AdapterError::Body)).
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
@@ -320,7 +322,10 @@ where
     let body = Limited::new(body, shared.max_body_bytes)
         .collect()
         .await
-        .map_err(|e| AdapterError::Body(e.to_string()))?
+        .map_err(|e| AdapterError::Body {
+            message: e.to_string(),
+            source: Some(Cause::from_boxed(e)),
+        })?
         .to_bytes();
     let base = key.base_url();
     let url = absolute_url(base, &parts.uri)?;

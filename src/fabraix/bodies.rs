@@ -38,7 +38,7 @@ impl RegisterAgentRun {
 }
 
 /// RFC 3339 in UTC, from a wall-clock time (civil-from-days, no date crate needed).
-fn httpdate_to_rfc3339(at: SystemTime) -> String {
+pub(crate) fn httpdate_to_rfc3339(at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;

@@ -3,6 +3,7 @@
 use serde::de::DeserializeOwned;
 
 use super::bodies::{ActionCheck, AgentRun, CheckVerdict, Event, EventAck, RegisterAgentRun};
+use crate::cause::Cause;
 use crate::job::{Job, Priority};
 use crate::job_error::{JobError, SubmitError};
 use crate::key_id::KeyId;
@@ -22,12 +23,12 @@ impl FabraixClient {
     pub async fn new(config: KeyConfig) -> Result<Self, ClientError> {
         let scheduler = Scheduler::builder()
             .build()
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
+            .map_err(|e| ClientError::Setup(Cause::new(e)))?;
         let key = config.id().clone();
         scheduler
             .add_key(config)
             .await
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
+            .map_err(|e| ClientError::Setup(Cause::new(e)))?;
         Ok(Self { scheduler, key })
     }
 }
@@ -48,12 +49,12 @@ impl<S: LedgerStore> FabraixClient<S> {
         let scheduler = Scheduler::builder()
             .store(store)
             .build()
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
+            .map_err(|e| ClientError::Setup(Cause::new(e)))?;
         let key = config.id().clone();
         scheduler
             .add_key(config)
             .await
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
+            .map_err(|e| ClientError::Setup(Cause::new(e)))?;
         Ok(Self { scheduler, key })
     }
 
@@ -98,8 +99,7 @@ impl<S: LedgerStore> FabraixClient<S> {
         event: &Event,
         priority: Priority,
     ) -> Result<Ticket, ClientError> {
-        let job =
-            Job::post_json("/event", event).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let job = Job::post_json("/event", event).map_err(ClientError::Encode)?;
         Ok(self
             .scheduler
             .submit(&self.key, job.with_priority(priority))
@@ -119,18 +119,20 @@ impl<S: LedgerStore> FabraixClient<S> {
         priority: Priority,
     ) -> Result<T, ClientError> {
         let job = Job::post_json(path, body)
-            .map_err(|e| ClientError::Encode(e.to_string()))?
+            .map_err(ClientError::Encode)?
             .with_priority(priority);
         let response = self.request(job).await?;
         response.json().map_err(|e| ClientError::Decode {
             path: path.to_string(),
             message: e.to_string(),
+            source: e,
         })
     }
 }
 
 /// Why a typed call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The job was not taken (queue full, shutting down...).
     #[error(transparent)]
@@ -140,7 +142,7 @@ pub enum ClientError {
     Job(#[from] JobError),
     /// The request body could not be encoded.
     #[error("cannot encode the request body: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     /// The server's success body did not match the documented shape.
     #[error("unexpected response body from {path}: {message}")]
     Decode {
@@ -148,8 +150,39 @@ pub enum ClientError {
         path: String,
         /// What did not match.
         message: String,
+        /// The decoder's error.
+        source: serde_json::Error,
     },
     /// The client could not be set up.
     #[error("cannot set up the client: {0}")]
-    Setup(String),
+    Setup(#[source] Cause),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn encoding_and_decoding_errors_are_the_sources() {
+        let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let encode = Job::post_json("/event", &map).unwrap_err();
+        let err = ClientError::Encode(encode);
+        let source = err.source().unwrap();
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        assert!(err.to_string().contains(&source.to_string()));
+
+        let decode = serde_json::from_slice::<EventAck>(b"[1]").unwrap_err();
+        let err = ClientError::Decode {
+            path: "/event".into(),
+            message: decode.to_string(),
+            source: decode,
+        };
+        let source = err.source().unwrap();
+        assert!(source
+            .downcast_ref::<serde_json::Error>()
+            .unwrap()
+            .is_data());
+    }
 }

@@ -3,6 +3,7 @@
 mod bodies;
 mod client;
 
+pub(crate) use bodies::httpdate_to_rfc3339;
 pub use bodies::{
     ActionCheck, AgentRun, CheckVerdict, Event, EventAck, EventType, RegisterAgentRun,
 };

@@ -18,7 +18,8 @@ use crate::quota::Quota;
 /// `KeyConfig::guard_from_latency`.
 pub const DEFAULT_GUARD: Duration = Duration::from_millis(100);
 
-/// How a [`Ledger`] spaces calls beyond the quota itself.
+/// How a [`Ledger`] spaces calls beyond the quota itself: read from its fields, built from
+/// [`default`](Self::default) and chained setters named after them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LedgerConfig {
     /// Extra time added after a window frees a slot, so that two calls sent exactly W apart still
@@ -33,6 +34,27 @@ pub struct LedgerConfig {
 }
 
 impl LedgerConfig {
+    /// Sets the field `guard` to `Some(guard)`.
+    ///
+    /// ```
+    /// use fabraix_scheduler::{LedgerConfig, WindowSemantics};
+    /// use std::time::Duration;
+    /// let config = LedgerConfig::default()
+    ///     .guard(Duration::from_millis(5))
+    ///     .semantics(WindowSemantics::TokenBucket);
+    /// assert_eq!(config.guard, Some(Duration::from_millis(5)));
+    /// ```
+    pub fn guard(mut self, guard: Duration) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Sets the field `semantics`.
+    pub fn semantics(mut self, semantics: WindowSemantics) -> Self {
+        self.semantics = semantics;
+        self
+    }
+
     /// The guard this config gives for `quota`.
     pub fn guard_for(&self, quota: &Quota) -> Duration {
         match self.guard {
@@ -130,15 +152,27 @@ impl Clone for Ledger {
     }
 }
 
-/// When the `k`-th next call of a key could go, as [`Ledger::forecast`] tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When the `k`-th next call of a key could go, as [`Ledger::forecast`] tells it. Its `Debug`
+/// shows the wait, not the instant.
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Forecast {
     /// The slot, not before the `now` it was asked at.
     pub at: Instant,
+    /// The same as a duration after the `now` it was asked at (for a person: "in about 3 s").
+    pub wait: Duration,
     /// Whether `at` is what [`Ledger::nth_slot`] would answer (true), or an estimate from a plan
     /// that calls have gone out of step with (false; early by about how late they went).
     pub exact: bool,
+}
+
+impl std::fmt::Debug for Forecast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forecast")
+            .field("wait", &self.wait)
+            .field("exact", &self.exact)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ledger {
@@ -522,6 +556,7 @@ impl Ledger {
     /// let mut ledger = Ledger::new(&"2/1s".parse::<Quota>().unwrap(), LedgerConfig::default(), now);
     /// let tenth = ledger.forecast(now, 10);
     /// assert_eq!((tenth.at, tenth.exact), (ledger.nth_slot(now, 10), true));
+    /// assert_eq!(tenth.wait, tenth.at - now);
     /// // A call goes in its slot: the plan follows it, and the job behind stays exact.
     /// ledger.reserve(now);
     /// let ninth = ledger.forecast(now, 9);
@@ -529,8 +564,10 @@ impl Ledger {
     /// ```
     pub fn forecast(&mut self, now: Instant, k: usize) -> Forecast {
         if k <= 1 || (self.logs.is_empty() && self.server_cap.is_none()) {
+            let at = self.nth_slot(now, k);
             return Forecast {
-                at: self.nth_slot(now, k),
+                at,
+                wait: at.saturating_duration_since(now),
                 exact: true,
             };
         }
@@ -541,8 +578,10 @@ impl Ledger {
         };
         let (t, exact) = plan.nth(k, now_ns);
         self.plan = Some(plan);
+        let at = self.instant(t);
         Forecast {
-            at: self.instant(t),
+            at,
+            wait: at.saturating_duration_since(now),
             exact,
         }
     }

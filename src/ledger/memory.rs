@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Ledger, LedgerConfig, LedgerStore, StoreError};
+use super::{Ledger, LedgerConfig, LedgerStore, LocalLedger, StoreError};
 use crate::clock::Instant;
 use crate::key_id::{KeyId, KeyMap};
 use crate::quota::Quota;
@@ -140,10 +140,10 @@ impl LedgerStore for MemoryLedgerStore {
         Ok(())
     }
 
-    fn local_ledger(&self, key: &KeyId) -> Option<Arc<Mutex<Ledger>>> {
+    fn local_ledger(&self, key: &KeyId) -> Option<LocalLedger> {
         self.ledgers
             .get(key)
-            .map(|entry| Arc::clone(&entry.value().ledger))
+            .map(|entry| LocalLedger::new(Arc::clone(&entry.value().ledger)))
     }
 
     async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
@@ -200,7 +200,7 @@ mod tests {
             .unwrap();
         let held = store.local_ledger(&key).expect("in this process");
         assert!(store.local_ledger(&KeyId::new("other")).is_none());
-        assert_eq!(held.lock().unwrap().reserve(now), now);
+        assert_eq!(held.shared().lock().unwrap().reserve(now), now);
         // The store and the holder see the same ledger: the minute is used up for both.
         assert!(store.nth_slot(&key, now, 1).await.unwrap() > now);
 
@@ -210,9 +210,9 @@ mod tests {
             .register(&key, &more, LedgerConfig::default(), now)
             .await
             .unwrap();
-        assert_eq!(held.lock().unwrap().reserve(now), now);
+        assert_eq!(held.shared().lock().unwrap().reserve(now), now);
         assert_eq!(store.nth_slot(&key, now, 1).await.unwrap(), now);
-        assert!(Arc::ptr_eq(&held, &store.local_ledger(&key).unwrap()));
+        assert!(held.same_as(&store.local_ledger(&key).unwrap()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -224,7 +224,7 @@ mod tests {
         let config = LedgerConfig::default();
         store.register(&key, &quota, config, start).await.unwrap();
         let held = store.local_ledger(&key).unwrap();
-        assert_eq!(held.lock().unwrap().reserve(start), start);
+        assert_eq!(held.shared().lock().unwrap().reserve(start), start);
         store
             .set_pace(&key, Some(Duration::from_secs(5)))
             .await
@@ -255,6 +255,6 @@ mod tests {
             ledger.nth_slot(now, 2),
             start + Duration::from_millis(10_100)
         );
-        assert!(Arc::ptr_eq(&held, &store.local_ledger(&key).unwrap()));
+        assert!(held.same_as(&store.local_ledger(&key).unwrap()));
     }
 }

@@ -11,6 +11,7 @@
 mod followed_plan;
 mod key_ledger;
 mod limit_account;
+mod local_ledger;
 mod memory;
 mod recent_calls;
 #[cfg(feature = "redis")]
@@ -24,5 +25,6 @@ mod window_log;
 pub use self::redis::{RedisLedgerStore, RedisStoreConfig, Unreachable};
 pub use key_ledger::{Forecast, Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
+pub use local_ledger::LocalLedger;
 pub use memory::MemoryLedgerStore;
 pub use store::{LedgerStore, StoreError};

@@ -1,14 +1,14 @@
 //! The interface between the scheduler and wherever quota state lives.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cause::Cause;
 use crate::clock::Instant;
 use crate::key_id::KeyId;
 use crate::quota::Quota;
 
-use super::{Ledger, LedgerConfig};
+use super::{LedgerConfig, LocalLedger};
 
 /// Where the scheduler keeps each key's [`Ledger`](super::Ledger) state. The in-process
 /// [`MemoryLedgerStore`](super::MemoryLedgerStore) is the default; a shared store (Redis, for one key
@@ -18,12 +18,14 @@ use super::{Ledger, LedgerConfig};
 ///
 /// The semantics of each method are those of the same-named method of [`Ledger`](super::Ledger).
 pub trait LedgerStore: Send + Sync + 'static {
-    /// The ledger of `key` itself, if this store keeps it in this process (default: none). The
-    /// scheduler then takes and gives back slots through it directly, with no lookup and no
-    /// future per call; every other operation still goes through the store. A store that returns
-    /// one must keep returning the same ledger for the key (updating it in place, as
-    /// [`register`](Self::register) of [`MemoryLedgerStore`](super::MemoryLedgerStore) does).
-    fn local_ledger(&self, key: &KeyId) -> Option<Arc<Mutex<Ledger>>> {
+    /// The ledger of `key` itself, if this store keeps it in this process (default: `None`, not
+    /// in this process). The scheduler then takes and gives back slots through it directly, with
+    /// no lookup and no future per call; every other operation still goes through the store. A
+    /// store that returns one must keep returning the same ledger for the key (updating it in
+    /// place, as [`register`](Self::register) of [`MemoryLedgerStore`](super::MemoryLedgerStore)
+    /// does). A [`LocalLedger`] is opaque: a store outside this crate keeps the default, or hands
+    /// on the one of a store it wraps.
+    fn local_ledger(&self, key: &KeyId) -> Option<LocalLedger> {
         let _ = key;
         None
     }
@@ -147,5 +149,7 @@ pub enum StoreError {
         kind: std::io::ErrorKind,
         /// The journal's path and what failed.
         message: String,
+        /// The I/O error.
+        source: Cause,
     },
 }

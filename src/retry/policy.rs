@@ -17,8 +17,21 @@ pub enum Delivery {
     AtMostOnce,
 }
 
-/// The scheduler's retry rules.
+/// The scheduler's retry rules: read from its fields, built from [`default`](Self::default) and
+/// chained setters named after the fields (each takes and returns the policy).
+///
+/// ```
+/// use fabraix_scheduler::{Delivery, RetryPolicy};
+/// use std::time::Duration;
+/// let policy = RetryPolicy::default()
+///     .max_transient_retries(2)
+///     .backoff_min(Duration::from_millis(100))
+///     .delivery(Delivery::AtMostOnce);
+/// assert_eq!(policy.max_transient_retries, 2);
+/// assert_eq!(policy.max_rate_limited, 32);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after transient failures per job (not counting 429s). Default 4.
     pub max_transient_retries: u32,
@@ -65,6 +78,50 @@ impl Default for RetryPolicy {
             retry_after_jitter: Duration::from_millis(250),
             delivery: Delivery::AtLeastOnce,
         }
+    }
+}
+
+impl RetryPolicy {
+    /// Sets the field `max_transient_retries`.
+    pub fn max_transient_retries(mut self, n: u32) -> Self {
+        self.max_transient_retries = n;
+        self
+    }
+
+    /// Sets the field `max_rate_limited`.
+    pub fn max_rate_limited(mut self, n: u32) -> Self {
+        self.max_rate_limited = n;
+        self
+    }
+
+    /// Sets the field `backoff_min`.
+    pub fn backoff_min(mut self, delay: Duration) -> Self {
+        self.backoff_min = delay;
+        self
+    }
+
+    /// Sets the field `backoff_max`.
+    pub fn backoff_max(mut self, delay: Duration) -> Self {
+        self.backoff_max = delay;
+        self
+    }
+
+    /// Sets the field `retry_after_cap`.
+    pub fn retry_after_cap(mut self, cap: Option<Duration>) -> Self {
+        self.retry_after_cap = cap;
+        self
+    }
+
+    /// Sets the field `retry_after_jitter`.
+    pub fn retry_after_jitter(mut self, jitter: Duration) -> Self {
+        self.retry_after_jitter = jitter;
+        self
+    }
+
+    /// Sets the field `delivery`.
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
     }
 }
 

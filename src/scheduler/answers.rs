@@ -4,7 +4,6 @@
 //! the key's state ([`super::key_state`]) and the retry policy's decisions
 //! ([`RetryPolicy`](crate::RetryPolicy)). Each answer is classified once ([`Classified`]).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -335,6 +334,7 @@ async fn on_response<S: LedgerStore>(
                 message: api.to_string(),
                 code: api.code,
                 may_have_reached_server: true,
+                transport: None,
             };
             retry_or_fail(inner, q, job, failure, rng)
         }
@@ -345,10 +345,15 @@ async fn on_response<S: LedgerStore>(
         }
         Class::Forbidden => {
             let api = api_error(q, status.as_u16(), response.body());
-            let key = q.lock().api_key().fingerprint().to_string();
-            tracing::warn!(key = %q.id, fingerprint = %key, status = 403, "call forbidden for this key");
+            let fingerprint = q.lock().api_key().fingerprint().to_string();
+            tracing::warn!(key = %q.id, fingerprint = %fingerprint, status = 403, "call forbidden for this key");
             let attempts = job.attempts;
-            finish(q, job, Err(JobError::Forbidden { key, api, attempts }));
+            let error = JobError::Forbidden {
+                fingerprint,
+                api,
+                attempts,
+            };
+            finish(q, job, Err(error));
             None
         }
         Class::Fatal => {
@@ -416,7 +421,7 @@ async fn apply_window<S: LedgerStore>(
 
 /// 401: this job fails, and so does every job queued for the key, at once, until the key rotates.
 fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
-    let (key, queued) = {
+    let (fingerprint, queued) = {
         let mut st = q.lock();
         let queued = st.revoke();
         (st.api_key().fingerprint().to_string(), queued)
@@ -424,16 +429,24 @@ fn revoke(q: &Arc<KeyQueue>, job: Queued, api: ApiError) {
     // A held slot with no job left is given back now, so that a key closing (shutdown, removal)
     // need not wait for it.
     q.wake();
-    tracing::error!(key = %q.id, fingerprint = %key, failed_fast = queued.len(), "401: key invalid or revoked");
+    tracing::error!(key = %q.id, fingerprint = %fingerprint, failed_fast = queued.len(), "401: key invalid or revoked");
     for other in queued {
         let error = JobError::KeyRevoked {
-            key: key.clone(),
+            fingerprint: fingerprint.clone(),
             attempts: other.attempts,
         };
         finish_unsent(q, other, Err(error));
     }
     let attempts = job.attempts;
-    finish(q, job, Err(JobError::Unauthorized { key, api, attempts }));
+    finish(
+        q,
+        job,
+        Err(JobError::Unauthorized {
+            fingerprint,
+            api,
+            attempts,
+        }),
+    );
 }
 
 /// Two uniform samples in `[0, 1)`: a decision's draws from the shard's generator.
@@ -553,13 +566,11 @@ fn on_transport_error<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     job: Queued,
-    mut error: TransportError,
+    error: TransportError,
     rng: &mut fastrand::Rng,
 ) -> Option<Backoff> {
     // A transport's message may quote a URL the server chose (a redirect's): it may hold the key.
-    if let Cow::Owned(clean) = q.lock().api_key().redact(&error.message) {
-        error.message = clean;
-    }
+    let error = error.redacted(q.lock().api_key());
     tracing::debug!(key = %q.id, job = job.id, error = %error, "transport error");
     if error.kind == TransportErrorKind::Panicked {
         tracing::error!(key = %q.id, job = job.id, panic = %error.message, "the transport panicked");
@@ -569,8 +580,9 @@ fn on_transport_error<S: LedgerStore>(
     if error.kind == TransportErrorKind::ResponseTooLarge {
         tracing::warn!(key = %q.id, job = job.id, error = %error, "response too large");
         let error = JobError::ResponseTooLarge {
-            reason: error.message,
+            reason: error.message.clone(),
             attempts: job.attempts,
+            source: error,
         };
         finish(q, job, Err(error));
         return None;
@@ -579,6 +591,7 @@ fn on_transport_error<S: LedgerStore>(
         let error = JobError::InvalidRequest {
             reason: error.to_string(),
             attempts: job.attempts,
+            source: Some(error),
         };
         finish(q, job, Err(error));
         return None;
@@ -588,6 +601,7 @@ fn on_transport_error<S: LedgerStore>(
         code: None,
         message: error.to_string(),
         may_have_reached_server: error.kind.may_have_reached_server(),
+        transport: Some(error),
     };
     retry_or_fail(inner, q, job, failure, rng)
 }
@@ -598,6 +612,8 @@ struct TransientFailure {
     code: Option<String>,
     message: String,
     may_have_reached_server: bool,
+    /// The transport's error, when no response came.
+    transport: Option<TransportError>,
 }
 
 /// Fails the job, or returns the backoff it waits out before its retry (as the policy decides,
@@ -621,6 +637,7 @@ fn retry_or_fail<S: LedgerStore>(
             status,
             code,
             message,
+            transport,
             ..
         } = failure;
         let error = JobError::Transient {
@@ -629,6 +646,7 @@ fn retry_or_fail<S: LedgerStore>(
             code,
             message,
             why,
+            source: transport,
         };
         finish(q, job, Err(error));
         return None;

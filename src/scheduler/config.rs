@@ -23,6 +23,10 @@ pub enum Overflow {
 }
 
 /// One key as the scheduler needs it: its secret, where its calls go, and its quota.
+///
+/// Built by [`new`](Self::new) and chained setters (`config.max_in_flight(4).queue_capacity(100)`,
+/// each taking and returning the configuration); a setting is read back by the setter's name
+/// with `get_` (`get_queue_capacity()`).
 #[derive(Clone, Debug)]
 pub struct KeyConfig {
     pub(crate) id: KeyId,
@@ -49,7 +53,7 @@ impl KeyConfig {
     /// ```
     /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
     /// let config = KeyConfig::new("default", ApiKey::new("k").unwrap(), "https://api.fabraix.com/v1", Quota::development()).unwrap();
-    /// assert_eq!(config.capacity(), 10_000);
+    /// assert_eq!(config.get_queue_capacity(), 10_000);
     /// assert!(KeyConfig::new("x", ApiKey::new("k").unwrap(), "http://api.fabraix.com/v1", Quota::development()).is_err());
     /// ```
     pub fn new(
@@ -99,8 +103,8 @@ impl KeyConfig {
         self
     }
 
-    /// The queue's capacity.
-    pub fn capacity(&self) -> usize {
+    /// The queue's capacity ([`queue_capacity`](Self::queue_capacity)).
+    pub fn get_queue_capacity(&self) -> usize {
         self.queue_capacity
     }
 
@@ -130,7 +134,7 @@ impl KeyConfig {
     /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
     ///     .unwrap()
     ///     .guard_from_latency();
-    /// assert!(config.guard_follows_latency());
+    /// assert!(config.get_guard_from_latency());
     /// ```
     pub fn guard_from_latency(mut self) -> Self {
         self.guard_from_latency = true;
@@ -138,7 +142,7 @@ impl KeyConfig {
     }
 
     /// Whether the guard follows the latency ([`guard_from_latency`](Self::guard_from_latency)).
-    pub fn guard_follows_latency(&self) -> bool {
+    pub fn get_guard_from_latency(&self) -> bool {
         self.guard_from_latency
     }
 
@@ -151,7 +155,7 @@ impl KeyConfig {
     /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
     ///     .unwrap()
     ///     .refused_calls(RefusedCalls::Count);
-    /// assert_eq!(config.refused_calls_rule(), RefusedCalls::Count);
+    /// assert_eq!(config.get_refused_calls(), RefusedCalls::Count);
     /// ```
     pub fn refused_calls(mut self, rule: RefusedCalls) -> Self {
         self.refused_calls = rule;
@@ -172,7 +176,7 @@ impl KeyConfig {
 
     /// The configured rule for refused calls (what the key starts with; see
     /// [`KeyStats::refused_calls`](crate::KeyStats::refused_calls) for what it learned).
-    pub fn refused_calls_rule(&self) -> RefusedCalls {
+    pub fn get_refused_calls(&self) -> RefusedCalls {
         self.refused_calls
     }
 
@@ -201,7 +205,7 @@ impl KeyConfig {
     /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
     ///     .unwrap()
     ///     .sent_earlier([a_minute_ago; 3]);
-    /// assert_eq!(config.earlier_calls().len(), 3);
+    /// assert_eq!(config.get_sent_earlier().len(), 3);
     /// ```
     pub fn sent_earlier(mut self, times: impl IntoIterator<Item = SystemTime>) -> Self {
         self.sent_earlier.extend(times);
@@ -222,7 +226,7 @@ impl KeyConfig {
     /// let config = KeyConfig::new("k", ApiKey::new("secret").unwrap(), "https://api.fabraix.com/v1", Quota::development())
     ///     .unwrap()
     ///     .call_journal("/var/lib/agent/calls-k");
-    /// assert!(config.journal_path().is_some());
+    /// assert!(config.get_call_journal().is_some());
     /// ```
     pub fn call_journal(mut self, path: impl Into<PathBuf>) -> Self {
         self.call_journal = Some(path.into());
@@ -267,12 +271,12 @@ impl KeyConfig {
     }
 
     /// The file given to [`call_journal`](Self::call_journal).
-    pub fn journal_path(&self) -> Option<&Path> {
+    pub fn get_call_journal(&self) -> Option<&Path> {
         self.call_journal.as_deref()
     }
 
     /// The calls given to [`sent_earlier`](Self::sent_earlier).
-    pub fn earlier_calls(&self) -> &[SystemTime] {
+    pub fn get_sent_earlier(&self) -> &[SystemTime] {
         &self.sent_earlier
     }
 

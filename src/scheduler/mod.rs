@@ -64,9 +64,10 @@ pub use stats::KeyStats;
 pub use ticket::Ticket;
 
 use crate::api_key::ApiKey;
+use crate::cause::Cause;
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::key_id::{KeyId, KeyMap};
-use crate::ledger::{LedgerStore, MemoryLedgerStore, StoreError};
+use crate::ledger::{LedgerStore, LocalLedger, MemoryLedgerStore, StoreError};
 use crate::retry::{RetryBudget, RetryPolicy};
 use crate::transport::{ReqwestTransport, Transport, TransportConfig, TransportError};
 use key_queue::KeyQueue;
@@ -361,6 +362,7 @@ impl<S: LedgerStore> Scheduler<S> {
                         StoreError::Journal {
                             kind: e.kind(),
                             message: format!("{} (key {}): {e}", path.display(), config.id),
+                            source: Cause::new(e),
                         }
                     })?;
                 (Some(Arc::new(journal)), earlier)
@@ -380,7 +382,11 @@ impl<S: LedgerStore> Scheduler<S> {
             .await?;
         let n = self.inner.next_shard.fetch_add(1, Ordering::Relaxed);
         let shard = Arc::clone(&self.inner.shards[n % self.inner.shards.len()]);
-        let ledger = self.inner.store.local_ledger(&config.id);
+        let ledger = self
+            .inner
+            .store
+            .local_ledger(&config.id)
+            .map(LocalLedger::into_shared);
         let queue = Arc::new(KeyQueue::new(
             &config,
             Arc::clone(&shard),
@@ -546,13 +552,16 @@ impl<S: LedgerStore> Scheduler<S> {
         }
     }
 
-    /// When the next `k` calls of `key` could go (the ledger's plan; commits nothing).
+    /// When the next `k` calls of `key` could go (the ledger's plan; commits nothing). For a
+    /// person, each as a wait or a wall-clock time: [`clock`](Self::clock)`().`[`until`](Clock::until)
+    /// or [`wall_at`](Clock::wall_at).
     pub async fn plan(&self, key: &KeyId, k: usize) -> Result<Vec<Instant>, StoreError> {
         self.inner.store.plan(key, self.inner.clock.now(), k).await
     }
 
     /// When everything queued for `key` now would have been sent, at the quota (`None` if
-    /// nothing is queued).
+    /// nothing is queued). For a person: [`clock`](Self::clock)`().`[`until`](Clock::until)`(eta)`
+    /// is the wait, [`wall_at`](Clock::wall_at) the wall-clock time.
     pub async fn drain_eta(&self, key: &KeyId) -> Result<Option<Instant>, StoreError> {
         let Some(q) = self.queue(key) else {
             return Err(StoreError::UnknownKey(key.clone()));

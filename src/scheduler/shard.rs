@@ -474,7 +474,15 @@ fn carry_out<S: LedgerStore>(
             }
             Serve::Invalid { job, slot, reason } => {
                 let attempts = job.attempts;
-                finish_unsent(q, job, Err(JobError::InvalidRequest { reason, attempts }));
+                finish_unsent(
+                    q,
+                    job,
+                    Err(JobError::InvalidRequest {
+                        reason,
+                        attempts,
+                        source: None,
+                    }),
+                );
                 Serve::Refund(slot)
             }
             Serve::Refund(slot) => {

@@ -176,7 +176,7 @@ impl<S: LedgerStore> Scheduler<S> {
                 q.counters.failed.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = q.shard.outcomes.pair();
                 tx.send(Err(JobError::KeyRevoked {
-                    key: fingerprint,
+                    fingerprint,
                     attempts: 0,
                 }));
                 return Enqueued::FailedFast(rx);

@@ -84,7 +84,11 @@ impl fmt::Debug for Ticket {
         f.debug_struct("Ticket")
             .field("id", &self.id)
             .field("key", &self.queue.id)
-            .field("eta", &self.eta)
+            .field("eta_in", &self.eta_in())
+            .field(
+                "eta_wall",
+                &crate::fabraix::httpdate_to_rfc3339(self.eta_wall()),
+            )
             .finish_non_exhaustive()
     }
 }

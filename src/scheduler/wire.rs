@@ -193,10 +193,10 @@ impl<C> Wire<C> {
             let result = match polled {
                 Ok(Poll::Pending) => continue,
                 Ok(Poll::Ready(result)) => result,
-                Err(payload) => Err(TransportError {
-                    kind: TransportErrorKind::Panicked,
-                    message: panic_message(payload.as_ref()),
-                }),
+                Err(payload) => Err(TransportError::new(
+                    TransportErrorKind::Panicked,
+                    panic_message(payload.as_ref()),
+                )),
             };
             place.response = None;
             // A place with a future holds its call.

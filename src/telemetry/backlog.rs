@@ -4,13 +4,14 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::metrics::DropCounts;
 use crate::clock::Instant;
 
 /// A snapshot of a sender's backlog (from [`TelemetrySender::backlog`](super::TelemetrySender::backlog)).
-#[derive(Clone, Debug, PartialEq)]
+/// Its `Debug` shows the drain ETA as `drain_in` and `drain_wall`, not as an instant.
+#[derive(Clone, PartialEq)]
 pub struct Backlog {
     /// Events waiting in memory (bounded by the memory capacity).
     pub in_memory: u64,
@@ -34,6 +35,8 @@ pub struct Backlog {
     pub drain_eta: Option<Instant>,
     /// The same as a duration from now.
     pub drain_in: Option<Duration>,
+    /// The same as a wall-clock time (on the scheduler's clock).
+    pub drain_wall: Option<SystemTime>,
     /// Events recorded per second, over the last minute (or since the start).
     pub arrival_rate: f64,
     /// The most the key carries in the long run, calls per second (its tightest limit).
@@ -46,6 +49,29 @@ impl Backlog {
     /// Everything not sent yet: memory + disk + in flight.
     pub fn waiting(&self) -> u64 {
         self.in_memory + self.on_disk + self.in_flight
+    }
+}
+
+impl fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backlog")
+            .field("in_memory", &self.in_memory)
+            .field("on_disk", &self.on_disk)
+            .field("in_flight", &self.in_flight)
+            .field("recorded", &self.recorded)
+            .field("sent", &self.sent)
+            .field("failed", &self.failed)
+            .field("dropped", &self.dropped)
+            .field("refused", &self.refused)
+            .field("drain_in", &self.drain_in)
+            .field(
+                "drain_wall",
+                &self.drain_wall.map(crate::fabraix::httpdate_to_rfc3339),
+            )
+            .field("arrival_rate", &self.arrival_rate)
+            .field("key_rate", &self.key_rate)
+            .field("warning", &self.warning)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,6 +231,33 @@ impl RateMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_drain_as_a_wait_and_a_wall_time_not_an_instant() {
+        let backlog = Backlog {
+            in_memory: 1,
+            on_disk: 2,
+            in_flight: 0,
+            recorded: 3,
+            sent: 0,
+            failed: 0,
+            dropped: DropCounts::default(),
+            refused: 0,
+            drain_eta: Some(Instant::now()),
+            drain_in: Some(Duration::from_secs(3)),
+            drain_wall: Some(std::time::UNIX_EPOCH),
+            arrival_rate: 0.5,
+            key_rate: 1.0,
+            warning: None,
+        };
+        let shown = format!("{backlog:?}");
+        assert!(!shown.contains("tv_sec"), "{shown}");
+        assert!(shown.contains("drain_in: Some(3s)"), "{shown}");
+        assert!(
+            shown.contains(r#"drain_wall: Some("1970-01-01T00:00:00Z")"#),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn warning_text() {

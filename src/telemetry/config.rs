@@ -7,7 +7,8 @@ use super::policy::FullPolicy;
 use super::spool::DEFAULT_SEGMENT_BYTES;
 use crate::job::Priority;
 
-/// A sender's configuration. Every bound is explicit; see each setter for its default.
+/// A sender's configuration. Every bound is explicit; see each setter for its default. Built by
+/// [`new`](Self::new) and chained setters, each taking and returning the configuration.
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
     pub(crate) spool_dir: PathBuf,
@@ -31,7 +32,7 @@ impl TelemetryConfig {
     ///     .memory_capacity(5_000)
     ///     .spool_capacity(2_000_000)
     ///     .policy(FullPolicy::DropOldest);
-    /// assert_eq!(config.memory_capacity_value(), 5_000);
+    /// assert_eq!(config.get_memory_capacity(), 5_000);
     /// ```
     pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -56,8 +57,8 @@ impl TelemetryConfig {
         self
     }
 
-    /// The memory capacity.
-    pub fn memory_capacity_value(&self) -> usize {
+    /// The memory capacity ([`memory_capacity`](Self::memory_capacity)).
+    pub fn get_memory_capacity(&self) -> usize {
         self.memory_capacity
     }
 

@@ -11,11 +11,11 @@ pub(crate) const HEADER_LEN: usize = 8;
 /// Bytes of the payload before the body: sequence number and kind.
 pub(crate) const PAYLOAD_PREFIX: usize = 9;
 /// The largest payload a frame may hold (1 MiB): a longer length field means corruption.
-pub const MAX_PAYLOAD: usize = 1 << 20;
+pub(crate) const MAX_PAYLOAD: usize = 1 << 20;
 
 /// What a spooled record is (the byte after the sequence number).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A `POST /event` body.
     Event = 0,
     /// A `POST /register-agent-run` body.
@@ -32,7 +32,7 @@ impl Kind {
     }
 
     /// The endpoint path, relative to the key's base URL.
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Kind::Event => "/event",
             Kind::RegisterAgentRun => "/register-agent-run",
@@ -42,17 +42,21 @@ impl Kind {
 
 /// One decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// The record's sequence number.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// What it is.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// The JSON body.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
-/// Why bytes could not be decoded into a frame.
+/// Why the bytes of a spool segment could not be decoded into a record, from its offset on
+/// ([`Damage::error`](super::Damage::error), in the [`RecoveryReport`](super::RecoveryReport) of
+/// [`TelemetrySender::open`](super::TelemetrySender::open)): the one type of the spool's on-disk
+/// format that is public, so that a report tells a torn tail from corruption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The bytes end inside a frame: the writer was interrupted (a torn tail).
     Torn {
@@ -150,26 +154,19 @@ pub(crate) fn decode(buf: &[u8], offset: u64) -> Result<Option<(Frame, usize)>, 
 
 /// What [`scan_segment`] found in a segment's bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// The valid records, in order, up to the first damage.
-    pub frames: Vec<Frame>,
+    pub(crate) frames: Vec<Frame>,
     /// Bytes of valid records (where a truncation would cut).
-    pub valid_len: u64,
+    pub(crate) valid_len: u64,
     /// The damage that ended the scan, if any: everything from its offset on is unusable.
-    pub damage: Option<FrameError>,
+    pub(crate) damage: Option<FrameError>,
 }
 
 /// Decodes every record of a segment, in order. Stops at the first torn or corrupt frame, and at a
 /// sequence number that does not increase (a record from elsewhere): returned records are always
 /// exactly the ones written, a prefix of the segment; never panics.
-///
-/// ```
-/// use fabraix_scheduler::telemetry::{scan_segment, FrameError};
-/// let scan = scan_segment(&[1, 2, 3]);
-/// assert!(scan.frames.is_empty());
-/// assert_eq!(scan.damage, Some(FrameError::Torn { offset: 0 }));
-/// ```
-pub fn scan_segment(bytes: &[u8]) -> Scan {
+pub(crate) fn scan_segment(bytes: &[u8]) -> Scan {
     let mut scan = Scan::default();
     let mut pos = 0usize;
     let mut last_seq: Option<u64> = None;
@@ -201,6 +198,13 @@ pub fn scan_segment(bytes: &[u8]) -> Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_few_stray_bytes_are_a_torn_tail_at_zero() {
+        let scan = scan_segment(&[1, 2, 3]);
+        assert!(scan.frames.is_empty());
+        assert_eq!(scan.damage, Some(FrameError::Torn { offset: 0 }));
+    }
 
     #[test]
     fn round_trip_and_torn_tail() {

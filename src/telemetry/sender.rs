@@ -495,6 +495,7 @@ impl<S: LedgerStore> TelemetrySender<S> {
             refused: shared.counters.refused.load(Ordering::Relaxed),
             drain_eta,
             drain_in: drain_eta.map(|t| t.saturating_duration_since(now)),
+            drain_wall: drain_eta.map(|t| clock.wall_at(t)),
             arrival_rate,
             key_rate,
             warning,
@@ -1046,7 +1047,7 @@ mod tests {
         };
         assert_eq!(verdict(&Err(rejected)), Verdict::Failed("rejected"));
         let revoked = JobError::KeyRevoked {
-            key: "fp".into(),
+            fingerprint: "fp".into(),
             attempts: 0,
         };
         assert_eq!(verdict(&Err(revoked)), Verdict::Stall);

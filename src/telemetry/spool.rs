@@ -51,7 +51,8 @@ pub struct Damage {
     pub discarded_bytes: u64,
 }
 
-/// What [`Spool::open`] found.
+/// What the telemetry spool found when it was opened
+/// ([`TelemetrySender::open`](super::TelemetrySender::open)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Records found that still have to be sent (replayed in order).
@@ -202,7 +203,7 @@ impl Batch {
 
 /// An append-only, checksummed, crash-safe record log in one directory. Not shared between
 /// processes: open one spool directory from one sender at a time.
-pub struct Spool {
+pub(crate) struct Spool {
     dir: PathBuf,
     segment_bytes: u64,
     /// First sequence numbers of the segment files holding committed records, oldest first.
@@ -254,20 +255,10 @@ impl Spool {
     /// Opens (creating it if needed) the spool in `dir`, recovers it (see the module docs) and
     /// positions the reader at the oldest unresolved record. `segment_bytes` (at least 4 KiB) is
     /// when a new segment file starts.
-    ///
-    /// ```
-    /// use fabraix_scheduler::telemetry::{Kind, Spool};
-    /// let dir = std::env::temp_dir().join(format!("fabraix-spool-doc-{}", std::process::id()));
-    /// let (mut spool, report) = Spool::open(&dir, 1 << 20).unwrap();
-    /// assert_eq!(report.replay, 0);
-    /// let seq = spool.append(Kind::Event, b"{}").unwrap();
-    /// let frame = spool.next_unread().unwrap().unwrap();
-    /// assert_eq!(frame.seq, seq);
-    /// spool.resolve(seq).unwrap();
-    /// assert_eq!(spool.unresolved(), 0);
-    /// # drop(spool); std::fs::remove_dir_all(&dir).unwrap();
-    /// ```
-    pub fn open(dir: impl AsRef<Path>, segment_bytes: u64) -> io::Result<(Self, RecoveryReport)> {
+    pub(crate) fn open(
+        dir: impl AsRef<Path>,
+        segment_bytes: u64,
+    ) -> io::Result<(Self, RecoveryReport)> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
         let mut report = RecoveryReport::default();
@@ -356,16 +347,11 @@ impl Spool {
         Ok((spool, report))
     }
 
-    /// The spool's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Appends a record to the write buffer and returns its sequence number; no system call. The
     /// record is in the file once [`durable_through`](Self::durable_through) reaches that number:
     /// after the next [`commit`](Self::commit) (or [`sync`](Self::sync), or a read that needs
     /// it). `body` must be under 1 MiB.
-    pub fn append(&mut self, kind: Kind, body: &[u8]) -> io::Result<u64> {
+    pub(crate) fn append(&mut self, kind: Kind, body: &[u8]) -> io::Result<u64> {
         if body.len() + frame::PAYLOAD_PREFIX > MAX_PAYLOAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -381,24 +367,19 @@ impl Spool {
 
     /// Records in the write buffer (appended, not written yet; a batch being written not
     /// included).
-    pub fn pending_records(&self) -> u64 {
+    pub(crate) fn pending_records(&self) -> u64 {
         self.next_seq - self.pending_first
-    }
-
-    /// Bytes in the write buffer.
-    pub fn pending_bytes(&self) -> usize {
-        self.pending.len()
     }
 
     /// The durable watermark: every record with a sequence number up to this one is in a segment
     /// file (it survives the process being killed; [`sync`](Self::sync) for power loss). 0 before
     /// the first record.
-    pub fn durable_through(&self) -> u64 {
+    pub(crate) fn durable_through(&self) -> u64 {
         self.durable_next.saturating_sub(1)
     }
 
     /// The next sequence number `append` will return.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
@@ -407,7 +388,7 @@ impl Spool {
     /// [`io::ErrorKind::WouldBlock`] while a batch taken by another writer is being written. On a
     /// write error the records stay buffered (the file is cut back to its last whole record) and
     /// a later commit retries them.
-    pub fn commit(&mut self) -> io::Result<u64> {
+    pub(crate) fn commit(&mut self) -> io::Result<u64> {
         if self.in_flight {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -526,7 +507,7 @@ impl Spool {
     /// only unread ones are in a batch being written). A read record stays in the spool until
     /// [`resolve`](Self::resolve)d. Buffered records are committed first when the reader needs
     /// them.
-    pub fn next_unread(&mut self) -> io::Result<Option<Frame>> {
+    pub(crate) fn next_unread(&mut self) -> io::Result<Option<Frame>> {
         while self.unread > 0 {
             if self.reader.is_none() {
                 let floor = self.read_seg_floor();
@@ -617,7 +598,7 @@ impl Spool {
 
     /// Marks a read record as done (acknowledged, dead-lettered or dropped): once every record of a
     /// segment is done the segment file is deleted.
-    pub fn resolve(&mut self, seq: u64) -> io::Result<()> {
+    pub(crate) fn resolve(&mut self, seq: u64) -> io::Result<()> {
         if !self.outstanding.remove(&seq) {
             return Ok(());
         }
@@ -667,7 +648,7 @@ impl Spool {
 
     /// Appends a record the server refused for good to `failed.log` (same framing), so that it
     /// is kept for inspection rather than lost.
-    pub fn dead_letter(&mut self, seq: u64, kind: Kind, body: &[u8]) -> io::Result<()> {
+    pub(crate) fn dead_letter(&mut self, seq: u64, kind: Kind, body: &[u8]) -> io::Result<()> {
         let mut buf = Vec::with_capacity(body.len() + 32);
         frame::encode_into(&mut buf, seq, kind, body);
         let mut f = OpenOptions::new()
@@ -680,7 +661,7 @@ impl Spool {
     /// Commits the write buffer, flushes the current segment to stable storage (it then survives
     /// a power loss) and rewrites the ack cursor. Fails with [`io::ErrorKind::WouldBlock`] while a
     /// batch taken by another writer is being written.
-    pub fn sync(&mut self) -> io::Result<()> {
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
         self.commit()?;
         if let Some(w) = &self.writer {
             w.file.sync_data()?;
@@ -690,17 +671,18 @@ impl Spool {
     }
 
     /// Records appended (or found at open) and not read yet.
-    pub fn unread(&self) -> u64 {
+    pub(crate) fn unread(&self) -> u64 {
         self.unread
     }
 
     /// Records in the spool that are not resolved yet (unread plus read-but-unresolved).
-    pub fn unresolved(&self) -> u64 {
+    pub(crate) fn unresolved(&self) -> u64 {
         self.unread + self.outstanding.len() as u64
     }
 
     /// Segment files on disk now.
-    pub fn segment_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn segment_count(&self) -> usize {
         self.segments.len()
     }
 }
@@ -719,6 +701,20 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_is_appended_read_and_resolved() {
+        let dir = std::env::temp_dir().join(format!("fabraix-spool-doc-{}", std::process::id()));
+        let (mut spool, report) = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(report.replay, 0);
+        let seq = spool.append(Kind::Event, b"{}").unwrap();
+        let frame = spool.next_unread().unwrap().unwrap();
+        assert_eq!(frame.seq, seq);
+        spool.resolve(seq).unwrap();
+        assert_eq!(spool.unresolved(), 0);
+        drop(spool);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     struct TempDir(PathBuf);
     impl Drop for TempDir {

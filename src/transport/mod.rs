@@ -12,6 +12,8 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+use crate::cause::Cause;
+
 pub use outgoing_request::{OutgoingRequest, USER_AGENT};
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use reqwest_transport::transport_error;
@@ -46,16 +48,87 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// Why no response arrived.
+///
+/// Built with [`new`](Self::new), and [`with_source`](Self::with_source) when an underlying error
+/// exists (an HTTP client's, an I/O error): [`source`](std::error::Error::source) returns it.
+///
+/// ```
+/// use std::error::Error;
+/// use fabraix_scheduler::{TransportError, TransportErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = TransportError::new(TransportErrorKind::Connect, "connection refused").with_source(io);
+/// assert_eq!(e.to_string(), "connection failed: connection refused");
+/// assert_eq!(e.source().unwrap().to_string(), "refused");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportError {
     /// What kind of failure.
     pub kind: TransportErrorKind,
-    /// A description (never containing the key).
+    /// A description (never containing the key). It may already quote the underlying error's
+    /// text, which [`source`](std::error::Error::source) returns as an error.
     pub message: String,
+    /// The underlying error, if any.
+    source: Option<Cause>,
+}
+
+impl TransportError {
+    /// A failure of `kind`, described by `message` (which must not contain the key), with no
+    /// underlying error.
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        TransportError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same failure, with `source` as its underlying error (its text must not contain the
+    /// key either).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Cause::new(source));
+        self
+    }
+
+    /// The underlying error, if any (as [`source`](std::error::Error::source), but as a
+    /// [`Cause`]).
+    pub fn cause(&self) -> Option<&Cause> {
+        self.source.as_ref()
+    }
+
+    /// [`with_source`](Self::with_source) for a boxed error (which is not itself an `Error`).
+    #[cfg(feature = "tower")]
+    pub(crate) fn with_boxed_source(
+        mut self,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    ) -> Self {
+        self.source = Some(Cause::from_boxed(source));
+        self
+    }
+
+    /// The same failure with the key's every occurrence in `message` replaced by its
+    /// fingerprint, and without its underlying error if any text of that error's chain holds the
+    /// key (a transport's message may quote a URL the server chose, a redirect's).
+    pub(crate) fn redacted(mut self, key: &crate::ApiKey) -> Self {
+        if let std::borrow::Cow::Owned(clean) = key.redact(&self.message) {
+            self.message = clean;
+        }
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_ref().map(|c| c as _);
+        while let Some(e) = next {
+            if matches!(key.redact(&e.to_string()), std::borrow::Cow::Owned(_)) {
+                self.source = None;
+                break;
+            }
+            next = e.source();
+        }
+        self
+    }
 }
 
 /// The kinds of transport failure, by what they imply for a retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportErrorKind {
     /// The connection could not be made: the request certainly did not reach the server.
     Connect,
@@ -114,4 +187,34 @@ impl fmt::Display for TransportError {
     }
 }
 
-impl std::error::Error for TransportError {}
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|c| c as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::ApiKey;
+
+    #[test]
+    fn redaction_drops_a_source_whose_text_holds_the_key() {
+        let key = ApiKey::new("s3cr3t-key").unwrap();
+        let quoting = std::io::Error::other("redirected to https://x/?k=s3cr3t-key");
+        let e = TransportError::new(TransportErrorKind::Other, "to https://x/?k=s3cr3t-key")
+            .with_source(quoting)
+            .redacted(&key);
+        assert!(!e.message.contains("s3cr3t-key"), "{e}");
+        assert!(e.message.contains(key.fingerprint()), "{e}");
+        assert!(e.source().is_none());
+
+        let clean = std::io::Error::other("connection reset");
+        let e = TransportError::new(TransportErrorKind::Interrupted, "reset")
+            .with_source(clean)
+            .redacted(&key);
+        assert_eq!(e.source().unwrap().to_string(), "connection reset");
+    }
+}

@@ -19,8 +19,8 @@ use super::{
 /// use fabraix_scheduler::TransportConfig;
 /// use std::time::Duration;
 /// let config = TransportConfig::default()
-///     .with_request_timeout(Duration::from_secs(10))
-///     .with_max_response_bytes(64 * 1024);
+///     .request_timeout(Duration::from_secs(10))
+///     .max_response_bytes(64 * 1024);
 /// assert_eq!(config.connect_timeout, Duration::from_secs(5));
 /// assert_eq!(config.max_response_bytes, 65_536);
 /// ```
@@ -55,26 +55,26 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets the field `connect_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Sets [`request_timeout`](Self::request_timeout).
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets the field `request_timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// Sets [`read_timeout`](Self::read_timeout).
-    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets the field `read_timeout`.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
     }
 
-    /// Sets [`max_response_bytes`](Self::max_response_bytes).
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+    /// Sets the field `max_response_bytes`.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
         self.max_response_bytes = bytes;
         self
     }
@@ -115,9 +115,12 @@ impl ReqwestTransport {
             .redirect(policy)
             .no_proxy()
             .build()
-            .map_err(|e| TransportError {
-                kind: TransportErrorKind::Other,
-                message: format!("cannot build the HTTP client: {e}"),
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Other,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+                .with_source(e)
             })?;
         Ok(Self {
             client,
@@ -144,15 +147,23 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> TransportError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    TransportError { kind, message }
+    TransportError::new(kind, message)
+}
+
+/// [`transport_error`], holding `e` (without its URL) as the source.
+fn owned_transport_error(e: reqwest::Error) -> TransportError {
+    transport_error(&e).with_source(e.without_url())
 }
 
 /// reqwest's request for `request`: built before the call's future, which must own what it uses.
 fn reqwest_request(request: &OutgoingRequest<'_>) -> Result<reqwest::Request, TransportError> {
     // reqwest wants a `Url`; the scheduler's URI is absolute and already checked.
-    let url = reqwest::Url::parse(&request.uri().to_string()).map_err(|e| TransportError {
-        kind: TransportErrorKind::Other,
-        message: format!("invalid request URL: {e}"),
+    let url = reqwest::Url::parse(&request.uri().to_string()).map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Other,
+            format!("invalid request URL: {e}"),
+        )
+        .with_source(e)
     })?;
     let mut out = reqwest::Request::new(request.method().clone(), url);
     *out.headers_mut() = request.headers();
@@ -167,11 +178,11 @@ async fn read_body(
     limit: u64,
 ) -> Result<bytes::Bytes, TransportError> {
     let status = response.status().as_u16();
-    let too_large = |what: String| TransportError {
-        kind: TransportErrorKind::ResponseTooLarge,
-        message: format!(
-            "HTTP {status} response body {what} (TransportConfig::max_response_bytes)"
-        ),
+    let too_large = |what: String| {
+        TransportError::new(
+            TransportErrorKind::ResponseTooLarge,
+            format!("HTTP {status} response body {what} (TransportConfig::max_response_bytes)"),
+        )
     };
     if let Some(announced) = response.content_length().filter(|&n| n > limit) {
         return Err(too_large(format!(
@@ -179,7 +190,7 @@ async fn read_body(
         )));
     }
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+    while let Some(chunk) = response.chunk().await.map_err(owned_transport_error)? {
         let len = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
         if len > limit {
             return Err(too_large(format!("passed the limit of {limit} bytes")));
@@ -199,18 +210,18 @@ impl Transport for ReqwestTransport {
             let response = client
                 .execute(request)
                 .await
-                .map_err(|e| transport_error(&e))?;
+                .map_err(owned_transport_error)?;
             if response.status().is_redirection()
                 && response.headers().contains_key(http::header::LOCATION)
             {
                 // The policy stopped: the redirect leads to another origin (or past 5 hops).
-                return Err(TransportError {
-                    kind: TransportErrorKind::CrossOriginRedirect,
-                    message: format!(
+                return Err(TransportError::new(
+                    TransportErrorKind::CrossOriginRedirect,
+                    format!(
                         "HTTP {} redirect not followed (another origin, or more than 5 hops)",
                         response.status().as_u16()
                     ),
-                });
+                ));
             }
             let status = response.status();
             let version = response.version();

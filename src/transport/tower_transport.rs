@@ -122,10 +122,10 @@ where
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                TransportError {
-                    kind: TransportErrorKind::ResponseTooLarge,
-                    message: format!("response body longer than {max_response_bytes} bytes"),
-                }
+                TransportError::new(
+                    TransportErrorKind::ResponseTooLarge,
+                    format!("response body longer than {max_response_bytes} bytes"),
+                )
             } else {
                 error_from_boxed(e)
             }
@@ -157,7 +157,7 @@ pub(crate) fn error_from_boxed(error: BoxError) -> TransportError {
             message.push_str(&next.to_string());
         }
     }
-    TransportError { kind, message }
+    TransportError::new(kind, message).with_boxed_source(error)
 }
 
 #[cfg(test)]
@@ -179,5 +179,16 @@ mod tests {
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         let e = error_from_boxed(Box::new(reset));
         assert_eq!(e.kind, TransportErrorKind::Interrupted);
+    }
+
+    #[test]
+    fn the_service_error_is_the_source() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let e = error_from_boxed(Box::new(refused));
+        let source = StdError::source(&e).expect("the service's error is kept");
+        assert_eq!(source.to_string(), "refused here");
+        let held = e.cause().unwrap().get_ref();
+        let io = held.downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

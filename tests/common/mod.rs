@@ -19,9 +19,9 @@ pub struct Rig {
 pub fn patient_transport() -> TransportConfig {
     let day = Duration::from_secs(24 * 3600);
     TransportConfig::default()
-        .with_connect_timeout(day)
-        .with_request_timeout(day)
-        .with_read_timeout(day)
+        .connect_timeout(day)
+        .request_timeout(day)
+        .read_timeout(day)
 }
 
 pub async fn rig(server: MockServerBuilder, secret: &str, quota: Quota) -> Rig {

@@ -205,9 +205,9 @@ pub async fn add_key(
 pub fn patient() -> TransportConfig {
     let day = Duration::from_secs(24 * 3600);
     TransportConfig::default()
-        .with_connect_timeout(day)
-        .with_request_timeout(day)
-        .with_read_timeout(day)
+        .connect_timeout(day)
+        .request_timeout(day)
+        .read_timeout(day)
 }
 
 /// A job for the hostile server: a GET of `path`.

@@ -331,7 +331,7 @@ mod tests {
         let cases = [
             (
                 JobError::KeyRevoked {
-                    key: "key#0".into(),
+                    fingerprint: "key#0".into(),
                     attempts: 0,
                 },
                 502,
@@ -344,6 +344,7 @@ mod tests {
                     code: None,
                     message: "timed out: operation timed out".into(),
                     why: "retries exhausted",
+                    source: None,
                 },
                 504,
                 "upstream_timeout",
@@ -355,6 +356,7 @@ mod tests {
                     code: None,
                     message: "connection failed: refused".into(),
                     why: "retries exhausted",
+                    source: None,
                 },
                 502,
                 "upstream_unreachable",

@@ -140,7 +140,7 @@ fn transport_error(e: &reqwest::Error) -> TransportError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    TransportError { kind, message }
+    TransportError::new(kind, message)
 }
 
 /// An answer over the size limit: kept as the proxy's 502 for the client, and given to the
@@ -178,9 +178,11 @@ impl Transport for UpstreamTransport {
         let captures = Arc::clone(&self.captures);
         let limit = self.max_response_bytes;
         Box::pin(async move {
-            let request = built.map_err(|e| TransportError {
-                kind: TransportErrorKind::Other,
-                message: format!("invalid request URL: {e}"),
+            let request = built.map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Other,
+                    format!("invalid request URL: {e}"),
+                )
             })?;
             let mut response = client
                 .execute(request)

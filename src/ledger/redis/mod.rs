@@ -97,6 +97,45 @@ impl Default for RedisStoreConfig {
     }
 }
 
+/// Chained setters named after the fields (each takes and returns the configuration): the
+/// configuration is `#[non_exhaustive]`, so outside this crate it is built from
+/// [`default`](Self::default) and these.
+///
+/// ```
+/// use fabraix_scheduler::RedisStoreConfig;
+/// use std::time::Duration;
+/// let config = RedisStoreConfig::default()
+///     .response_timeout(Duration::from_secs(1))
+///     .reseed_watch(None);
+/// assert_eq!(config.response_timeout, Duration::from_secs(1));
+/// assert_eq!(config.reseed_settle, Duration::from_secs(1));
+/// ```
+impl RedisStoreConfig {
+    /// Sets the field `unreachable`.
+    pub fn unreachable(mut self, unreachable: Unreachable) -> Self {
+        self.unreachable = unreachable;
+        self
+    }
+
+    /// Sets the field `reseed_settle`.
+    pub fn reseed_settle(mut self, settle: Duration) -> Self {
+        self.reseed_settle = settle;
+        self
+    }
+
+    /// Sets the field `reseed_watch`.
+    pub fn reseed_watch(mut self, every: Option<Duration>) -> Self {
+        self.reseed_watch = every;
+        self
+    }
+
+    /// Sets the field `response_timeout`.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+}
+
 /// Ledgers kept in Redis and shared by every process that uses the same API key: the invariant
 /// (never more than N calls in any window of length W, for every limit) holds for the fleet.
 /// Cheap to clone (one multiplexed, self-reconnecting connection).

@@ -1,9 +1,11 @@
 //! The spool reader against corrupted files: it returns errors (reported damage), never panics,
-//! and never returns a record that was not written.
+//! and never returns a record that was not written. (A unit test: the on-disk format's types are
+//! private to the crate.)
 
 use std::path::PathBuf;
 
-use fabraix_scheduler::telemetry::{scan_segment, FrameError, Kind, Spool};
+use super::frame::{scan_segment, FrameError, Kind};
+use super::spool::Spool;
 use proptest::prelude::*;
 
 /// An independent encoder of the documented frame: `[len u32 LE][crc32 u32 LE][seq u64 LE][kind u8][body]`.
