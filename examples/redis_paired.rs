@@ -128,7 +128,13 @@ fn server_stats(conn: &mut redis::Connection) -> String {
         .filter(|(name, _, _)| {
             !matches!(
                 name.as_str(),
-                "evalsha" | "eval" | "script|load" | "info" | "ping" | "hello" | "client|setinfo"
+                "evalsha"
+                    | "eval"
+                    | "script|load"
+                    | "info"
+                    | "ping"
+                    | "hello"
+                    | "client|setinfo"
                     | "config|resetstat"
             )
         })

@@ -857,15 +857,27 @@ fn a_state_an_earlier_version_wrote_is_taken_over_and_its_processes_refused() {
             .arg("sig")
             .query(&mut conn)
             .unwrap();
-        let sig = stored.strip_prefix("L2 ").expect("a layout mark").to_string();
+        let sig = stored
+            .strip_prefix("L2 ")
+            .expect("a layout mark")
+            .to_string();
         let (hash, ring) = (format!("{prefix}:h"), format!("{prefix}:w1"));
-        let _: () = redis::cmd("DEL").arg(&hash).arg(&ring).query(&mut conn).unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&hash)
+            .arg(&ring)
+            .query(&mut conn)
+            .unwrap();
         // A process of the earlier version makes the state and takes two slots at t0.
         let v1 = redis::Script::new(include_str!("redis_support/ledger_v1.lua"));
         let ns = |d: Duration| d.as_nanos().to_string();
         let old = |op: &str, known: &str, extra: &[&str]| {
             let mut call = v1.key(&hash);
-            call.key(&ring).arg(op).arg("0").arg("0").arg(&sig).arg(known);
+            call.key(&ring)
+                .arg(op)
+                .arg("0")
+                .arg("0")
+                .arg(&sig)
+                .arg(known);
             call.arg("s")
                 .arg(ns(config.guard_for(&quota)))
                 .arg(ns(config.counted_for(&quota)))

@@ -52,4 +52,3 @@ impl Drop for TestPki {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-

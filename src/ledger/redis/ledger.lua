@@ -1,8 +1,8 @@
 -- One API key's quota ledger in Redis: the same decisions as src/ledger/key_ledger.rs,
 -- window_log.rs and token_bucket.rs, on Redis's own clock (TIME), committed atomically.
 --
--- KEYS[1]  the key's hash (identity and packed scalars); KEYS[1 + i] the ring of limit i's
---          window log.
+-- KEYS[1]  the key's hash (identity, writers); KEYS[1 + i] the ring of limit i's window log
+--          (ring 1 led by the packed scalars: see State below).
 -- ARGV     op, now_sec, now_usec ('' '' = Redis TIME), signature, 'epoch seq writer mine' known
 --          (mine: the sequence number of this writer's latest write, 0 unknown), semantics
 --          ('s' sliding | 'b' token bucket), guard_ns, horizon_ns, L, then L pairs
@@ -543,12 +543,16 @@ local function migrate()
             { n('ri' .. i .. 'b', -1), n('rc' .. i .. 'b', 0) } }
   end
   mine_seq = n(mine_field, 0)
-  -- Ring 1 gains the scalars before its entries, and keeps the state's expiry.
+  -- Ring 1 gains the scalars before its entries, and keeps the state's expiry. A ring 1 that
+  -- holds calls but is gone stays gone: the state is then incomplete (see load), and seeded again.
   local l = lim[1]
-  l.s = packed() .. (call('GET', l.key) or '')
-  call('SET', l.key, l.s)
-  local ttl = call('PTTL', H)
-  if ttl > 0 then call('PEXPIRE', l.key, ttl) end
+  local entries = call('GET', l.key) or ''
+  if l.n == 0 or #entries >= l.cap * 8 then
+    l.s = packed() .. entries
+    call('SET', l.key, l.s)
+    local ttl = call('PTTL', H)
+    if ttl > 0 then call('PEXPIRE', l.key, ttl) end
+  end
   local drop = {}
   for name in pairs(o) do
     if name ~= 'ep' and name ~= 'os' and name ~= 'ou' and string.sub(name, 1, 2) ~= 'p:' then
