@@ -567,8 +567,14 @@ end
 local function check_sig()
   if exists and S.sig == sig then migrate() end
   if exists and S.sig ~= LAYOUT .. sig then
-    return redis.error_reply('FABRAIX_QUOTA_MISMATCH stored "' .. tostring(S.sig) ..
-      '", this process "' .. sig .. '"')
+    local stored = tostring(S.sig)
+    if string.sub(stored, 1, #LAYOUT) == LAYOUT then
+      stored = '"' .. string.sub(stored, #LAYOUT + 1) .. '"'
+    else
+      stored = '"' .. stored .. '" (by an earlier version of fabraix-scheduler)'
+    end
+    return redis.error_reply('FABRAIX_QUOTA_MISMATCH stored ' .. stored .. ', this process "' ..
+      sig .. '"')
   end
   return nil
 end
