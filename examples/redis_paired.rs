@@ -1,10 +1,12 @@
 //! Reservations per second on one key through `RedisLedgerStore` against `MemoryLedgerStore`, in
-//! the same run: 1 client, then 16 (each its own connection, as 16 processes would have),
+//! the same run: 1 client, then 16 (each its own connection, as 16 processes would have), then one
+//! client (one store, one multiplexed connection) with 4 and 16 reservations in flight at once;
 //! Production quota (its windows fill within the first thousands of reservations and then roll),
-//! latency p50 / p99 of one reservation, and the ratio of the two stores; then Redis's own time
-//! per script call and the Redis commands the script ran per call (`INFO commandstats`). Starts
-//! its own redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on
-//! PATH).
+//! latency p50 / p99 of one reservation, and the ratio of the two stores. For each row, Redis's
+//! own time per script call and the Redis commands the script ran per call (`INFO
+//! commandstats`); last, the round-trip floor: a `PING` through the same kind of connection, and
+//! one client's reservation p50 less the PING's. Starts its own redis-server on a free loopback
+//! port (`FABRAIX_REDIS_SERVER` or `redis-server` on PATH).
 //!
 //! `cargo run --example redis_paired -- [RESERVATIONS_PER_CLIENT]` (default 20,000)
 
@@ -33,7 +35,8 @@ fn summarise(mut latencies: Vec<Duration>, elapsed: Duration) -> Run {
     }
 }
 
-/// `clients` tasks, each reserving `n` slots of one key through its own store.
+/// One task per store, each reserving `n` slots of one key through it (a store given several
+/// times: that many reservations in flight on its connection).
 async fn run<S: LedgerStore + Clone>(stores: Vec<S>, key: &KeyId, n: usize) -> Run {
     let started = WallInstant::now();
     let mut tasks = Vec::new();
@@ -75,17 +78,119 @@ async fn ping_round_trips(url: &str, n: usize) -> Run {
     summarise(latencies, started.elapsed())
 }
 
-fn print(label: &str, clients: usize, redis: &Run, memory: &Run) {
+fn print(label: &str, clients: &str, redis: &Run, memory: &Run) {
     println!(
-        "{label:>6} | {clients:>2} client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs | memory {:>10.0}/s p50 {:>5.2} µs p99 {:>5.2} µs | memory/redis throughput {:>6.1}x",
+        "{label:>8} | {clients:>11} | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs | memory {:>10.0}/s p50 {:>5.2} µs p99 {:>5.2} µs | memory/redis throughput {:>6.1}x",
         redis.per_second,
-        redis.p50.as_secs_f64() * 1e6,
-        redis.p99.as_secs_f64() * 1e6,
+        us(redis.p50),
+        us(redis.p99),
         memory.per_second,
-        memory.p50.as_secs_f64() * 1e6,
-        memory.p99.as_secs_f64() * 1e6,
+        us(memory.p50),
+        us(memory.p99),
         memory.per_second / redis.per_second,
     );
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Redis's own time per script call (µs, `usec_per_call` of `EVALSHA`) and the commands the
+/// script ran per call, since the last `CONFIG RESETSTAT`; then resets the counts.
+fn server_stats(conn: &mut redis::Connection) -> String {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO");
+    let field = |rest: &str, name: &str| -> Option<f64> {
+        rest.split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    let entries: Vec<(String, f64, f64)> = stats
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            Some((
+                name.to_string(),
+                field(rest, "calls")?,
+                field(rest, "usec_per_call")?,
+            ))
+        })
+        .collect();
+    let (scripts, per_call) = entries
+        .iter()
+        .find(|(name, _, _)| name == "evalsha")
+        .map_or((1.0, 0.0), |(_, calls, per)| (calls.max(1.0), *per));
+    let mut inner: Vec<(String, f64)> = entries
+        .iter()
+        .filter(|(name, _, _)| {
+            !matches!(
+                name.as_str(),
+                "evalsha"
+                    | "eval"
+                    | "script|load"
+                    | "info"
+                    | "ping"
+                    | "hello"
+                    | "client|setinfo"
+                    | "config|resetstat"
+            )
+        })
+        .map(|(name, calls, _)| (name.clone(), calls / scripts))
+        .collect();
+    inner.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = inner.iter().map(|(_, n)| n).sum();
+    let listed: Vec<String> = inner
+        .iter()
+        .filter(|(_, n)| *n >= 0.01)
+        .map(|(name, n)| format!("{name} {n:.2}"))
+        .collect();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(conn)
+        .expect("RESETSTAT");
+    format!(
+        "{per_call:.1} µs of Redis per script call, {total:.1} commands ({})",
+        listed.join(", ")
+    )
+}
+
+/// Each store `in_flight` times: that many tasks share its one multiplexed connection.
+fn spread<S: Clone>(stores: Vec<S>, in_flight: usize) -> Vec<S> {
+    stores
+        .into_iter()
+        .flat_map(|s| std::iter::repeat_n(s, in_flight))
+        .collect()
+}
+
+/// A Redis store and a memory store for `key`, registered, `count` of each (one connection per
+/// Redis store).
+async fn stores(
+    url: &str,
+    key: &KeyId,
+    fingerprint: &str,
+    count: usize,
+) -> (Vec<RedisLedgerStore>, Vec<MemoryLedgerStore>) {
+    let quota = Quota::production();
+    let now = Instant::now();
+    let mut redis_stores = Vec::new();
+    for _ in 0..count {
+        let store = RedisLedgerStore::connect(url).await.expect("connects");
+        store.bind_fingerprint(key, fingerprint);
+        store
+            .register(key, &quota, LedgerConfig::default(), now)
+            .await
+            .expect("registers");
+        redis_stores.push(store);
+    }
+    let memory = MemoryLedgerStore::new();
+    memory
+        .register(key, &quota, LedgerConfig::default(), now)
+        .await
+        .unwrap();
+    (redis_stores, vec![memory; count])
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -95,79 +200,46 @@ async fn main() {
         .map(|a| a.parse().expect("RESERVATIONS_PER_CLIENT is a number"))
         .unwrap_or(20_000);
     let server = redis_support::RedisServer::start();
-    let quota = Quota::production();
+    let mut stats_conn = server.conn();
     let api_key = ApiKey::new("bench-key").unwrap();
-    let now = Instant::now();
-    for clients in [1usize, 16] {
-        let key = KeyId::new(format!("bench-{clients}"));
-        let mut redis_stores = Vec::new();
-        for _ in 0..clients {
-            let store = RedisLedgerStore::connect(&server.url())
-                .await
-                .expect("connects");
-            store.bind_fingerprint(&key, &format!("{}{clients}", api_key.fingerprint()));
-            store
-                .register(&key, &quota, LedgerConfig::default(), now)
-                .await
-                .expect("registers");
-            redis_stores.push(store);
+    let mut one_client_p50 = Duration::ZERO;
+    // (connections, reservations in flight on each)
+    for (connections, in_flight) in [(1usize, 1usize), (16, 1), (1, 4), (1, 16)] {
+        let label = format!("{connections}x{in_flight}");
+        let key = KeyId::new(format!("bench-{label}"));
+        let fingerprint = format!("{}{label}", api_key.fingerprint());
+        let (redis_stores, memory_stores) =
+            stores(&server.url(), &key, &fingerprint, connections).await;
+        let tasks = connections * in_flight;
+        let per_task = (n / tasks).max(1);
+        let _ = server_stats(&mut stats_conn);
+        let redis = run(spread(redis_stores, in_flight), &key, per_task).await;
+        let server_side = server_stats(&mut stats_conn);
+        let memory = run(spread(memory_stores, in_flight), &key, per_task).await;
+        let clients = if in_flight == 1 {
+            format!("{connections} client(s)")
+        } else {
+            format!("1 client x{in_flight}")
+        };
+        print("one key", &clients, &redis, &memory);
+        println!("{:>8}   {server_side}", "");
+        if (connections, in_flight) == (1, 1) {
+            one_client_p50 = redis.p50;
         }
-        let memory = MemoryLedgerStore::new();
-        memory
-            .register(&key, &quota, LedgerConfig::default(), now)
-            .await
-            .unwrap();
-        let per_client = (n / clients).max(1);
-        let redis = run(redis_stores, &key, per_client).await;
-        let memory = run(vec![memory; clients], &key, per_client).await;
-        print("one key", clients, &redis, &memory);
     }
     // The floor under one reservation from one client: a PING's round trip through the same kind
     // of connection (redis-rs's connection manager), in the same run.
     let ping = ping_round_trips(&server.url(), n).await;
     println!(
-        "  PING |  1 client(s) | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs (the round trip alone)",
+        "{:>8} | {:>11} | redis {:>9.0}/s p50 {:>7.1} µs p99 {:>8.1} µs (the round trip alone)",
+        "PING",
+        "1 client(s)",
         ping.per_second,
-        ping.p50.as_secs_f64() * 1e6,
-        ping.p99.as_secs_f64() * 1e6,
+        us(ping.p50),
+        us(ping.p99),
     );
-    // The server's own time per reservation (the script's run in Redis, without the round trip),
-    // and the commands the script ran, per reservation.
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut server.conn())
-        .expect("INFO");
-    let calls = |line: &str| -> Option<(String, u64)> {
-        let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-        let calls = rest
-            .strip_prefix("calls=")?
-            .split(',')
-            .next()?
-            .parse()
-            .ok()?;
-        Some((name.to_string(), calls))
-    };
-    let scripts = stats
-        .lines()
-        .filter_map(calls)
-        .find(|(name, _)| name == "evalsha")
-        .map_or(1, |(_, n)| n.max(1));
-    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
-        println!("redis-server {line}");
-    }
-    let inner: Vec<String> = stats
-        .lines()
-        .filter_map(calls)
-        .filter(|(name, _)| {
-            !matches!(
-                name.as_str(),
-                "evalsha" | "eval" | "script|load" | "info" | "ping" | "hello" | "client|setinfo"
-            )
-        })
-        .map(|(name, n)| format!("{name} {:.2}", n as f64 / scripts as f64))
-        .collect();
     println!(
-        "redis-server commands per script call: {}",
-        inner.join(", ")
+        "one client's reservation p50 less the PING's: {:.1} µs",
+        us(one_client_p50) - us(ping.p50)
     );
 }

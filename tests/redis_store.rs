@@ -837,3 +837,75 @@ fn forecasts_deep_in_a_queue_read_the_state_once_not_once_each() {
         assert_eq!(script_calls(&server) - before, 1, "one read of the state");
     });
 }
+
+#[test]
+fn a_state_an_earlier_version_wrote_is_taken_over_and_its_processes_refused() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let key = KeyId::new("k");
+        let quota: Quota = "2/10s".parse().unwrap();
+        let config = LedgerConfig::default();
+        // The signature the store gives this quota: read from a state it made, then removed.
+        let probe = store_on(&server, &clock).await;
+        probe.register(&key, &quota, config, t0).await.unwrap();
+        let prefix = probe.redis_prefix(&key);
+        let mut conn = server.conn();
+        let stored: String = redis::cmd("HGET")
+            .arg(format!("{prefix}:h"))
+            .arg("sig")
+            .query(&mut conn)
+            .unwrap();
+        let sig = stored
+            .strip_prefix("L2 ")
+            .expect("a layout mark")
+            .to_string();
+        let (hash, ring) = (format!("{prefix}:h"), format!("{prefix}:w1"));
+        let _: () = redis::cmd("DEL")
+            .arg(&hash)
+            .arg(&ring)
+            .query(&mut conn)
+            .unwrap();
+        // A process of the earlier version makes the state and takes two slots at t0.
+        let v1 = redis::Script::new(include_str!("redis_support/ledger_v1.lua"));
+        let ns = |d: Duration| d.as_nanos().to_string();
+        let old = |op: &str, known: &str, extra: &[&str]| {
+            let mut call = v1.key(&hash);
+            call.key(&ring)
+                .arg(op)
+                .arg("0")
+                .arg("0")
+                .arg(&sig)
+                .arg(known);
+            call.arg("s")
+                .arg(ns(config.guard_for(&quota)))
+                .arg(ns(config.counted_for(&quota)))
+                .arg("1")
+                .arg("2")
+                .arg(ns(Duration::from_secs(10)));
+            for a in extra {
+                call.arg(*a);
+            }
+            call.invoke::<redis::Value>(&mut server.conn())
+        };
+        old("register", " 0 old 0", &["E1", "0"]).unwrap();
+        old("reserve", "E1 1 old 1", &["2"]).unwrap();
+        // A process of this version takes the state over: the two calls still hold the window.
+        let store = store_on(&server, &clock).await;
+        store.register(&key, &quota, config, t0).await.unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        clock.set(t1);
+        let next = store.reserve(&key, t1).await.unwrap();
+        assert!(next >= t0 + Duration::from_secs(10), "{:?}", next - t0);
+        let text_field: bool = redis::cmd("HEXISTS")
+            .arg(&hash)
+            .arg("sq")
+            .query(&mut conn)
+            .unwrap();
+        assert!(!text_field, "the earlier layout's fields are gone");
+        // The earlier version's process is refused, not let loose on a layout it cannot read.
+        let err = old("reserve", "E1 2 old 2", &["1"]).unwrap_err();
+        assert_eq!(err.code(), Some("FABRAIX_QUOTA_MISMATCH"), "{err:?}");
+    });
+}

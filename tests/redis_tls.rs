@@ -4,61 +4,13 @@
 
 mod redis_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fabraix_scheduler::{
     Instant, KeyId, LedgerConfig, LedgerStore, Quota, RedisLedgerStore, RedisStoreConfig,
     StoreError,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use redis_support::RedisServer;
-
-/// A CA and a certificate for 127.0.0.1 signed by it, written to a fresh directory: the paths of
-/// the certificate, its key and the CA's certificate, and the CA's PEM.
-struct TestPki {
-    dir: PathBuf,
-    ca_pem: String,
-}
-
-impl TestPki {
-    fn make(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("fabraix-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "fabraix test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
-            .unwrap();
-        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        Self {
-            dir,
-            ca_pem: ca_cert.pem(),
-        }
-    }
-
-    fn server(&self) -> RedisServer {
-        RedisServer::start_tls(
-            &self.dir.join("server.pem"),
-            &self.dir.join("server.key"),
-            &self.dir.join("ca.pem"),
-        )
-    }
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use redis_support::pki::TestPki;
 
 #[tokio::test(flavor = "current_thread")]
 async fn reservations_go_through_tls_to_a_server_the_given_ca_signed() {

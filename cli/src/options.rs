@@ -249,6 +249,15 @@ pub struct SendOpts {
         hide_env_values = true
     )]
     pub redis: Option<String>,
+    /// The CA certificate (PEM) that signed the `rediss://` server's certificate, when it is not
+    /// one of the system's trusted roots.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FABRAIX_REDIS_CA",
+        requires = "redis"
+    )]
+    pub redis_ca: Option<PathBuf>,
 }
 
 impl SendOpts {
@@ -362,6 +371,15 @@ pub struct PlanOpts {
         hide_env_values = true
     )]
     pub redis: Option<String>,
+    /// The CA certificate (PEM) that signed the `rediss://` server's certificate, when it is not
+    /// one of the system's trusted roots.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FABRAIX_REDIS_CA",
+        requires = "redis"
+    )]
+    pub redis_ca: Option<PathBuf>,
 }
 
 const PLAN_HELP: &str = "\

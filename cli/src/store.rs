@@ -1,11 +1,13 @@
 //! Where the CLI keeps the key's ledger: in this process, or in Redis (`--redis URL`, or
-//! `FABRAIX_REDIS_URL`) when several processes or machines share the key.
+//! `FABRAIX_REDIS_URL`) when several processes or machines share the key; `--redis-ca FILE` (or
+//! `FABRAIX_REDIS_CA`) for a `rediss://` server whose certificate a private CA signed.
 
+use std::path::Path;
 use std::time::Duration;
 
 use fabraix_scheduler::{
     Instant, KeyId, Ledger, LedgerConfig, LedgerStore, LocalLedger, MemoryLedgerStore, Quota,
-    RedisLedgerStore, StoreError,
+    RedisLedgerStore, RedisStoreConfig, StoreError,
 };
 
 use crate::exit::CliError;
@@ -20,15 +22,12 @@ pub enum CliStore {
 }
 
 impl CliStore {
-    /// The store `--redis` asks for: Redis at `url`, else in memory.
-    pub async fn open(url: Option<&str>) -> Result<Self, CliError> {
+    /// The store `--redis` asks for: Redis at `url` (its server's certificate checked against
+    /// the CA certificate in the file `ca`, if given), else in memory.
+    pub async fn open(url: Option<&str>, ca: Option<&Path>) -> Result<Self, CliError> {
         match url {
             None => Ok(CliStore::Memory(MemoryLedgerStore::new())),
-            Some(url) => RedisLedgerStore::connect(url)
-                .await
-                .map(CliStore::Redis)
-                // The URL may hold a password: not repeated.
-                .map_err(|e| CliError::new(format!("--redis: {e}"))),
+            Some(url) => connect(url, ca).await.map(CliStore::Redis),
         }
     }
 
@@ -118,17 +117,37 @@ impl LedgerStore for CliStore {
     }
 }
 
+/// Redis at `url`, checking its certificate against the CA certificate in the file `ca` if given.
+/// Errors name the flag (and the file, never the URL: it may hold a password).
+async fn connect(url: &str, ca: Option<&Path>) -> Result<RedisLedgerStore, CliError> {
+    let Some(path) = ca else {
+        return RedisLedgerStore::connect(url)
+            .await
+            .map_err(|e| CliError::new(format!("--redis: {e}")));
+    };
+    let flag = |what: String| CliError::new(format!("--redis-ca {}: {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| flag(format!("cannot read it: {e}")))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(flag("holds no PEM certificate".into()));
+    }
+    if !url.starts_with("rediss://") {
+        return Err(flag("is for a rediss:// --redis URL (TLS)".into()));
+    }
+    RedisLedgerStore::connect_with_ca(url, &pem, RedisStoreConfig::default())
+        .await
+        .map_err(|e| CliError::new(format!("--redis (with --redis-ca {}): {e}", path.display())))
+}
+
 /// `plan --redis`: the fleet's shared windows for the key (its API key from the environment),
 /// as Redis holds them now: when the next call and the `n`-th could go.
 pub async fn describe_shared(
     url: &str,
+    ca: Option<&Path>,
     api_key: &fabraix_scheduler::ApiKey,
     quota: &Quota,
     n: u64,
 ) -> Result<String, CliError> {
-    let store = RedisLedgerStore::connect(url)
-        .await
-        .map_err(|e| CliError::new(format!("--redis: {e}")))?;
+    let store = connect(url, ca).await?;
     let key = KeyId::new("default");
     let clock = fabraix_scheduler::TokioClock::new();
     let now = fabraix_scheduler::Clock::now(&clock);

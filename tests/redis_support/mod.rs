@@ -2,6 +2,8 @@
 //! killed when dropped. A missing binary is a clear failure that names the fix, never a skip.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

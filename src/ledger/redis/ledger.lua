@@ -1,13 +1,18 @@
 -- One API key's quota ledger in Redis: the same decisions as src/ledger/key_ledger.rs,
 -- window_log.rs and token_bucket.rs, on Redis's own clock (TIME), committed atomically.
 --
--- KEYS[1]  the key's hash of scalars; KEYS[1 + i] the ring of limit i's window log.
+-- KEYS[1]  the key's hash (identity, writers); KEYS[1 + i] the ring of limit i's window log
+--          (ring 1 led by the packed scalars: see State below).
 -- ARGV     op, now_sec, now_usec ('' '' = Redis TIME), signature, 'epoch seq writer mine' known
 --          (mine: the sequence number of this writer's latest write, 0 unknown), semantics
 --          ('s' sliding | 'b' token bucket), guard_ns, horizon_ns, L, then L pairs
 --          (count, window_ns), then the op's own arguments.
 -- Times are ns since the state's origin (fields os/ou, seconds and µs of Redis time): exact
 -- integers in Lua's doubles for 104 days of a state's life.
+
+-- Globals read once: a global's lookup costs about as much as a call here.
+local floor, max, min = math.floor, math.max, math.min
+local call, spack, sunpack = redis.call, struct.pack, struct.unpack
 
 local H = KEYS[1]
 local op = ARGV[1]
@@ -34,12 +39,12 @@ local EXACT = 1024
 
 local function now_parts()
   if ARGV[2] ~= '' then return tonumber(ARGV[2]), tonumber(ARGV[3]) end
-  local t = redis.call('TIME')
+  local t = call('TIME')
   return tonumber(t[1]), tonumber(t[2])
 end
 
 local function ceil_div(a, b)
-  local c = math.floor(a / b)
+  local c = floor(a / b)
   if c * b < a then c = c + 1 end
   if c > 0 and (c - 1) * b >= a then c = c - 1 end
   return c
@@ -50,36 +55,40 @@ local lim = {}
 for i = 1, L do
   local count = tonumber(ARGV[8 + 2 * i])
   local window = tonumber(ARGV[9 + 2 * i])
-  -- cache: the ring's entries read or written by this call, by position.
-  local l = { count = count, window = window, key = KEYS[1 + i], cache = {} }
+  -- ct, cc: the ticks and calls of the ring's entries written by this call, by position.
+  -- off: where the ring's entries begin in its string (ring 1 holds the scalars before them).
+  local l = { count = count, window = window, key = KEYS[1 + i], ct = {}, cc = {}, off = 0 }
   if count <= EXACT then
-    l.q = math.max(ceil_div(window, FINE), 1)
+    l.q = max(ceil_div(window, FINE), 1)
     l.max = count + 1
   else
-    l.q = math.max(ceil_div(window, COARSE), 1)
+    l.q = max(ceil_div(window, COARSE), 1)
     l.max = COARSE + 8
   end
   l.cap = l.max + 1 -- ring capacity in entries
-  l.interval = ceil_div(window, math.max(count, 1))
-  l.tol = math.max(l.interval * math.max(count - 1, 0) - guard, 0)
+  l.interval = ceil_div(window, max(count, 1))
+  l.tol = max(l.interval * max(count - 1, 0) - guard, 0)
   lim[i] = l
 end
 
 -- State -----------------------------------------------------------------------------------
-local S = {}
-local flat = redis.call('HGETALL', H)
-for i = 1, #flat, 2 do S[flat[i]] = flat[i + 1] end
-local exists = S.ep ~= nil
-
--- The fields' numbers as read (or last written), so that save() formats only those that changed.
-local loaded = {}
-local function num(f, d)
-  local v = S[f]
-  if v == nil or v == '' then return d end
-  local n = tonumber(v)
-  loaded[f] = n
-  return n
-end
+-- The hash holds the state's identity, written once at its creation (sig: LAYOUT and the
+-- signature; ep: the epoch; os, ou: the origin) and, per writer, the sequence number of its
+-- latest write (p:<writer>). The scalars are packed at the start of ring 1's string (HEAD
+-- bytes: the doubles of PACK, exact integers, NONE for none), before its entries: one GETRANGE
+-- reads them and one SETRANGE writes them, and the hash stays small (Redis's compact encoding).
+-- A reservation reads and writes the few ring entries it needs with GETRANGE and SETRANGE (a
+-- GET of a whole ring into Lua costs more than ten of them).
+local LAYOUT = 'L2 '
+local NONE = -1
+local PACK = '>' .. string.rep('d', 8 + 11 * L)
+local HEAD = (8 + 11 * L) * 8
+lim[1].off = HEAD
+local mine_field = 'p:' .. (writer or '')
+local head = call('HMGET', H, 'sig', 'ep', 'os', 'ou', mine_field)
+local S = { sig = head[1], ep = head[2], os = head[3], ou = head[4] }
+local exists = S.ep ~= false
+local mine_seq = tonumber(head[5]) or 0
 
 local sec, usec = now_parts()
 local now = 0
@@ -88,99 +97,109 @@ if exists then
   if now < 0 then now = 0 end
 end
 
--- Scalars, loaded into locals and written back by save().
+local function some(v)
+  if v < 0 then return nil end
+  return v
+end
+
+-- A ring's string, read whole (one GET) by the ops that need every entry; entries written since
+-- are in l.ct, l.cc (and in Redis).
+local function ring_bytes(l)
+  if l.s == nil then l.s = call('GET', l.key) or '' end
+  return l.s
+end
+
+-- Scalars, loaded into st and lim[i] and written back by save(). S.incomplete: the state's
+-- hash is there but its scalars are not (ring 1 evicted or deleted apart from it).
 local st = {}
 local function load()
-  st.ls = num('ls', nil)
-  st.bu = num('bu', 0)
-  st.pc = num('pc', nil)
-  st.cr = num('cr', nil)
-  st.cs = num('cs', nil)
-  st.sq = num('sq', 0)
-  st.se = num('se', 0)
+  local s = nil
+  if not S.fresh then
+    local l = lim[1]
+    if l.s then s = string.sub(l.s, 1, HEAD) else s = call('GETRANGE', l.key, 0, HEAD - 1) end
+    if #s < HEAD then
+      S.incomplete = true
+      s = nil
+    end
+  end
+  if not s then
+    st.ls, st.bu, st.pc, st.cr, st.cs, st.sq, st.se, st.ex = nil, 0, nil, nil, nil, 0, 0, nil
+    for i = 1, L do
+      local l = lim[i]
+      l.b, l.h, l.n, l.t, l.f, l.a, l.l = 0, 0, 0, 0, nil, 0, nil
+      l.r = { { -1, 0 }, { -1, 0 } }
+    end
+    return
+  end
+  local v = { sunpack(PACK, s) }
+  st.ls, st.bu, st.pc, st.cr = some(v[1]), v[2], some(v[3]), some(v[4])
+  st.cs, st.sq, st.se, st.ex = some(v[5]), v[6], v[7], some(v[8])
   for i = 1, L do
-    local l = lim[i]
-    l.b = num('b' .. i, 0)
-    l.h = num('h' .. i, 0)
-    l.n = num('n' .. i, 0)
-    l.t = num('t' .. i, 0)
-    l.f = num('f' .. i, nil)
-    l.a = num('a' .. i, 0)
-    l.l = num('l' .. i, nil)
-    l.r = { { num('ri' .. i .. 'a', -1), num('rc' .. i .. 'a', 0) },
-            { num('ri' .. i .. 'b', -1), num('rc' .. i .. 'b', 0) } }
+    local l, j = lim[i], 8 + 11 * (i - 1)
+    l.b, l.h, l.n, l.t = v[j + 1], v[j + 2], v[j + 3], v[j + 4]
+    l.f, l.a, l.l = some(v[j + 5]), v[j + 6], some(v[j + 7])
+    l.r = { { v[j + 8], v[j + 9] }, { v[j + 10], v[j + 11] } }
   end
 end
 
 -- Whether a ring was written whole (SET drops its expiry): save() sets it again.
 local rings_written = false
 
--- Fields are written as integers (exact below 2^53), and only those that changed.
+-- Written as integers (exact below 2^53) where text is needed (a read's answer).
 local function field(v)
   if v == nil then return '' end
   return string.format('%.0f', v)
 end
 
-local function save()
-  st.sq = st.sq + 1
-  local f = {}
-  local function put(name, v)
-    if v ~= nil and loaded[name] == v then return end
-    local text = field(v)
-    if S[name] ~= text then
-      f[#f + 1] = name
-      f[#f + 1] = text
-      S[name] = text
-    end
-    loaded[name] = v
-  end
-  put('sq', st.sq); put('ls', st.ls); put('bu', st.bu); put('pc', st.pc)
-  put('cr', st.cr); put('cs', st.cs)
-  if st.se > 0 then put('se', st.se) end
+local function packed()
+  local v = { st.ls or NONE, st.bu, st.pc or NONE, st.cr or NONE, st.cs or NONE, st.sq, st.se,
+              st.ex or NONE }
   for i = 1, L do
-    local l = lim[i]
-    if sem == 'b' then
-      put('a' .. i, l.a); put('l' .. i, l.l)
-    else
-      put('b' .. i, l.b); put('h' .. i, l.h); put('n' .. i, l.n); put('t' .. i, l.t)
-      put('f' .. i, l.f)
-    end
-    put('ri' .. i .. 'a', l.r[1][1]); put('rc' .. i .. 'a', l.r[1][2])
-    put('ri' .. i .. 'b', l.r[2][1]); put('rc' .. i .. 'b', l.r[2][2])
+    local l, j = lim[i], 8 + 11 * (i - 1)
+    v[j + 1], v[j + 2], v[j + 3], v[j + 4] = l.b, l.h, l.n, l.t
+    v[j + 5], v[j + 6], v[j + 7] = l.f or NONE, l.a, l.l or NONE
+    v[j + 8], v[j + 9], v[j + 10], v[j + 11] = l.r[1][1], l.r[1][2], l.r[2][1], l.r[2][2]
   end
-  -- The sequence number of this writer's latest write: a rollback that lost it is seen by the
-  -- writer even when others wrote since (their writes brought the number back up).
-  if writer ~= nil then
-    f[#f + 1] = 'p:' .. writer
-    f[#f + 1] = st.sq
-  end
-  -- Kept as long as any call counts: the latest instant it holds plus the longest window and
-  -- the guard, and a second. Extended two seconds at a time, so most calls set no expiry.
-  local last = math.max(st.ls or 0, st.bu, st.cs or 0)
-  local needed = last + horizon + 1000000000
-  local ex = num('ex', nil)
-  if ex == nil or needed > ex or rings_written then
-    if ex == nil or needed > ex then
-      ex = needed + 2000000000
-      put('ex', ex)
-    end
-    local ttl = math.floor((ex - now) / 1000000) + 1
-    redis.call('PEXPIRE', H, ttl)
-    for i = 1, L do redis.call('PEXPIRE', lim[i].key, ttl) end
-  end
-  if #f > 0 then redis.call('HSET', H, unpack(f)) end
+  return spack(PACK, unpack(v))
 end
 
--- Ring of (tick, calls) entries, oldest first ------------------------------------------------
-local function ring_get(l, k)
-  local pos = (l.h + k) % l.cap
-  local hit = l.cache[pos]
-  if hit then return hit[1], hit[2] end
-  local off = pos * 8
-  local s = redis.call('GETRANGE', l.key, off, off + 7)
-  local tick, calls = struct.unpack('>I4I4', s)
-  l.cache[pos] = { tick, calls }
+local function save()
+  st.sq = st.sq + 1
+  -- Kept as long as any call counts: the latest instant it holds plus the longest window and
+  -- the guard, and a second. Extended two seconds at a time, so most calls set no expiry.
+  local last = max(st.ls or 0, st.bu, st.cs or 0)
+  local needed = last + horizon + 1000000000
+  if st.ex == nil or needed > st.ex or rings_written then
+    if st.ex == nil or needed > st.ex then st.ex = needed + 2000000000 end
+    local ttl = floor((st.ex - now) / 1000000) + 1
+    call('PEXPIRE', H, ttl)
+    for i = 1, L do call('PEXPIRE', lim[i].key, ttl) end
+  end
+  call('SETRANGE', lim[1].key, 0, packed())
+  -- The sequence number of this writer's latest write: a rollback that lost it is seen by the
+  -- writer even when others wrote since (their writes brought the number back up).
+  if writer ~= nil then call('HSET', H, mine_field, st.sq) end
+end
+
+-- Ring of (tick, calls) entries, oldest first, from byte l.off of its string ---------------
+local function ring_at(l, pos)
+  local tick = l.ct[pos]
+  if tick then return tick, l.cc[pos] end
+  local at = l.off + pos * 8
+  local s = l.s
+  if s == nil then
+    s = call('GETRANGE', l.key, at, at + 7)
+    at = 0
+  end
+  if #s < at + 8 then return 0, 0 end
+  local calls
+  tick, calls = sunpack('>I4I4', s, at + 1)
+  if l.s == nil then l.ct[pos], l.cc[pos] = tick, calls end
   return tick, calls
+end
+
+local function ring_get(l, k)
+  return ring_at(l, (l.h + k) % l.cap)
 end
 
 -- A ring is allocated once at its full size: grown by SETRANGE, Redis would keep up to twice
@@ -188,9 +207,11 @@ end
 local function ring_alloc(l)
   if l.alloc then return end
   l.alloc = true
-  if redis.call('STRLEN', l.key) < l.cap * 8 then
-    local s = redis.call('GET', l.key) or ''
-    redis.call('SET', l.key, s .. string.rep('\0', l.cap * 8 - #s))
+  local size = l.off + l.cap * 8
+  if (l.s and #l.s or call('STRLEN', l.key)) < size then
+    local s = ring_bytes(l)
+    l.s = s .. string.rep('\0', size - #s)
+    call('SET', l.key, l.s)
     rings_written = true
   end
 end
@@ -198,17 +219,15 @@ end
 local function ring_set(l, k, tick, calls)
   ring_alloc(l)
   local pos = (l.h + k) % l.cap
-  redis.call('SETRANGE', l.key, pos * 8, struct.pack('>I4I4', tick, calls))
-  l.cache[pos] = { tick, calls }
+  call('SETRANGE', l.key, l.off + pos * 8, spack('>I4I4', tick, calls))
+  l.ct[pos], l.cc[pos] = tick, calls
 end
 
 local function ring_all(l)
   local out = {}
-  if l.n == 0 then return out end
-  local s = redis.call('GET', l.key) or ''
+  ring_bytes(l)
   for k = 0, l.n - 1 do
-    local off = ((l.h + k) % l.cap) * 8
-    local tick, calls = struct.unpack('>I4I4', s, off + 1)
+    local tick, calls = ring_get(l, k)
     out[#out + 1] = { tick, calls }
   end
   return out
@@ -216,10 +235,12 @@ end
 
 local function ring_write(l, entries)
   local parts = {}
-  for k = 1, #entries do parts[k] = struct.pack('>I4I4', entries[k][1], entries[k][2]) end
-  redis.call('SET', l.key, table.concat(parts) .. string.rep('\0', (l.cap - #entries) * 8))
+  for k = 1, #entries do parts[k] = spack('>I4I4', entries[k][1], entries[k][2]) end
+  -- (Ring 1's scalars are written by save(), which follows every write.)
+  l.s = string.rep('\0', l.off) .. table.concat(parts) .. string.rep('\0', (l.cap - #entries) * 8)
+  call('SET', l.key, l.s)
   l.alloc = true
-  l.cache = {}
+  l.ct, l.cc = {}, {}
   rings_written = true
   l.h = 0
   l.n = #entries
@@ -233,16 +254,16 @@ end
 
 -- recent_calls.rs
 local function recent_add(l, t)
-  local index = math.floor(t / math.max(l.window, 1))
+  local index = floor(t / max(l.window, 1))
   local slot = l.r[(index % 2) + 1]
   if slot[1] ~= index then slot[1] = index; slot[2] = 0 end
   slot[2] = slot[2] + 1
 end
 
 local function recent_remove(l, t)
-  local index = math.floor(t / math.max(l.window, 1))
+  local index = floor(t / max(l.window, 1))
   for j = 1, 2 do
-    if l.r[j][1] == index then l.r[j][2] = math.max(l.r[j][2] - 1, 0); return end
+    if l.r[j][1] == index then l.r[j][2] = max(l.r[j][2] - 1, 0); return end
   end
 end
 
@@ -263,7 +284,7 @@ local function rebase(l, tick)
   local front_abs = tick
   if #entries > 0 then front_abs = l.b + entries[1][1] end
   if tick - front_abs > U32 then
-    ring_write(l, { { 0, math.min(l.t, U32) } })
+    ring_write(l, { { 0, min(l.t, U32) } })
     l.b = tick
     return
   end
@@ -299,19 +320,19 @@ local function trim(l, t_now)
     local _, calls = ring_get(l, 0)
     pop_front(l)
     local tick2, calls2 = ring_get(l, 0)
-    ring_set(l, 0, tick2, math.min(calls2 + calls, U32))
+    ring_set(l, 0, tick2, min(calls2 + calls, U32))
   end
 end
 
 local function log_record(l, t, t_now)
   local tick = ceil_div(t, l.q)
   if l.n == 0 then l.b = tick end
-  local rel = math.max(tick - l.b, 0)
+  local rel = max(tick - l.b, 0)
   if rel > U32 then
     rebase(l, tick)
-    rel = math.max(tick - l.b, 0)
+    rel = max(tick - l.b, 0)
   end
-  rel = math.min(rel, U32)
+  rel = min(rel, U32)
   local pushed = true
   if l.n > 0 then
     local btick, bcalls = ring_get(l, l.n - 1)
@@ -348,19 +369,19 @@ end
 
 -- key_ledger.rs
 local function limit_earliest(l)
-  if sem == 'b' then return math.max(l.a - l.tol, 0) end
+  if sem == 'b' then return max(l.a - l.tol, 0) end
   local e = log_earliest(l)
   if e == 0 then return 0 end
   return e + guard
 end
 
 local function earliest(t_now)
-  local t = math.max(t_now, st.bu)
+  local t = max(t_now, st.bu)
   if st.ls ~= nil then
-    t = math.max(t, st.ls)
-    if st.pc ~= nil then t = math.max(t, st.ls + st.pc) end
+    t = max(t, st.ls)
+    if st.pc ~= nil then t = max(t, st.ls + st.pc) end
   end
-  for i = 1, L do t = math.max(t, limit_earliest(lim[i])) end
+  for i = 1, L do t = max(t, limit_earliest(lim[i])) end
   if st.cr ~= nil and st.cr == 0 and t < st.cs then t = st.cs end
   return t
 end
@@ -369,7 +390,7 @@ local function commit(t, t_now)
   for i = 1, L do
     local l = lim[i]
     if sem == 'b' then
-      l.a = math.max(l.a, t) + l.interval
+      l.a = max(l.a, t) + l.interval
       l.l = t
       recent_add(l, t)
     else
@@ -378,7 +399,7 @@ local function commit(t, t_now)
   end
   st.ls = t
   if st.cr ~= nil then
-    if t >= st.cs then st.cr = nil; st.cs = nil else st.cr = math.max(st.cr - 1, 0) end
+    if t >= st.cs then st.cr = nil; st.cs = nil else st.cr = max(st.cr - 1, 0) end
   end
 end
 
@@ -387,7 +408,7 @@ local function refund(t)
     local l = lim[i]
     if sem == 'b' then
       recent_remove(l, t)
-      if l.l == t then l.a = math.max(l.a - l.interval, t); l.l = nil end
+      if l.l == t then l.a = max(l.a - l.interval, t); l.l = nil end
     else
       log_forget(l, t)
     end
@@ -395,7 +416,7 @@ local function refund(t)
   if st.cr ~= nil and t < st.cs then st.cr = st.cr + 1 end
 end
 
-local function block(until_ns) st.bu = math.max(st.bu, until_ns) end
+local function block(until_ns) st.bu = max(st.bu, until_ns) end
 
 -- A new state (Redis lost the old one) hands out no slot for settle_ns: every process of the
 -- fleet tells it its own calls first (each checks the state more often than that), and no slot
@@ -403,7 +424,7 @@ local function block(until_ns) st.bu = math.max(st.bu, until_ns) end
 -- to wait; plans see the settle as a block.
 local function settle(settle_ns)
   if settle_ns <= 0 then return end
-  st.se = math.max(st.se, now + settle_ns)
+  st.se = max(st.se, now + settle_ns)
   block(st.se)
 end
 
@@ -411,14 +432,17 @@ end
 local function create(epoch, back_ns)
   -- The origin lies back_ns before now, so that earlier calls have a place on the scale.
   local back_us = ceil_div(back_ns, 1000)
-  local osec = sec - math.floor(back_us / 1000000)
+  local osec = sec - floor(back_us / 1000000)
   local ousec = usec - (back_us % 1000000)
   if ousec < 0 then ousec = ousec + 1000000; osec = osec - 1 end
-  for i = 1, L do redis.call('DEL', lim[i].key) end
-  redis.call('DEL', H)
-  redis.call('HSET', H, 'sig', sig, 'ep', epoch, 'os', field(osec), 'ou', field(ousec))
-  S = { sig = sig, ep = epoch, os = field(osec), ou = field(ousec) }
-  loaded = {}
+  for i = 1, L do call('DEL', lim[i].key) end
+  call('DEL', H)
+  call('HSET', H, 'sig', LAYOUT .. sig, 'ep', epoch, 'os', field(osec), 'ou', field(ousec))
+  S = { sig = LAYOUT .. sig, ep = epoch, os = field(osec), ou = field(ousec), fresh = true }
+  for i = 1, L do
+    local l = lim[i]
+    l.s, l.ct, l.cc, l.alloc = '', {}, {}, nil
+  end
   now = back_us * 1000
   exists = true
   load()
@@ -434,17 +458,17 @@ local function merge_times(times, fresh)
     local l = lim[i]
     if sem == 'b' then
       if fresh then
-        for _, t in ipairs(times) do l.a = math.max(l.a, t) + l.interval; recent_add(l, t) end
+        for _, t in ipairs(times) do l.a = max(l.a, t) + l.interval; recent_add(l, t) end
         l.l = newest
       else
         for _, t in ipairs(times) do
-          local index = math.floor(t / math.max(l.window, 1))
+          local index = floor(t / max(l.window, 1))
           local slot = l.r[(index % 2) + 1]
           if slot[1] == index then slot[2] = slot[2] + 1 end
         end
       end
       -- token_bucket.rs drained_after: empty just after the newest.
-      l.a = math.max(l.a, newest + l.interval * l.count)
+      l.a = max(l.a, newest + l.interval * l.count)
     else
       -- Rebuilt: the calls it holds and the new ones, recorded again in time order.
       local old = ring_all(l)
@@ -455,7 +479,7 @@ local function merge_times(times, fresh)
       for _, t in ipairs(times) do
         all[#all + 1] = t
         if not fresh then
-          local index = math.floor(t / math.max(l.window, 1))
+          local index = floor(t / max(l.window, 1))
           local slot = l.r[(index % 2) + 1]
           if slot[1] == index then slot[2] = slot[2] + 1 end
         end
@@ -488,8 +512,8 @@ local function merge_calls(first, fresh)
   for j = first, #ARGV do
     local offset, late = offset_at(j)
     if offset < horizon then
-      local t = math.max(now - offset, 0)
-      if late then t = math.max(t, st.se) end
+      local t = max(now - offset, 0)
+      if late then t = max(t, st.se) end
       times[#times + 1] = t
     end
   end
@@ -497,10 +521,60 @@ local function merge_calls(first, fresh)
 end
 
 -- The ops --------------------------------------------------------------------------------
+-- A state an earlier version of this script wrote (its scalars as text fields, its signature
+-- without LAYOUT) is converted in place; a process of that version is then refused by the
+-- signature check.
+local function migrate()
+  local flat = call('HGETALL', H)
+  local o = {}
+  for i = 1, #flat, 2 do o[flat[i]] = flat[i + 1] end
+  local function n(f, d)
+    local v = o[f]
+    if v == nil or v == '' then return d end
+    return tonumber(v)
+  end
+  st.ls, st.bu, st.pc, st.cr, st.cs = n('ls'), n('bu', 0), n('pc'), n('cr'), n('cs')
+  st.sq, st.se, st.ex = n('sq', 0), n('se', 0), n('ex')
+  for i = 1, L do
+    local l = lim[i]
+    l.b, l.h, l.n, l.t = n('b' .. i, 0), n('h' .. i, 0), n('n' .. i, 0), n('t' .. i, 0)
+    l.f, l.a, l.l = n('f' .. i), n('a' .. i, 0), n('l' .. i)
+    l.r = { { n('ri' .. i .. 'a', -1), n('rc' .. i .. 'a', 0) },
+            { n('ri' .. i .. 'b', -1), n('rc' .. i .. 'b', 0) } }
+  end
+  mine_seq = n(mine_field, 0)
+  -- Ring 1 gains the scalars before its entries, and keeps the state's expiry. A ring 1 that
+  -- holds calls but is gone stays gone: the state is then incomplete (see load), and seeded again.
+  local l = lim[1]
+  local entries = call('GET', l.key) or ''
+  if l.n == 0 or #entries >= l.cap * 8 then
+    l.s = packed() .. entries
+    call('SET', l.key, l.s)
+    local ttl = call('PTTL', H)
+    if ttl > 0 then call('PEXPIRE', l.key, ttl) end
+  end
+  local drop = {}
+  for name in pairs(o) do
+    if name ~= 'ep' and name ~= 'os' and name ~= 'ou' and string.sub(name, 1, 2) ~= 'p:' then
+      drop[#drop + 1] = name
+    end
+  end
+  call('HDEL', H, unpack(drop))
+  S.sig = LAYOUT .. sig
+  call('HSET', H, 'sig', S.sig)
+end
+
 local function check_sig()
-  if exists and S.sig ~= sig then
-    return redis.error_reply('FABRAIX_QUOTA_MISMATCH stored "' .. tostring(S.sig) ..
-      '", this process "' .. sig .. '"')
+  if exists and S.sig == sig then migrate() end
+  if exists and S.sig ~= LAYOUT .. sig then
+    local stored = tostring(S.sig)
+    if string.sub(stored, 1, #LAYOUT) == LAYOUT then
+      stored = '"' .. string.sub(stored, #LAYOUT + 1) .. '"'
+    else
+      stored = '"' .. stored .. '" (by an earlier version of fabraix-scheduler)'
+    end
+    return redis.error_reply('FABRAIX_QUOTA_MISMATCH stored ' .. stored .. ', this process "' ..
+      sig .. '"')
   end
   return nil
 end
@@ -511,11 +585,22 @@ local function state_reply()
     local l = lim[i]
     local entries = ring_all(l)
     local parts = {}
-    for k = 1, #entries do parts[k] = struct.pack('>I4I4', entries[k][1], entries[k][2]) end
+    for k = 1, #entries do parts[k] = spack('>I4I4', entries[k][1], entries[k][2]) end
     out[#out + 1] = table.concat(parts)
   end
-  local hf = redis.call('HGETALL', H)
-  for k = 1, #hf do out[#out + 1] = hf[k] end
+  -- The scalars as text fields (reply.rs).
+  local function put(name, v)
+    out[#out + 1] = name
+    out[#out + 1] = field(v)
+  end
+  put('ls', st.ls); put('bu', st.bu); put('pc', st.pc); put('cr', st.cr); put('cs', st.cs)
+  put('sq', st.sq); put('se', st.se)
+  for i = 1, L do
+    local l = lim[i]
+    put('b' .. i, l.b); put('f' .. i, l.f); put('a' .. i, l.a); put('l' .. i, l.l)
+    put('ri' .. i .. 'a', l.r[1][1]); put('rc' .. i .. 'a', l.r[1][2])
+    put('ri' .. i .. 'b', l.r[2][1]); put('rc' .. i .. 'b', l.r[2][2])
+  end
   return out
 end
 
@@ -547,13 +632,13 @@ end
 if op == 'seed' then
   -- ARGV[A] new epoch, ARGV[A+1] settle_ns, ARGV[A+2] '1' to replace the state when its epoch
   -- is the known one (a rollback), then the calls' offsets.
-  if not exists or (ARGV[A + 2] == '1' and S.ep == known) then
+  if exists then load() end
+  if not exists or S.incomplete or (ARGV[A + 2] == '1' and S.ep == known) then
     create(ARGV[A], back_for(A + 3))
     settle(tonumber(ARGV[A + 1]))
     merge_calls(A + 3, true)
     save()
   else
-    load()
     if S.ep ~= known then
       merge_calls(A + 3, false)
       save()
@@ -566,20 +651,23 @@ if not exists or S.ep ~= known then
   return { 'seed', S.ep or '' }
 end
 load()
+if S.incomplete then return { 'rollback', S.ep } end
 -- A window log evicted or deleted apart from the hash: the state is incomplete, and is seeded
--- again as after a rollback. A ring that exists was written at its full size at once.
+-- again as after a rollback. A ring that exists was written at its full size at once; ring 1
+-- exists if its scalars do.
 local holding = {}
 for i = 1, L do
-  if lim[i].n > 0 then holding[#holding + 1] = lim[i].key end
-end
-if #holding > 0 then
-  if redis.call('EXISTS', unpack(holding)) < #holding then return { 'rollback', S.ep } end
-  for i = 1, L do
-    if lim[i].n > 0 then lim[i].alloc = true end
+  local l = lim[i]
+  if l.n > 0 then
+    if i > 1 then holding[#holding + 1] = l.key end
+    l.alloc = true
   end
 end
+if #holding > 0 and call('EXISTS', unpack(holding)) < #holding then
+  return { 'rollback', S.ep }
+end
 -- Writes this process saw or made are gone (a failover to a replica that had not seen them).
-if st.sq < known_seq or (writer ~= nil and mine > 0 and num('p:' .. writer, 0) < mine) then
+if st.sq < known_seq or (writer ~= nil and mine > 0 and mine_seq < mine) then
   return { 'rollback', S.ep }
 end
 
@@ -615,14 +703,14 @@ elseif op == 'late' then
 elseif op == 'refund' then
   refund(tonumber(ARGV[A]))
 elseif op == 'block' then
-  block(now + math.max(tonumber(ARGV[A]), 0))
+  block(now + max(tonumber(ARGV[A]), 0))
 elseif op == 'cap' then
   local remaining = tonumber(ARGV[A])
-  local reset = now + math.max(tonumber(ARGV[A + 1]), 0)
+  local reset = now + max(tonumber(ARGV[A + 1]), 0)
   if remaining == 0 then
     block(reset)
   elseif st.cr ~= nil and st.cs >= reset then
-    st.cr = math.min(st.cr, remaining)
+    st.cr = min(st.cr, remaining)
   else
     st.cr = remaining
     st.cs = reset

@@ -150,14 +150,16 @@ impl RedisStoreConfig {
 /// [`plan`](LedgerStore::plan)) read the state once and rebuild a local [`Ledger`] from it.
 ///
 /// # Redis keys and memory
-/// `fx:v1:{FP}:h` (a hash of the key's scalars) and `fx:v1:{FP}:w<i>` (one ring of
-/// `(tick, calls)` entries of 8 bytes per limit), where `FP` is the API key's fingerprint
+/// `fx:v1:{FP}:h` (a small hash: the quota's signature, the state's epoch and origin, and each
+/// writer's latest sequence number) and `fx:v1:{FP}:w<i>` (one ring of `(tick, calls)` entries of
+/// 8 bytes per limit; ring 1 starts with the state's scalars, packed: a reservation reads and
+/// writes them with one command each), where `FP` is the API key's fingerprint
 /// ([`ApiKey::fingerprint`](crate::ApiKey::fingerprint): 32 bits of its SHA-256, never the key)
 /// — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
 /// key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
 /// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
 /// late, never early): a Production key (600/1m + 10,000/1h) takes at most 16 KB in Redis
-/// (`MEMORY USAGE` of its three keys), plus about 40 bytes in the hash per process that wrote to
+/// (`MEMORY USAGE` of its three keys), plus about 30 bytes in the hash per process that wrote to
 /// the state in its life (the sequence number of its latest write). Every key expires the
 /// quota's longest window plus the guard (and one second) after the latest instant it holds.
 ///
@@ -176,7 +178,9 @@ impl RedisStoreConfig {
 ///   end.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 /// * **Processes with different quotas for one key** are refused:
-///   [`StoreError::QuotaConflict`].
+///   [`StoreError::QuotaConflict`]. So is a process of version 0.2 or earlier once a process of
+///   this version has used the key: the state such a process wrote (its scalars as text fields
+///   of the hash) is converted in place by this version's first call.
 #[derive(Clone)]
 pub struct RedisLedgerStore {
     conn: ConnectionManager,
