@@ -603,6 +603,59 @@ impl Ledger {
         }
     }
 
+    /// From now on reads every limit read as a sliding window as a sliding-window counter
+    /// ([`WindowSemantics::SlidingWindowCounter`]), rebuilt from the calls recorded: windows laid
+    /// from the key's first call (and again after two idle windows), as such a server lays them.
+    /// The pace and any server's cap go (the counter's reading is finer than both). True if
+    /// anything changed; a token bucket or a counter stays as it is.
+    pub(crate) fn learn_counter_semantics(&mut self) -> bool {
+        let mut changed = false;
+        for log in &mut self.logs {
+            changed |= log.learn_counter();
+        }
+        if changed {
+            self.version += 1;
+            self.plan = None;
+            self.pace_ns = None;
+            self.server_cap = None;
+        }
+        changed
+    }
+
+    /// Whether the limits are read as sliding-window counters (configured or learned).
+    #[cfg(test)]
+    pub(crate) fn reads_as_counter(&self) -> bool {
+        self.logs
+            .iter()
+            .any(|l| matches!(l, LimitAccount::Counter(_)))
+    }
+
+    /// Whether a sliding-window counter that counted the calls recorded would have refused the
+    /// one in `slot` on some limit read as a window log, past that counter's first window: the
+    /// mark of a refusal by such a server where a sliding log had room.
+    pub(crate) fn counter_would_refuse(&self, slot: Instant) -> bool {
+        let t = self.ns(slot);
+        self.logs.iter().any(|l| {
+            l.log_remaining_at(t).is_some()
+                && l.as_counter().is_some_and(|c| c.past_first_window(t) && c.over_at(t))
+        })
+    }
+
+    /// For the limit with `count` calls (the longest window of that count), at `now`: the calls a
+    /// sliding log of the calls recorded would accept, and those a sliding-window counter of
+    /// them would; `None` if no limit has that count or it is not read as a window log, or the
+    /// counter's first window has not ended (both read alike until then).
+    pub(crate) fn remaining_as_log_and_counter(
+        &self,
+        count: u32,
+        now: Instant,
+    ) -> Option<(u64, u64)> {
+        let t = self.ns(now);
+        let log = self.logs.iter().rev().find(|l| l.count() == count)?;
+        let counter = log.as_counter().filter(|c| c.past_first_window(t))?;
+        Some((log.log_remaining_at(t)?, counter.remaining_at(t)))
+    }
+
     /// A minimum spacing between consecutive slots (`None`: none). The scheduler sets it when a
     /// server counts more strictly than the quota says (see the scheduler's pacing).
     pub fn set_pace(&mut self, spacing: Option<Duration>) {
