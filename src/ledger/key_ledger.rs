@@ -1002,6 +1002,24 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_of_the_calls_tells_a_refusal_a_sliding_log_would_not_make() {
+        let (mut l, t0) = ledger("4/4s", 100);
+        for _ in 0..4 {
+            assert_eq!(l.reserve(t0), t0);
+        }
+        // In the first window a counter reads as a log: no refusal of its calls fits it.
+        assert!(!l.counter_would_refuse(t0));
+        // 4.1 s on the log has room for 4; a counter weighs the 4 before in, nearly whole.
+        let next = l.reserve(t0);
+        assert_eq!(next, t0 + Duration::from_millis(4_100));
+        assert!(l.counter_would_refuse(next));
+        assert_eq!(l.remaining_as_log_and_counter(4, next), Some((3, 0)));
+        // Learned: the next slot is the counter's (4 × (4 s − (e − g)) <= 2 × 4 s: e >= 2.1 s).
+        assert!(l.learn_counter_semantics());
+        assert_eq!(l.reserve(t0), t0 + Duration::from_millis(6_100));
+    }
+
+    #[test]
     fn production_key_fits_in_16_kib() {
         let now = tokio::time::Instant::now();
         let mut l = Ledger::new(&crate::Quota::production(), LedgerConfig::default(), now);

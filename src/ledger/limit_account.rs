@@ -251,3 +251,55 @@ impl LimitAccount {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// The counter a window log switches to is the one that counted the same calls from the
+    /// start: same slots from then on, whatever the calls, gaps and refunds before.
+    #[test]
+    fn a_learned_counter_plans_as_one_that_counted_from_the_start() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..200 {
+            let (count, window, guard) = (rng.u32(1..20), rng.u64(1..10) * S, rng.u64(0..S / 4));
+            let mut sliding = LimitAccount::new(WindowSemantics::Sliding, count, window, guard);
+            let mut counter =
+                LimitAccount::new(WindowSemantics::SlidingWindowCounter, count, window, guard);
+            let mut t = 0;
+            let mut sent = Vec::new();
+            for _ in 0..rng.usize(0..60) {
+                // Calls in time order, now and then a gap of a few windows, now and then a refund.
+                t += rng.u64(0..window / 2) + if rng.u8(..) < 8 { 3 * window } else { 0 };
+                sliding.record(t, t);
+                counter.record(t, t);
+                sent.push(t);
+                if rng.u8(..) < 20 {
+                    let back = sent.swap_remove(rng.usize(0..sent.len()));
+                    sliding.forget(back);
+                    counter.forget(back);
+                }
+            }
+            assert!(sliding.learn_counter(), "round {round}");
+            assert!(!sliding.learn_counter(), "round {round}: once");
+            for probe in 0..50 {
+                let at = t.saturating_sub(window) + probe * window / 10;
+                assert_eq!(
+                    sliding.earliest_from(at),
+                    counter.earliest_from(at),
+                    "round {round}, probe {probe}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_and_counters_do_not_switch() {
+        let mut bucket = LimitAccount::new(WindowSemantics::TokenBucket, 5, S, 0);
+        let mut counter = LimitAccount::new(WindowSemantics::SlidingWindowCounter, 5, S, 0);
+        assert!(!bucket.learn_counter() && !counter.learn_counter());
+        assert!(bucket.as_counter().is_none() && bucket.log_remaining_at(0).is_none());
+    }
+}
