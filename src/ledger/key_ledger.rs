@@ -86,7 +86,8 @@ struct ServerCap {
 /// more than N calls in any window of length W, for every limit (N, W) of the quota, whatever
 /// sequence of [`reserve`](Ledger::reserve), [`refund`](Ledger::refund),
 /// [`block_until`](Ledger::block_until) and the other operations. (A token bucket or a
-/// sliding-window counter reading keeps that model's own rule instead.)
+/// sliding-window counter reading, configured or learned by the scheduler, keeps that model's own
+/// rule instead.)
 /// A reservation either commits to every window or to none.
 ///
 /// Decisions are synchronous and return *when*; waiting is the caller's business. Slots are handed

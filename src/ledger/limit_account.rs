@@ -13,7 +13,9 @@ use super::window_log::WindowLog;
 pub enum WindowSemantics {
     /// Never more than N calls in any window of length W. Accepted by fixed-window, sliding-log
     /// and token-bucket servers alike: the safe default when the server's counting is unknown
-    /// (the Fabraix docs do not say).
+    /// (the Fabraix docs do not say). A scheduler's key read this way may learn from the
+    /// server's answers that it is a sliding-window counter, and read its limits as one from then
+    /// on ([`KeyConfig::learn_semantics`](crate::KeyConfig::learn_semantics)).
     #[default]
     Sliding,
     /// A token bucket per limit: rate N / W with a burst of N. Finishes earlier against a server

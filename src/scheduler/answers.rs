@@ -403,7 +403,8 @@ async fn apply_window<S: LedgerStore>(
     reset_in: Duration,
     others: usize,
 ) {
-    let reads_as_counter = q.lock().reads_as_counter();
+    // (A ledger in a shared store is planned as sliding windows whatever the configuration.)
+    let reads_as_counter = q.ledger.is_some() && q.lock().reads_as_counter();
     let reset_in = if reads_as_counter {
         match window_for_counter(&window, reset_in) {
             Some(reset_in) => reset_in,

@@ -44,7 +44,8 @@ pub struct KeyStats {
     /// quota allowed (a server counting more strictly than a sliding log, as a sliding-window
     /// counter does): W / (N − 1) for its binding limit's N per W, the counter's own rate
     /// whatever its alignment, wider after further refusals. `None` while the key has not been
-    /// paced.
+    /// paced, and for a key that learned to read its limits as the counter's
+    /// ([`learned_semantics`](Self::learned_semantics)).
     pub paced: Option<Duration>,
     /// What the server's limits look like when it refused calls (429) while every window of the
     /// configured quota held under 90 % of its count of accepted calls: for a Development key
