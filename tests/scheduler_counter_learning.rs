@@ -49,7 +49,8 @@ async fn batch(
 /// refused, within 2 % of the minimum, where one refusal would have cost the hour.
 #[tokio::test(start_paused = true)]
 async fn a_counter_that_sends_headers_is_learned_before_any_refusal() {
-    let (elapsed, refused, stats) = batch(ServerModel::SlidingWindowCounter, true, true, 1_000).await;
+    let (elapsed, refused, stats) =
+        batch(ServerModel::SlidingWindowCounter, true, true, 1_000).await;
     assert_eq!(refused, 0);
     let learned = stats.learned_semantics.expect("learned");
     assert_eq!(

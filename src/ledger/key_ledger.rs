@@ -638,7 +638,8 @@ impl Ledger {
         let t = self.ns(slot);
         self.logs.iter().any(|l| {
             l.log_remaining_at(t).is_some()
-                && l.as_counter().is_some_and(|c| c.past_first_window(t) && c.over_at(t))
+                && l.as_counter()
+                    .is_some_and(|c| c.past_first_window(t) && c.over_at(t))
         })
     }
 

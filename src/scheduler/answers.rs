@@ -479,7 +479,12 @@ async fn on_rate_limited<S: LedgerStore>(
             let reason = st.api_key().redact(&p.reason);
             tracing::warn!(key = %q.id, source = p.source, reason = %reason, "unusable retry_after");
         }
-        (in_a_row, refund, st.in_flight().saturating_sub(1), pace_nothing)
+        (
+            in_a_row,
+            refund,
+            st.in_flight().saturating_sub(1),
+            pace_nothing,
+        )
     };
     if refund {
         if let Err(e) = inner.refund_slot(q, call.slot).await {

@@ -175,13 +175,43 @@ mod tests {
         ledger.reserve(now);
         let g = Duration::from_millis(100);
         // A counter after its first call: 60 at once only two windows on.
-        assert!(headers_show_counter(&quota, &window(60, 59, 120), &ledger, now, g));
+        assert!(headers_show_counter(
+            &quota,
+            &window(60, 59, 120),
+            &ledger,
+            now,
+            g
+        ));
         // A sliding log or a fixed window: within the window, rounded up.
-        assert!(!headers_show_counter(&quota, &window(60, 59, 60), &ledger, now, g));
-        assert!(!headers_show_counter(&quota, &window(60, 59, 61), &ledger, now, g));
+        assert!(!headers_show_counter(
+            &quota,
+            &window(60, 59, 60),
+            &ledger,
+            now,
+            g
+        ));
+        assert!(!headers_show_counter(
+            &quota,
+            &window(60, 59, 61),
+            &ledger,
+            now,
+            g
+        ));
         // The hour's limit may reset an hour on; a count the quota lacks names no window.
-        assert!(!headers_show_counter(&quota, &window(1000, 999, 3_600), &ledger, now, g));
-        assert!(!headers_show_counter(&quota, &window(7, 6, 120), &ledger, now, g));
+        assert!(!headers_show_counter(
+            &quota,
+            &window(1000, 999, 3_600),
+            &ledger,
+            now,
+            g
+        ));
+        assert!(!headers_show_counter(
+            &quota,
+            &window(7, 6, 120),
+            &ledger,
+            now,
+            g
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,8 +234,20 @@ mod tests {
             Some((9, 0)),
             "log and counter"
         );
-        assert!(headers_show_counter(&quota, &window(10, 0, 1), &ledger, t, Duration::ZERO));
-        assert!(!headers_show_counter(&quota, &window(10, 9, 10), &ledger, t, Duration::ZERO));
+        assert!(headers_show_counter(
+            &quota,
+            &window(10, 0, 1),
+            &ledger,
+            t,
+            Duration::ZERO
+        ));
+        assert!(!headers_show_counter(
+            &quota,
+            &window(10, 9, 10),
+            &ledger,
+            t,
+            Duration::ZERO
+        ));
         assert!(ledger.learn_counter_semantics());
         assert!(ledger.reads_as_counter());
         assert!(!ledger.learn_counter_semantics(), "once");
@@ -213,7 +255,10 @@ mod tests {
 
     #[test]
     fn a_counter_key_takes_only_an_empty_window_less_its_rounding() {
-        assert_eq!(window_for_counter(&window(60, 3, 5), Duration::from_secs(5)), None);
+        assert_eq!(
+            window_for_counter(&window(60, 3, 5), Duration::from_secs(5)),
+            None
+        );
         assert_eq!(
             window_for_counter(&window(60, 0, 5), Duration::from_secs(5)),
             Some(Duration::from_secs(4))
