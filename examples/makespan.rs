@@ -193,6 +193,53 @@ impl LimitSim {
         }
     }
 
+    /// For a counter (state advanced to `t`): the calls it accepts at `t` one after another, and
+    /// how long until it accepts one more than that at once, as the mock's `X-RateLimit-*`
+    /// headers say. `None` for the other models (the study sends headers for the counter only).
+    fn rate_info(&self, t: u64) -> Option<(u64, u64)> {
+        let (n, w) = (self.n, self.w);
+        let Kind::Counter {
+            anchor,
+            index,
+            prev,
+            curr,
+        } = &self.kind
+        else {
+            return None;
+        };
+        let Some(a) = *anchor else {
+            return Some((n, 0));
+        };
+        let (ni, wi) = (i128::from(n), i128::from(w));
+        let start = i128::from(a) + i128::from(*index) * wi;
+        let elapsed = i128::from(t) - start;
+        let free = ni * wi - i128::from(*curr) * wi - i128::from(*prev) * (wi - elapsed);
+        let remaining = (free.max(0) / wi) as u64;
+        if remaining >= n {
+            return Some((remaining, 0));
+        }
+        // The earliest elapsed e in a window with previous count p where p·(W − e) <= x·W.
+        let first_e = |p: u64, x: i128| -> Option<i128> {
+            if x < 0 {
+                return None;
+            }
+            if p == 0 {
+                return Some(0);
+            }
+            let e = (wi - x * wi / i128::from(p)).max(0);
+            (e < wi).then_some(e)
+        };
+        let r = i128::from(remaining + 1);
+        let at = if let Some(e) = first_e(*prev, ni - i128::from(*curr) - r) {
+            (start + e).max(i128::from(t))
+        } else if let Some(e) = first_e(*curr, ni - r) {
+            start + wi + e
+        } else {
+            start + 2 * wi
+        };
+        Some((remaining, (at - i128::from(t)).max(0) as u64))
+    }
+
     fn commit(&mut self, t: u64) {
         let (n, w) = (self.n, self.w);
         match &mut self.kind {
@@ -284,6 +331,16 @@ impl SimServer {
             Err(at - t)
         }
     }
+
+    /// The tightest limit at `t` (state advanced to `t`), as the mock's `X-RateLimit-*` headers
+    /// give it: (N, remaining, whole seconds rounded up until one more is accepted).
+    fn rate_headers(&self, t: u64) -> Option<(u64, u64, u64)> {
+        self.limits
+            .iter()
+            .filter_map(|l| l.rate_info(t).map(|(rem, reset)| (l.n, rem, reset)))
+            .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .map(|(n, rem, reset)| (n, rem, reset.div_ceil(1_000_000_000)))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,15 +384,17 @@ fn minimum(model: ServerModel, quota: &Quota, n: usize) -> Run {
 struct SimTransport {
     server: Mutex<SimServer>,
     origin: Instant,
+    /// Whether every answer carries `X-RateLimit-Limit/-Remaining/-Reset` (counter model only).
+    headers: bool,
 }
 
 impl Transport for SimTransport {
     fn send(&self, _request: OutgoingRequest<'_>) -> TransportFuture {
-        let decision = self
-            .server
-            .lock()
-            .expect("not poisoned")
-            .decide(nanos_since(self.origin));
+        let t = nanos_since(self.origin);
+        let mut server = self.server.lock().expect("not poisoned");
+        let decision = server.decide(t);
+        let rate = self.headers.then(|| server.rate_headers(t)).flatten();
+        drop(server);
         let response = match decision {
             Ok(()) => http::Response::builder()
                 .status(200)
@@ -352,7 +411,13 @@ impl Transport for SimTransport {
                     .body(Bytes::from(body))
             }
         };
-        let response: HttpResponse = response.expect("valid response");
+        let mut response: HttpResponse = response.expect("valid response");
+        if let Some((limit, remaining, reset)) = rate {
+            let h = response.headers_mut();
+            h.insert("x-ratelimit-limit", limit.into());
+            h.insert("x-ratelimit-remaining", remaining.into());
+            h.insert("x-ratelimit-reset", reset.into());
+        }
         Box::pin(async move { Ok(response) })
     }
 }
@@ -425,6 +490,18 @@ fn scheduler_in_process_on(
     n: usize,
     variant: Variant,
 ) -> Run {
+    scheduler_in_process_with(model, count_refused, false, quota, n, variant)
+}
+
+/// [`scheduler_in_process_on`] against a server that sends `X-RateLimit-*` headers if `headers`.
+fn scheduler_in_process_with(
+    model: ServerModel,
+    count_refused: bool,
+    headers: bool,
+    quota: &Quota,
+    n: usize,
+    variant: Variant,
+) -> Run {
     paused_runtime().block_on(async {
         let origin = Instant::now();
         let mut server = SimServer::new(model, quota);
@@ -432,6 +509,7 @@ fn scheduler_in_process_on(
         let transport = Arc::new(SimTransport {
             server: Mutex::new(server),
             origin,
+            headers,
         });
         let scheduler = Scheduler::builder()
             .transport(transport.clone())
@@ -743,6 +821,31 @@ fn main() {
             let min = minimum(model, quota, n).makespan;
             let run = |counted| {
                 scheduler_in_process_on(model, counted, quota, n, Variant::CounterSemantics)
+            };
+            println!(
+                "| {qname} | {n} | {:.1} s | {} | {} |",
+                min.as_secs_f64(),
+                cell(run(false), min),
+                cell(run(true), min),
+            );
+        }
+    }
+    println!();
+
+    println!("### Counter model, server sends X-RateLimit-*\n");
+    println!(
+        "The default scheduler on a counter server whose every answer carries \
+         `X-RateLimit-Limit`, `-Remaining` and `-Reset` (the tightest limit, as the mock sends \
+         them), on a server that does not count refused calls and on one that does.\n"
+    );
+    println!("| quota | N | minimum | refusals not counted | refusals counted |");
+    println!("|---|---:|---:|---|---|");
+    for (qname, quota) in &quotas {
+        for &n in &ns {
+            let model = ServerModel::SlidingWindowCounter;
+            let min = minimum(model, quota, n).makespan;
+            let run = |counted| {
+                scheduler_in_process_with(model, counted, true, quota, n, Variant::Default)
             };
             println!(
                 "| {qname} | {n} | {:.1} s | {} | {} |",

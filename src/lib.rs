@@ -100,8 +100,8 @@ pub use quota::{Limit, Quota, QuotaError, Tier, MAX_WINDOW, MIN_WINDOW};
 pub use response::Response;
 pub use retry::{Delivery, RefusalStep, RetryBudget, RetryPolicy};
 pub use scheduler::{
-    read_call_journal, KeyConfig, KeyHandle, KeyStats, Overflow, RefusedCalls, ReturnedJob,
-    Scheduler, SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,
+    read_call_journal, KeyConfig, KeyHandle, KeyStats, LearnedFrom, LearnedSemantics, Overflow,
+    RefusedCalls, ReturnedJob, Scheduler, SchedulerBuilder, ShutdownMode, ShutdownReport, Ticket,
 };
 pub use telemetry::{TelemetryConfig, TelemetrySender};
 #[cfg(feature = "tower")]

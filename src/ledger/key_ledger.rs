@@ -108,7 +108,8 @@ struct ServerCap {
 /// more than N calls in any window of length W, for every limit (N, W) of the quota, whatever
 /// sequence of [`reserve`](Ledger::reserve), [`refund`](Ledger::refund),
 /// [`block_until`](Ledger::block_until) and the other operations. (A token bucket or a
-/// sliding-window counter reading keeps that model's own rule instead.)
+/// sliding-window counter reading, configured or learned by the scheduler, keeps that model's own
+/// rule instead.)
 /// A reservation either commits to every window or to none.
 ///
 /// Decisions are synchronous and return *when*; waiting is the caller's business. Slots are handed
@@ -642,6 +643,60 @@ impl Ledger {
         }
     }
 
+    /// From now on reads every limit read as a sliding window as a sliding-window counter
+    /// ([`WindowSemantics::SlidingWindowCounter`]), rebuilt from the calls recorded: windows laid
+    /// from the key's first call (and again after two idle windows), as such a server lays them.
+    /// The pace and any server's cap go (the counter's reading is finer than both). True if
+    /// anything changed; a token bucket or a counter stays as it is.
+    pub(crate) fn learn_counter_semantics(&mut self) -> bool {
+        let mut changed = false;
+        for log in &mut self.logs {
+            changed |= log.learn_counter();
+        }
+        if changed {
+            self.version += 1;
+            self.plan = None;
+            self.pace_ns = None;
+            self.server_cap = None;
+        }
+        changed
+    }
+
+    /// Whether the limits are read as sliding-window counters (configured or learned).
+    #[cfg(test)]
+    pub(crate) fn reads_as_counter(&self) -> bool {
+        self.logs
+            .iter()
+            .any(|l| matches!(l, LimitAccount::Counter(_)))
+    }
+
+    /// Whether a sliding-window counter that counted the calls recorded would have refused the
+    /// one in `slot` on some limit read as a window log, past that counter's first window: the
+    /// mark of a refusal by such a server where a sliding log had room.
+    pub(crate) fn counter_would_refuse(&self, slot: Instant) -> bool {
+        let t = self.ns(slot);
+        self.logs.iter().any(|l| {
+            l.log_remaining_at(t).is_some()
+                && l.as_counter()
+                    .is_some_and(|c| c.past_first_window(t) && c.over_at(t))
+        })
+    }
+
+    /// For the limit with `count` calls (the longest window of that count), at `now`: the calls a
+    /// sliding log of the calls recorded would accept, and those a sliding-window counter of
+    /// them would; `None` if no limit has that count or it is not read as a window log, or the
+    /// counter's first window has not ended (both read alike until then).
+    pub(crate) fn remaining_as_log_and_counter(
+        &self,
+        count: u32,
+        now: Instant,
+    ) -> Option<(u64, u64)> {
+        let t = self.ns(now);
+        let log = self.logs.iter().rev().find(|l| l.count() == count)?;
+        let counter = log.as_counter().filter(|c| c.past_first_window(t))?;
+        Some((log.log_remaining_at(t)?, counter.remaining_at(t)))
+    }
+
     /// A minimum spacing between consecutive slots (`None`: none). The scheduler sets it when a
     /// server counts more strictly than the quota says (see the scheduler's pacing).
     pub fn set_pace(&mut self, spacing: Option<Duration>) {
@@ -985,6 +1040,24 @@ mod tests {
         // 600 at once, then 599 a minute, one guard clear of each boundary; the hour's counter
         // (10,000) binds from the 10,001st call.
         assert!(t > now + Duration::from_secs(3_600), "{:?}", t - now);
+    }
+
+    #[test]
+    fn a_counter_of_the_calls_tells_a_refusal_a_sliding_log_would_not_make() {
+        let (mut l, t0) = ledger("4/4s", 100);
+        for _ in 0..4 {
+            assert_eq!(l.reserve(t0), t0);
+        }
+        // In the first window a counter reads as a log: no refusal of its calls fits it.
+        assert!(!l.counter_would_refuse(t0));
+        // 4.1 s on the log has room for 4; a counter weighs the 4 before in, nearly whole.
+        let next = l.reserve(t0);
+        assert_eq!(next, t0 + Duration::from_millis(4_100));
+        assert!(l.counter_would_refuse(next));
+        assert_eq!(l.remaining_as_log_and_counter(4, next), Some((3, 0)));
+        // Learned: the next slot is the counter's (4 × (4 s − (e − g)) <= 2 × 4 s: e >= 2.1 s).
+        assert!(l.learn_counter_semantics());
+        assert_eq!(l.reserve(t0), t0 + Duration::from_millis(6_100));
     }
 
     #[test]

@@ -6,12 +6,16 @@ use super::token_bucket::TokenBucket;
 use super::window_counter::WindowCounter;
 use super::window_log::WindowLog;
 
-/// How a [`Ledger`](super::Ledger) reads each limit of a quota.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// How a [`Ledger`](super::Ledger) reads each limit of a quota. Serialized in kebab-case
+/// (`"sliding"`, `"token-bucket"`, `"sliding-window-counter"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WindowSemantics {
     /// Never more than N calls in any window of length W. Accepted by fixed-window, sliding-log
     /// and token-bucket servers alike: the safe default when the server's counting is unknown
-    /// (the Fabraix docs do not say).
+    /// (the Fabraix docs do not say). A scheduler's key read this way may learn from the
+    /// server's answers that it is a sliding-window counter, and read its limits as one from then
+    /// on ([`KeyConfig::learn_semantics`](crate::KeyConfig::learn_semantics)).
     #[default]
     Sliding,
     /// A token bucket per limit: rate N / W with a burst of N. Finishes earlier against a server
@@ -43,7 +47,14 @@ pub(crate) struct SharedLimit {
 
 #[derive(Clone, Debug)]
 pub(crate) enum LimitAccount {
-    Sliding { log: WindowLog, guard_ns: u64 },
+    /// A window log, and beside it the same calls as a sliding-window counter would count them
+    /// (`shadow`, a few words), so that a key found to be talking to such a server can be planned
+    /// as one from its own first call ([`learn_counter`](Self::learn_counter)).
+    Sliding {
+        log: WindowLog,
+        guard_ns: u64,
+        shadow: WindowCounter,
+    },
     Bucket(TokenBucket),
     Counter(WindowCounter),
 }
@@ -59,6 +70,7 @@ impl LimitAccount {
             WindowSemantics::Sliding => LimitAccount::Sliding {
                 log: WindowLog::new(count, window_ns),
                 guard_ns,
+                shadow: WindowCounter::new(count, window_ns, guard_ns),
             },
             WindowSemantics::TokenBucket => {
                 LimitAccount::Bucket(TokenBucket::new(count, window_ns, guard_ns))
@@ -92,6 +104,8 @@ impl LimitAccount {
                         recent,
                     ),
                     guard_ns,
+                    // (The store keeps no counter: a shared key is never planned as one.)
+                    shadow: WindowCounter::new(count, window_ns, guard_ns),
                 }
             }
             WindowSemantics::TokenBucket => LimitAccount::Bucket(TokenBucket::from_shared(
@@ -108,7 +122,7 @@ impl LimitAccount {
     /// The earliest time (ns) at which one more call keeps this limit (0: no constraint).
     pub(crate) fn earliest_ns(&self) -> u64 {
         match self {
-            LimitAccount::Sliding { log, guard_ns } => match log.earliest_ns() {
+            LimitAccount::Sliding { log, guard_ns, .. } => match log.earliest_ns() {
                 0 => 0,
                 e => e.saturating_add(*guard_ns),
             },
@@ -136,7 +150,14 @@ impl LimitAccount {
     /// Makes the guard `guard_ns` from now on.
     pub(crate) fn set_guard(&mut self, guard_ns: u64) {
         match self {
-            LimitAccount::Sliding { guard_ns: g, .. } => *g = guard_ns,
+            LimitAccount::Sliding {
+                guard_ns: g,
+                shadow,
+                ..
+            } => {
+                *g = guard_ns;
+                shadow.set_guard(guard_ns);
+            }
             LimitAccount::Bucket(bucket) => bucket.set_guard(guard_ns),
             LimitAccount::Counter(counter) => counter.set_guard(guard_ns),
         }
@@ -146,8 +167,13 @@ impl LimitAccount {
         match self {
             // A call holds the limit until it left the window by the guard: only then may the
             // log let it go (the guard keeps later slots a window plus a guard after it).
-            LimitAccount::Sliding { log, guard_ns } => {
-                log.record(t_ns, now_ns.saturating_sub(*guard_ns))
+            LimitAccount::Sliding {
+                log,
+                guard_ns,
+                shadow,
+            } => {
+                log.record(t_ns, now_ns.saturating_sub(*guard_ns));
+                shadow.record(t_ns);
             }
             LimitAccount::Bucket(bucket) => bucket.record(t_ns),
             LimitAccount::Counter(counter) => counter.record(t_ns),
@@ -165,9 +191,42 @@ impl LimitAccount {
 
     pub(crate) fn forget(&mut self, t_ns: u64) -> bool {
         match self {
-            LimitAccount::Sliding { log, .. } => log.forget(t_ns),
+            LimitAccount::Sliding { log, shadow, .. } => {
+                shadow.forget(t_ns);
+                log.forget(t_ns)
+            }
             LimitAccount::Bucket(bucket) => bucket.forget(t_ns),
             LimitAccount::Counter(counter) => counter.forget(t_ns),
+        }
+    }
+
+    /// A window log becomes the sliding-window counter that its shadow kept of the same calls
+    /// (windows laid from the key's first call, as such a server lays them). True if it changed.
+    pub(crate) fn learn_counter(&mut self) -> bool {
+        let LimitAccount::Sliding { shadow, .. } = self else {
+            return false;
+        };
+        let counter = shadow.clone();
+        *self = LimitAccount::Counter(counter);
+        true
+    }
+
+    /// This limit's calls as a sliding-window counter counts them (the shadow of a window log, or
+    /// the counter itself); `None` for a bucket.
+    pub(crate) fn as_counter(&self) -> Option<&WindowCounter> {
+        match self {
+            LimitAccount::Sliding { shadow, .. } => Some(shadow),
+            LimitAccount::Counter(counter) => Some(counter),
+            LimitAccount::Bucket(_) => None,
+        }
+    }
+
+    /// The calls a sliding log would accept at `t_ns`: N less the calls recorded in the window
+    /// before it (and up to the latest slot); `None` unless read as a window log.
+    pub(crate) fn log_remaining_at(&self, t_ns: u64) -> Option<u64> {
+        match self {
+            LimitAccount::Sliding { log, .. } => Some(log.remaining_at(t_ns)),
+            _ => None,
         }
     }
 
@@ -192,5 +251,57 @@ impl LimitAccount {
             LimitAccount::Sliding { log, .. } => log.heap_bytes(),
             LimitAccount::Bucket(_) | LimitAccount::Counter(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// The counter a window log switches to is the one that counted the same calls from the
+    /// start: same slots from then on, whatever the calls, gaps and refunds before.
+    #[test]
+    fn a_learned_counter_plans_as_one_that_counted_from_the_start() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..200 {
+            let (count, window, guard) = (rng.u32(1..20), rng.u64(1..10) * S, rng.u64(0..S / 4));
+            let mut sliding = LimitAccount::new(WindowSemantics::Sliding, count, window, guard);
+            let mut counter =
+                LimitAccount::new(WindowSemantics::SlidingWindowCounter, count, window, guard);
+            let mut t = 0;
+            let mut sent = Vec::new();
+            for _ in 0..rng.usize(0..60) {
+                // Calls in time order, now and then a gap of a few windows, now and then a refund.
+                t += rng.u64(0..window / 2) + if rng.u8(..) < 8 { 3 * window } else { 0 };
+                sliding.record(t, t);
+                counter.record(t, t);
+                sent.push(t);
+                if rng.u8(..) < 20 {
+                    let back = sent.swap_remove(rng.usize(0..sent.len()));
+                    sliding.forget(back);
+                    counter.forget(back);
+                }
+            }
+            assert!(sliding.learn_counter(), "round {round}");
+            assert!(!sliding.learn_counter(), "round {round}: once");
+            for probe in 0..50 {
+                let at = t.saturating_sub(window) + probe * window / 10;
+                assert_eq!(
+                    sliding.earliest_from(at),
+                    counter.earliest_from(at),
+                    "round {round}, probe {probe}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_and_counters_do_not_switch() {
+        let mut bucket = LimitAccount::new(WindowSemantics::TokenBucket, 5, S, 0);
+        let mut counter = LimitAccount::new(WindowSemantics::SlidingWindowCounter, 5, S, 0);
+        assert!(!bucket.learn_counter() && !counter.learn_counter());
+        assert!(bucket.as_counter().is_none() && bucket.log_remaining_at(0).is_none());
     }
 }

@@ -221,6 +221,50 @@ impl WindowCounter {
         true
     }
 
+    /// The counts the server reads at `t_ns` (not before the latest call's window), or `None` if
+    /// the windows are not laid or a call at `t_ns` would lay them again.
+    fn counts_at(&self, t_ns: u64) -> Option<(Counts, u64)> {
+        let anchor = self.anchor_ns.filter(|&a| a <= t_ns)?;
+        let k = (t_ns - anchor) / self.window_ns;
+        let counts = self.counts_in(k.max(self.index))?;
+        let elapsed = t_ns.saturating_sub(anchor.saturating_add(k.saturating_mul(self.window_ns)));
+        Some((counts, if k < self.index { 0 } else { elapsed }))
+    }
+
+    /// The calls such a server would accept at `t_ns`, one after another (`⌊N − curr − prev ×
+    /// (W − elapsed)/W⌋`, exact, no guard): what its `RateLimit-Remaining` says then.
+    pub(crate) fn remaining_at(&self, t_ns: u64) -> u64 {
+        let n = u128::from(self.count);
+        let Some((counts, elapsed)) = self.counts_at(t_ns) else {
+            return u64::from(self.count);
+        };
+        let w = u128::from(self.window_ns);
+        let held = u128::from(counts.curr) * w
+            + u128::from(counts.prev) * w.saturating_sub(u128::from(elapsed));
+        u64::try_from((n * w).saturating_sub(held) / w).unwrap_or(0)
+    }
+
+    /// Whether such a server, having counted the calls recorded, would refuse one of them at
+    /// `t_ns` (its estimate there exceeds N, read one guard early as the plan is), past the first
+    /// window: what a refusal that a sliding log would not have made looks like on a counter.
+    pub(crate) fn over_at(&self, t_ns: u64) -> bool {
+        let Some((counts, elapsed)) = self.counts_at(t_ns) else {
+            return false;
+        };
+        if self.index == 0 && counts.prev == 0 {
+            return false;
+        }
+        let (n, w) = (u128::from(self.count), u128::from(self.window_ns));
+        let early = u128::from(elapsed.saturating_sub(self.guard()));
+        u128::from(counts.curr) * w + u128::from(counts.prev) * w.saturating_sub(early) > n * w
+    }
+
+    /// Whether the windows have been laid and the first has ended by `t_ns`.
+    pub(crate) fn past_first_window(&self, t_ns: u64) -> bool {
+        self.anchor_ns
+            .is_some_and(|a| t_ns >= a.saturating_add(self.window_ns))
+    }
+
     pub(crate) fn recent_calls(&self, now_ns: u64) -> u64 {
         self.recent.around(now_ns)
     }

@@ -112,6 +112,20 @@ impl WindowLog {
         nth_most_recent.map_or(0, |t| t.saturating_add(self.window_ns))
     }
 
+    /// The calls a sliding log holding these would accept at `t_ns`: N less those recorded after
+    /// `t_ns − W` (later slots included), at least 0.
+    pub(crate) fn remaining_at(&self, t_ns: u64) -> u64 {
+        let since = t_ns.saturating_sub(self.window_ns);
+        let held: u64 = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|e| self.time_of(e) > since)
+            .map(|e| u64::from(e.calls))
+            .sum();
+        u64::from(self.count).saturating_sub(held)
+    }
+
     /// Records a call at `t_ns`; calls that left the window by `expiry_ns` go (the caller's now,
     /// less the guard it keeps after a window). `t_ns` must not be earlier than any call recorded
     /// before (the ledger reserves in time order).

@@ -13,6 +13,9 @@ use super::network_time::reset_to_duration;
 pub struct ServerWindow {
     /// Calls left in the server's current window.
     pub remaining: u32,
+    /// The count of the limit the figures are for (`RateLimit-Limit`, `X-RateLimit-Limit` or the
+    /// combined field's `limit`; its leading number), if given.
+    pub limit: Option<u32>,
     /// Time until that window resets, at most the cap given to [`parse_rate_limit_headers`].
     pub reset_in: Duration,
     /// `Some(announced)` if the server announced a longer reset than the cap and was clamped
@@ -66,13 +69,18 @@ pub fn parse_rate_limit_headers(
         HeaderName::from_static("ratelimit-reset"),
         HeaderName::from_static("x-ratelimit-reset"),
     ]);
-    if remaining.is_none() || reset.is_none() {
+    let mut limit = get(&[
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderName::from_static("x-ratelimit-limit"),
+    ]);
+    if remaining.is_none() || reset.is_none() || limit.is_none() {
         if let Some(combined) = get(&[HeaderName::from_static("ratelimit")]) {
             for part in combined.split([',', ';']) {
                 if let Some((k, v)) = part.split_once('=') {
                     match k.trim() {
                         "remaining" | "r" => remaining = Some(v.trim()),
                         "reset" | "t" => reset = Some(v.trim()),
+                        "limit" | "l" if limit.is_none() => limit = Some(v.trim()),
                         _ => {}
                     }
                 }
@@ -86,8 +94,13 @@ pub fn parse_rate_limit_headers(
     } else {
         (announced, None)
     };
+    // A policy may follow the count (`10, 10;w=1`): the leading number is the count.
+    let limit = limit
+        .and_then(|l| l.split([',', ';']).next())
+        .and_then(|l| l.trim().parse().ok());
     Some(ServerWindow {
         remaining,
+        limit,
         reset_in,
         clamped_from,
     })
@@ -122,6 +135,7 @@ mod tests {
             w,
             ServerWindow {
                 remaining: 7,
+                limit: None,
                 reset_in: Duration::from_secs(12),
                 clamped_from: None,
             }
@@ -142,7 +156,21 @@ mod tests {
             CAP,
         )
         .unwrap();
-        assert_eq!(w.remaining, 3);
+        assert_eq!((w.remaining, w.limit), (3, Some(10)));
+        // The limit's count, alone or with a policy after it.
+        for (value, count) in [("60", Some(60)), ("10, 10;w=1", Some(10)), ("many", None)] {
+            let w = parse_rate_limit_headers(
+                &headers(&[
+                    ("x-ratelimit-limit", value),
+                    ("x-ratelimit-remaining", "1"),
+                    ("x-ratelimit-reset", "1"),
+                ]),
+                || now,
+                CAP,
+            )
+            .unwrap();
+            assert_eq!(w.limit, count, "{value}");
+        }
         assert!(parse_rate_limit_headers(
             &headers(&[("x-ratelimit-remaining", "x"), ("x-ratelimit-reset", "1")]),
             || now,

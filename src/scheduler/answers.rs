@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::addressing::Addressing;
+use super::counter_learning::window_for_counter;
 use super::key_queue::KeyQueue;
 use super::key_state::Queued;
 use super::refusals::ProbeVerdict;
@@ -298,6 +299,7 @@ async fn on_response<S: LedgerStore>(
             let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
             tracing::warn!(key = %q.id, announced_s = announced.as_secs_f64(), cap_s = cap.as_secs_f64(), "server's rate-limit reset clamped");
         }
+        q.learn_from_headers(&window, call.sent_at);
         if c.class != Class::RateLimited {
             // (A 429's window is applied with its `retry_after`, which it may not outlast.)
             let others = q.lock().in_flight().saturating_sub(1);
@@ -397,7 +399,8 @@ fn api_error(q: &KeyQueue, status: u16, body: &[u8]) -> ApiError {
 }
 
 /// Tells the store what the server said is left: `window.remaining` calls (less `others`, ours
-/// still on the wire) for `reset_in` from now.
+/// still on the wire) for `reset_in` from now. A key reading its limits as sliding-window
+/// counters takes only an empty window, less its reset's rounding (see `counter_learning`).
 async fn apply_window<S: LedgerStore>(
     inner: &Inner<S>,
     q: &KeyQueue,
@@ -405,6 +408,16 @@ async fn apply_window<S: LedgerStore>(
     reset_in: Duration,
     others: usize,
 ) {
+    // (A ledger in a shared store is planned as sliding windows whatever the configuration.)
+    let reads_as_counter = q.ledger.is_some() && q.lock().reads_as_counter();
+    let reset_in = if reads_as_counter {
+        match window_for_counter(&window, reset_in) {
+            Some(reset_in) => reset_in,
+            None => return,
+        }
+    } else {
+        reset_in
+    };
     let now = inner.clock.now();
     let remaining = window
         .remaining
@@ -468,14 +481,23 @@ async fn on_rate_limited<S: LedgerStore>(
     let q = call.q;
     Counters::bump(&q.counters.rate_limited);
     job.rate_limited += 1;
-    let (in_a_row, refund, others) = {
+    let (in_a_row, refund, others, pace_nothing) = {
         let mut st = q.lock();
+        // (Before its slot may be refunded: the counter's estimate counts the refused call.) A
+        // call that went before the key learned its server's counting paces nothing either.
+        let pace_nothing =
+            q.learn_from_refusal(&mut st, call.slot) || st.sent_before_learning(call.sent_at);
         let (in_a_row, refund) = st.refused(call.slot);
         for p in &c.retry_after_problems {
             let reason = st.api_key().redact(&p.reason);
             tracing::warn!(key = %q.id, source = p.source, reason = %reason, "unusable retry_after");
         }
-        (in_a_row, refund, st.in_flight().saturating_sub(1))
+        (
+            in_a_row,
+            refund,
+            st.in_flight().saturating_sub(1),
+            pace_nothing,
+        )
     };
     if refund {
         if let Err(e) = inner.refund_slot(q, call.slot).await {
@@ -499,7 +521,12 @@ async fn on_rate_limited<S: LedgerStore>(
     if let Err(e) = inner.store.block_until(&q.id, resume).await {
         tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
     }
-    if inner.adaptive_pacing {
+    if pace_nothing {
+        // The counter's estimate plans the calls now: no pace.
+        if let Err(e) = inner.store.set_pace(&q.id, None).await {
+            tracing::warn!(key = %q.id, error = %e, "could not drop the key's pace");
+        }
+    } else if inner.adaptive_pacing {
         adapt_pace(inner, q, now).await;
     }
     if pause.give_up {

@@ -38,6 +38,7 @@ pub struct KeyConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) overflow: Overflow,
     pub(crate) refused_calls: RefusedCalls,
+    pub(crate) learn_semantics: bool,
     pub(crate) guard_from_latency: bool,
     pub(crate) sent_earlier: Vec<SystemTime>,
     pub(crate) call_journal: Option<PathBuf>,
@@ -83,6 +84,7 @@ impl KeyConfig {
             queue_capacity: 10_000,
             overflow: Overflow::Wait,
             refused_calls: RefusedCalls::Learn,
+            learn_semantics: true,
             guard_from_latency: false,
             sent_earlier: Vec::new(),
             call_journal: None,
@@ -184,6 +186,25 @@ impl KeyConfig {
     /// windows, which every server model accepts.
     pub fn semantics(mut self, semantics: crate::ledger::WindowSemantics) -> Self {
         self.ledger.semantics = semantics;
+        self
+    }
+
+    /// Whether a key read as sliding windows (the default [`semantics`](Self::semantics)) may
+    /// learn from the server's answers that it is a sliding-window counter and read its limits
+    /// as one from then on (default true; see
+    /// [`KeyStats::learned_semantics`](crate::KeyStats::learned_semantics)). Off, the key keeps
+    /// its reading and, after a refusal the quota allowed, paces at the counter's own rate, N − 1
+    /// calls per window ([`KeyStats::paced`](crate::KeyStats::paced)).
+    ///
+    /// ```
+    /// use fabraix_scheduler::{ApiKey, KeyConfig, Quota};
+    /// let config = KeyConfig::new("k", ApiKey::new("k").unwrap(), "https://api.fabraix.com/v1", Quota::development())
+    ///     .unwrap()
+    ///     .learn_semantics(false);
+    /// # let _ = config;
+    /// ```
+    pub fn learn_semantics(mut self, learn: bool) -> Self {
+        self.learn_semantics = learn;
         self
     }
 

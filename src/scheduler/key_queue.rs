@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::call_journal::CallJournal;
 use super::config::{KeyConfig, Overflow};
+use super::counter_learning::{headers_show_counter, LearnedFrom};
 use super::key_state::{KeyStart, KeyState, Queued};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
@@ -23,6 +24,7 @@ use crate::job_error::JobError;
 use crate::key_id::KeyId;
 use crate::ledger::Ledger;
 use crate::quota::Quota;
+use crate::retry::ServerWindow;
 use crate::scheduler_metrics::KeyMetrics;
 
 /// The link to a key's shard (see [`shard_link`]).
@@ -95,6 +97,8 @@ impl KeyQueue {
                 guard: latency_guard_of(config),
                 depth: metrics.depth.clone(),
                 quota: config.quota.clone(),
+                semantics: config.ledger.semantics,
+                learn_semantics: config.learn_semantics,
             })),
             shard,
             ledger,
@@ -159,6 +163,50 @@ impl KeyQueue {
             }
             _ => {}
         }
+    }
+
+    /// The server's rate-limit `window` on the answer to the call sent at `sent_at`: if it shows
+    /// a sliding-window counter (see `counter_learning`), the key reads its limits as one from
+    /// now on. Only for a key that may still learn and whose ledger is in this process.
+    pub(crate) fn learn_from_headers(self: &Arc<Self>, window: &ServerWindow, sent_at: Instant) {
+        let mut st = self.lock();
+        if !st.may_learn_semantics() {
+            return;
+        }
+        let Some(mut ledger) = self.lock_ledger() else {
+            return;
+        };
+        let guard = st.guard().current();
+        if !headers_show_counter(&self.quota, window, &ledger, sent_at, guard)
+            || !ledger.learn_counter_semantics()
+        {
+            return;
+        }
+        drop(ledger);
+        st.learned_counter(LearnedFrom::Headers, self.clock.now());
+        drop(st);
+        tracing::info!(key = %self.id, "the server's rate-limit headers show a sliding-window counter: planning against its estimate");
+        self.wake();
+    }
+
+    /// A call in `slot` was refused: if a sliding-window counter of the key's calls would have
+    /// refused it where the window log had room (see `counter_learning`), the key reads its
+    /// limits as one from now on. True if it does now. Only for a key that may still learn and
+    /// whose ledger is in this process; called while the refused call is still recorded.
+    pub(crate) fn learn_from_refusal(&self, st: &mut KeyState, slot: Instant) -> bool {
+        if !st.may_learn_semantics() {
+            return false;
+        }
+        let Some(mut ledger) = self.lock_ledger() else {
+            return false;
+        };
+        if !ledger.counter_would_refuse(slot) || !ledger.learn_counter_semantics() {
+            return false;
+        }
+        drop(ledger);
+        st.learned_counter(LearnedFrom::Refusals, self.clock.now());
+        tracing::info!(key = %self.id, "a refusal fits a sliding-window counter: planning against its estimate");
+        true
     }
 
     pub(crate) fn cancel(self: &Arc<Self>, id: u64) -> bool {
@@ -278,6 +326,7 @@ impl KeyQueue {
         stats.latency_spread = st.guard().spread();
         stats.paced = st.pace_spacing(&self.quota);
         stats.server_limits = st.server_limits();
+        stats.learned_semantics = st.learned_semantics();
         stats
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::addressing::{Addressing, AddressingCache};
+use super::counter_learning::{LearnedFrom, LearnedSemantics, SemanticsLearning};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
 use super::pacing::Pacer;
@@ -31,7 +32,7 @@ use crate::clock::Instant;
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
 use crate::key_id::KeyId;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, WindowSemantics};
 use crate::quota::Quota;
 use crate::scheduler_metrics::LaneDepth;
 
@@ -200,6 +201,8 @@ pub(crate) struct KeyState {
     refusals: RefusalAccounting,
     /// Even spacing after the server refused what the quota allows (see `pacing`).
     pacer: Pacer,
+    /// How the key reads its limits: as configured, or learned (see `counter_learning`).
+    semantics: SemanticsLearning,
     /// The latency guard in force, and how it follows the answers' latency if it does.
     guard: LatencyGuard,
     /// What the server's refusals say of its limits, if they are not the configured ones.
@@ -217,6 +220,10 @@ pub(crate) struct KeyStart {
     pub(crate) depth: LaneDepth,
     /// The configured quota, whose windows the server's answers are held against.
     pub(crate) quota: Quota,
+    /// How the key's ledger was configured to read its limits.
+    pub(crate) semantics: WindowSemantics,
+    /// Whether it may learn another reading from the server's answers.
+    pub(crate) learn_semantics: bool,
 }
 
 impl KeyState {
@@ -243,6 +250,7 @@ impl KeyState {
             returned: Vec::new(),
             refusals: RefusalAccounting::new(start.refused_calls),
             pacer: Pacer::default(),
+            semantics: SemanticsLearning::new(start.semantics, start.learn_semantics),
             guard: start.guard,
             server_limits: ServerLimitsSeen::new(&start.quota),
         }
@@ -736,6 +744,35 @@ impl KeyState {
         self.pacer.on_rate_limited(now, quota, utilisation)
     }
 
+    /// Whether the key may still learn how its server counts (see `counter_learning`).
+    pub(crate) fn may_learn_semantics(&self) -> bool {
+        self.semantics.may_learn()
+    }
+
+    /// Whether the key reads its limits as sliding-window counters (configured or learned).
+    pub(crate) fn reads_as_counter(&self) -> bool {
+        self.semantics.reads_as_counter()
+    }
+
+    /// The key's ledger now reads its limits as sliding-window counters, learned `from` the
+    /// server's answers at `now`: it stops pacing, and its held slot (reserved under the old
+    /// reading) is reserved again.
+    pub(crate) fn learned_counter(&mut self, from: LearnedFrom, now: Instant) {
+        self.semantics.learn_counter(from, now);
+        self.pacer = Pacer::default();
+        self.reslot();
+    }
+
+    /// Whether a call sent at `sent_at` went before the key learned how its server counts.
+    pub(crate) fn sent_before_learning(&self, sent_at: Instant) -> bool {
+        self.semantics.sent_before_learning(sent_at)
+    }
+
+    /// What the key learned of its server's counting, if anything.
+    pub(crate) fn learned_semantics(&self) -> Option<LearnedSemantics> {
+        self.semantics.learned()
+    }
+
     /// The fraction of the binding limit's rate the key paces at, if paced.
     pub(crate) fn pace_factor(&self) -> Option<f64> {
         self.pacer.factor()
@@ -825,6 +862,8 @@ mod tests {
             guard: LatencyGuard::fixed(Duration::ZERO),
             depth: KeyMetrics::new("key-state-test").depth,
             quota: Quota::unlimited(),
+            semantics: WindowSemantics::Sliding,
+            learn_semantics: true,
         });
         Key {
             st,

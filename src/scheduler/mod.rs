@@ -29,6 +29,7 @@ mod addressing;
 mod answers;
 mod call_journal;
 mod config;
+mod counter_learning;
 mod key_handle;
 mod key_queue;
 mod key_state;
@@ -57,6 +58,7 @@ use tokio::task::JoinHandle;
 
 pub use call_journal::read_call_journal;
 pub use config::{KeyConfig, Overflow, ShutdownMode};
+pub use counter_learning::{LearnedFrom, LearnedSemantics};
 pub use key_handle::KeyHandle;
 pub use key_state::ReturnedJob;
 pub use refusals::RefusedCalls;

@@ -1,4 +1,5 @@
-//! Pacing when the server counts more strictly than the quota says.
+//! Pacing when the server counts more strictly than the quota says, for a key that has not
+//! learned to read its limits as the server's counter (see `counter_learning`).
 //!
 //! The Fabraix docs do not say how the server counts. Against a sliding-window *counter* (two fixed
 //! windows weighted by elapsed time, as HAProxy and many Redis recipes do), a burst that a sliding

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::counter_learning::LearnedSemantics;
 use super::refusals::RefusedCalls;
 use crate::quota::Quota;
 
@@ -43,7 +44,8 @@ pub struct KeyStats {
     /// quota allowed (a server counting more strictly than a sliding log, as a sliding-window
     /// counter does): W / (N − 1) for its binding limit's N per W, the counter's own rate
     /// whatever its alignment, wider after further refusals. `None` while the key has not been
-    /// paced.
+    /// paced, and for a key that learned to read its limits as the counter's
+    /// ([`learned_semantics`](Self::learned_semantics)).
     pub paced: Option<Duration>,
     /// What the server's limits look like when it refused calls (429) while every window of the
     /// configured quota held under 90 % of its count of accepted calls: for a Development key
@@ -52,6 +54,13 @@ pub struct KeyStats {
     /// quota's text (`"60/1m"`).
     #[serde(serialize_with = "quota_as_text")]
     pub server_limits: Option<Quota>,
+    /// How the key learned to read its limits, if it did: as sliding-window counters
+    /// ([`WindowSemantics::SlidingWindowCounter`](crate::WindowSemantics::SlidingWindowCounter)),
+    /// from the server's `RateLimit-*` headers before any refusal or from the timing of its
+    /// first refusal that a sliding log would not have made. From then on its calls are planned
+    /// against the counter's own estimate and it is not paced. `None` for a key configured with
+    /// another semantics, one whose ledger lives in a shared store, and one that learned nothing.
+    pub learned_semantics: Option<LearnedSemantics>,
 }
 
 /// `Some(quota)` as its text (`"60/1m,1000/1h"`), `None` as null.
@@ -110,6 +119,7 @@ impl Counters {
             latency_spread: None,
             paced: None,
             server_limits: None,
+            learned_semantics: None,
         }
     }
 }
