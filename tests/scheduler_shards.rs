@@ -25,7 +25,7 @@ struct DistantStore {
     inner: MemoryLedgerStore,
     reserves: Arc<AtomicU64>,
     failing: Arc<AtomicBool>,
-    slow: Arc<Mutex<Option<(KeyId, Duration)>>>,
+    slow: Arc<Mutex<Vec<(KeyId, Duration)>>>,
 }
 
 impl LedgerStore for DistantStore {
@@ -42,10 +42,9 @@ impl LedgerStore for DistantStore {
 
     async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
         tokio::task::yield_now().await;
-        let delay = match &*self.slow.lock().unwrap() {
-            Some((slow, delay)) if slow == key => Some(*delay),
-            _ => None,
-        };
+        let delay = (self.slow.lock().unwrap().iter())
+            .find(|(slow, _)| slow == key)
+            .map(|(_, delay)| *delay);
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
@@ -276,7 +275,7 @@ async fn a_slow_store_answer_for_one_key_does_not_hold_up_the_other_keys_of_its_
         .unwrap();
     // Every reservation of the slow key takes ten seconds to be answered.
     let delay = Duration::from_secs(10);
-    *store.slow.lock().unwrap() = Some((slow.clone(), delay));
+    store.slow.lock().unwrap().push((slow.clone(), delay));
 
     let start = tokio::time::Instant::now();
     let waiting = vec![
@@ -318,6 +317,48 @@ async fn a_slow_store_answer_for_one_key_does_not_hold_up_the_other_keys_of_its_
         30,
         "every call of the other key arrived"
     );
+    server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keys_of_a_shard_wait_for_a_store_elsewhere_side_by_side() {
+    let server = server(&[(TEST_DEV_KEY, "1000/1s")]).await;
+    let store = DistantStore::default();
+    let scheduler = fabraix_scheduler::SchedulerBuilder::with_store(store.clone())
+        .transport_config(patient_transport())
+        .dispatch_tasks(1)
+        .build()
+        .unwrap();
+    // Eight keys of one API key, each reservation a 20 ms round trip.
+    let round_trip = Duration::from_millis(20);
+    let keys: Vec<KeyId> = (0..8).map(|i| KeyId::new(format!("k{i}"))).collect();
+    for key in &keys {
+        scheduler
+            .add_key(key_config(key, TEST_DEV_KEY, &server, "1000/1s"))
+            .await
+            .unwrap();
+        store.slow.lock().unwrap().push((key.clone(), round_trip));
+    }
+    let start = tokio::time::Instant::now();
+    let mut tickets = Vec::new();
+    for i in 0..5 {
+        for key in &keys {
+            tickets.push(scheduler.submit(key, event(i)).await.unwrap());
+        }
+    }
+    let mut last = start;
+    for t in tickets {
+        last = last.max(t.await.unwrap().sent_at);
+    }
+    // Five reservations per key, one after another for each key but side by side across keys:
+    // about five round trips, where one at a time for the shard would be forty.
+    let span = last - start;
+    assert!(
+        span >= round_trip * 5 && span < round_trip * 12,
+        "40 reservations of 8 keys on one shard took {span:?}"
+    );
+    assert_eq!(store.reserves.load(Ordering::SeqCst), 40);
+    assert_eq!(server.refused(), 0);
     server.verify().unwrap();
 }
 
