@@ -2,20 +2,27 @@
 //! the same run: 1 client, then 16 (each its own connection, as 16 processes would have),
 //! Production quota (its windows fill within the first thousands of reservations and then roll),
 //! latency p50 / p99 of one reservation, and the ratio of the two stores; then Redis's own time
-//! per script call and the Redis commands the script ran per call (`INFO commandstats`). Starts
-//! its own redis-server on a free loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on
-//! PATH).
+//! per script call and the Redis commands the script ran per call (`INFO commandstats`); then
+//! jobs per second through one scheduler with one dispatch task, its keys' ledgers in Redis
+//! against in memory, on 1 key and on 16 keys (unlimited quota, a transport that answers at
+//! once: what is left is the scheduler and its store). Starts its own redis-server on a free
+//! loopback port (`FABRAIX_REDIS_SERVER` or `redis-server` on PATH).
 //!
 //! `cargo run --example redis_paired -- [RESERVATIONS_PER_CLIENT]` (default 20,000)
 
 #[path = "../tests/redis_support/mod.rs"]
 mod redis_support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
+use bytes::Bytes;
 use fabraix_scheduler::{
-    ApiKey, Instant, KeyId, LedgerConfig, LedgerStore, MemoryLedgerStore, Quota, RedisLedgerStore,
+    ApiKey, HttpResponse, Instant, Job, KeyConfig, KeyId, LedgerConfig, LedgerStore,
+    MemoryLedgerStore, OutgoingRequest, Quota, RedisLedgerStore, SchedulerBuilder, Transport,
+    TransportFuture,
 };
+use http::Method;
 
 struct Run {
     per_second: f64,
@@ -73,6 +80,55 @@ async fn ping_round_trips(url: &str, n: usize) -> Run {
         latencies.push(t.elapsed());
     }
     summarise(latencies, started.elapsed())
+}
+
+/// Answers every request with an empty 200 at once.
+struct NoopTransport;
+
+impl Transport for NoopTransport {
+    fn send(&self, _request: OutgoingRequest<'_>) -> TransportFuture {
+        Box::pin(async { Ok(HttpResponse::new(Bytes::new())) })
+    }
+}
+
+/// Jobs per second through one scheduler with one dispatch task on `store`: `n` jobs submitted
+/// round robin over `keys` keys (unlimited quota), then every outcome awaited.
+async fn scheduler_jobs<S: LedgerStore>(store: S, keys: usize, n: usize, tag: &str) -> f64 {
+    let scheduler = SchedulerBuilder::with_store(store)
+        .transport(Arc::new(NoopTransport))
+        .dispatch_tasks(1)
+        .seed(1)
+        .build()
+        .expect("scheduler builds");
+    let mut ids = Vec::with_capacity(keys);
+    for i in 0..keys {
+        let id = KeyId::new(format!("jobs-{keys}-{i}"));
+        let config = KeyConfig::new(
+            id.clone(),
+            ApiKey::new(format!("bench-{tag}-{keys}-{i}")).expect("key"),
+            "http://127.0.0.1:9/v1",
+            Quota::unlimited(),
+        )
+        .expect("loopback endpoint")
+        .queue_capacity(n);
+        scheduler.add_key(config).await.expect("key added");
+        ids.push(id);
+    }
+    let started = WallInstant::now();
+    let mut tickets = Vec::with_capacity(n);
+    for i in 0..n {
+        let job = Job::new(Method::POST, "/event").with_body(Bytes::from_static(b"{}"));
+        tickets.push(
+            scheduler
+                .submit(&ids[i % keys], job)
+                .await
+                .expect("submitted"),
+        );
+    }
+    for t in tickets {
+        t.await.expect("success");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn print(label: &str, clients: usize, redis: &Run, memory: &Run) {
@@ -170,4 +226,16 @@ async fn main() {
         "redis-server commands per script call: {}",
         inner.join(", ")
     );
+    // After the counts above, which are the reservations' alone.
+    for keys in [1usize, 16] {
+        let store = RedisLedgerStore::connect(&server.url())
+            .await
+            .expect("connects");
+        let redis = scheduler_jobs(store, keys, n, "redis").await;
+        let memory = scheduler_jobs(MemoryLedgerStore::new(), keys, n, "memory").await;
+        println!(
+            "  jobs | {keys:>2} key(s), 1 dispatch task | redis {redis:>9.0} jobs/s | memory {memory:>10.0} jobs/s | memory/redis {:>6.1}x",
+            memory / redis
+        );
+    }
 }
