@@ -321,6 +321,9 @@ fn take_store_answers<'a, S: LedgerStore>(
     held: &mut Held<'a>,
     now: &mut Option<Instant>,
 ) {
+    if held.asks.is_empty() {
+        return;
+    }
     while let Some(Some(answer)) = held.asks.next().now_or_never() {
         let mut start = starter(inner, &mut held.wire);
         let mut driver = Driver {
