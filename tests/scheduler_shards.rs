@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{event, patient_transport};
@@ -18,12 +18,14 @@ use fabraix_scheduler::{
 
 /// A store that keeps its ledgers out of the scheduler's reach, as a shared store (Redis) would:
 /// it hands out no in-process ledger, and every operation is a future that yields once before it
-/// answers. It counts reservations and can be told to fail them.
+/// answers. It counts reservations and can be told to fail them, or to answer those of one key
+/// only after a delay (on tokio's clock), as a slow or paused Redis would.
 #[derive(Clone, Default)]
 struct DistantStore {
     inner: MemoryLedgerStore,
     reserves: Arc<AtomicU64>,
     failing: Arc<AtomicBool>,
+    slow: Arc<Mutex<Vec<(KeyId, Duration)>>>,
 }
 
 impl LedgerStore for DistantStore {
@@ -40,6 +42,12 @@ impl LedgerStore for DistantStore {
 
     async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
         tokio::task::yield_now().await;
+        let delay = (self.slow.lock().unwrap().iter())
+            .find(|(slow, _)| slow == key)
+            .map(|(_, delay)| *delay);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
@@ -244,6 +252,113 @@ async fn a_held_key_does_not_hold_up_the_other_keys_of_its_shard() {
         20,
         "every call of the key with room arrived"
     );
+    server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_store_answer_for_one_key_does_not_hold_up_the_other_keys_of_its_shard() {
+    let server = server(&[(TEST_DEV_KEY, "1000/1s"), (TEST_PROD_KEY, "10/1s")]).await;
+    let store = DistantStore::default();
+    let scheduler = fabraix_scheduler::SchedulerBuilder::with_store(store.clone())
+        .transport_config(patient_transport())
+        .dispatch_tasks(1)
+        .build()
+        .unwrap();
+    let (slow, fast) = (KeyId::new("slow"), KeyId::new("fast"));
+    scheduler
+        .add_key(key_config(&slow, TEST_DEV_KEY, &server, "1000/1s"))
+        .await
+        .unwrap();
+    scheduler
+        .add_key(key_config(&fast, TEST_PROD_KEY, &server, "10/1s"))
+        .await
+        .unwrap();
+    // Every reservation of the slow key takes ten seconds to be answered.
+    let delay = Duration::from_secs(10);
+    store.slow.lock().unwrap().push((slow.clone(), delay));
+
+    let start = tokio::time::Instant::now();
+    let waiting = vec![
+        scheduler.submit(&slow, event(0)).await.unwrap(),
+        scheduler.submit(&slow, event(1)).await.unwrap(),
+    ];
+    let mut quick = Vec::new();
+    for i in 0..30 {
+        quick.push(scheduler.submit(&fast, event(i)).await.unwrap());
+    }
+    // The other key goes on at its quota (30 calls at 10/1s: three windows) while the slow
+    // key's first reservation is still unanswered.
+    let mut last = start;
+    for t in quick {
+        last = last.max(t.await.unwrap().sent_at);
+    }
+    let span = last - start;
+    assert!(
+        span >= Duration::from_secs(2) && span < delay,
+        "30 calls at 10/1s should take two windows and a guard beside a slow key, took {span:?}"
+    );
+    // The slow key's calls go one answer after another, in order.
+    let mut sent = Vec::new();
+    for t in waiting {
+        sent.push(t.await.unwrap().sent_at - start);
+    }
+    assert!(sent[0] >= delay, "{sent:?}");
+    assert!(sent[1] >= sent[0] + delay, "{sent:?}");
+    let arrived: Vec<Duration> = server
+        .arrivals(&key_fingerprint(TEST_DEV_KEY))
+        .iter()
+        .map(|&at| at - start)
+        .collect();
+    assert_eq!(arrived.len(), 2, "{arrived:?}");
+    assert!(arrived[0] >= delay, "{arrived:?}");
+    assert_eq!(server.refused(), 0);
+    assert_eq!(
+        server.arrivals(&key_fingerprint(TEST_PROD_KEY)).len(),
+        30,
+        "every call of the other key arrived"
+    );
+    server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keys_of_a_shard_wait_for_a_store_elsewhere_side_by_side() {
+    let server = server(&[(TEST_DEV_KEY, "1000/1s")]).await;
+    let store = DistantStore::default();
+    let scheduler = fabraix_scheduler::SchedulerBuilder::with_store(store.clone())
+        .transport_config(patient_transport())
+        .dispatch_tasks(1)
+        .build()
+        .unwrap();
+    // Eight keys of one API key, each reservation a 20 ms round trip.
+    let round_trip = Duration::from_millis(20);
+    let keys: Vec<KeyId> = (0..8).map(|i| KeyId::new(format!("k{i}"))).collect();
+    for key in &keys {
+        scheduler
+            .add_key(key_config(key, TEST_DEV_KEY, &server, "1000/1s"))
+            .await
+            .unwrap();
+        store.slow.lock().unwrap().push((key.clone(), round_trip));
+    }
+    let start = tokio::time::Instant::now();
+    let mut tickets = Vec::new();
+    for i in 0..5 {
+        for key in &keys {
+            tickets.push(scheduler.submit(key, event(i)).await.unwrap());
+        }
+    }
+    let mut last = start;
+    for t in tickets {
+        last = last.max(t.await.unwrap().sent_at);
+    }
+    // Five reservations per key, one after another for each key but side by side across keys:
+    // about five round trips, where one at a time for the shard would be forty.
+    let span = last - start;
+    assert!(
+        span >= round_trip * 5 && span < round_trip * 12,
+        "40 reservations of 8 keys on one shard took {span:?}"
+    );
+    assert_eq!(store.reserves.load(Ordering::SeqCst), 40);
+    assert_eq!(server.refused(), 0);
     server.verify().unwrap();
 }
 

@@ -10,8 +10,12 @@
 //!
 //! Serving a key is one path whether its ledger is in this process or in a store elsewhere:
 //! [`KeyState::next`] says [`Serve::NeedSlot`], the driver obtains the slot (synchronously from the
-//! in-process ledger through [`KeyState::reserve_in`], or by awaiting the store) and gives it back
-//! with [`KeyState::slot_given`], which holds it or binds the best job to it.
+//! in-process ledger through [`KeyState::reserve_in`], or from the store) and gives it back
+//! with [`KeyState::slot_given`], which holds it or binds the best job to it. A store elsewhere
+//! answers later: the driver marks the key as waiting for it ([`KeyState::store_asked`]), and
+//! until the answer comes ([`KeyState::slot_given`], [`KeyState::slot_failed`],
+//! [`KeyState::store_refunded`]) the key asks for nothing more and does not retire: at most one
+//! request of the store per key is out, so its slots come in the order they were asked for.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -195,6 +199,9 @@ pub(crate) struct KeyState {
     /// Bumped when the held slot must be given back and reserved again (the key was paused, the
     /// slot's job was cancelled, the key hands its jobs back).
     epoch: u64,
+    /// A slot is being reserved in, or given back to, a store elsewhere: the key waits for the
+    /// answer before it asks again (never set with a ledger in this process).
+    awaiting_store: bool,
     calls: CallCounts,
     returned: Vec<ReturnedJob>,
     /// Whether refused calls count, as configured or learned.
@@ -246,6 +253,7 @@ impl KeyState {
             addressing: AddressingCache::default(),
             held: None,
             epoch: 0,
+            awaiting_store: false,
             calls: CallCounts::default(),
             returned: Vec::new(),
             refusals: RefusalAccounting::new(start.refused_calls),
@@ -362,6 +370,7 @@ impl KeyState {
         let newly = self.lifecycle != Lifecycle::Retired;
         self.lifecycle = Lifecycle::Retired;
         self.held = None;
+        self.awaiting_store = false;
         (self.take_all(), newly)
     }
 
@@ -374,9 +383,14 @@ impl KeyState {
         self.removal_over = true;
     }
 
-    /// Whether the key may retire: closed, nothing queued, on the wire or backing off.
+    /// Whether the key may retire: closed, nothing queued, on the wire, backing off or asked of a
+    /// store elsewhere.
     fn finished(&self) -> bool {
-        self.is_closed() && !self.has_jobs() && self.in_flight == 0 && self.backing_off == 0
+        self.is_closed()
+            && !self.has_jobs()
+            && self.in_flight == 0
+            && self.backing_off == 0
+            && !self.awaiting_store
     }
 
     /// Records a job handed back; its outcome (`ShutDown`) is the caller's to send.
@@ -429,6 +443,7 @@ impl KeyState {
     pub(crate) fn admit(&mut self, path: &str) -> Admit {
         let idle = !self.has_jobs()
             && self.held.is_none()
+            && !self.awaiting_store
             && self.in_flight < self.ramp
             && self.refusals.is_plain();
         // Only an idle key takes the addressing here (taken here otherwise, its reference count
@@ -458,11 +473,12 @@ impl KeyState {
     }
 
     /// Queues an admitted job. True if the key is to be served now (it neither waits for a held
-    /// slot nor has all its calls on the wire: then the slot or an answer serves it).
+    /// slot or a store's answer nor has all its calls on the wire: then the slot or an answer
+    /// serves it).
     pub(crate) fn queue(&mut self, job: Queued) -> bool {
         self.push_back(job);
         self.calls.submitted += 1;
-        self.held.is_none() && self.in_flight < self.ramp
+        self.held.is_none() && !self.awaiting_store && self.in_flight < self.ramp
     }
 
     /// Reserves a slot at `now` in the key's in-process `ledger` only if it is due now (`Ok`);
@@ -517,8 +533,12 @@ impl KeyState {
         self.bind(held, due && !stale, sent_now)
     }
 
-    /// After a call went, or a slot was given back or failed: the next step without a held slot.
+    /// After a call went, or a slot was given back or failed: the next step without a held slot
+    /// (none while a store elsewhere is still to answer the key).
     pub(crate) fn want_slot(&mut self, now: impl FnOnce() -> Instant) -> Serve {
+        if self.awaiting_store {
+            return Serve::Idle;
+        }
         if self.finished() {
             if self.lifecycle == Lifecycle::Retired {
                 return Serve::Idle;
@@ -557,8 +577,17 @@ impl KeyState {
     }
 
     /// The slot asked for at `at` (with `epoch`, from [`Serve::NeedSlot`]) is `slot`: held for
-    /// later ([`Serve::WakeAt`]), or bound to the best job now.
-    pub(crate) fn slot_given(&mut self, slot: Instant, at: Instant, epoch: u64) -> Serve {
+    /// later ([`Serve::WakeAt`]), or bound to the best job now, its call going at `sent_now`
+    /// (read only then: `at` from a ledger in this process; the time of the answer from a store
+    /// elsewhere, which may answer long after it was asked).
+    pub(crate) fn slot_given(
+        &mut self,
+        slot: Instant,
+        at: Instant,
+        epoch: u64,
+        sent_now: impl FnOnce() -> Instant,
+    ) -> Serve {
+        self.awaiting_store = false;
         let held = HeldSlot {
             slot,
             reserved_at: at,
@@ -575,7 +604,7 @@ impl KeyState {
             self.held = Some(held);
             return Serve::WakeAt(slot);
         }
-        self.bind(held, keep, || at)
+        self.bind(held, keep, sent_now)
     }
 
     /// The shard set timer `timer` for the held slot ([`Serve::WakeAt`]).
@@ -587,7 +616,21 @@ impl KeyState {
 
     /// The store could not give a slot: the head job is to fail (rather than spin).
     pub(crate) fn slot_failed(&mut self) -> Option<Queued> {
+        self.awaiting_store = false;
         self.pop_highest()
+    }
+
+    /// The driver asked a store elsewhere for the key's slot ([`Serve::NeedSlot`]) or to take
+    /// one back ([`Serve::Refund`]): until it answers, the key asks for nothing more and does
+    /// not retire.
+    pub(crate) fn store_asked(&mut self) {
+        self.awaiting_store = true;
+    }
+
+    /// The store elsewhere took back the slot it was asked to (or failed to): the key may ask
+    /// again ([`KeyState::want_slot`]).
+    pub(crate) fn store_refunded(&mut self) {
+        self.awaiting_store = false;
     }
 
     /// Binds the highest-priority job to a due slot (none if the slot must be given back, `keep`
@@ -904,7 +947,7 @@ mod tests {
             match self.st.next(timer, || now, || now) {
                 Serve::NeedSlot { at, epoch } => {
                     let (slot, _) = self.st.reserve_in(&mut self.ledger, at, &self.quota);
-                    self.st.slot_given(slot, at, epoch)
+                    self.st.slot_given(slot, at, epoch, || at)
                 }
                 other => other,
             }
@@ -985,7 +1028,10 @@ mod tests {
             panic!("the key wants a slot");
         };
         k.st.reslot();
-        assert!(matches!(k.st.slot_given(at, at, epoch), Serve::Refund(_)));
+        assert!(matches!(
+            k.st.slot_given(at, at, epoch, || at),
+            Serve::Refund(_)
+        ));
         // A later slot from a store elsewhere, answered after its job was cancelled, is not held.
         let id = k.submit("/d", Priority::Normal);
         let t = k.at(3_000);
@@ -995,9 +1041,81 @@ mod tests {
         let _ = k.st.cancel(c);
         let _ = k.st.cancel(id);
         let later = k.at(60_000);
-        let step = k.st.slot_given(later, at, epoch);
+        let step = k.st.slot_given(later, at, epoch, || at);
         assert!(matches!(step, Serve::Refund(_)), "{step:?}");
         assert_eq!(k.st.held_slot(), None);
+    }
+
+    #[test]
+    fn a_key_waiting_for_a_store_elsewhere_asks_nothing_more_and_does_not_retire() {
+        let mut k = key("10/1s", 4, 100);
+        k.submit("/a", Priority::Normal);
+        let t = k.at(0);
+        let Serve::NeedSlot { at, epoch } = k.st.next(None, || t, || t) else {
+            panic!("the key wants a slot");
+        };
+        k.st.store_asked();
+        // Until the store answers: no second request, a new job does not serve the key, and
+        // closing it with nothing queued does not retire it.
+        assert!(matches!(k.st.next(None, || t, || t), Serve::Idle));
+        assert!(!matches!(k.st.admit("/b"), Admit::StartIfDue(_)));
+        let job = k.job("/b", Priority::Normal);
+        assert!(!k.st.queue(job));
+        assert_eq!(k.st.take_all().len(), 2);
+        k.st.close();
+        assert!(matches!(k.st.want_slot(|| t), Serve::Idle));
+        assert!(!k.st.is_retired());
+        // The answer comes late: its slot has no job left and goes back, through the store too.
+        let answered = k.at(5_000);
+        let step = k.st.slot_given(at, at, epoch, || answered);
+        assert!(matches!(step, Serve::Refund(s) if s == at), "{step:?}");
+        k.st.store_asked();
+        assert!(matches!(k.st.want_slot(|| t), Serve::Idle));
+        k.st.store_refunded();
+        assert!(matches!(k.st.want_slot(|| t), Serve::Retired));
+    }
+
+    #[test]
+    fn a_store_answer_binds_its_job_at_the_time_of_the_answer_or_fails_it() {
+        let mut k = key("10/1s", 4, 100);
+        k.submit("/a", Priority::Normal);
+        k.submit("/b", Priority::Normal);
+        let t = k.at(0);
+        let Serve::NeedSlot { at, epoch } = k.st.want_slot(|| t) else {
+            panic!("the key wants a slot");
+        };
+        k.st.store_asked();
+        // Due when asked, answered two seconds later: the call goes at the answer.
+        let answered = k.at(2_000);
+        let (job, slot, more) = match k.st.slot_given(at, at, epoch, || answered) {
+            Serve::Send {
+                job,
+                slot,
+                sent_at,
+                more,
+                ..
+            } => {
+                assert_eq!(sent_at, answered);
+                (job, slot, more)
+            }
+            other => panic!("expected a send, got {other:?}"),
+        };
+        assert_eq!((job.job.path(), slot, more), ("/a", at, true));
+        // The next request fails: its head job is to fail, and the key may ask again.
+        assert!(matches!(
+            k.st.want_slot(|| answered),
+            Serve::NeedSlot { .. }
+        ));
+        k.st.store_asked();
+        assert_eq!(
+            k.st.slot_failed().map(|q| q.job.path().to_owned()),
+            Some("/b".into())
+        );
+        k.submit("/c", Priority::Normal);
+        assert!(matches!(
+            k.st.want_slot(|| answered),
+            Serve::NeedSlot { .. }
+        ));
     }
 
     #[test]

@@ -7,8 +7,15 @@
 //!
 //! The shard is the driver of its keys' state machines ([`KeyState`]): each decides what its key
 //! does next, and the shard carries it out — it sets the timers, gets slots from the ledger (at
-//! once when the store keeps it in this process, by awaiting the store otherwise), puts the calls
-//! on the wire and hands their answers to [`super::answers`].
+//! once when the store keeps it in this process), puts the calls on the wire and hands their
+//! answers to [`super::answers`].
+//!
+//! A store that keeps the ledger elsewhere (Redis) answers after a round trip: its reservations
+//! and refunds are futures the shard polls beside its calls and backoffs ([`StoreCall`]), and the
+//! key is carried on when its answer comes. Meanwhile the shard serves its other keys, and each of
+//! them has its own request out: one slow answer holds up only its own key, and a shard's keys
+//! do not reserve one round trip at a time. A key has at most one request of the store out, so
+//! its slots come in the order it asked for them.
 //!
 //! Serving a key: while it has jobs and room on the wire, reserve its next slot in the ledger; a
 //! slot that is due now takes the highest-priority job at once; a later one is held and the job is
@@ -56,12 +63,15 @@ use crate::ledger::{LedgerStore, StoreError};
 const BATCH: usize = 64;
 
 /// What a shard's loop holds between its turns: kept outside the loop's future, so that after a
-/// panic in it every job it held can still be given an outcome.
-struct Held {
+/// panic in it every job it held can still be given an outcome. `'a`: the scheduler's state, which
+/// the requests of a store elsewhere borrow.
+struct Held<'a> {
     /// The generator of the retry decisions' jitter, the shard's own.
     rng: fastrand::Rng,
     wire: Wire,
     backoffs: FuturesUnordered<BackoffWait>,
+    /// Reservations and refunds asked of a store elsewhere, at most one per key.
+    asks: FuturesUnordered<StoreCall<'a>>,
     timers: Timers,
     sleep: Option<(Instant, Sleep)>,
     /// The deadline of the last sleep that ended: timers up to it are due, whatever the clock says.
@@ -88,6 +98,7 @@ pub(crate) async fn run_shard<S: LedgerStore>(inner: Arc<Inner<S>>, shard: Arc<S
         rng,
         wire: Wire::default(),
         backoffs: FuturesUnordered::new(),
+        asks: FuturesUnordered::new(),
         timers: Timers::default(),
         sleep: None,
         woke_for: None,
@@ -112,7 +123,7 @@ fn fail_after_panic<S: LedgerStore>(
     inner: &Inner<S>,
     shard: &Arc<Shard>,
     ready: &mut Option<mpsc::UnboundedReceiver<Ready>>,
-    held: &mut Held,
+    held: &mut Held<'_>,
     message: &str,
 ) {
     let error = JobError::Internal(format!(
@@ -132,6 +143,8 @@ fn fail_after_panic<S: LedgerStore>(
     for answer in held.others.drain(..) {
         fail(answer.into_job());
     }
+    // They hold no job; their keys are closed below.
+    held.asks = FuturesUnordered::new();
     // The channel is emptied before the shard's keys are listed: a key that joined meanwhile and
     // asked (or started a call) is closed with the others, not left listed with no one to serve it.
     let mut asked_by: Vec<Arc<KeyQueue>> = Vec::new();
@@ -172,12 +185,13 @@ fn fail_after_panic<S: LedgerStore>(
 }
 
 /// The shard's loop (see [`run_shard`]): returns once every key it was given is retired. A turn:
-/// backoffs that ended, keys that asked to be served, slots that are due, then a wait.
-async fn shard_loop<S: LedgerStore>(
-    inner: &Inner<S>,
+/// backoffs that ended, answers of a store elsewhere, keys that asked to be served, slots that
+/// are due, then a wait.
+async fn shard_loop<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
     shard: &Shard,
     ready_slot: &mut Option<mpsc::UnboundedReceiver<Ready>>,
-    held: &mut Held,
+    held: &mut Held<'a>,
 ) {
     loop {
         let Some(ready) = ready_slot.as_mut() else {
@@ -185,13 +199,15 @@ async fn shard_loop<S: LedgerStore>(
         };
         // The clock is read once per turn: the calls of one turn go out within microseconds of
         // each other (with the in-memory store), far inside the guard the ledger keeps at each
-        // window's edge. A wait for a store that is not in this process reads it again.
+        // window's edge.
         let mut now = None;
         requeue_backoffs(shard, &mut held.backoffs);
-        serve_asked(inner, ready, held, &mut now).await;
-        serve_due(inner, held, &mut now).await;
+        take_store_answers(inner, held, &mut now);
+        serve_asked(inner, ready, held, &mut now);
+        serve_due(inner, held, &mut now);
         if held.wire.is_empty()
             && held.backoffs.is_empty()
+            && held.asks.is_empty()
             && shard.stop_if_done(ready_slot, &held.rng)
         {
             return;
@@ -245,10 +261,10 @@ fn starter<'a, S: LedgerStore>(
 /// Keys that asked to be served, and calls to start that were submitted to idle keys, a batch at a
 /// time: the calls started are answered before more are started, so the set of calls stays small
 /// and warm in cache.
-async fn serve_asked<S: LedgerStore>(
-    inner: &Inner<S>,
+fn serve_asked<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
     ready: &mut mpsc::UnboundedReceiver<Ready>,
-    held: &mut Held,
+    held: &mut Held<'a>,
     now: &mut Option<Instant>,
 ) {
     for _ in 0..BATCH {
@@ -264,13 +280,23 @@ async fn serve_asked<S: LedgerStore>(
         };
         q.scheduled.store(false, Ordering::Release);
         let mut start = starter(inner, &mut held.wire);
-        serve(inner, &q, None, now, &mut held.timers, &mut start).await;
+        let mut driver = Driver {
+            now,
+            timers: &mut held.timers,
+            start: &mut start,
+            asks: &mut held.asks,
+        };
+        serve(inner, &q, None, &mut driver);
     }
 }
 
 /// Serves the keys whose slot is due (through the deadline of the sleep that ended, whatever
 /// the clock says).
-async fn serve_due<S: LedgerStore>(inner: &Inner<S>, held: &mut Held, now: &mut Option<Instant>) {
+fn serve_due<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
+    held: &mut Held<'a>,
+    now: &mut Option<Instant>,
+) {
     if held.timers.next_at().is_none() {
         return;
     }
@@ -278,28 +304,49 @@ async fn serve_due<S: LedgerStore>(inner: &Inner<S>, held: &mut Held, now: &mut 
     let through = held.woke_for.take().map_or(now, |at| at.max(now));
     while let Some(t) = held.timers.pop_due(through) {
         let mut start = starter(inner, &mut held.wire);
-        serve(
-            inner,
-            &t.q,
-            Some(t.id),
-            &mut Some(now),
-            &mut held.timers,
-            &mut start,
-        )
-        .await;
+        let mut driver = Driver {
+            now: &mut Some(now),
+            timers: &mut held.timers,
+            start: &mut start,
+            asks: &mut held.asks,
+        };
+        serve(inner, &t.q, Some(t.id), &mut driver);
+    }
+}
+
+/// Answers of a store elsewhere that are in: each key is carried on from its answer. Checked
+/// every turn, as backoffs are: the wait prefers the calls' answers.
+fn take_store_answers<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
+    held: &mut Held<'a>,
+    now: &mut Option<Instant>,
+) {
+    if held.asks.is_empty() {
+        return;
+    }
+    while let Some(Some(answer)) = held.asks.next().now_or_never() {
+        let mut start = starter(inner, &mut held.wire);
+        let mut driver = Driver {
+            now,
+            timers: &mut held.timers,
+            start: &mut start,
+            asks: &mut held.asks,
+        };
+        store_answered(inner, answer, &mut driver);
     }
 }
 
 /// Waits for a call to end, a key to ask, a backoff to end, or the next slot, and takes it in.
-async fn wait_turn<S: LedgerStore>(
-    inner: &Inner<S>,
+async fn wait_turn<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
     ready: &mut mpsc::UnboundedReceiver<Ready>,
-    held: &mut Held,
+    held: &mut Held<'a>,
 ) {
     let Held {
         rng,
         wire,
         backoffs,
+        asks,
         timers,
         sleep,
         woke_for,
@@ -331,6 +378,11 @@ async fn wait_turn<S: LedgerStore>(
             for answer in others.drain(..) {
                 handle(inner, answer, backoffs, rng).await;
             }
+        }
+        Some(answer) = asks.next(), if !asks.is_empty() => {
+            let mut start = starter(inner, wire);
+            let mut driver = Driver { now: &mut None, timers, start: &mut start, asks };
+            store_answered(inner, answer, &mut driver);
         }
         Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
         Some(work) = ready.recv() => *asked = Some(work),
@@ -382,36 +434,83 @@ impl Future for BackoffWait {
 pub(crate) type Start<'s> =
     dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) + Send + 's;
 
+/// A request of a store elsewhere for one key, answered when its future is ready.
+type StoreCall<'a> = Pin<Box<dyn Future<Output = StoreAnswer> + Send + 'a>>;
+
+/// What a store elsewhere was asked for a key ([`carry_out`] stops at it).
+enum StoreAsk {
+    /// The key's next slot, asked for at `at` in `epoch` (from [`Serve::NeedSlot`]).
+    Reserve { at: Instant, epoch: u64 },
+    /// Take back a slot no call went in.
+    Refund(Instant),
+}
+
+/// A store's answer, for its key.
+struct StoreAnswer {
+    q: Arc<KeyQueue>,
+    answer: StoreAnswered,
+}
+
+enum StoreAnswered {
+    Reserved {
+        at: Instant,
+        epoch: u64,
+        slot: Result<Instant, StoreError>,
+    },
+    Refunded(Result<(), StoreError>),
+}
+
+/// What carrying out a key's decisions needs of its shard: the time of the turn (read once, if
+/// needed), the slot timers, the wire (through `start`) and the requests of a store elsewhere.
+struct Driver<'d, 'a> {
+    now: &'d mut Option<Instant>,
+    timers: &'d mut Timers,
+    start: &'d mut Start<'d>,
+    asks: &'d mut FuturesUnordered<StoreCall<'a>>,
+}
+
+impl Driver<'_, '_> {
+    /// The time of the turn, read once.
+    fn now<S: LedgerStore>(&mut self, inner: &Inner<S>) -> Instant {
+        *self.now.get_or_insert_with(|| inner.clock.now())
+    }
+}
+
 /// Serves one key: carries out what its state decides ([`KeyState::next`]) until it has nothing
-/// more to do for now. `timer` is set when the key's slot timer fired. With the key's ledger in
-/// this process each step costs one lock of the key (the ledger's taken inside it) and nothing is
-/// awaited; a store elsewhere is awaited for its slots (boxed, see [`serve_awaiting`]).
-async fn serve<S: LedgerStore>(
-    inner: &Inner<S>,
+/// more to do for now, or waits for a store elsewhere. `timer` is set when the key's slot timer
+/// fired. With the key's ledger in this process each step costs one lock of the key (the
+/// ledger's taken inside it); a store elsewhere is asked with a future the shard polls (see
+/// [`ask_store`]).
+fn serve<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
     q: &Arc<KeyQueue>,
     timer: Option<u64>,
-    now: &mut Option<Instant>,
-    timers: &mut Timers,
-    start: &mut Start<'_>,
+    driver: &mut Driver<'_, 'a>,
 ) {
     let step = {
         let mut st = q.lock();
-        let step = st.next(
-            timer,
-            || *now.get_or_insert_with(|| inner.clock.now()),
-            || inner.clock.now(),
-        );
-        decided(q, &mut st, step, timers)
+        let step = st.next(timer, || driver.now(inner), || inner.clock.now());
+        decided(q, &mut st, step, driver.timers)
     };
-    // Bound before the `.await`, so that no step is kept in the shard's future.
-    let Some(wait) = carry_out(inner, q, step, now, timers, start) else {
-        return;
-    };
-    Box::pin(serve_awaiting(inner, q, wait, now, timers, start)).await;
+    carry_on(inner, q, step, driver);
+}
+
+/// Carries out `step` and what follows it ([`carry_out`]); a request of a store elsewhere it
+/// comes to joins the shard's.
+fn carry_on<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
+    q: &Arc<KeyQueue>,
+    step: Serve,
+    driver: &mut Driver<'_, 'a>,
+) {
+    if let Some(ask) = carry_out(inner, q, step, driver) {
+        driver.asks.push(ask_store(inner, Arc::clone(q), ask));
+    }
 }
 
 /// Completes a decision under the key's lock where it needs no waiting: a slot asked of a ledger
 /// in this process is reserved at once and given to the key; a slot held for later gets its timer.
+/// A slot to be asked of a store elsewhere is left to the caller, the key marked as waiting for it.
 fn decided(q: &Arc<KeyQueue>, st: &mut KeyState, step: Serve, timers: &mut Timers) -> Serve {
     let step = match step {
         Serve::NeedSlot { at, epoch } => match q.lock_ledger() {
@@ -422,9 +521,12 @@ fn decided(q: &Arc<KeyQueue>, st: &mut KeyState, step: Serve, timers: &mut Timer
                     tracing::info!(key = %q.id, "refused calls alone hold the key back: probing whether the server counts them");
                 }
                 q.metrics.slot_reserved(slot.saturating_duration_since(at)); // [metrics]
-                st.slot_given(slot, at, epoch)
+                st.slot_given(slot, at, epoch, || at)
             }
-            None => return Serve::NeedSlot { at, epoch },
+            None => {
+                st.store_asked();
+                return Serve::NeedSlot { at, epoch };
+            }
         },
         other => other,
     };
@@ -435,17 +537,15 @@ fn decided(q: &Arc<KeyQueue>, st: &mut KeyState, step: Serve, timers: &mut Timer
     step
 }
 
-/// Carries out `step` and the steps that follow it as long as none needs to wait for a store
-/// elsewhere; returns that one (`Serve::NeedSlot`, or `Serve::Refund` without an in-process
-/// ledger), or `None` when the key has nothing more to do for now.
+/// Carries out `step` and the steps that follow it as long as none needs a store elsewhere;
+/// returns what that store is to be asked (the key is marked as waiting for it), or `None` when
+/// the key has nothing more to do for now.
 fn carry_out<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
     step: Serve,
-    now: &mut Option<Instant>,
-    timers: &mut Timers,
-    start: &mut Start<'_>,
-) -> Option<Serve> {
+    driver: &mut Driver<'_, '_>,
+) -> Option<StoreAsk> {
     let mut step = step;
     loop {
         step = match step {
@@ -463,14 +563,14 @@ fn carry_out<S: LedgerStore>(
                 more,
             } => {
                 q.space.notify_one();
-                start(q, job, to, slot, sent_at);
+                (driver.start)(q, job, to, slot, sent_at);
                 if !more {
                     // The queue was empty once this job was taken, and the key has a call on
                     // the wire, so it is not finished: looking again would find nothing to do.
                     // A job queued since then wakes the key (it was unlisted before serving).
                     return None;
                 }
-                want_slot(inner, q, now, timers)
+                want_slot(inner, q, driver)
             }
             Serve::Invalid { job, slot, reason } => {
                 let attempts = job.attempts;
@@ -487,14 +587,15 @@ fn carry_out<S: LedgerStore>(
             }
             Serve::Refund(slot) => {
                 if !inner.refund_in_process(q, slot) {
-                    return Some(Serve::Refund(slot));
+                    q.lock().store_asked();
+                    return Some(StoreAsk::Refund(slot));
                 }
                 let mut st = q.lock();
                 q.settle_probe(&mut st, slot, ProbeVerdict::Undecided);
-                let step = st.want_slot(|| *now.get_or_insert_with(|| inner.clock.now()));
-                decided(q, &mut st, step, timers)
+                let step = st.want_slot(|| driver.now(inner));
+                decided(q, &mut st, step, driver.timers)
             }
-            wait @ Serve::NeedSlot { .. } => return Some(wait),
+            Serve::NeedSlot { at, epoch } => return Some(StoreAsk::Reserve { at, epoch }),
             Serve::WakeAt(_) => unreachable!("a held slot's timer is set under the key's lock"),
         };
     }
@@ -504,48 +605,54 @@ fn carry_out<S: LedgerStore>(
 fn want_slot<S: LedgerStore>(
     inner: &Inner<S>,
     q: &Arc<KeyQueue>,
-    now: &mut Option<Instant>,
-    timers: &mut Timers,
+    driver: &mut Driver<'_, '_>,
 ) -> Serve {
     let mut st = q.lock();
-    let step = st.want_slot(|| *now.get_or_insert_with(|| inner.clock.now()));
-    decided(q, &mut st, step, timers)
+    let step = st.want_slot(|| driver.now(inner));
+    decided(q, &mut st, step, driver.timers)
 }
 
-/// Serving a key whose ledger the store keeps outside this process: awaits the store for each
-/// slot (`Serve::NeedSlot`) or refund (`Serve::Refund`), gives the key the answer, and carries
-/// out what follows with [`carry_out`].
-async fn serve_awaiting<S: LedgerStore>(
-    inner: &Inner<S>,
-    q: &Arc<KeyQueue>,
-    wait: Serve,
-    now: &mut Option<Instant>,
-    timers: &mut Timers,
-    start: &mut Start<'_>,
-) {
-    let mut wait = wait;
-    loop {
-        let step = match wait {
-            Serve::Refund(slot) => {
-                if let Err(e) = inner.refund_slot(q, slot).await {
-                    tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
-                }
-                // No probe to settle: probes need the key's ledger in this process.
-                *now = None;
-                want_slot(inner, q, now, timers)
+/// The future that asks the store elsewhere `ask` for `q`, and answers with its answer.
+fn ask_store<S: LedgerStore>(inner: &Inner<S>, q: Arc<KeyQueue>, ask: StoreAsk) -> StoreCall<'_> {
+    match ask {
+        StoreAsk::Reserve { at, epoch } => Box::pin(async move {
+            let slot = inner.store.reserve(&q.id, at).await;
+            StoreAnswer {
+                q,
+                answer: StoreAnswered::Reserved { at, epoch, slot },
             }
-            Serve::NeedSlot { at, epoch } => {
-                let reserved = inner.store.reserve(&q.id, at).await;
-                *now = None;
-                slot_from_store(inner, q, reserved, at, epoch, now, timers)
+        }),
+        StoreAsk::Refund(slot) => Box::pin(async move {
+            let refunded = inner.store.refund(&q.id, slot).await;
+            StoreAnswer {
+                q,
+                answer: StoreAnswered::Refunded(refunded),
             }
-            other => other,
-        };
-        match carry_out(inner, q, step, now, timers, start) {
-            Some(next) => wait = next,
-            None => return,
-        }
+        }),
     }
+}
+
+/// A store elsewhere answered for a key: the key takes the answer and is carried on from it.
+fn store_answered<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
+    answer: StoreAnswer,
+    driver: &mut Driver<'_, 'a>,
+) {
+    let StoreAnswer { q, answer } = answer;
+    let step = match answer {
+        StoreAnswered::Reserved { at, epoch, slot } => {
+            slot_from_store(inner, &q, slot, at, epoch, driver)
+        }
+        StoreAnswered::Refunded(refunded) => {
+            if let Err(e) = refunded {
+                tracing::warn!(key = %q.id, error = %e, "could not refund an unused slot");
+            }
+            // No probe to settle: probes need the key's ledger in this process.
+            q.lock().store_refunded();
+            want_slot(inner, &q, driver)
+        }
+    };
+    carry_on(inner, &q, step, driver);
 }
 
 /// Gives the key the slot the store `reserved` for it at `at`; a store that cannot answer fails
@@ -556,22 +663,22 @@ fn slot_from_store<S: LedgerStore>(
     reserved: Result<Instant, StoreError>,
     at: Instant,
     epoch: u64,
-    now: &mut Option<Instant>,
-    timers: &mut Timers,
+    driver: &mut Driver<'_, '_>,
 ) -> Serve {
     match reserved {
         Ok(slot) => {
             q.metrics.slot_reserved(slot.saturating_duration_since(at)); // [metrics]
             let mut st = q.lock();
-            let step = st.slot_given(slot, at, epoch);
-            decided(q, &mut st, step, timers)
+            // The call goes now, which may be long after the slot was asked for.
+            let step = st.slot_given(slot, at, epoch, || driver.now(inner));
+            decided(q, &mut st, step, driver.timers)
         }
         Err(e) => {
             let job = q.lock().slot_failed();
             if let Some(job) = job {
                 finish_unsent(q, job, Err(JobError::Store(e)));
             }
-            want_slot(inner, q, now, timers)
+            want_slot(inner, q, driver)
         }
     }
 }
