@@ -393,6 +393,37 @@ fn the_redis_keys_hold_a_fingerprint_of_the_api_key_in_one_cluster_slot_and_expi
 }
 
 #[test]
+fn every_key_of_a_state_expires_whatever_wrote_it() {
+    // A state only registered (a plan read, say), and one of token buckets (whose rings are never
+    // written whole): each key the script created carries an expiry.
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let store = store_on(&server, &clock).await;
+        let quota: fabraix_scheduler::Quota = "5/1s,20/1m".parse().unwrap();
+        let only_registered = KeyId::new("registered");
+        store
+            .register(&only_registered, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        let buckets = KeyId::new("buckets");
+        let config = LedgerConfig::default().semantics(WindowSemantics::TokenBucket);
+        store.register(&buckets, &quota, config, t0).await.unwrap();
+        for _ in 0..3 {
+            store.reserve(&buckets, t0).await.unwrap();
+        }
+        let mut conn = server.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        assert!(keys.len() >= 4, "{keys:?}");
+        for k in &keys {
+            let ttl: i64 = redis::cmd("PTTL").arg(k).query(&mut conn).unwrap();
+            assert!(ttl > 0, "{k} has no expiry ({ttl})");
+        }
+    });
+}
+
+#[test]
 fn a_flushed_script_is_loaded_again() {
     let server = RedisServer::start();
     runtime().block_on(async {
