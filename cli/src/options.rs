@@ -250,13 +250,9 @@ pub struct SendOpts {
     )]
     pub redis: Option<String>,
     /// The CA certificate (PEM) that signed the `rediss://` server's certificate, when it is not
-    /// one of the system's trusted roots.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "FABRAIX_REDIS_CA",
-        requires = "redis"
-    )]
+    /// one of the system's trusted roots. Without the flag, `FABRAIX_REDIS_CA` gives it, read
+    /// only when Redis is used.
+    #[arg(long, value_name = "FILE", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
 }
 
@@ -372,13 +368,9 @@ pub struct PlanOpts {
     )]
     pub redis: Option<String>,
     /// The CA certificate (PEM) that signed the `rediss://` server's certificate, when it is not
-    /// one of the system's trusted roots.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "FABRAIX_REDIS_CA",
-        requires = "redis"
-    )]
+    /// one of the system's trusted roots. Without the flag, `FABRAIX_REDIS_CA` gives it, read
+    /// only when Redis is used.
+    #[arg(long, value_name = "FILE", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
 }
 

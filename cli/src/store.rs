@@ -2,7 +2,7 @@
 //! `FABRAIX_REDIS_URL`) when several processes or machines share the key; `--redis-ca FILE` (or
 //! `FABRAIX_REDIS_CA`) for a `rediss://` server whose certificate a private CA signed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fabraix_scheduler::{
@@ -117,16 +117,44 @@ impl LedgerStore for CliStore {
     }
 }
 
+/// The environment variable that gives `--redis-ca` when the flag is not given.
+pub const REDIS_CA_ENV: &str = "FABRAIX_REDIS_CA";
+
+/// Largest CA file read (bytes): a bundle of a few hundred certificates fits.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// The file at `path`, if it is a regular file of at most [`MAX_CA_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut pem)?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_CA_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(pem)
+}
+
 /// Redis at `url`, checking its certificate against the CA certificate in the file `ca` if given.
 /// Errors name the flag (and the file, never the URL: it may hold a password).
 async fn connect(url: &str, ca: Option<&Path>) -> Result<RedisLedgerStore, CliError> {
-    let Some(path) = ca else {
+    // The environment's CA counts only where Redis is used (so that exporting it does not make
+    // every other run ask for --redis).
+    let from_env = std::env::var_os(REDIS_CA_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let Some(path) = ca.or(from_env.as_deref()) else {
         return RedisLedgerStore::connect(url)
             .await
             .map_err(|e| CliError::new(format!("--redis: {e}")));
     };
     let flag = |what: String| CliError::new(format!("--redis-ca {}: {what}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| flag(format!("cannot read it: {e}")))?;
+    let pem = read_bounded(path).map_err(|e| flag(format!("cannot read it: {e}")))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(flag("holds no PEM certificate".into()));
     }

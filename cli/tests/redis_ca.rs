@@ -96,6 +96,12 @@ async fn a_ca_file_that_cannot_be_used_is_an_error_naming_the_flag_and_the_file(
     let cases = [
         (redis.tls_url(), missing.clone(), "cannot read it"),
         (redis.tls_url(), not_pem.clone(), "holds no PEM certificate"),
+        // Not a regular file: refused before any byte is read (never read without end).
+        (
+            redis.tls_url(),
+            "/dev/zero".into(),
+            "cannot read it: not a regular file",
+        ),
         (redis.url(), pki.dir.join("ca.pem"), "is for a rediss://"),
     ];
     for (url, ca, why) in cases {
@@ -138,4 +144,14 @@ async fn a_ca_file_that_cannot_be_used_is_an_error_naming_the_flag_and_the_file(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--redis"), "{stderr}");
+    // The CA in the environment counts only where Redis is used: a plan without --redis runs.
+    let out = Command::new(BIN)
+        .env_remove("FABRAIX_REDIS_URL")
+        .env("FABRAIX_REDIS_CA", pki.dir.join("ca.pem"))
+        .args(["plan", "--count", "1", "--quota", "20/1s"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

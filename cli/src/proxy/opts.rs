@@ -77,13 +77,9 @@ pub struct ProxyOpts {
     )]
     pub redis: Option<String>,
     /// The CA certificate (PEM) that signed the `rediss://` server's certificate, when it is not
-    /// one of the system's trusted roots.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "FABRAIX_REDIS_CA",
-        requires = "redis"
-    )]
+    /// one of the system's trusted roots. Without the flag, `FABRAIX_REDIS_CA` gives it, read
+    /// only when Redis is used.
+    #[arg(long, value_name = "FILE", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
     /// Also serve the scheduler's own metrics (the `fabraix_scheduler_*` series) for Prometheus
     /// at `http://ADDR/metrics` (`127.0.0.1:9464`, say); the proxy's `/metrics` stays as it is.
