@@ -65,20 +65,16 @@ async fn a_counter_that_sends_headers_is_learned_before_any_refusal() {
 }
 
 /// Without headers, on a counter that does not count refused calls: the first burst after a full
-/// window draws one 429 (where the window log had room and a counter of the same calls had none),
-/// and from then on the key plans against the counter's estimate, unpaced: one 429 in all, within
-/// 2 % of the minimum.
+/// window draws one 429 (where the window log had room and a counter of the same calls had none).
+/// One refusal may have another cause, so the key does not switch on it: it paces at the
+/// counter's own rate, which the counter accepts — one 429 in all, within 2 % of the minimum.
 #[tokio::test(start_paused = true)]
-async fn a_counter_without_headers_is_learned_from_its_first_refusal() {
+async fn a_counter_without_headers_is_paced_at_its_rate_after_its_first_refusal() {
     let (elapsed, refused, stats) =
         batch(ServerModel::SlidingWindowCounter, false, false, 1_000).await;
     assert_eq!(refused, 1);
-    let learned = stats.learned_semantics.expect("learned");
-    assert_eq!(
-        (learned.semantics, learned.from),
-        (WindowSemantics::SlidingWindowCounter, LearnedFrom::Refusals)
-    );
-    assert_eq!(stats.paced, None);
+    assert_eq!(stats.learned_semantics, None, "one refusal is not proof");
+    assert!(stats.paced.is_some(), "paced after the refusal");
     assert!(
         elapsed <= COUNTER_MINIMUM_1000_DEV.mul_f64(1.02),
         "{elapsed:?}"

@@ -299,8 +299,9 @@ async fn on_response<S: LedgerStore>(
             let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
             tracing::warn!(key = %q.id, announced_s = announced.as_secs_f64(), cap_s = cap.as_secs_f64(), "server's rate-limit reset clamped");
         }
-        q.learn_from_headers(&window, call.sent_at);
         if c.class != Class::RateLimited {
+            // (A refusal's window may be a lockout, not the limit's: learnt from answers only.)
+            q.learn_from_headers(&window, call.sent_at);
             // (A 429's window is applied with its `retry_after`, which it may not outlast.)
             let others = q.lock().in_flight().saturating_sub(1);
             apply_window(inner, q, window, window.reset_in, others).await;

@@ -1,5 +1,5 @@
 //! Learning that the server counts as a sliding-window counter, before it refuses where it tells,
-//! and from its first refusal where it does not.
+//! and from its refusals where it does not.
 //!
 //! A key read as sliding windows (the default) keeps, beside each limit's window log, the same
 //! calls as a sliding-window counter would count them (windows laid from the key's first call, as
@@ -12,9 +12,13 @@
 //!   remaining weighs the previous window in and drops below what a sliding log of the same calls
 //!   says; a log's, a fixed window's or a bucket's does not. Either is evidence, for the limit
 //!   whose count the headers name (`RateLimit-Limit`).
-//! - **By the timing of a refusal**, where no headers come: a 429 past the counter's first
+//! - **By the timing of refusals**, where no headers come: a 429 past the counter's first
 //!   window, on a call that the window log had room for and that a counter of the same calls
-//!   would have refused.
+//!   would have refused — twice ([`REFUSALS_TO_LEARN`]), since one may have another cause.
+//!
+//! Headers count only on answers that are not refusals (a 429's reset may be a lockout), and a
+//! reset counts only between W plus a quarter of W and 2W: a reset in other units, or read
+//! against a clock that is off by seconds, lies outside it.
 //!
 //! On that evidence the key's ledger reads every limit as a counter from then on
 //! ([`WindowSemantics::SlidingWindowCounter`], rebuilt from the calls recorded), and its pacer
@@ -67,7 +71,15 @@ pub(crate) struct SemanticsLearning {
     learned: Option<LearnedSemantics>,
     /// When the key learned it: calls sent until then went under the old reading.
     learned_at: Option<Instant>,
+    /// Refusals seen so far that a counter of the key's calls predicts where the log had room.
+    refusals_fitting: u32,
 }
+
+/// Refusals fitting a counter that switch a key to the counter's reading: one alone may have
+/// another cause (a proxy's own limit, a call late beyond the guard), and a key switched wrongly
+/// would put more than N calls in a sliding window. After the first, the key paces at the
+/// counter's own rate, which a counter accepts; a second says the pacing did not do.
+pub(crate) const REFUSALS_TO_LEARN: u32 = 2;
 
 impl SemanticsLearning {
     pub(crate) fn new(configured: WindowSemantics, may: bool) -> Self {
@@ -76,7 +88,14 @@ impl SemanticsLearning {
             may,
             learned: None,
             learned_at: None,
+            refusals_fitting: 0,
         }
+    }
+
+    /// One more refusal fitting a counter; true once there are [`REFUSALS_TO_LEARN`].
+    pub(crate) fn refusal_fits_counter(&mut self) -> bool {
+        self.refusals_fitting = self.refusals_fitting.saturating_add(1);
+        self.refusals_fitting >= REFUSALS_TO_LEARN
     }
 
     /// Whether the key may still learn (configured as sliding windows, nothing learned yet).
@@ -127,9 +146,15 @@ pub(crate) fn headers_show_counter(
     let Some(limit) = quota.limits().iter().rev().find(|l| l.count() == count) else {
         return false;
     };
-    let announced = window.clamped_from.unwrap_or(window.reset_in);
-    if window.remaining < count && announced > limit.window() + RESET_ROUNDING {
-        return true;
+    if window.remaining < count && window.clamped_from.is_none() {
+        // A counter's reset is two windows from its first call at most (2W − elapsed). Beyond
+        // a quarter window past W (never a clock's skew) and within 2W: a reset in other units
+        // (milliseconds, a timestamp read wrong) or a lockout lies outside it.
+        let w = limit.window();
+        let past = w + (w / 4).max(RESET_ROUNDING);
+        if window.reset_in > past && window.reset_in <= 2 * w + RESET_ROUNDING {
+            return true;
+        }
     }
     let at = sent_at.checked_sub(guard).unwrap_or(sent_at);
     ledger
@@ -167,6 +192,13 @@ mod tests {
             .unwrap()
     }
 
+    #[test]
+    fn one_refusal_fitting_a_counter_is_not_enough_to_switch_two_are() {
+        let mut learning = SemanticsLearning::new(WindowSemantics::Sliding, true);
+        assert!(!learning.refusal_fits_counter());
+        assert!(learning.refusal_fits_counter());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_reset_beyond_the_window_shows_a_counter_and_one_within_it_does_not() {
         let quota: Quota = "60/1m,1000/1h".parse().unwrap();
@@ -193,6 +225,29 @@ mod tests {
         assert!(!headers_show_counter(
             &quota,
             &window(60, 59, 61),
+            &ledger,
+            now,
+            g
+        ));
+        // A reset in milliseconds (60,000 "s"), or a lockout of ten minutes: not a counter's.
+        assert!(!headers_show_counter(
+            &quota,
+            &window(60, 59, 60_000),
+            &ledger,
+            now,
+            g
+        ));
+        assert!(!headers_show_counter(
+            &quota,
+            &window(60, 59, 600),
+            &ledger,
+            now,
+            g
+        ));
+        // A fixed window's reset read against a clock a few seconds off: not yet evidence.
+        assert!(!headers_show_counter(
+            &quota,
+            &window(60, 59, 65),
             &ledger,
             now,
             g

@@ -190,8 +190,8 @@ impl KeyQueue {
     }
 
     /// A call in `slot` was refused: if a sliding-window counter of the key's calls would have
-    /// refused it where the window log had room (see `counter_learning`), the key reads its
-    /// limits as one from now on. True if it does now. Only for a key that may still learn and
+    /// refused it where the window log had room (see `counter_learning`), and this is the
+    /// second such refusal, the key reads its limits as one from now on. True if it does now. Only for a key that may still learn and
     /// whose ledger is in this process; called while the refused call is still recorded.
     pub(crate) fn learn_from_refusal(&self, st: &mut KeyState, slot: Instant) -> bool {
         if !st.may_learn_semantics() {
@@ -200,7 +200,10 @@ impl KeyQueue {
         let Some(mut ledger) = self.lock_ledger() else {
             return false;
         };
-        if !ledger.counter_would_refuse(slot) || !ledger.learn_counter_semantics() {
+        if !ledger.counter_would_refuse(slot)
+            || !st.refusal_fits_counter()
+            || !ledger.learn_counter_semantics()
+        {
             return false;
         }
         drop(ledger);

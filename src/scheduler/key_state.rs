@@ -797,6 +797,11 @@ impl KeyState {
         self.semantics.reads_as_counter()
     }
 
+    /// A refusal fits a counter of the key's calls; true once enough did to learn from them.
+    pub(crate) fn refusal_fits_counter(&mut self) -> bool {
+        self.semantics.refusal_fits_counter()
+    }
+
     /// The key's ledger now reads its limits as sliding-window counters, learned `from` the
     /// server's answers at `now`: it stops pacing, and its held slot (reserved under the old
     /// reading) is reserved again.

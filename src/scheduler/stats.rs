@@ -56,8 +56,8 @@ pub struct KeyStats {
     pub server_limits: Option<Quota>,
     /// How the key learned to read its limits, if it did: as sliding-window counters
     /// ([`WindowSemantics::SlidingWindowCounter`](crate::WindowSemantics::SlidingWindowCounter)),
-    /// from the server's `RateLimit-*` headers before any refusal or from the timing of its
-    /// first refusal that a sliding log would not have made. From then on its calls are planned
+    /// from the server's `RateLimit-*` headers before any refusal or from the timing of two
+    /// refusals that a sliding log would not have made. From then on its calls are planned
     /// against the counter's own estimate and it is not paced. `None` for a key configured with
     /// another semantics, one whose ledger lives in a shared store, and one that learned nothing.
     pub learned_semantics: Option<LearnedSemantics>,
