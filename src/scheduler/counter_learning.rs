@@ -188,8 +188,7 @@ mod tests {
         ] {
             h.insert(k, HeaderValue::from(v));
         }
-        parse_rate_limit_headers(&h, std::time::SystemTime::now, Duration::from_secs(3_660))
-            .unwrap()
+        parse_rate_limit_headers(&h, || std::time::UNIX_EPOCH, Duration::from_secs(3_660)).unwrap()
     }
 
     #[test]

@@ -243,7 +243,7 @@ mod tests {
             failed: 0,
             dropped: DropCounts::default(),
             refused: 0,
-            drain_eta: Some(Instant::now()),
+            drain_eta: Some(tokio::time::Instant::now()),
             drain_in: Some(Duration::from_secs(3)),
             drain_wall: Some(std::time::UNIX_EPOCH),
             arrival_rate: 0.5,
