@@ -284,7 +284,7 @@ impl RedisLedgerStore {
         config: RedisStoreConfig,
     ) -> Result<Self, StoreError> {
         if !url.starts_with("rediss://") {
-            return Err(StoreError::Unavailable(
+            return Err(StoreError::InvalidConfig(
                 "a CA certificate is for a rediss:// URL (TLS)".into(),
             ));
         }
@@ -308,7 +308,11 @@ impl RedisLedgerStore {
         let conn = ConnectionManager::new_with_config(client, manager)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(&e)))
+                if e.kind() == redis::ErrorKind::InvalidClientConfig {
+                    invalid_url(e)
+                } else {
+                    StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(&e)))
+                }
             })?;
         Ok(Self {
             conn,
@@ -958,7 +962,7 @@ fn id_fingerprint(key: &KeyId) -> String {
 /// A URL (or CA certificate) redis-rs refused. The URL may hold a password: it is never
 /// repeated.
 fn invalid_url(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!(
+    StoreError::InvalidConfig(format!(
         "invalid Redis URL or TLS certificate ({:?})",
         e.kind()
     ))
