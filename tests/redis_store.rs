@@ -606,6 +606,114 @@ fn a_restarted_empty_redis_is_told_the_calls_that_still_count() {
 }
 
 #[test]
+fn a_state_older_than_52_days_is_replaced_and_its_calls_that_count_are_kept() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let connect = || async {
+            RedisLedgerStore::connect_with(&server.url(), settle(Duration::from_millis(300)))
+                .await
+                .unwrap()
+                .with_clock(clock.clone())
+                .with_local_time_for_tests()
+        };
+        let a = connect().await;
+        let b = connect().await;
+        let key = KeyId::new("k");
+        let quota: Quota = "4/10s".parse().unwrap();
+        for s in [&a, &b] {
+            s.register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+        }
+        assert_eq!(a.reserve(&key, t0).await.unwrap(), t0);
+        let epoch = |store: &RedisLedgerStore| -> String {
+            redis::cmd("HGET")
+                .arg(format!("{}:h", store.redis_prefix(&key)))
+                .arg("ep")
+                .query(&mut server.conn())
+                .unwrap()
+        };
+        let first = epoch(&a);
+        // Just before the state's 2^52 ns: the key has been busy all along (its state never
+        // expired), and three calls of its window go out.
+        let late = t0 + Duration::from_nanos(1 << 52) - Duration::from_secs(1);
+        clock.set(late);
+        for s in [&a, &b, &a] {
+            assert_eq!(s.reserve(&key, late).await.unwrap(), late);
+        }
+        assert_eq!(epoch(&a), first, "not yet replaced");
+        // Past it: the state is replaced by a new one (a new epoch, on a new origin), which the
+        // fleet tells its three calls; the window still holds four.
+        let t1 = late + Duration::from_secs(2);
+        clock.set(t1);
+        let fourth = b.reserve(&key, t1).await.unwrap();
+        assert!(fourth >= t1, "{:?}", fourth - t1);
+        assert_ne!(epoch(&a), first, "a new state");
+        let fifth = a.reserve(&key, t1).await.unwrap();
+        assert!(
+            fifth >= late + Duration::from_secs(10),
+            "{:?}",
+            fifth - late
+        );
+        // And the new state serves exactly: its times are on its own scale.
+        let sixth = b.reserve(&key, t1).await.unwrap();
+        assert!(
+            sixth >= late + Duration::from_secs(10),
+            "{:?}",
+            sixth - late
+        );
+    });
+}
+
+#[test]
+fn the_hash_keeps_the_latest_writers_only_and_a_dropped_writer_is_not_taken_for_a_rollback() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let key = KeyId::new("k");
+        let quota: Quota = "1000/10s".parse().unwrap();
+        let mut stores = Vec::new();
+        for _ in 0..150 {
+            let store = store_on(&server, &clock).await;
+            store
+                .register(&key, &quota, LedgerConfig::default(), t0)
+                .await
+                .unwrap();
+            assert_eq!(store.reserve(&key, t0).await.unwrap(), t0);
+            stores.push(store);
+        }
+        let hash = format!("{}:h", stores[0].redis_prefix(&key));
+        let fields: usize = redis::cmd("HLEN")
+            .arg(&hash)
+            .query(&mut server.conn())
+            .unwrap();
+        // sig, ep, os, ou, pw and at most 64 writers.
+        assert!(fields <= 69, "{fields} fields");
+        let epoch = || -> String {
+            redis::cmd("HGET")
+                .arg(&hash)
+                .arg("ep")
+                .query(&mut server.conn())
+                .unwrap()
+        };
+        let before = epoch();
+        // The first writer's field was dropped: its next call is no rollback (a rollback would
+        // replace the state, a new epoch, and hand out its slots again).
+        for store in &stores[..3] {
+            assert_eq!(store.reserve(&key, t0).await.unwrap(), t0);
+        }
+        assert_eq!(epoch(), before);
+        // And every call still counts: 153 made, 847 left in the window, then none.
+        let slots_left = stores[1].reserve_many(&key, t0, 1000 - 153).await.unwrap();
+        assert!(slots_left.iter().all(|&t| t == t0));
+        assert!(stores[2].reserve(&key, t0).await.unwrap() >= t0 + Duration::from_secs(10));
+    });
+}
+
+#[test]
 fn calls_older_than_a_state_seeded_by_an_idle_process_still_count() {
     let mut server = RedisServer::start();
     runtime().block_on(async {

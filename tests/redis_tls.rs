@@ -71,11 +71,27 @@ async fn a_server_whose_certificate_cannot_be_checked_is_refused() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     // Not checking the certificate is not an option, and a CA is only for TLS.
     let insecure = format!("{}#insecure", server.tls_url());
-    assert!(RedisLedgerStore::connect_with(&insecure, config())
+    let err = RedisLedgerStore::connect_with(&insecure, config())
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidConfig(_)), "{err:?}");
     let err = RedisLedgerStore::connect_with_ca(&server.url(), pki.ca_pem.as_bytes(), config())
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidConfig(_)), "{err:?}");
     assert!(format!("{err}").contains("rediss://"), "{err}");
+    // A URL the client cannot read is the caller's to fix, not an outage to wait out.
+    for url in [
+        "redis://127.0.0.1:notaport",
+        "http://127.0.0.1:6379",
+        "redis//",
+    ] {
+        let err = RedisLedgerStore::connect_with(url, config())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidConfig(_)),
+            "{url}: {err:?}"
+        );
+    }
 }

@@ -136,6 +136,10 @@ pub enum StoreError {
     /// The store itself failed (a shared store's connection, say).
     #[error("quota store unavailable: {0}")]
     Unavailable(String),
+    /// The store's address or settings are unusable (a URL or CA certificate the client
+    /// refused): the same on every try, so nothing waits for it.
+    #[error("quota store misconfigured: {0}")]
+    InvalidConfig(String),
     /// Another process shares the key's ledger with another quota (or semantics, or guard): the
     /// fleet must agree on one.
     #[error("quota conflict: {0}")]

@@ -8,7 +8,7 @@
 --          ('s' sliding | 'b' token bucket), guard_ns, horizon_ns, L, then L pairs
 --          (count, window_ns), then the op's own arguments.
 -- Times are ns since the state's origin (fields os/ou, seconds and µs of Redis time): exact
--- integers in Lua's doubles for 104 days of a state's life.
+-- integers in Lua's doubles for 104 days; a state is replaced after 52 (MAX_AGE).
 
 -- Globals read once: a global's lookup costs about as much as a call here.
 local floor, max, min = math.floor, math.max, math.min
@@ -85,16 +85,31 @@ local PACK = '>' .. string.rep('d', 8 + 11 * L)
 local HEAD = (8 + 11 * L) * 8
 lim[1].off = HEAD
 local mine_field = 'p:' .. (writer or '')
-local head = call('HMGET', H, 'sig', 'ep', 'os', 'ou', mine_field)
+local head = call('HMGET', H, 'sig', 'ep', 'os', 'ou', mine_field, 'pw')
 local S = { sig = head[1], ep = head[2], os = head[3], ou = head[4] }
 local exists = S.ep ~= false
 local mine_seq = tonumber(head[5]) or 0
+local mine_listed = head[5] ~= false
+-- The highest sequence number of a writer field pruned (see prune_writers): a writer whose
+-- latest write is at most that and whose field is gone was pruned, not rolled back.
+local pruned_below = tonumber(head[6]) or 0
 
 local sec, usec = now_parts()
 local now = 0
 if exists then
   now = ((sec - tonumber(S.os)) * 1000000 + (usec - tonumber(S.ou))) * 1000
   if now < 0 then now = 0 end
+end
+
+-- A state lives at most MAX_AGE ns (2^52 ns, 52 days) from its origin: past 2^53 ns its times
+-- would no longer be exact in Lua's doubles. An older state is dropped as if Redis had lost
+-- it, and the fleet seeds a new one with its calls that still count (as after a restart).
+local MAX_AGE = 4503599627370496
+if exists and now > MAX_AGE then
+  for i = 1, L do call('DEL', KEYS[1 + i]) end
+  call('DEL', H)
+  S, exists, now = {}, false, 0
+  mine_seq, mine_listed, pruned_below = 0, false, 0
 end
 
 local function some(v)
@@ -163,6 +178,31 @@ local function packed()
   return spack(PACK, unpack(v))
 end
 
+-- Writer fields kept: past WRITERS_MAX (checked when a writer's field is new, once per process
+-- and state), the oldest writers' fields are dropped down to WRITERS_KEPT, and 'pw' keeps the
+-- highest sequence number dropped. The hash stays bounded however many processes come and go.
+local WRITERS_MAX, WRITERS_KEPT = 64, 32
+local function prune_writers()
+  if call('HLEN', H) <= WRITERS_MAX + 5 then return end
+  local flat = call('HGETALL', H)
+  local seqs = {}
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 'p:' then
+      seqs[#seqs + 1] = { tonumber(flat[i + 1]) or 0, flat[i] }
+    end
+  end
+  if #seqs <= WRITERS_MAX then return end
+  table.sort(seqs, function(x, y) return x[1] < y[1] end)
+  local drop, highest = {}, pruned_below
+  for i = 1, #seqs - WRITERS_KEPT do
+    drop[#drop + 1] = seqs[i][2]
+    highest = max(highest, seqs[i][1])
+  end
+  call('HDEL', H, unpack(drop))
+  call('HSET', H, 'pw', field(highest))
+  pruned_below = highest
+end
+
 local function save()
   st.sq = st.sq + 1
   -- Kept as long as any call counts: the latest instant it holds plus the longest window and
@@ -180,7 +220,10 @@ local function save()
   end
   -- The sequence number of this writer's latest write: a rollback that lost it is seen by the
   -- writer even when others wrote since (their writes brought the number back up).
-  if writer ~= nil then call('HSET', H, mine_field, st.sq) end
+  if writer ~= nil then
+    call('HSET', H, mine_field, st.sq)
+    if not mine_listed then prune_writers() end
+  end
 end
 
 -- Ring of (tick, calls) entries, oldest first, from byte l.off of its string ---------------
@@ -439,6 +482,7 @@ local function create(epoch, back_ns)
   if ousec < 0 then ousec = ousec + 1000000; osec = osec - 1 end
   for i = 1, L do call('DEL', lim[i].key) end
   call('DEL', H)
+  mine_seq, mine_listed, pruned_below = 0, false, 0
   call('HSET', H, 'sig', LAYOUT .. sig, 'ep', epoch, 'os', field(osec), 'ou', field(ousec))
   S = { sig = LAYOUT .. sig, ep = epoch, os = field(osec), ou = field(ousec), fresh = true }
   for i = 1, L do
@@ -545,6 +589,7 @@ local function migrate()
             { n('ri' .. i .. 'b', -1), n('rc' .. i .. 'b', 0) } }
   end
   mine_seq = n(mine_field, 0)
+  mine_listed = o[mine_field] ~= nil
   -- Ring 1 gains the scalars before its entries, and keeps the state's expiry. A ring 1 that
   -- holds calls but is gone stays gone: the state is then incomplete (see load), and seeded again.
   local l = lim[1]
@@ -557,7 +602,8 @@ local function migrate()
   end
   local drop = {}
   for name in pairs(o) do
-    if name ~= 'ep' and name ~= 'os' and name ~= 'ou' and string.sub(name, 1, 2) ~= 'p:' then
+    if name ~= 'ep' and name ~= 'os' and name ~= 'ou' and name ~= 'pw'
+        and string.sub(name, 1, 2) ~= 'p:' then
       drop[#drop + 1] = name
     end
   end
@@ -669,7 +715,8 @@ if #holding > 0 and call('EXISTS', unpack(holding)) < #holding then
   return { 'rollback', S.ep }
 end
 -- Writes this process saw or made are gone (a failover to a replica that had not seen them).
-if st.sq < known_seq or (writer ~= nil and mine > 0 and mine_seq < mine) then
+local pruned = not mine_listed and mine <= pruned_below
+if st.sq < known_seq or (writer ~= nil and mine > 0 and mine_seq < mine and not pruned) then
   return { 'rollback', S.ep }
 end
 

@@ -160,7 +160,8 @@ impl RedisStoreConfig {
 /// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
 /// late, never early): a Production key (600/1m + 10,000/1h) takes at most 16 KB in Redis
 /// (`MEMORY USAGE` of its three keys), plus about 30 bytes in the hash per process that wrote to
-/// the state in its life (the sequence number of its latest write). Every key expires the
+/// the state (the sequence number of its latest write), for at most 64 processes: past 64, the
+/// fields of the 32 that wrote longest ago are dropped. Every key expires the
 /// quota's longest window plus the guard (and one second) after the latest instant it holds.
 ///
 /// # Faults
@@ -177,6 +178,9 @@ impl RedisStoreConfig {
 ///   that may go out only after its next reservation returns is told as sent at the settle's
 ///   end.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
+/// * **A state 52 days old** (2^52 ns since its origin, a key never idle for a window in all
+///   that time) is replaced as if Redis had lost it, and seeded again as above: its times stay
+///   exact integers in the script's doubles.
 /// * **Processes with different quotas for one key** are refused:
 ///   [`StoreError::QuotaConflict`]. So is a process of version 0.2 or earlier once a process of
 ///   this version has used the key: the state such a process wrote (its scalars as text fields
@@ -284,7 +288,7 @@ impl RedisLedgerStore {
         config: RedisStoreConfig,
     ) -> Result<Self, StoreError> {
         if !url.starts_with("rediss://") {
-            return Err(StoreError::Unavailable(
+            return Err(StoreError::InvalidConfig(
                 "a CA certificate is for a rediss:// URL (TLS)".into(),
             ));
         }
@@ -308,7 +312,11 @@ impl RedisLedgerStore {
         let conn = ConnectionManager::new_with_config(client, manager)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(&e)))
+                if e.kind() == redis::ErrorKind::InvalidClientConfig {
+                    invalid_url(e)
+                } else {
+                    StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(&e)))
+                }
             })?;
         Ok(Self {
             conn,
@@ -958,7 +966,7 @@ fn id_fingerprint(key: &KeyId) -> String {
 /// A URL (or CA certificate) redis-rs refused. The URL may hold a password: it is never
 /// repeated.
 fn invalid_url(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!(
+    StoreError::InvalidConfig(format!(
         "invalid Redis URL or TLS certificate ({:?})",
         e.kind()
     ))
