@@ -1,7 +1,9 @@
 //! [`RedisLedgerStore`]: one key's ledger in Redis, shared by every process that uses the key.
 
+mod fleet_block;
 mod own_calls;
 mod reply;
+mod subscriber;
 mod watch;
 
 use std::num::NonZeroU32;
@@ -12,9 +14,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
+use self::fleet_block::FleetBlock;
 use self::own_calls::OwnCalls;
 use self::reply::{Done, Reply};
-use super::{Ledger, LedgerConfig, LedgerStore, StoreError, WindowSemantics};
+use super::{Ledger, LedgerConfig, LedgerStore, SharedBlock, StoreError, WindowSemantics};
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::key_id::{KeyId, KeyMap};
 use crate::quota::{Limit, Quota};
@@ -198,6 +201,10 @@ pub struct RedisLedgerStore {
     outage: Arc<Mutex<Option<Instant>>>,
     /// Whether the task that checks the keys' states ([`RedisStoreConfig::reseed_watch`]) runs.
     watching: Arc<AtomicBool>,
+    /// The client the subscriber connection is made from (see `subscriber`).
+    client: redis::Client,
+    /// The subscriber task's feed of channels, once it runs.
+    feed: subscriber::Feed,
 }
 
 impl std::fmt::Debug for RedisLedgerStore {
@@ -234,6 +241,10 @@ struct KeyState {
     late_from: Option<Instant>,
     /// The state as last read for forecasts, and when (see [`FORECAST_FRESH`]).
     forecast: Option<(Instant, Ledger)>,
+    /// The channel the script tells the state's blocks on (`fx:v1:{FP}:blocks`).
+    channel: String,
+    /// The state's block as last told (by a message or an answer).
+    block: FleetBlock,
 }
 
 impl RedisLedgerStore {
@@ -309,7 +320,7 @@ impl RedisLedgerStore {
             .set_connection_timeout(Some(config.response_timeout.max(Duration::from_secs(1))))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_with_config(client, manager)
+        let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
             .map_err(|e| {
                 if e.kind() == redis::ErrorKind::InvalidClientConfig {
@@ -328,6 +339,8 @@ impl RedisLedgerStore {
             local_time: None,
             outage: Arc::default(),
             watching: Arc::default(),
+            client,
+            feed: Arc::default(),
         })
     }
 
@@ -400,6 +413,17 @@ impl RedisLedgerStore {
         }
     }
 
+    /// The instant on the local clock taken as the script's now, for an answer to a request made
+    /// at `at` that arrived at `received`: `at` in tests (the script read this clock), else
+    /// `received` (a delay from it ends no earlier than it does in Redis).
+    fn redis_now_at(&self, at: Instant, received: Instant) -> Instant {
+        if self.local_time.is_some() {
+            at
+        } else {
+            received
+        }
+    }
+
     /// Runs `op` on `key`'s state at `at`: one round trip, plus a re-seed when the state was
     /// lost or rolled back, and a wait while a new state settles (then `at` moves on to the
     /// clock's now). Waits for Redis as [`Unreachable`] says. The answer, and the `at` it is for.
@@ -430,8 +454,12 @@ impl RedisLedgerStore {
                     at = at.max(self.clock.now());
                 }
                 Reply::Ok(ok) => {
+                    let received = self.clock.now();
                     let mut s = lock(ks);
-                    s.last_reply = Some(self.clock.now());
+                    s.last_reply = Some(received);
+                    if ok.epoch == s.epoch {
+                        s.block.learn(self.redis_now_at(at, received), ok.block_ns);
+                    }
                     s.seq = s.seq.max(ok.seq);
                     // The highest: answers of this process's concurrent calls may come in any
                     // order (and one from an epoch since replaced tells nothing of this one).
@@ -484,6 +512,8 @@ impl RedisLedgerStore {
                 s.epoch = ok.epoch;
                 s.seq = ok.seq;
                 s.wrote_seq = 0;
+                let received = self.clock.now();
+                s.block.learn(self.redis_now_at(now, received), ok.block_ns);
                 s.own.rescale(now, ok.now_ns);
                 Ok(())
             }
@@ -723,6 +753,16 @@ impl RedisLedgerStore {
 }
 
 impl LedgerStore for RedisLedgerStore {
+    /// The shared state's block as this process knows it (and since when): from the message
+    /// the script publishes on the key's channel when any process raises the block (a 429's
+    /// `retry_after`, a server window with nothing left), or from the latest answer of the
+    /// script, which carries it too. At most the quota's longest window plus one minute ahead.
+    fn shared_block(&self, key: &KeyId) -> Option<SharedBlock> {
+        let ks = self.keys.get(key)?;
+        let known = lock(ks.value()).block.known();
+        known
+    }
+
     fn bind_fingerprint(&self, key: &KeyId, fingerprint: &str) {
         let fp = fingerprint.trim_start_matches("key#").to_string();
         self.fingerprints.insert(key.clone(), fp);
@@ -763,10 +803,12 @@ impl LedgerStore for RedisLedgerStore {
             .await?
         {
             Reply::Ok(ok) => {
+                let received = self.clock.now();
                 let mut s = lock(&ks);
                 s.epoch = ok.epoch;
                 s.seq = ok.seq;
-                s.last_reply = Some(self.clock.now());
+                s.last_reply = Some(received);
+                s.block.learn(self.redis_now_at(now, received), ok.block_ns);
             }
             Reply::Seed | Reply::RolledBack | Reply::Settle(_) => {
                 return Err(StoreError::Unavailable(
@@ -774,8 +816,10 @@ impl LedgerStore for RedisLedgerStore {
                 ))
             }
         }
+        let channel = lock(&ks).channel.clone();
         self.keys.insert(key.clone(), ks);
         self.start_watch();
+        self.subscribe(&channel);
         Ok(())
     }
 
@@ -903,6 +947,8 @@ impl KeyState {
             share: None,
             late_from: None,
             forecast: None,
+            channel: format!("{prefix}:blocks"),
+            block: FleetBlock::new(quota),
         }
     }
 }
