@@ -143,7 +143,7 @@ async fn registered(
         .await
         .expect("connects");
     let key = KeyId::new("pause-key");
-    store.bind_fingerprint(&key, &ApiKey::new(SECRET).unwrap().fingerprint());
+    store.bind_fingerprint(&key, ApiKey::new(SECRET).unwrap().fingerprint());
     let now = tokio::time::Instant::now();
     store
         .register(&key, quota, LedgerConfig::default(), now)

@@ -201,8 +201,9 @@ pub struct RedisLedgerStore {
     outage: Arc<Mutex<Option<Instant>>>,
     /// Whether the task that checks the keys' states ([`RedisStoreConfig::reseed_watch`]) runs.
     watching: Arc<AtomicBool>,
-    /// The client the subscriber connection is made from (see `subscriber`).
-    client: redis::Client,
+    /// The client the subscriber connection is made from (see `subscriber`); boxed, as it is
+    /// large and read once per store.
+    client: Arc<redis::Client>,
     /// The subscriber task's feed of channels, once it runs.
     feed: subscriber::Feed,
 }
@@ -339,7 +340,7 @@ impl RedisLedgerStore {
             local_time: None,
             outage: Arc::default(),
             watching: Arc::default(),
-            client,
+            client: Arc::new(client),
             feed: Arc::default(),
         })
     }

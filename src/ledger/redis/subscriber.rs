@@ -1,9 +1,11 @@
 //! One subscriber connection per store, on the channels of its keys (`fx:v1:{FP}:blocks`): the
 //! blocks other processes raise reach this one as they are raised, not at its next call.
 //!
-//! The connection is made again (backing off from 50 ms to 2 s) whenever it is lost or does not
-//! answer within the response timeout; while it is down, every answer of the script still carries
-//! the state's block. A message is parsed with checks ([`parse_message`]), its delay capped
+//! The connection is made again whenever it is lost or does not answer within the response
+//! timeout, backing off from 50 ms to 2 s (on tokio's timer, like the client's own timeouts: the
+//! store's clock, which quota time follows, is only read); while it is down, every answer of
+//! the script still carries the state's block. A message is parsed with checks
+//! ([`parse_message`]), its delay capped
 //! ([`FleetBlock::learn`](super::fleet_block::FleetBlock::learn)); one that is malformed or of
 //! another epoch than this process knows is ignored (logged at debug).
 
@@ -41,7 +43,7 @@ impl RedisLedgerStore {
             let (tx, rx) = mpsc::unbounded_channel();
             runtime.spawn(listen(
                 Arc::downgrade(&self.keys),
-                self.client.clone(),
+                redis::Client::clone(&self.client),
                 Arc::clone(&self.clock),
                 self.config.response_timeout,
                 rx,
@@ -68,7 +70,7 @@ async fn listen(
         let Some(channels) = keys.upgrade().map(|k| channels_of(&k)) else {
             return;
         };
-        match connect(&client, &channels, clock.as_ref(), timeout).await {
+        match connect(&client, &channels, timeout).await {
             Ok(pubsub) => {
                 pause = FIRST_PAUSE;
                 let (mut sink, mut stream) = pubsub.split();
@@ -81,7 +83,7 @@ async fn listen(
                         channel = added.recv() => match channel {
                             Some(channel) => {
                                 let subscribed =
-                                    within(clock.as_ref(), timeout, sink.subscribe(&channel)).await;
+                                    within(timeout, sink.subscribe(&channel)).await;
                                 if !matches!(subscribed, Some(Ok(()))) {
                                     break;
                                 }
@@ -99,9 +101,8 @@ async fn listen(
             }
         }
         // Channels added meanwhile are subscribed to with the others on the next connection.
-        let wake = clock.now() + pause;
         tokio::select! {
-            () = clock.sleep_until(wake) => {}
+            () = tokio::time::sleep(pause) => {}
             channel = added.recv() => if channel.is_none() { return },
         }
         pause = (pause * 2).min(MAX_PAUSE);
@@ -123,15 +124,14 @@ fn channels_of(keys: &Keys) -> Vec<String> {
 async fn connect(
     client: &redis::Client,
     channels: &[String],
-    clock: &dyn Clock,
     timeout: Duration,
 ) -> Result<redis::aio::PubSub, String> {
-    let mut pubsub = within(clock, timeout, client.get_async_pubsub())
+    let mut pubsub = within(timeout, client.get_async_pubsub())
         .await
         .ok_or("no answer in time")?
         .map_err(|e| super::describe(&e))?;
     if !channels.is_empty() {
-        within(clock, timeout, pubsub.subscribe(channels))
+        within(timeout, pubsub.subscribe(channels))
             .await
             .ok_or("no answer in time")?
             .map_err(|e| super::describe(&e))?;
@@ -139,17 +139,10 @@ async fn connect(
     Ok(pubsub)
 }
 
-/// `future`'s output, or `None` if it takes longer than `timeout` on `clock`.
-async fn within<T>(
-    clock: &dyn Clock,
-    timeout: Duration,
-    future: impl Future<Output = T>,
-) -> Option<T> {
-    let deadline = clock.now() + timeout;
-    tokio::select! {
-        out = future => Some(out),
-        () = clock.sleep_until(deadline) => None,
-    }
+/// `future`'s output, or `None` if it takes longer than `timeout` (on tokio's timer, as the
+/// client's own response timeout: a network wait, not quota time on the store's clock).
+async fn within<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(timeout, future).await.ok()
 }
 
 /// A message on a key's channel: the block it tells is learned by every key of the store on that
