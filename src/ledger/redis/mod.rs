@@ -180,6 +180,14 @@ impl RedisStoreConfig {
 ///   [`RedisStoreConfig::reseed_watch`] even while it makes no call. A slot of this process
 ///   that may go out only after its next reservation returns is told as sent at the settle's
 ///   end.
+/// * **A pause raised by another process** (its 429's `retry_after`, a server window with
+///   nothing left): the script publishes it on the key's channel, `fx:v1:{FP}:blocks` (in the
+///   same hash tag), as the state's epoch and the pause's end as a delay from Redis's now; each
+///   store holds one subscriber connection for its keys' channels, made again (backing off up
+///   to 2 s) when lost, and every answer of the script carries the pause too. A message is
+///   checked (at most 64 bytes, an epoch and a delay in ns; anything else, or another epoch, is
+///   ignored) and its delay capped at the quota's longest window plus a minute. The scheduler
+///   reads it through [`LedgerStore::shared_block`] before it sends a slot it held.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 /// * **A state 52 days old** (2^52 ns since its origin, a key never idle for a window in all
 ///   that time) is replaced as if Redis had lost it, and seeded again as above: its times stay
