@@ -92,7 +92,7 @@ pub use key_provider::{
 };
 pub use ledger::{
     Forecast, Ledger, LedgerConfig, LedgerStore, LocalLedger, MemoryLedgerStore, PlanCursor,
-    StoreError, WindowSemantics, DEFAULT_GUARD,
+    SharedBlock, StoreError, WindowSemantics, DEFAULT_GUARD,
 };
 #[cfg(feature = "redis")]
 pub use ledger::{RedisLedgerStore, RedisStoreConfig, Unreachable};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fabraix_scheduler::{
     Instant, KeyId, Ledger, LedgerConfig, LedgerStore, LocalLedger, MemoryLedgerStore, Quota,
-    RedisLedgerStore, RedisStoreConfig, StoreError,
+    RedisLedgerStore, RedisStoreConfig, SharedBlock, StoreError,
 };
 
 use crate::exit::CliError;
@@ -52,6 +52,10 @@ macro_rules! each {
 impl LedgerStore for CliStore {
     fn local_ledger(&self, key: &KeyId) -> Option<LocalLedger> {
         each!(self, s => s.local_ledger(key))
+    }
+
+    fn shared_block(&self, key: &KeyId) -> Option<SharedBlock> {
+        each!(self, s => s.shared_block(key))
     }
 
     fn bind_fingerprint(&self, key: &KeyId, fingerprint: &str) {

@@ -16,6 +16,7 @@ mod memory;
 mod recent_calls;
 #[cfg(feature = "redis")]
 mod redis;
+mod shared_block;
 mod store;
 mod token_bucket;
 mod window_counter;
@@ -27,4 +28,5 @@ pub use key_ledger::{Forecast, Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
 pub use local_ledger::LocalLedger;
 pub use memory::MemoryLedgerStore;
+pub use shared_block::SharedBlock;
 pub use store::{LedgerStore, StoreError};

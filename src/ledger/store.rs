@@ -8,7 +8,7 @@ use crate::clock::Instant;
 use crate::key_id::KeyId;
 use crate::quota::Quota;
 
-use super::{LedgerConfig, LocalLedger};
+use super::{LedgerConfig, LocalLedger, SharedBlock};
 
 /// Where the scheduler keeps each key's [`Ledger`](super::Ledger) state. The in-process
 /// [`MemoryLedgerStore`](super::MemoryLedgerStore) is the default; a shared store (Redis, for one key
@@ -26,6 +26,18 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// does). A [`LocalLedger`] is opaque: a store outside this crate keeps the default, or hands
     /// on the one of a store it wraps.
     fn local_ledger(&self, key: &KeyId) -> Option<LocalLedger> {
+        let _ = key;
+        None
+    }
+
+    /// A pause of `key` that another process sharing its ledger raised, as far as this process
+    /// knows now (default: `None`, none); it may be over. The scheduler reads it right before it
+    /// sends a slot it held for later, and gives the slot back when the pause
+    /// [stops](SharedBlock::stops) it: the slot's job stays first in its lane, and the key
+    /// reserves again (the store places the new slot after the pause). Called on the dispatch
+    /// path: it must answer at once from what the store holds (one lock or atomic read), never
+    /// wait. A store in one process keeps the default: the scheduler paused the key itself.
+    fn shared_block(&self, key: &KeyId) -> Option<SharedBlock> {
         let _ = key;
         None
     }

@@ -36,7 +36,7 @@ use crate::clock::Instant;
 use crate::endpoint::Endpoint;
 use crate::job::{Job, Priority};
 use crate::key_id::KeyId;
-use crate::ledger::{Ledger, WindowSemantics};
+use crate::ledger::{Ledger, SharedBlock, WindowSemantics};
 use crate::quota::Quota;
 use crate::scheduler_metrics::LaneDepth;
 
@@ -509,6 +509,20 @@ impl KeyState {
     /// Makes the key give back the slot it holds (or is being given) and reserve again.
     pub(crate) fn reslot(&mut self) {
         self.epoch += 1;
+    }
+
+    /// Whether a pause raised elsewhere in the fleet stops the slot held (it would go into the
+    /// pause, and was reserved before the pause was known; see [`SharedBlock::stops`]): if so the
+    /// key gives the slot back and reserves again, its jobs kept in their order.
+    pub(crate) fn stop_held_for(&mut self, block: SharedBlock, now: Instant) -> bool {
+        let Some(held) = self.held else {
+            return false;
+        };
+        if !block.stops(held.slot, held.reserved_at, now) {
+            return false;
+        }
+        self.reslot();
+        true
     }
 
     /// What serving the key does now. `timer` is the id of the key's slot timer if it fired;
@@ -1049,6 +1063,29 @@ mod tests {
         let step = k.st.slot_given(later, at, epoch, || at);
         assert!(matches!(step, Serve::Refund(_)), "{step:?}");
         assert_eq!(k.st.held_slot(), None);
+    }
+
+    #[test]
+    fn a_pause_raised_elsewhere_stops_a_slot_held_from_before_it_and_keeps_its_job() {
+        let mut k = key("1/1s", 4, 100);
+        k.submit("/a", Priority::Normal);
+        sent(k.serve(None, k.at(0)));
+        k.submit("/b", Priority::Normal);
+        // Held at 1 s, reserved at 0.
+        assert!(matches!(k.serve(None, k.at(0)), Serve::WakeAt(_)));
+        k.st.timer_set(1);
+        let slot = k.st.held_slot().unwrap();
+        // A pause known since 500 ms, to 3 s: the slot would go into it.
+        let pause = SharedBlock::new(k.at(500), k.at(3_000));
+        // A pause known since before the slot was asked for placed it already: kept.
+        let before = SharedBlock::new(k.at(0), k.at(3_000));
+        assert!(!k.st.stop_held_for(before, slot));
+        assert!(k.st.stop_held_for(pause, slot));
+        let step = k.serve(Some(1), slot);
+        assert!(matches!(step, Serve::Refund(s) if s == slot), "{step:?}");
+        assert_eq!(k.st.len(), 1, "the job stays queued");
+        // Nothing held: a pause stops nothing more.
+        assert!(!k.st.stop_held_for(pause, slot));
     }
 
     #[test]

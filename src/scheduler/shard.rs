@@ -487,8 +487,15 @@ fn serve<'a, S: LedgerStore>(
     timer: Option<u64>,
     driver: &mut Driver<'_, 'a>,
 ) {
+    // A held slot is due: a pause another process raised may stop it (a store elsewhere only).
+    let block = timer.and_then(|_| inner.store.shared_block(&q.id));
     let step = {
         let mut st = q.lock();
+        if let Some(block) = block {
+            if st.stop_held_for(block, driver.now(inner)) {
+                tracing::info!(key = %q.id, "paused by another process of the fleet: the slot held goes back");
+            }
+        }
         let step = st.next(timer, || driver.now(inner), || inner.clock.now());
         decided(q, &mut st, step, driver.timers)
     };

@@ -461,7 +461,15 @@ local function refund(t)
   if st.cr ~= nil and t < st.cs then st.cr = st.cr + 1 end
 end
 
-local function block(until_ns) st.bu = max(st.bu, until_ns) end
+-- A block raised is told to the fleet at once, on the key's channel (in its hash tag: KEYS[1]
+-- less its ':h', then ':blocks'): '<epoch> <delay_ns>', the block's end as a delay from this
+-- script's now (the fleet's clocks never meet). Every 'ok' answer carries it too (ok_head).
+local function block(until_ns)
+  if until_ns <= st.bu then return end
+  st.bu = until_ns
+  local channel = string.sub(H, 1, #H - 2) .. ':blocks'
+  call('PUBLISH', channel, S.ep .. ' ' .. field(max(until_ns - now, 0)))
+end
 
 -- A new state (Redis lost the old one) hands out no slot for settle_ns: every process of the
 -- fleet tells it its own calls first (each checks the state more often than that), and no slot
@@ -627,8 +635,14 @@ local function check_sig()
   return nil
 end
 
+-- The head of every 'ok' answer: the epoch, the sequence number, the script's now, and the
+-- state's block as a delay from now (0: none).
+local function ok_head()
+  return { 'ok', S.ep, st.sq, now, max(st.bu - now, 0) }
+end
+
 local function state_reply()
-  local out = { 'ok', S.ep, st.sq, now }
+  local out = ok_head()
   for i = 1, L do
     local l = lim[i]
     local entries = ring_all(l)
@@ -674,7 +688,7 @@ if op == 'register' then
   else
     load()
   end
-  return { 'ok', S.ep, st.sq, now }
+  return ok_head()
 end
 
 if op == 'seed' then
@@ -692,7 +706,7 @@ if op == 'seed' then
       save()
     end
   end
-  return { 'ok', S.ep, st.sq, now }
+  return ok_head()
 end
 
 if not exists or S.ep ~= known then
@@ -722,14 +736,14 @@ end
 
 if op == 'check' then
   -- The state is there, of the epoch this process knows, and not rolled back.
-  return { 'ok', S.ep, st.sq, now }
+  return ok_head()
 end
 
 if op == 'reserve' then
   -- ARGV[A]: how many slots (1 ..), committed one after another; none while the state settles.
   if now < st.se then return { 'settle', st.se - now } end
   local k = tonumber(ARGV[A])
-  local out = { 'ok', S.ep, 0, now }
+  local out = ok_head()
   for _ = 1, k do
     local t = earliest(now)
     commit(t, now)
@@ -771,4 +785,4 @@ else
   return redis.error_reply('FABRAIX_UNKNOWN_OP ' .. op)
 end
 save()
-return { 'ok', S.ep, st.sq, now }
+return ok_head()

@@ -1,7 +1,9 @@
 //! [`RedisLedgerStore`]: one key's ledger in Redis, shared by every process that uses the key.
 
+mod fleet_block;
 mod own_calls;
 mod reply;
+mod subscriber;
 mod watch;
 
 use std::num::NonZeroU32;
@@ -12,9 +14,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
+use self::fleet_block::FleetBlock;
 use self::own_calls::OwnCalls;
 use self::reply::{Done, Reply};
-use super::{Ledger, LedgerConfig, LedgerStore, StoreError, WindowSemantics};
+use super::{Ledger, LedgerConfig, LedgerStore, SharedBlock, StoreError, WindowSemantics};
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::key_id::{KeyId, KeyMap};
 use crate::quota::{Limit, Quota};
@@ -177,6 +180,14 @@ impl RedisStoreConfig {
 ///   [`RedisStoreConfig::reseed_watch`] even while it makes no call. A slot of this process
 ///   that may go out only after its next reservation returns is told as sent at the settle's
 ///   end.
+/// * **A pause raised by another process** (its 429's `retry_after`, a server window with
+///   nothing left): the script publishes it on the key's channel, `fx:v1:{FP}:blocks` (in the
+///   same hash tag), as the state's epoch and the pause's end as a delay from Redis's now; each
+///   store holds one subscriber connection for its keys' channels, made again (backing off up
+///   to 2 s) when lost, and every answer of the script carries the pause too. A message is
+///   checked (at most 64 bytes, an epoch and a delay in ns; anything else, or another epoch, is
+///   ignored) and its delay capped at the quota's longest window plus a minute. The scheduler
+///   reads it through [`LedgerStore::shared_block`] before it sends a slot it held.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 /// * **A state 52 days old** (2^52 ns since its origin, a key never idle for a window in all
 ///   that time) is replaced as if Redis had lost it, and seeded again as above: its times stay
@@ -198,6 +209,11 @@ pub struct RedisLedgerStore {
     outage: Arc<Mutex<Option<Instant>>>,
     /// Whether the task that checks the keys' states ([`RedisStoreConfig::reseed_watch`]) runs.
     watching: Arc<AtomicBool>,
+    /// The client the subscriber connection is made from (see `subscriber`); boxed, as it is
+    /// large and read once per store.
+    client: Arc<redis::Client>,
+    /// The subscriber task's feed of channels, once it runs.
+    feed: subscriber::Feed,
 }
 
 impl std::fmt::Debug for RedisLedgerStore {
@@ -234,6 +250,10 @@ struct KeyState {
     late_from: Option<Instant>,
     /// The state as last read for forecasts, and when (see [`FORECAST_FRESH`]).
     forecast: Option<(Instant, Ledger)>,
+    /// The channel the script tells the state's blocks on (`fx:v1:{FP}:blocks`).
+    channel: String,
+    /// The state's block as last told (by a message or an answer).
+    block: FleetBlock,
 }
 
 impl RedisLedgerStore {
@@ -309,7 +329,7 @@ impl RedisLedgerStore {
             .set_connection_timeout(Some(config.response_timeout.max(Duration::from_secs(1))))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_with_config(client, manager)
+        let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
             .map_err(|e| {
                 if e.kind() == redis::ErrorKind::InvalidClientConfig {
@@ -328,6 +348,8 @@ impl RedisLedgerStore {
             local_time: None,
             outage: Arc::default(),
             watching: Arc::default(),
+            client: Arc::new(client),
+            feed: Arc::default(),
         })
     }
 
@@ -400,6 +422,17 @@ impl RedisLedgerStore {
         }
     }
 
+    /// The instant on the local clock taken as the script's now, for an answer to a request made
+    /// at `at` that arrived at `received`: `at` in tests (the script read this clock), else
+    /// `received` (a delay from it ends no earlier than it does in Redis).
+    fn redis_now_at(&self, at: Instant, received: Instant) -> Instant {
+        if self.local_time.is_some() {
+            at
+        } else {
+            received
+        }
+    }
+
     /// Runs `op` on `key`'s state at `at`: one round trip, plus a re-seed when the state was
     /// lost or rolled back, and a wait while a new state settles (then `at` moves on to the
     /// clock's now). Waits for Redis as [`Unreachable`] says. The answer, and the `at` it is for.
@@ -430,8 +463,12 @@ impl RedisLedgerStore {
                     at = at.max(self.clock.now());
                 }
                 Reply::Ok(ok) => {
+                    let received = self.clock.now();
                     let mut s = lock(ks);
-                    s.last_reply = Some(self.clock.now());
+                    s.last_reply = Some(received);
+                    if ok.epoch == s.epoch {
+                        s.block.learn(self.redis_now_at(at, received), ok.block_ns);
+                    }
                     s.seq = s.seq.max(ok.seq);
                     // The highest: answers of this process's concurrent calls may come in any
                     // order (and one from an epoch since replaced tells nothing of this one).
@@ -484,6 +521,8 @@ impl RedisLedgerStore {
                 s.epoch = ok.epoch;
                 s.seq = ok.seq;
                 s.wrote_seq = 0;
+                let received = self.clock.now();
+                s.block.learn(self.redis_now_at(now, received), ok.block_ns);
                 s.own.rescale(now, ok.now_ns);
                 Ok(())
             }
@@ -723,6 +762,16 @@ impl RedisLedgerStore {
 }
 
 impl LedgerStore for RedisLedgerStore {
+    /// The shared state's block as this process knows it (and since when): from the message
+    /// the script publishes on the key's channel when any process raises the block (a 429's
+    /// `retry_after`, a server window with nothing left), or from the latest answer of the
+    /// script, which carries it too. At most the quota's longest window plus one minute ahead.
+    fn shared_block(&self, key: &KeyId) -> Option<SharedBlock> {
+        let ks = self.keys.get(key)?;
+        let known = lock(ks.value()).block.known();
+        known
+    }
+
     fn bind_fingerprint(&self, key: &KeyId, fingerprint: &str) {
         let fp = fingerprint.trim_start_matches("key#").to_string();
         self.fingerprints.insert(key.clone(), fp);
@@ -763,10 +812,12 @@ impl LedgerStore for RedisLedgerStore {
             .await?
         {
             Reply::Ok(ok) => {
+                let received = self.clock.now();
                 let mut s = lock(&ks);
                 s.epoch = ok.epoch;
                 s.seq = ok.seq;
-                s.last_reply = Some(self.clock.now());
+                s.last_reply = Some(received);
+                s.block.learn(self.redis_now_at(now, received), ok.block_ns);
             }
             Reply::Seed | Reply::RolledBack | Reply::Settle(_) => {
                 return Err(StoreError::Unavailable(
@@ -774,8 +825,10 @@ impl LedgerStore for RedisLedgerStore {
                 ))
             }
         }
+        let channel = lock(&ks).channel.clone();
         self.keys.insert(key.clone(), ks);
         self.start_watch();
+        self.subscribe(&channel);
         Ok(())
     }
 
@@ -903,6 +956,8 @@ impl KeyState {
             share: None,
             late_from: None,
             forecast: None,
+            channel: format!("{prefix}:blocks"),
+            block: FleetBlock::new(quota),
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::ledger::StoreError;
 #[derive(Debug)]
 pub(super) enum Reply {
     /// Done: the state's epoch and sequence number, the script's now (ns on the state's scale),
-    /// and what the operation returns (slots; or the state, for a read).
+    /// the state's block as a delay from that now, and what the operation returns (slots; or the
+    /// state, for a read).
     Ok(Done),
     /// The state is missing or of another epoch than this process knows: re-seed first.
     Seed,
@@ -28,6 +29,8 @@ pub(super) struct Done {
     pub(super) epoch: String,
     pub(super) seq: u64,
     pub(super) now_ns: u64,
+    /// How long after `now_ns` the state's block ends (ns; 0: no block).
+    pub(super) block_ns: u64,
     /// Reserved slots (ns on the state's scale).
     pub(super) slots: Vec<u64>,
     /// The rest of the answer, as returned (a read's logs and hash).
@@ -66,11 +69,12 @@ impl Reply {
             "settle" => Ok(Reply::Settle(
                 items.get(1).map(number).transpose()?.unwrap_or(0),
             )),
-            "ok" if items.len() >= 4 => {
+            "ok" if items.len() >= 5 => {
                 let epoch = text(&items[1])?;
                 let seq = number(&items[2])?;
                 let now_ns = number(&items[3])?;
-                let rest: Vec<Value> = items.into_iter().skip(4).collect();
+                let block_ns = number(&items[4])?;
+                let rest: Vec<Value> = items.into_iter().skip(5).collect();
                 let slots = rest.iter().filter_map(|v| match v {
                     Value::Int(i) => u64::try_from(*i).ok(),
                     _ => None,
@@ -79,6 +83,7 @@ impl Reply {
                     epoch,
                     seq,
                     now_ns,
+                    block_ns,
                     slots: slots.collect(),
                     rest,
                 }))
