@@ -28,8 +28,8 @@ pub enum WindowSemantics {
     /// Planned exactly against that estimate (one guard clear of each boundary): a full window,
     /// then about N − 1 calls per window, where a sliding reading bursts N and draws 429s from
     /// such a server. Refused by a sliding-log server, and by a counter whose windows are laid
-    /// otherwise (from the server's start, say). 112 bytes per limit, whatever N. Through a shared store
-    /// (Redis) a key is planned as [`Sliding`](Self::Sliding).
+    /// otherwise (from the server's start, say). 112 bytes per limit, whatever N. Through a
+    /// shared store (Redis) a key is planned as [`Sliding`](Self::Sliding).
     SlidingWindowCounter,
 }
 

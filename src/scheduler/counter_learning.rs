@@ -35,10 +35,11 @@
 //! ([`WindowSemantics::SlidingWindowCounter`], kept beside the log from the first call), and its
 //! pacer stops: the counter's own estimate plans the calls. The logs keep recording, and the key
 //! goes back to them for good (the safe default) when the server refuses a call sent since that
-//! the log held to be over its limit and the counter did not, or when two answers' remaining is 2
-//! or more below the counter's figure, on answers to the key's latest call ([`ANSWERS_TO_UNLEARN`]): the server counts more than the
-//! counter does. A key configured with another semantics never switches, nor does one whose
-//! ledger lives in a shared store, nor one told not to learn
+//! the log held to be over its limit and the counter did not, or when the remaining on two
+//! answers to the key's latest call is 2 or more below the counter's figure
+//! ([`ANSWERS_TO_UNLEARN`]): the server counts more than the counter does. A key configured with
+//! another semantics never switches, nor does one whose ledger lives in a shared store, nor one
+//! told not to learn
 //! ([`KeyConfig::learn_semantics`](super::KeyConfig::learn_semantics)). What is learned shows in
 //! [`KeyStats::learned_semantics`](super::KeyStats::learned_semantics), the reading in force in
 //! [`KeyStats::semantics`](super::KeyStats::semantics).
@@ -226,9 +227,7 @@ impl SemanticsLearning {
         if reading.reset_beyond_window {
             return Some(Switch::ToCounter(LearnedFrom::Headers));
         }
-        let Some(own) = reading.own else {
-            return None;
-        };
+        let own = reading.own?;
         if said + REMAINING_MARGIN <= own.log.min(own.counter) {
             self.foreign_calls = true;
         }
