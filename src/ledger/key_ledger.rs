@@ -136,6 +136,23 @@ pub struct Ledger {
     plan: Option<Box<FollowedPlan>>,
 }
 
+/// One limit's own account of the key's calls at an answer (see [`Ledger::own_reading`]): what
+/// a sliding log and a sliding-window counter of those calls would each still accept. Both count
+/// every call recorded, those sent after the one answered included, so on a server of either
+/// model, with no other client on the key, its remaining is at least the model's figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OwnReading {
+    /// The calls a sliding log would accept (0 to N).
+    pub(crate) log: u64,
+    /// The calls a sliding-window counter would accept (0 to N).
+    pub(crate) counter: u64,
+    /// Whether the counter's first window has ended (until then both read alike).
+    pub(crate) past_first_window: bool,
+    /// Whether the call answered is the latest recorded: no later call of the key lowers either
+    /// figure below the server's.
+    pub(crate) clean: bool,
+}
+
 /// A copy starts without the plan (a cache of [`Ledger::forecast`], rebuilt when asked).
 impl Clone for Ledger {
     fn clone(&self) -> Self {
@@ -643,11 +660,12 @@ impl Ledger {
         }
     }
 
-    /// From now on reads every limit read as a sliding window as a sliding-window counter
-    /// ([`WindowSemantics::SlidingWindowCounter`]), rebuilt from the calls recorded: windows laid
-    /// from the key's first call (and again after two idle windows), as such a server lays them.
-    /// The pace and any server's cap go (the counter's reading is finer than both). True if
-    /// anything changed; a token bucket or a counter stays as it is.
+    /// From now on plans every limit configured as a sliding window by the sliding-window counter
+    /// ([`WindowSemantics::SlidingWindowCounter`]) kept beside its log of the same calls: windows
+    /// laid from the key's first call (and again after two idle windows), as such a server lays
+    /// them. The logs keep recording ([`learn_log_semantics`](Self::learn_log_semantics) goes
+    /// back to them). The pace and any server's cap go (the counter's reading is finer than
+    /// both). True if anything changed; a token bucket or a configured counter stays as it is.
     pub(crate) fn learn_counter_semantics(&mut self) -> bool {
         let mut changed = false;
         for log in &mut self.logs {
@@ -662,17 +680,31 @@ impl Ledger {
         changed
     }
 
-    /// Whether the limits are read as sliding-window counters (configured or learned).
+    /// Plans every limit whose counter was learned ([`learn_counter_semantics`]) by its window
+    /// log again, which recorded every call meanwhile. True if anything changed.
+    ///
+    /// [`learn_counter_semantics`]: Self::learn_counter_semantics
+    pub(crate) fn learn_log_semantics(&mut self) -> bool {
+        let mut changed = false;
+        for log in &mut self.logs {
+            changed |= log.learn_log();
+        }
+        if changed {
+            self.version += 1;
+            self.plan = None;
+        }
+        changed
+    }
+
+    /// Whether some limit is planned by a sliding-window counter (configured or learned).
     #[cfg(test)]
     pub(crate) fn reads_as_counter(&self) -> bool {
-        self.logs
-            .iter()
-            .any(|l| matches!(l, LimitAccount::Counter(_)))
+        self.logs.iter().any(LimitAccount::counter_plans)
     }
 
     /// Whether a sliding-window counter that counted the calls recorded would have refused the
-    /// one in `slot` on some limit read as a window log, past that counter's first window: the
-    /// mark of a refusal by such a server where a sliding log had room.
+    /// one in `slot` on some limit configured as a window log, past that counter's first window:
+    /// the mark of a refusal by such a server where a sliding log had room.
     pub(crate) fn counter_would_refuse(&self, slot: Instant) -> bool {
         let t = self.ns(slot);
         self.logs.iter().any(|l| {
@@ -682,19 +714,36 @@ impl Ledger {
         })
     }
 
-    /// For the limit with `count` calls (the longest window of that count), at `now`: the calls a
-    /// sliding log of the calls recorded would accept, and those a sliding-window counter of
-    /// them would; `None` if no limit has that count or it is not read as a window log, or the
-    /// counter's first window has not ended (both read alike until then).
-    pub(crate) fn remaining_as_log_and_counter(
+    /// Whether, on some limit whose learned counter plans, the window log of the calls recorded
+    /// holds more than N in the window ending at `slot` while the counter had room for the call
+    /// there: the mark of a refusal by a sliding log that the counter's reading sent.
+    pub(crate) fn log_would_refuse_counter_allowed(&self, slot: Instant) -> bool {
+        let t = self.ns(slot);
+        self.logs.iter().any(|l| {
+            l.counter_plans()
+                && l.log_over_at(t) == Some(true)
+                && l.as_counter().is_some_and(|c| !c.over_at(t))
+        })
+    }
+
+    /// The account of the limit at `limit` (its index in the quota) for the answer to the call
+    /// in `slot`, read at `at` (the call's send, less the guard); `None` unless that limit is
+    /// configured as a window log (which keeps a counter beside it).
+    pub(crate) fn own_reading(
         &self,
-        count: u32,
-        now: Instant,
-    ) -> Option<(u64, u64)> {
-        let t = self.ns(now);
-        let log = self.logs.iter().rev().find(|l| l.count() == count)?;
-        let counter = log.as_counter().filter(|c| c.past_first_window(t))?;
-        Some((log.log_remaining_at(t)?, counter.remaining_at(t)))
+        limit: usize,
+        slot: Instant,
+        at: Instant,
+    ) -> Option<OwnReading> {
+        let account = self.logs.get(limit)?;
+        let t = self.ns(at);
+        let counter = account.as_counter()?;
+        Some(OwnReading {
+            log: account.log_remaining_at(t)?,
+            counter: counter.remaining_at(t),
+            past_first_window: counter.past_first_window(t),
+            clean: self.last_slot_ns == Some(self.ns(slot)),
+        })
     }
 
     /// A minimum spacing between consecutive slots (`None`: none). The scheduler sets it when a
@@ -1054,10 +1103,32 @@ mod tests {
         let next = l.reserve(t0);
         assert_eq!(next, t0 + Duration::from_millis(4_100));
         assert!(l.counter_would_refuse(next));
-        assert_eq!(l.remaining_as_log_and_counter(4, next), Some((3, 0)));
+        let reading = l.own_reading(0, next, next).unwrap();
+        assert_eq!((reading.log, reading.counter), (3, 0));
+        assert!(reading.past_first_window && reading.clean);
         // Learned: the next slot is the counter's (4 × (4 s − (e − g)) <= 2 × 4 s: e >= 2.1 s).
         assert!(l.learn_counter_semantics());
-        assert_eq!(l.reserve(t0), t0 + Duration::from_millis(6_100));
+        assert!(l.reads_as_counter());
+        let counted = l.reserve(t0);
+        assert_eq!(counted, t0 + Duration::from_millis(6_100));
+        assert!(!l.own_reading(0, next, next).unwrap().clean, "a later call");
+        // The log kept every call: 4.1 s and 6.1 s are in its window, with none over.
+        assert!(!l.log_would_refuse_counter_allowed(counted));
+        // Back to the log, which kept every call: 2 more fit at 6.1 s (the log's ticks round
+        // them up by under a microsecond), then 4.1 s leaves the window, plus the guard.
+        assert!(l.learn_log_semantics());
+        assert!(!l.reads_as_counter() && !l.learn_log_semantics());
+        let near = |a: Instant, b: Instant| a >= b && a - b < Duration::from_micros(1);
+        for _ in 0..2 {
+            let slot = l.reserve(t0);
+            assert!(near(slot, counted), "{:?}", slot - t0);
+        }
+        let slot = l.reserve(t0);
+        assert!(
+            near(slot, t0 + Duration::from_millis(8_200)),
+            "{:?}",
+            slot - t0
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub enum WindowSemantics {
     /// Planned exactly against that estimate (one guard clear of each boundary): a full window,
     /// then about N − 1 calls per window, where a sliding reading bursts N and draws 429s from
     /// such a server. Refused by a sliding-log server, and by a counter whose windows are laid
-    /// otherwise (from the server's start, say). 48 bytes per limit. Through a shared store
-    /// (Redis) a key is planned as [`Sliding`](Self::Sliding).
+    /// otherwise (from the server's start, say). 112 bytes per limit, whatever N. Through a
+    /// shared store (Redis) a key is planned as [`Sliding`](Self::Sliding).
     SlidingWindowCounter,
 }
 
@@ -48,12 +48,16 @@ pub(crate) struct SharedLimit {
 #[derive(Clone, Debug)]
 pub(crate) enum LimitAccount {
     /// A window log, and beside it the same calls as a sliding-window counter would count them
-    /// (`shadow`, a few words), so that a key found to be talking to such a server can be planned
-    /// as one from its own first call ([`learn_counter`](Self::learn_counter)).
+    /// (`shadow`, 112 bytes), so that a key found to be talking to such a server can be planned
+    /// as one from its own first call ([`learn_counter`](Self::learn_counter)). Both accounts
+    /// record every call whichever plans, so that a key found wrong goes back to its log
+    /// ([`learn_log`](Self::learn_log)).
     Sliding {
         log: WindowLog,
         guard_ns: u64,
         shadow: WindowCounter,
+        /// Whether the counter plans (learned) rather than the log (configured).
+        counter_plans: bool,
     },
     Bucket(TokenBucket),
     Counter(WindowCounter),
@@ -71,6 +75,7 @@ impl LimitAccount {
                 log: WindowLog::new(count, window_ns),
                 guard_ns,
                 shadow: WindowCounter::new(count, window_ns, guard_ns),
+                counter_plans: false,
             },
             WindowSemantics::TokenBucket => {
                 LimitAccount::Bucket(TokenBucket::new(count, window_ns, guard_ns))
@@ -106,6 +111,7 @@ impl LimitAccount {
                     guard_ns,
                     // (The store keeps no counter: a shared key is never planned as one.)
                     shadow: WindowCounter::new(count, window_ns, guard_ns),
+                    counter_plans: false,
                 }
             }
             WindowSemantics::TokenBucket => LimitAccount::Bucket(TokenBucket::from_shared(
@@ -122,12 +128,17 @@ impl LimitAccount {
     /// The earliest time (ns) at which one more call keeps this limit (0: no constraint).
     pub(crate) fn earliest_ns(&self) -> u64 {
         match self {
+            LimitAccount::Sliding {
+                shadow,
+                counter_plans: true,
+                ..
+            }
+            | LimitAccount::Counter(shadow) => shadow.earliest_from(0),
             LimitAccount::Sliding { log, guard_ns, .. } => match log.earliest_ns() {
                 0 => 0,
                 e => e.saturating_add(*guard_ns),
             },
             LimitAccount::Bucket(bucket) => bucket.earliest_ns(),
-            LimitAccount::Counter(counter) => counter.earliest_from(0),
         }
     }
 
@@ -135,16 +146,29 @@ impl LimitAccount {
     /// window log or a bucket, every later time keeps it too; a counter also keeps its slots off
     /// the windows' boundaries.
     pub(crate) fn earliest_from(&self, t_ns: u64) -> u64 {
+        match self.planning_counter() {
+            Some(counter) => counter.earliest_from(t_ns),
+            None => self.earliest_ns().max(t_ns),
+        }
+    }
+
+    /// The counter that plans this limit, if a counter does (configured or learned).
+    fn planning_counter(&self) -> Option<&WindowCounter> {
         match self {
-            LimitAccount::Counter(counter) => counter.earliest_from(t_ns),
-            other => other.earliest_ns().max(t_ns),
+            LimitAccount::Sliding {
+                shadow,
+                counter_plans: true,
+                ..
+            }
+            | LimitAccount::Counter(shadow) => Some(shadow),
+            _ => None,
         }
     }
 
     /// Whether [`earliest_from`](Self::earliest_from) can skip times that a later one keeps (so
     /// that several limits are decided by iterating to a common time).
     pub(crate) fn has_gaps(&self) -> bool {
-        matches!(self, LimitAccount::Counter(_))
+        self.planning_counter().is_some()
     }
 
     /// Makes the guard `guard_ns` from now on.
@@ -171,6 +195,7 @@ impl LimitAccount {
                 log,
                 guard_ns,
                 shadow,
+                ..
             } => {
                 log.record(t_ns, now_ns.saturating_sub(*guard_ns));
                 shadow.record(t_ns);
@@ -200,15 +225,34 @@ impl LimitAccount {
         }
     }
 
-    /// A window log becomes the sliding-window counter that its shadow kept of the same calls
-    /// (windows laid from the key's first call, as such a server lays them). True if it changed.
+    /// A window log is planned from now on by the sliding-window counter that its shadow kept of
+    /// the same calls (windows laid from the key's first call, as such a server lays them); the
+    /// log keeps recording. True if it changed.
     pub(crate) fn learn_counter(&mut self) -> bool {
-        let LimitAccount::Sliding { shadow, .. } = self else {
-            return false;
-        };
-        let counter = shadow.clone();
-        *self = LimitAccount::Counter(counter);
-        true
+        match self {
+            LimitAccount::Sliding { counter_plans, .. } if !*counter_plans => {
+                *counter_plans = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A window log whose counter planned ([`learn_counter`](Self::learn_counter)) is planned by
+    /// the log again, which held every call meanwhile. True if it changed.
+    pub(crate) fn learn_log(&mut self) -> bool {
+        match self {
+            LimitAccount::Sliding { counter_plans, .. } if *counter_plans => {
+                *counter_plans = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a counter plans this limit.
+    pub(crate) fn counter_plans(&self) -> bool {
+        self.planning_counter().is_some()
     }
 
     /// This limit's calls as a sliding-window counter counts them (the shadow of a window log, or
@@ -222,10 +266,22 @@ impl LimitAccount {
     }
 
     /// The calls a sliding log would accept at `t_ns`: N less the calls recorded in the window
-    /// before it (and up to the latest slot); `None` unless read as a window log.
+    /// before it (and up to the latest slot); `None` unless configured as a window log.
     pub(crate) fn log_remaining_at(&self, t_ns: u64) -> Option<u64> {
         match self {
             LimitAccount::Sliding { log, .. } => Some(log.remaining_at(t_ns)),
+            _ => None,
+        }
+    }
+
+    /// Whether a sliding log of the calls recorded holds more than N in the window ending at
+    /// `t_ns` (`(t_ns − W, t_ns]`, calls after it not counted): a call there was over the log's
+    /// limit. `None` unless configured as a window log.
+    pub(crate) fn log_over_at(&self, t_ns: u64) -> Option<bool> {
+        match self {
+            LimitAccount::Sliding { log, .. } => {
+                Some(log.held_through(t_ns) > u64::from(log.count()))
+            }
             _ => None,
         }
     }

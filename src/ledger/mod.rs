@@ -24,6 +24,7 @@ mod window_log;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLedgerStore, RedisStoreConfig, Unreachable};
+pub(crate) use key_ledger::OwnReading;
 pub use key_ledger::{Forecast, Ledger, LedgerConfig, PlanCursor, DEFAULT_GUARD};
 pub use limit_account::WindowSemantics;
 pub use local_ledger::LocalLedger;

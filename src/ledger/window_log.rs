@@ -126,6 +126,21 @@ impl WindowLog {
         u64::from(self.count).saturating_sub(held)
     }
 
+    /// The calls recorded in `(t_ns − W, t_ns]` (later ones not counted; calls dropped because N
+    /// newer ones exist not counted either, so at most the truth).
+    pub(crate) fn held_through(&self, t_ns: u64) -> u64 {
+        let since = t_ns.saturating_sub(self.window_ns);
+        // (A call at `t_ns` is recorded at its tick, rounded up.)
+        let through = t_ns
+            .div_ceil(self.quantum_ns)
+            .saturating_mul(self.quantum_ns);
+        self.entries
+            .iter()
+            .filter(|e| (since..=through).contains(&self.time_of(e)) && self.time_of(e) > since)
+            .map(|e| u64::from(e.calls))
+            .sum()
+    }
+
     /// Records a call at `t_ns`; calls that left the window by `expiry_ns` go (the caller's now,
     /// less the guard it keeps after a window). `t_ns` must not be earlier than any call recorded
     /// before (the ledger reserves in time order).

@@ -15,5 +15,5 @@ pub use budget::RetryBudget;
 pub use classify::{classify_status, Class};
 pub use network_time::{seconds_to_duration, MAX_SECONDS as MAX_NETWORK_SECONDS};
 pub use policy::{Delivery, RefusalStep, RetryPolicy};
-pub use rate_limit_headers::{parse_rate_limit_headers, ServerWindow};
+pub use rate_limit_headers::{parse_rate_limit_headers, ServerWindow, MAX_POLICY_WINDOW};
 pub use retry_after::{parse_retry_after, RetryAfter, RetryAfterProblem};

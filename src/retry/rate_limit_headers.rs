@@ -1,5 +1,6 @@
 //! `RateLimit-Remaining` / `RateLimit-Reset` (and the `X-RateLimit-*` spellings, and the combined
-//! `RateLimit: remaining=…, reset=…` field): what the server says is left, when present.
+//! `RateLimit: remaining=…, reset=…` field): what the server says is left, when present; with
+//! `RateLimit-Limit` and `RateLimit-Policy` (`10;w=1, 1000;w=3600`), the limit it is for.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +17,11 @@ pub struct ServerWindow {
     /// The count of the limit the figures are for (`RateLimit-Limit`, `X-RateLimit-Limit` or the
     /// combined field's `limit`; its leading number), if given.
     pub limit: Option<u32>,
+    /// The window of that limit, from the policy the server names with the same count
+    /// (`RateLimit-Policy: 10;w=1, 1000;w=3600`, or the same items after the count in
+    /// `RateLimit-Limit`), in whole seconds from 1 s to [`MAX_POLICY_WINDOW`]; `None` if no such
+    /// policy is given, or several of that count with different windows.
+    pub window: Option<Duration>,
     /// Time until that window resets, at most the cap given to [`parse_rate_limit_headers`].
     pub reset_in: Duration,
     /// `Some(announced)` if the server announced a longer reset than the cap and was clamped
@@ -25,6 +31,13 @@ pub struct ServerWindow {
 
 /// The longest header value read, in bytes: a longer one is not a count or a time.
 const MAX_VALUE_LEN: usize = 256;
+
+/// The most policy items read from `RateLimit-Policy` and `RateLimit-Limit` together; later ones
+/// are ignored.
+const MAX_POLICY_ITEMS: usize = 16;
+
+/// The longest policy window read (`w=`): 366 days. A longer one is taken as no window.
+pub const MAX_POLICY_WINDOW: Duration = Duration::from_secs(366 * 86_400);
 
 /// The server's window, if the response carries both a remaining count and a reset time that parse.
 /// Anything malformed is ignored (the ledger's own accounting still holds). The reset is read through
@@ -95,15 +108,74 @@ pub fn parse_rate_limit_headers(
         (announced, None)
     };
     // A policy may follow the count (`10, 10;w=1`): the leading number is the count.
-    let limit = limit
-        .and_then(|l| l.split([',', ';']).next())
+    let mut limit_items = limit.map(|l| l.split(',')).into_iter().flatten();
+    let count: Option<u32> = limit_items
+        .next()
+        .and_then(|l| l.split(';').next())
         .and_then(|l| l.trim().parse().ok());
+    let policy = get(&[
+        HeaderName::from_static("ratelimit-policy"),
+        HeaderName::from_static("x-ratelimit-policy"),
+    ]);
+    let items = limit_items
+        .chain(policy.map(|p| p.split(',')).into_iter().flatten())
+        .take(MAX_POLICY_ITEMS)
+        .filter_map(policy_item);
+    let (limit, window) = limit_and_window(count, items);
     Some(ServerWindow {
         remaining,
         limit,
+        window,
         reset_in,
         clamped_from,
     })
+}
+
+/// One policy item, `count;w=seconds` or `"name";q=count;w=seconds`: its count and window, if
+/// both parse and the window is within bounds.
+fn policy_item(item: &str) -> Option<(u32, Duration)> {
+    let mut parts = item.split(';').map(str::trim);
+    let mut count: Option<u32> = parts.next().and_then(|c| c.parse().ok());
+    let mut window = None;
+    for part in parts {
+        match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("q", v)) => count = v.parse().ok(),
+            Some(("w", v)) => {
+                window = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&s| s >= 1)
+                    .map(Duration::from_secs)
+                    .filter(|&w| w <= MAX_POLICY_WINDOW);
+            }
+            _ => {}
+        }
+    }
+    Some((count?, window?))
+}
+
+/// The limit named (`count`, or the only policy's if none is) and its window: the one window of
+/// the policies of that count, if they agree on one.
+fn limit_and_window(
+    count: Option<u32>,
+    items: impl Iterator<Item = (u32, Duration)>,
+) -> (Option<u32>, Option<Duration>) {
+    let mut seen: Option<(u32, Duration)> = None;
+    let mut agree = true;
+    for (c, w) in items {
+        if count.is_some_and(|n| n != c) {
+            continue;
+        }
+        match seen {
+            None => seen = Some((c, w)),
+            Some(first) if first == (c, w) => {}
+            Some(_) => agree = false,
+        }
+    }
+    match (count, seen, agree) {
+        (_, Some((c, w)), true) => (Some(c), Some(w)),
+        (count, _, _) => (count, None),
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +208,7 @@ mod tests {
             ServerWindow {
                 remaining: 7,
                 limit: None,
+                window: None,
                 reset_in: Duration::from_secs(12),
                 clamped_from: None,
             }
@@ -187,6 +260,67 @@ mod tests {
             CAP
         )
         .is_none());
+    }
+
+    #[test]
+    fn a_policy_names_the_window_of_the_limit_of_its_count() {
+        let now = UNIX_EPOCH;
+        let parse = |pairs: &[(&'static str, &str)]| {
+            let mut all = vec![("ratelimit-remaining", "1"), ("ratelimit-reset", "1")];
+            all.extend_from_slice(pairs);
+            let w = parse_rate_limit_headers(&headers(&all), || now, CAP).unwrap();
+            (w.limit, w.window.map(|w| w.as_secs()))
+        };
+        let policy = ("ratelimit-policy", "10;w=1, 1000;w=3600");
+        assert_eq!(
+            parse(&[("ratelimit-limit", "10"), policy]),
+            (Some(10), Some(1))
+        );
+        assert_eq!(
+            parse(&[("ratelimit-limit", "1000"), policy]),
+            (Some(1000), Some(3600))
+        );
+        // A count no policy has: no window. Items after the count in the limit's own field.
+        assert_eq!(
+            parse(&[("ratelimit-limit", "60"), policy]),
+            (Some(60), None)
+        );
+        assert_eq!(
+            parse(&[("ratelimit-limit", "10, 10;w=1, 1000;w=3600")]),
+            (Some(10), Some(1))
+        );
+        // The structured spelling (`q=`), and a lone policy naming the limit too.
+        assert_eq!(
+            parse(&[("ratelimit-policy", "\"default\";q=100;w=10")]),
+            (Some(100), Some(10))
+        );
+        assert_eq!(parse(&[policy]), (None, None), "two policies, no count");
+        // Out of bounds, malformed or disagreeing windows: none.
+        for bad in [
+            "10;w=0",
+            "10;w=31622401",
+            "10;w=-1",
+            "10;w=1.5",
+            "10;w=",
+            "10;w=99999999999999999999999",
+            "10;w=1, 10;w=2",
+        ] {
+            assert_eq!(
+                parse(&[("ratelimit-limit", "10"), ("ratelimit-policy", bad)]),
+                (Some(10), None),
+                "{bad}"
+            );
+        }
+        // Only the first items are read: the policy of the count in the 17th is not.
+        let many = format!("{}, 10;w=5", vec!["1;w=1"; 16].join(", "));
+        let mut h = headers(&[
+            ("ratelimit-remaining", "1"),
+            ("ratelimit-reset", "1"),
+            ("ratelimit-limit", "10"),
+        ]);
+        h.insert("ratelimit-policy", HeaderValue::from_str(&many).unwrap());
+        let w = parse_rate_limit_headers(&h, || now, CAP).unwrap();
+        assert_eq!((w.limit, w.window), (Some(10), None));
     }
 
     #[test]

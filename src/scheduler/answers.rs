@@ -301,7 +301,7 @@ async fn on_response<S: LedgerStore>(
         }
         if c.class != Class::RateLimited {
             // (A refusal's window may be a lockout, not the limit's: learnt from answers only.)
-            q.learn_from_headers(&window, call.sent_at);
+            q.learn_from_headers(&window, call.slot, call.sent_at);
             // (A 429's window is applied with its `retry_after`, which it may not outlast.)
             let others = q.lock().in_flight().saturating_sub(1);
             apply_window(inner, q, window, window.reset_in, others).await;
@@ -486,8 +486,8 @@ async fn on_rate_limited<S: LedgerStore>(
         let mut st = q.lock();
         // (Before its slot may be refunded: the counter's estimate counts the refused call.) A
         // call that went before the key learned its server's counting paces nothing either.
-        let pace_nothing =
-            q.learn_from_refusal(&mut st, call.slot) || st.sent_before_learning(call.sent_at);
+        let pace_nothing = q.learn_from_refusal(&mut st, call.slot, call.sent_at)
+            || st.sent_before_learning(call.sent_at);
         let (in_a_row, refund) = st.refused(call.slot);
         for p in &c.retry_after_problems {
             let reason = st.api_key().redact(&p.reason);

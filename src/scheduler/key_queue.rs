@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::call_journal::CallJournal;
 use super::config::{KeyConfig, Overflow};
-use super::counter_learning::{headers_show_counter, LearnedFrom};
+use super::counter_learning::{read_headers, Switch};
 use super::key_state::{KeyStart, KeyState, Queued};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
@@ -22,7 +22,7 @@ use crate::clock::{Clock, Instant};
 use crate::endpoint::Endpoint;
 use crate::job_error::JobError;
 use crate::key_id::KeyId;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, WindowSemantics};
 use crate::quota::Quota;
 use crate::retry::ServerWindow;
 use crate::scheduler_metrics::KeyMetrics;
@@ -165,50 +165,81 @@ impl KeyQueue {
         }
     }
 
-    /// The server's rate-limit `window` on the answer to the call sent at `sent_at`: if it shows
-    /// a sliding-window counter (see `counter_learning`), the key reads its limits as one from
-    /// now on. Only for a key that may still learn and whose ledger is in this process.
-    pub(crate) fn learn_from_headers(self: &Arc<Self>, window: &ServerWindow, sent_at: Instant) {
+    /// The server's rate-limit `window` on the answer to the call in `slot`, sent at `sent_at`:
+    /// if it shows a sliding-window counter (see `counter_learning`), the key plans its limits as
+    /// one from now on; if it shows the learned counter wrong, as window logs again. Only for a
+    /// key whose ledger is in this process.
+    pub(crate) fn learn_from_headers(
+        self: &Arc<Self>,
+        window: &ServerWindow,
+        slot: Instant,
+        sent_at: Instant,
+    ) {
         let mut st = self.lock();
-        if !st.may_learn_semantics() {
+        if !st.semantics_may_switch() {
             return;
         }
         let Some(mut ledger) = self.lock_ledger() else {
             return;
         };
         let guard = st.guard().current();
-        if !headers_show_counter(&self.quota, window, &ledger, sent_at, guard)
-            || !ledger.learn_counter_semantics()
-        {
+        let Some(reading) = read_headers(&self.quota, window, &ledger, slot, sent_at, guard) else {
+            return;
+        };
+        let Some(switch) = st.semantics_on_headers(&reading) else {
+            return;
+        };
+        if !switch_ledger(&mut ledger, switch) {
             return;
         }
         drop(ledger);
-        st.learned_counter(LearnedFrom::Headers, self.clock.now());
+        st.switched(switch, self.clock.now());
         drop(st);
-        tracing::info!(key = %self.id, "the server's rate-limit headers show a sliding-window counter: planning against its estimate");
+        match switch {
+            Switch::ToCounter(_) => {
+                tracing::info!(key = %self.id, "the server's rate-limit headers show a sliding-window counter: planning against its estimate")
+            }
+            Switch::ToLog(_) => {
+                tracing::warn!(key = %self.id, "the server's rate-limit headers count more than the sliding-window counter learned: planning as sliding windows again")
+            }
+        }
         self.wake();
     }
 
-    /// A call in `slot` was refused: if a sliding-window counter of the key's calls would have
-    /// refused it where the window log had room (see `counter_learning`), and this is the
-    /// second such refusal, the key reads its limits as one from now on. True if it does now. Only for a key that may still learn and
-    /// whose ledger is in this process; called while the refused call is still recorded.
-    pub(crate) fn learn_from_refusal(&self, st: &mut KeyState, slot: Instant) -> bool {
-        if !st.may_learn_semantics() {
+    /// A call in `slot`, sent at `sent_at`, was refused: if a sliding-window counter of the
+    /// key's calls would have refused it where the window log had room (see `counter_learning`),
+    /// and this is the second such refusal, the key plans its limits as one from now on; if the
+    /// learned counter sent it where the log would not have, as window logs again. True if it
+    /// switched now. Only for a key whose ledger is in this process; called while the refused
+    /// call is still recorded.
+    pub(crate) fn learn_from_refusal(
+        &self,
+        st: &mut KeyState,
+        slot: Instant,
+        sent_at: Instant,
+    ) -> bool {
+        if !st.semantics_may_switch() {
             return false;
         }
         let Some(mut ledger) = self.lock_ledger() else {
             return false;
         };
-        if !ledger.counter_would_refuse(slot)
-            || !st.refusal_fits_counter()
-            || !ledger.learn_counter_semantics()
-        {
+        let Some(switch) = st.semantics_on_refusal(&ledger, slot, sent_at) else {
+            return false;
+        };
+        if !switch_ledger(&mut ledger, switch) {
             return false;
         }
         drop(ledger);
-        st.learned_counter(LearnedFrom::Refusals, self.clock.now());
-        tracing::info!(key = %self.id, "a refusal fits a sliding-window counter: planning against its estimate");
+        st.switched(switch, self.clock.now());
+        match switch {
+            Switch::ToCounter(_) => {
+                tracing::info!(key = %self.id, "a refusal fits a sliding-window counter: planning against its estimate")
+            }
+            Switch::ToLog(_) => {
+                tracing::warn!(key = %self.id, "a refusal fits a sliding log, not the sliding-window counter learned: planning as sliding windows again")
+            }
+        }
         true
     }
 
@@ -330,6 +361,13 @@ impl KeyQueue {
         stats.paced = st.pace_spacing(&self.quota);
         stats.server_limits = st.server_limits();
         stats.learned_semantics = st.learned_semantics();
+        stats.semantics = match st.current_semantics() {
+            // (A ledger in a shared store plans a counter as sliding windows.)
+            WindowSemantics::SlidingWindowCounter if self.ledger.is_none() => {
+                WindowSemantics::Sliding
+            }
+            semantics => semantics,
+        };
         stats
     }
 }
@@ -347,4 +385,12 @@ fn latency_guard_of(config: &KeyConfig) -> LatencyGuard {
         .first()
         .map_or(Duration::ZERO, |l| l.window() / 10);
     LatencyGuard::following(guard, ceiling)
+}
+
+/// Makes `ledger` plan as `switch` says; true if it changed.
+fn switch_ledger(ledger: &mut Ledger, switch: Switch) -> bool {
+    match switch {
+        Switch::ToCounter(_) => ledger.learn_counter_semantics(),
+        Switch::ToLog(_) => ledger.learn_log_semantics(),
+    }
 }

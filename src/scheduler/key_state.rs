@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::addressing::{Addressing, AddressingCache};
-use super::counter_learning::{LearnedFrom, LearnedSemantics, SemanticsLearning};
+use super::counter_learning::{HeaderReading, LearnedSemantics, SemanticsLearning, Switch};
 use super::latency_guard::LatencyGuard;
 use super::outcome_slab::OutcomeSender;
 use super::pacing::Pacer;
@@ -801,9 +801,26 @@ impl KeyState {
         self.pacer.on_rate_limited(now, quota, utilisation)
     }
 
-    /// Whether the key may still learn how its server counts (see `counter_learning`).
-    pub(crate) fn may_learn_semantics(&self) -> bool {
-        self.semantics.may_learn()
+    /// Whether the key's reading of its limits may still switch (see `counter_learning`).
+    pub(crate) fn semantics_may_switch(&self) -> bool {
+        self.semantics.may_switch()
+    }
+
+    /// An answer's rate-limit headers read as `reading`: the switch of the key's reading they
+    /// call for, if any (see `counter_learning`).
+    pub(crate) fn semantics_on_headers(&mut self, reading: &HeaderReading) -> Option<Switch> {
+        self.semantics.on_headers(reading)
+    }
+
+    /// The call in `slot`, sent at `sent_at`, was refused: the switch of the key's reading it
+    /// calls for, against the key's `ledger` (the refused call still recorded), if any.
+    pub(crate) fn semantics_on_refusal(
+        &mut self,
+        ledger: &Ledger,
+        slot: Instant,
+        sent_at: Instant,
+    ) -> Option<Switch> {
+        self.semantics.on_refusal(ledger, slot, sent_at)
     }
 
     /// Whether the key reads its limits as sliding-window counters (configured or learned).
@@ -811,23 +828,22 @@ impl KeyState {
         self.semantics.reads_as_counter()
     }
 
-    /// A refusal fits a counter of the key's calls; true once enough did to learn from them.
-    pub(crate) fn refusal_fits_counter(&mut self) -> bool {
-        self.semantics.refusal_fits_counter()
-    }
-
-    /// The key's ledger now reads its limits as sliding-window counters, learned `from` the
-    /// server's answers at `now`: it stops pacing, and its held slot (reserved under the old
-    /// reading) is reserved again.
-    pub(crate) fn learned_counter(&mut self, from: LearnedFrom, now: Instant) {
-        self.semantics.learn_counter(from, now);
+    /// The key's ledger now plans as `switch` says, learned from the server's answers at `now`:
+    /// it stops pacing, and its held slot (reserved under the old reading) is reserved again.
+    pub(crate) fn switched(&mut self, switch: Switch, now: Instant) {
+        self.semantics.switched(switch, now);
         self.pacer = Pacer::default();
         self.reslot();
     }
 
-    /// Whether a call sent at `sent_at` went before the key learned how its server counts.
+    /// Whether a call sent at `sent_at` went before the key last switched its reading.
     pub(crate) fn sent_before_learning(&self, sent_at: Instant) -> bool {
         self.semantics.sent_before_learning(sent_at)
+    }
+
+    /// The reading of the key's limits in force (configured or learned).
+    pub(crate) fn current_semantics(&self) -> WindowSemantics {
+        self.semantics.current()
     }
 
     /// What the key learned of its server's counting, if anything.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::counter_learning::LearnedSemantics;
 use super::refusals::RefusedCalls;
+use crate::ledger::WindowSemantics;
 use crate::quota::Quota;
 
 /// A snapshot of one key's counters.
@@ -55,12 +56,17 @@ pub struct KeyStats {
     #[serde(serialize_with = "quota_as_text")]
     pub server_limits: Option<Quota>,
     /// How the key learned to read its limits, if it did: as sliding-window counters
-    /// ([`WindowSemantics::SlidingWindowCounter`](crate::WindowSemantics::SlidingWindowCounter)),
-    /// from the server's `RateLimit-*` headers before any refusal or from the timing of two
-    /// refusals that a sliding log would not have made. From then on its calls are planned
-    /// against the counter's own estimate and it is not paced. `None` for a key configured with
-    /// another semantics, one whose ledger lives in a shared store, and one that learned nothing.
+    /// ([`WindowSemantics::SlidingWindowCounter`]), from the server's `RateLimit-*` headers before
+    /// any refusal or from the timing of two refusals that a sliding log would not have made;
+    /// from then on its calls are planned against the counter's own estimate and it is not
+    /// paced. Or as sliding windows again ([`WindowSemantics::Sliding`]), for good, once the
+    /// server refused a call that the counter's reading sent and its window log would not have,
+    /// or its headers counted more than the counter did. `None` for a key configured with another
+    /// semantics, one whose ledger lives in a shared store, and one that learned nothing.
     pub learned_semantics: Option<LearnedSemantics>,
+    /// How the key reads its limits now: as configured, or as learned
+    /// ([`learned_semantics`](Self::learned_semantics)).
+    pub semantics: WindowSemantics,
 }
 
 /// `Some(quota)` as its text (`"60/1m,1000/1h"`), `None` as null.
@@ -120,6 +126,7 @@ impl Counters {
             paced: None,
             server_limits: None,
             learned_semantics: None,
+            semantics: WindowSemantics::default(),
         }
     }
 }
