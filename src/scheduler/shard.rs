@@ -717,10 +717,14 @@ fn store_answered<'a, S: LedgerStore>(
             q.lock().store_refunded();
             want_slot(inner, &q, driver)
         }
-        StoreAnswered::Settled(done) => match settled(done, job) {
-            Some(more) => return settle_answer(inner, more, driver),
-            None => want_slot(inner, &q, driver),
-        },
+        StoreAnswered::Settled(done) => {
+            if let Some(more) = settled(done, job) {
+                return settle_answer(inner, more, driver);
+            }
+            // Served with the keys that asked, as after any answer (its other answers of the
+            // turn are taken in first).
+            return q.wake();
+        }
     };
     carry_on(inner, &q, step, driver);
 }
