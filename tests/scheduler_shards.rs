@@ -31,9 +31,15 @@ struct DistantStore {
     reserves: Arc<AtomicU64>,
     failing: Arc<AtomicBool>,
     slow: Arc<Mutex<Vec<(KeyId, Duration)>>>,
-    slow_writes: Arc<Mutex<Vec<(KeyId, &'static str, Duration)>>>,
-    log: Arc<Mutex<Vec<(KeyId, &'static str, tokio::time::Instant)>>>,
+    slow_writes: Arc<Mutex<Vec<SlowWrite>>>,
+    log: Arc<Mutex<Vec<Logged>>>,
 }
+
+/// A key, one kind of its writes, and how long each takes.
+type SlowWrite = (KeyId, &'static str, Duration);
+
+/// A key, what was done for it, and when.
+type Logged = (KeyId, &'static str, tokio::time::Instant);
 
 impl DistantStore {
     /// Waits out the delay set for `op` of `key`, if any.

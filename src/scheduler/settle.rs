@@ -33,14 +33,17 @@ pub(crate) struct Settle {
 enum Work {
     Writes(Writes),
     /// A 401 for the key in force: its source is asked for another ([`refreshed`] carries on).
-    Refresh {
-        refresh: Arc<dyn KeyRefresh>,
-        refused: ApiKey,
-        response: HttpResponse,
-        /// The refused job; taken out by the shard ([`Settle::take_job`]) so that it is never
-        /// held by a future alone.
-        job: Option<Queued>,
-    },
+    /// (Boxed: a rare answer, and a large one.)
+    Refresh(Box<Refresh>),
+}
+
+struct Refresh {
+    refresh: Arc<dyn KeyRefresh>,
+    refused: ApiKey,
+    response: HttpResponse,
+    /// The refused job; taken out by the shard ([`Settle::take_job`]) so that it is never held
+    /// by a future alone.
+    job: Option<Queued>,
 }
 
 /// What an answer tells the key's ledger in the store, in this order.
@@ -103,19 +106,19 @@ impl Settle {
     ) -> Settle {
         Settle {
             q: Arc::clone(q),
-            work: Work::Refresh {
+            work: Work::Refresh(Box::new(Refresh {
                 refresh,
                 refused,
                 response,
                 job: Some(job),
-            },
+            })),
         }
     }
 
     /// The job this holds (a 401's, while the key is refreshed), for the shard to keep.
     pub(crate) fn take_job(&mut self) -> Option<Queued> {
         match &mut self.work {
-            Work::Refresh { job, .. } => job.take(),
+            Work::Refresh(refresh) => refresh.job.take(),
             Work::Writes(_) => None,
         }
     }
@@ -146,12 +149,13 @@ pub(crate) async fn carry<S: LedgerStore>(inner: &Inner<S>, settle: Settle) -> S
         Work::Writes(writes) => Done::Written {
             adapt: write(inner, &q, writes).await,
         },
-        Work::Refresh {
-            refresh,
-            refused,
-            response,
-            job: _,
-        } => {
+        Work::Refresh(work) => {
+            let Refresh {
+                refresh,
+                refused,
+                response,
+                job: _,
+            } = *work;
             let new = refresh.refresh(&refused).await;
             Done::Refreshed {
                 refused,
