@@ -302,7 +302,8 @@ pub type RefreshFuture<'a> = Pin<Box<dyn Future<Output = Option<ApiKey>> + Send 
 /// or `None` to fail the key's queue.
 pub trait KeyRefresh: Send + Sync + fmt::Debug + 'static {
     /// A key to use instead of `refused` (which the server just answered 401), if there is one.
-    /// The key's dispatch task waits for this: keep it short.
+    /// The key sends nothing until this answers (the other keys of its dispatch task go on): keep
+    /// it short.
     fn refresh<'a>(&'a self, refused: &'a ApiKey) -> RefreshFuture<'a>;
 }
 

@@ -1,6 +1,7 @@
 //! Dispatch shards: one task serves many keys, so a held key must not hold up the others, a store
 //! that keeps its ledgers elsewhere must still be asked for every slot, a failing store must fail
-//! jobs rather than the shard, and a shard that stopped at shutdown must start again for a new key.
+//! jobs rather than the shard, a slow write to such a store after a 429 must hold up only its
+//! key, and a shard that stopped at shutdown must start again for a new key.
 //! Real HTTP to the mock server over loopback, on tokio's paused clock.
 
 mod common;
@@ -9,23 +10,60 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{event, patient_transport};
-use fabraix_scheduler::mock::{key_fingerprint, MockServer, TEST_DEV_KEY, TEST_PROD_KEY};
+use common::{check, event, patient_transport};
+use fabraix_scheduler::mock::{
+    key_fingerprint, MockServer, ScriptedResponse, TEST_DEV_KEY, TEST_PROD_KEY,
+};
 use fabraix_scheduler::{
     ApiKey, Instant, JobError, KeyConfig, KeyId, LedgerConfig, LedgerStore, MemoryLedgerStore,
-    Quota, ReqwestTransport, Scheduler, ShutdownMode, StoreError, SubmitError,
+    Quota, RefusedCalls, ReqwestTransport, Scheduler, ShutdownMode, StoreError, SubmitError,
 };
 
 /// A store that keeps its ledgers out of the scheduler's reach, as a shared store (Redis) would:
 /// it hands out no in-process ledger, and every operation is a future that yields once before it
 /// answers. It counts reservations and can be told to fail them, or to answer those of one key
-/// only after a delay (on tokio's clock), as a slow or paused Redis would.
+/// only after a delay (on tokio's clock), as a slow or paused Redis would; so too one kind of
+/// write of one key (`slow_writes`: `"refund"`, `"block_until"`, `"apply_server_window"`). It
+/// logs when each reservation is asked and each write is done (`log`).
 #[derive(Clone, Default)]
 struct DistantStore {
     inner: MemoryLedgerStore,
     reserves: Arc<AtomicU64>,
     failing: Arc<AtomicBool>,
     slow: Arc<Mutex<Vec<(KeyId, Duration)>>>,
+    slow_writes: Arc<Mutex<Vec<SlowWrite>>>,
+    log: Arc<Mutex<Vec<Logged>>>,
+}
+
+/// A key, one kind of its writes, and how long each takes.
+type SlowWrite = (KeyId, &'static str, Duration);
+
+/// A key, what was done for it, and when.
+type Logged = (KeyId, &'static str, tokio::time::Instant);
+
+impl DistantStore {
+    /// Waits out the delay set for `op` of `key`, if any.
+    async fn slow_write(&self, key: &KeyId, op: &'static str) {
+        let delay = (self.slow_writes.lock().unwrap().iter())
+            .find(|(slow, slow_op, _)| slow == key && *slow_op == op)
+            .map(|(_, _, delay)| *delay);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn note(&self, key: &KeyId, op: &'static str) {
+        let now = tokio::time::Instant::now();
+        self.log.lock().unwrap().push((key.clone(), op, now));
+    }
+
+    /// When `op` of `key` was logged, in order.
+    fn logged(&self, key: &KeyId, op: &str) -> Vec<tokio::time::Instant> {
+        (self.log.lock().unwrap().iter())
+            .filter(|(k, o, _)| k == key && *o == op)
+            .map(|(_, _, at)| *at)
+            .collect()
+    }
 }
 
 impl LedgerStore for DistantStore {
@@ -41,6 +79,7 @@ impl LedgerStore for DistantStore {
     }
 
     async fn reserve(&self, key: &KeyId, now: Instant) -> Result<Instant, StoreError> {
+        self.note(key, "reserve");
         tokio::task::yield_now().await;
         let delay = (self.slow.lock().unwrap().iter())
             .find(|(slow, _)| slow == key)
@@ -57,7 +96,10 @@ impl LedgerStore for DistantStore {
 
     async fn refund(&self, key: &KeyId, slot: Instant) -> Result<(), StoreError> {
         tokio::task::yield_now().await;
-        self.inner.refund(key, slot).await
+        self.slow_write(key, "refund").await;
+        let refunded = self.inner.refund(key, slot).await;
+        self.note(key, "refund");
+        refunded
     }
 
     async fn nth_slot(&self, key: &KeyId, now: Instant, k: usize) -> Result<Instant, StoreError> {
@@ -72,7 +114,10 @@ impl LedgerStore for DistantStore {
 
     async fn block_until(&self, key: &KeyId, until: Instant) -> Result<(), StoreError> {
         tokio::task::yield_now().await;
-        self.inner.block_until(key, until).await
+        self.slow_write(key, "block_until").await;
+        let blocked = self.inner.block_until(key, until).await;
+        self.note(key, "block_until");
+        blocked
     }
 
     async fn apply_server_window(
@@ -82,9 +127,13 @@ impl LedgerStore for DistantStore {
         reset_at: Instant,
     ) -> Result<(), StoreError> {
         tokio::task::yield_now().await;
-        self.inner
+        self.slow_write(key, "apply_server_window").await;
+        let applied = self
+            .inner
             .apply_server_window(key, remaining, reset_at)
-            .await
+            .await;
+        self.note(key, "apply_server_window");
+        applied
     }
 
     async fn set_pace(&self, key: &KeyId, spacing: Option<Duration>) -> Result<(), StoreError> {
@@ -318,6 +367,106 @@ async fn a_slow_store_answer_for_one_key_does_not_hold_up_the_other_keys_of_its_
         "every call of the other key arrived"
     );
     server.verify().unwrap();
+}
+
+/// One 429 (`Retry-After: 30`, with `RateLimit-*` headers saying nothing is left) for key
+/// "paused", whose store's `op` (a write the 429 leads to) takes ten seconds, beside a key
+/// "steady" sending at 10/1s on the same shard: the steady key keeps its rate meanwhile, and the
+/// paused key asks for its next slot only once the write is done, and sends its retry no sooner
+/// than the server said.
+async fn a_slow_write_after_a_429_holds_up_only_its_key(op: &'static str) {
+    let refusal = ScriptedResponse::new(429)
+        .header("Retry-After", "30")
+        .header("RateLimit-Remaining", "0")
+        .header("RateLimit-Reset", "30");
+    let server = MockServer::builder()
+        .key(TEST_DEV_KEY, "1000/1s".parse::<Quota>().unwrap())
+        .key(TEST_PROD_KEY, "10/1s".parse::<Quota>().unwrap())
+        .script("/check", [refusal])
+        .start()
+        .await
+        .unwrap();
+    let store = DistantStore::default();
+    let scheduler = fabraix_scheduler::SchedulerBuilder::with_store(store.clone())
+        .transport_config(patient_transport())
+        .dispatch_tasks(1)
+        .seed(3)
+        .build()
+        .unwrap();
+    let (paused, steady) = (KeyId::new("paused"), KeyId::new("steady"));
+    // (Refused calls do not count: the refused call's slot is refunded.)
+    let config = key_config(&paused, TEST_DEV_KEY, &server, "1000/1s")
+        .refused_calls(RefusedCalls::DoNotCount);
+    scheduler.add_key(config).await.unwrap();
+    scheduler
+        .add_key(key_config(&steady, TEST_PROD_KEY, &server, "10/1s"))
+        .await
+        .unwrap();
+    let delay = Duration::from_secs(10);
+    (store.slow_writes.lock().unwrap()).push((paused.clone(), op, delay));
+
+    let start = tokio::time::Instant::now();
+    let refused = scheduler.submit(&paused, check()).await.unwrap();
+    let mut quick = Vec::new();
+    for i in 0..30 {
+        quick.push(scheduler.submit(&steady, event(i)).await.unwrap());
+    }
+    // 30 calls at 10/1s: two windows and a guard, while the paused key's write is still out.
+    let mut last = start;
+    for t in quick {
+        last = last.max(t.await.unwrap().sent_at);
+    }
+    let span = last - start;
+    assert!(
+        span >= Duration::from_secs(2) && span < delay,
+        "30 calls at 10/1s took {span:?} beside a key whose {op} took {delay:?}"
+    );
+    assert!(store.logged(&paused, op).is_empty(), "{op} done already");
+
+    let response = refused.await.unwrap();
+    assert_eq!((response.status.as_u16(), response.attempts), (200, 2));
+    let written = store.logged(&paused, op);
+    assert_eq!(written.len(), 1, "{op}: {written:?}");
+    assert!(written[0] - start >= delay, "{:?}", written[0] - start);
+    // Its first slot, then one more, asked for only after the write was in.
+    let reserves = store.logged(&paused, "reserve");
+    assert_eq!(reserves.len(), 2, "{reserves:?}");
+    assert!(
+        reserves[1] >= written[0],
+        "the next slot was asked for {:?} before the {op} was done",
+        written[0] - reserves[1]
+    );
+    assert!(
+        response.sent_at - start >= Duration::from_secs(30),
+        "the retry went {:?} after the start, inside the server's Retry-After",
+        response.sent_at - start
+    );
+    // Every job ended once: one success each, nothing failed, nothing refused by the quota.
+    let (p, s) = (
+        scheduler.stats(&paused).unwrap(),
+        scheduler.stats(&steady).unwrap(),
+    );
+    assert_eq!((p.succeeded, p.failed, p.rate_limited), (1, 0, 1));
+    assert_eq!((s.succeeded, s.failed, s.rate_limited), (30, 0, 0));
+    assert_eq!(server.arrivals(&key_fingerprint(TEST_PROD_KEY)).len(), 30);
+    assert_eq!(server.arrivals(&key_fingerprint(TEST_DEV_KEY)).len(), 1);
+    assert_eq!(server.refused(), 0);
+    server.verify().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_block_after_a_429_holds_up_only_its_key() {
+    a_slow_write_after_a_429_holds_up_only_its_key("block_until").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_server_window_after_a_429_holds_up_only_its_key() {
+    a_slow_write_after_a_429_holds_up_only_its_key("apply_server_window").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_refund_after_a_429_holds_up_only_its_key() {
+    a_slow_write_after_a_429_holds_up_only_its_key("refund").await;
 }
 
 #[tokio::test(start_paused = true)]

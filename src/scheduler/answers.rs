@@ -3,6 +3,9 @@
 //! call goes and puts it on the wire ([`send`]); this carries out what its answer leads to, with
 //! the key's state ([`super::key_state`]) and the retry policy's decisions
 //! ([`RetryPolicy`](crate::RetryPolicy)). Each answer is classified once ([`Classified`]).
+//!
+//! Nothing here waits: what an answer tells a store elsewhere (a 429's pause, the server's window,
+//! a pace), and a key's refresh after a 401, are left for the shard to wait for ([`Settle`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +15,11 @@ use super::counter_learning::window_for_counter;
 use super::key_queue::KeyQueue;
 use super::key_state::Queued;
 use super::refusals::ProbeVerdict;
+use super::settle::{PaceWrite, Settle, Writes};
 use super::stats::Counters;
 use super::Inner;
 use crate::api_error::ApiError;
+use crate::api_key::ApiKey;
 use crate::clock::Instant;
 use crate::job_error::{JobError, Outcome};
 use crate::ledger::LedgerStore;
@@ -78,6 +83,23 @@ impl Answer {
     /// The job of the answered call (its answer unused: after a panic in the shard).
     pub(crate) fn into_job(self) -> Queued {
         self.call.job
+    }
+}
+
+/// What an answer leaves to the shard: a backoff to wait out before the job's retry, and what its
+/// key waits for before it reserves again.
+#[derive(Default)]
+pub(crate) struct Handled {
+    pub(crate) backoff: Option<Backoff>,
+    pub(crate) settle: Option<Settle>,
+}
+
+impl Handled {
+    fn settle(settle: Option<Settle>) -> Self {
+        Self {
+            backoff: None,
+            settle,
+        }
     }
 }
 
@@ -220,13 +242,13 @@ fn succeed(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, sent_at: Inst
 }
 
 /// Acts on an answered call: delivers the outcome, or pauses the key and puts the job back (429),
-/// or returns the backoff a transient failure waits out before its retry. `rng` is the shard's
-/// generator for the jitter.
-pub(crate) async fn on_answer<S: LedgerStore>(
+/// or returns the backoff a transient failure waits out before its retry, with what the store is
+/// to be told. `rng` is the shard's generator for the jitter.
+pub(crate) fn on_answer<S: LedgerStore>(
     inner: &Inner<S>,
     answer: Answer,
     rng: &mut fastrand::Rng,
-) -> Option<Backoff> {
+) -> Handled {
     let Answer {
         call:
             OnWire {
@@ -252,8 +274,7 @@ pub(crate) async fn on_answer<S: LedgerStore>(
     }
     match result {
         Ok((response, c)) if c.class == Class::Unauthorized => {
-            on_unauthorized(&q, job, response, &to).await;
-            None
+            Handled::settle(on_unauthorized(&q, job, response, &to))
         }
         Ok((response, c)) => {
             let call = Answered {
@@ -261,9 +282,12 @@ pub(crate) async fn on_answer<S: LedgerStore>(
                 slot,
                 sent_at,
             };
-            on_response(inner, call, job, response, c, rng).await
+            on_response(inner, call, job, response, c, rng)
         }
-        Err(error) => on_transport_error(inner, &q, job, error, rng),
+        Err(error) => Handled {
+            backoff: on_transport_error(inner, &q, job, error, rng),
+            settle: None,
+        },
     }
 }
 
@@ -280,56 +304,57 @@ struct Answered<'a> {
     sent_at: Instant,
 }
 
-async fn on_response<S: LedgerStore>(
+fn on_response<S: LedgerStore>(
     inner: &Inner<S>,
     call: Answered<'_>,
     job: Queued,
     response: HttpResponse,
     c: Classified,
     rng: &mut fastrand::Rng,
-) -> Option<Backoff> {
+) -> Handled {
     let q = call.q;
     let status = response.status();
-    if c.class != Class::RateLimited {
-        // The server answered: whatever storm the key was in is over.
-        q.lock().answered_not_refused();
+    if c.class == Class::RateLimited {
+        let body = response.into_body();
+        return Handled::settle(on_rate_limited(inner, call, job, &body, c, rng));
     }
+    // The server answered: whatever storm the key was in is over.
+    q.lock().answered_not_refused();
+    let mut writes = Writes::default();
     if let Some(window) = c.window {
         if let Some(announced) = window.clamped_from {
             let cap = inner.retry.retry_after_cap_for(q.quota.longest_window());
             tracing::warn!(key = %q.id, announced_s = announced.as_secs_f64(), cap_s = cap.as_secs_f64(), "server's rate-limit reset clamped");
         }
-        if c.class != Class::RateLimited {
-            // (A refusal's window may be a lockout, not the limit's: learnt from answers only.)
-            q.learn_from_headers(&window, call.slot, call.sent_at);
-            // (A 429's window is applied with its `retry_after`, which it may not outlast.)
-            let others = q.lock().in_flight().saturating_sub(1);
-            apply_window(inner, q, window, window.reset_in, others).await;
+        // (A refusal's window may be a lockout, not the limit's: learnt from answers only.)
+        q.learn_from_headers(&window, call.slot, call.sent_at);
+        // (A 429's window is applied with its `retry_after`, which it may not outlast.)
+        let others = q.lock().in_flight().saturating_sub(1);
+        writes.window = server_window(inner, q, window, window.reset_in, others);
+    }
+    if c.class == Class::Success {
+        let spacing = {
+            let mut st = q.lock();
+            // The clock is read only for a key that is being paced.
+            if st.pace_factor().is_some() {
+                st.pace_after_success(inner.clock.now(), &q.quota)
+            } else {
+                None
+            }
+        };
+        if let Some(spacing) = spacing {
+            tracing::debug!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "pace raised after a quiet window");
+            writes.pace = PaceWrite::Set(spacing);
         }
     }
-    match c.class {
+    // (Before the outcome: the key reserves nothing until the store has the writes.)
+    let settle = Settle::writes(q, writes);
+    let backoff = match c.class {
         Class::Success => {
-            let spacing = {
-                let mut st = q.lock();
-                // The clock is read only for a key that is being paced.
-                if st.pace_factor().is_some() {
-                    st.pace_after_success(inner.clock.now(), &q.quota)
-                } else {
-                    None
-                }
-            };
-            if let Some(spacing) = spacing {
-                tracing::debug!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "pace raised after a quiet window");
-                let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
-            }
             succeed(q, job, response, call.sent_at);
             None
         }
-        Class::RateLimited => {
-            let body = response.into_body();
-            Box::pin(on_rate_limited(inner, call, job, &body, c, rng)).await;
-            None
-        }
+        Class::RateLimited => unreachable!("a 429 is handled above"),
         Class::Transient => {
             let api = api_error(q, status.as_u16(), response.body());
             let failure = TransientFailure {
@@ -365,27 +390,55 @@ async fn on_response<S: LedgerStore>(
             finish(q, job, Err(JobError::Rejected { api, attempts }));
             None
         }
-    }
+    };
+    Handled { backoff, settle }
 }
 
 /// 401: sent again if the key rotated since the call went, or if the key's refresh
-/// ([`KeyConfig::on_unauthorized`](super::KeyConfig::on_unauthorized)) gives another key;
-/// otherwise the key is revoked ([`revoke`]).
-async fn on_unauthorized(q: &Arc<KeyQueue>, job: Queued, response: HttpResponse, to: &Addressing) {
+/// ([`KeyConfig::on_unauthorized`](super::KeyConfig::on_unauthorized)) gives another key
+/// (waited for by the shard: the [`Settle`] returned, then [`refreshed`]); otherwise the key is
+/// revoked ([`revoke`]).
+fn on_unauthorized(
+    q: &Arc<KeyQueue>,
+    job: Queued,
+    response: HttpResponse,
+    to: &Addressing,
+) -> Option<Settle> {
     let refused = {
-        let st = q.lock();
-        (*st.api_key_header() == to.api_key).then(|| st.api_key().clone())
+        let mut st = q.lock();
+        let refused = (*st.api_key_header() == to.api_key).then(|| st.api_key().clone());
+        if refused.is_some() && q.key_refresh.is_some() {
+            // No call goes with the refused key while its source is asked for another.
+            st.settle_started();
+        }
+        refused
     };
     let Some(refused) = refused else {
-        return requeue_front(q, job, false);
+        requeue_front(q, job, false);
+        return None;
     };
     if let Some(refresh) = &q.key_refresh {
-        if let Some(new) = refresh.refresh(&refused).await {
-            if new != refused {
-                tracing::warn!(key = %q.id, refused = %refused.fingerprint(), new = %new.fingerprint(), "401: the key's source gave a new key; sending again with it");
-                q.rotate(new);
-                return requeue_front(q, job, false);
-            }
+        let refresh = Arc::clone(refresh);
+        return Some(Settle::refresh(q, refresh, refused, response, job));
+    }
+    refreshed(q, job, &refused, response, None);
+    None
+}
+
+/// The key's source answered the refresh of `refused` (a 401 for `job`, its `response`) with
+/// `new`: the job is sent again with a new key, or the key is revoked.
+pub(crate) fn refreshed(
+    q: &Arc<KeyQueue>,
+    job: Queued,
+    refused: &ApiKey,
+    response: HttpResponse,
+    new: Option<ApiKey>,
+) {
+    if let Some(new) = new {
+        if new != *refused {
+            tracing::warn!(key = %q.id, refused = %refused.fingerprint(), new = %new.fingerprint(), "401: the key's source gave a new key; sending again with it");
+            q.rotate(new);
+            return requeue_front(q, job, false);
         }
     }
     let api = api_error(q, 401, response.body());
@@ -399,23 +452,21 @@ fn api_error(q: &KeyQueue, status: u16, body: &[u8]) -> ApiError {
     ApiError::from_body_redacted(status, body, st.api_key())
 }
 
-/// Tells the store what the server said is left: `window.remaining` calls (less `others`, ours
-/// still on the wire) for `reset_in` from now. A key reading its limits as sliding-window
-/// counters takes only an empty window, less its reset's rounding (see `counter_learning`).
-async fn apply_window<S: LedgerStore>(
+/// What the store is to be told the server said is left: `window.remaining` calls (less
+/// `others`, ours still on the wire) before `reset_in` from now, as `(remaining, reset_at)`. A key
+/// reading its limits as sliding-window counters takes only an empty window, less its reset's
+/// rounding (see `counter_learning`); `None` for any other.
+fn server_window<S: LedgerStore>(
     inner: &Inner<S>,
     q: &KeyQueue,
     window: ServerWindow,
     reset_in: Duration,
     others: usize,
-) {
+) -> Option<(u32, Instant)> {
     // (A ledger in a shared store is planned as sliding windows whatever the configuration.)
     let reads_as_counter = q.ledger.is_some() && q.lock().reads_as_counter();
     let reset_in = if reads_as_counter {
-        match window_for_counter(&window, reset_in) {
-            Some(reset_in) => reset_in,
-            None => return,
-        }
+        window_for_counter(&window, reset_in)?
     } else {
         reset_in
     };
@@ -423,14 +474,7 @@ async fn apply_window<S: LedgerStore>(
     let remaining = window
         .remaining
         .saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
-    let reset_at = instant_after(now, reset_in);
-    if let Err(e) = inner
-        .store
-        .apply_server_window(&q.id, remaining, reset_at)
-        .await
-    {
-        tracing::warn!(key = %q.id, error = %e, "could not apply the server's rate-limit headers");
-    }
+    Some((remaining, instant_after(now, reset_in)))
 }
 
 /// 401: this job fails, and so does every job queued for the key, at once, until the key rotates.
@@ -468,17 +512,17 @@ fn unit_pair(rng: &mut fastrand::Rng) -> (f64, f64) {
     (rng.f64(), rng.f64())
 }
 
-/// 429: the key pauses (the store blocks it until the pause ends), may slow to even spacing, and
-/// the job goes back to the front of its lane — or, past the policy's storm limit, every job of
-/// the key fails.
-async fn on_rate_limited<S: LedgerStore>(
+/// 429: the key pauses (the store blocks it until the pause ends: the writes returned, the key
+/// reserving nothing until they are in), may slow to even spacing, and the job goes back to the
+/// front of its lane — or, past the policy's storm limit, every job of the key fails.
+fn on_rate_limited<S: LedgerStore>(
     inner: &Inner<S>,
     call: Answered<'_>,
     mut job: Queued,
     body: &[u8],
     c: Classified,
     rng: &mut fastrand::Rng,
-) {
+) -> Option<Settle> {
     let q = call.q;
     Counters::bump(&q.counters.rate_limited);
     job.rate_limited += 1;
@@ -500,10 +544,9 @@ async fn on_rate_limited<S: LedgerStore>(
             pace_nothing,
         )
     };
-    if refund {
-        if let Err(e) = inner.refund_slot(q, call.slot).await {
-            tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
-        }
+    let mut writes = Writes::default();
+    if refund && !inner.refund_in_process(q, call.slot) {
+        writes.refund = Some(call.slot);
     }
     let now = inner.clock.now();
     let pause = inner
@@ -517,19 +560,18 @@ async fn on_rate_limited<S: LedgerStore>(
     tracing::info!(key = %q.id, job = job.id, wait_ms = pause.wait.as_millis() as u64, in_a_row, "429: pausing the key");
     if let Some(window) = c.window {
         // The server's window may hold the key no longer than its (capped) `retry_after`.
-        apply_window(inner, q, window, window.reset_in.min(pause.wait), others).await;
+        writes.window = server_window(inner, q, window, window.reset_in.min(pause.wait), others);
     }
-    if let Err(e) = inner.store.block_until(&q.id, resume).await {
-        tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
-    }
+    writes.block = Some(resume);
     if pace_nothing {
         // The counter's estimate plans the calls now: no pace.
-        if let Err(e) = inner.store.set_pace(&q.id, None).await {
-            tracing::warn!(key = %q.id, error = %e, "could not drop the key's pace");
-        }
+        writes.pace = PaceWrite::Drop;
     } else if inner.adaptive_pacing {
-        adapt_pace(inner, q, now).await;
+        // A 429 the quota allowed: the key may slow to even spacing (see the pacing notes).
+        writes.pace = PaceWrite::Adapt(now);
     }
+    // (Before the job goes back: the key reserves nothing until the store has the pause.)
+    let settle = Settle::writes(q, writes);
     if pause.give_up {
         give_up_storm(q, job, body, in_a_row);
     } else {
@@ -543,20 +585,7 @@ async fn on_rate_limited<S: LedgerStore>(
         }
         q.wake();
     }
-}
-
-/// A 429 the quota allowed: the key may slow to even spacing (see the pacing notes).
-async fn adapt_pace<S: LedgerStore>(inner: &Inner<S>, q: &Arc<KeyQueue>, now: Instant) {
-    let utilisation = inner
-        .store
-        .recent_utilisation(&q.id, now)
-        .await
-        .unwrap_or_default();
-    let spacing = q.lock().pace_after_refusal(now, &q.quota, &utilisation);
-    if let Some(spacing) = spacing {
-        tracing::info!(key = %q.id, spacing_ms = spacing.as_millis() as u64, "server counts more strictly than the quota: pacing evenly");
-        let _ = inner.store.set_pace(&q.id, Some(spacing)).await;
-    }
+    settle
 }
 
 /// The key's storm outlasted the policy: the refused job and every job queued fail with

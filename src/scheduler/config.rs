@@ -272,9 +272,10 @@ impl KeyConfig {
     /// What a 401 of this key consults before it fails the key's queue: `refresh` is asked for a
     /// new key (a [`KeyProvider`](crate::KeyProvider) read again, say) and, if it gives one
     /// other than the key refused, the key is rotated to it and the refused job goes back to the
-    /// front of its lane; otherwise the 401 fails the queue as usual. The key's dispatch task
-    /// waits for `refresh` (keep it short: [`KeyProvider::refresher`](crate::KeyProvider::refresher)
-    /// bounds a command's run by its timeout). A 401 of a call sent with a key rotated since is
+    /// front of its lane; otherwise the 401 fails the queue as usual. The key sends nothing while
+    /// `refresh` runs (the other keys of its dispatch task go on; keep it short all the same:
+    /// [`KeyProvider::refresher`](crate::KeyProvider::refresher) bounds a command's run by its
+    /// timeout). A 401 of a call sent with a key rotated since is
     /// sent again with the new key, whether or not this is set. Off by default.
     ///
     /// ```

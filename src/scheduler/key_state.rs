@@ -16,6 +16,11 @@
 //! until the answer comes ([`KeyState::slot_given`], [`KeyState::slot_failed`],
 //! [`KeyState::store_refunded`]) the key asks for nothing more and does not retire: at most one
 //! request of the store per key is out, so its slots come in the order they were asked for.
+//!
+//! An answer may leave something to wait for before the key reserves again (what it tells the
+//! store elsewhere, a refresh of the key: see `settle`): the key counts those out
+//! ([`KeyState::settle_started`], [`KeyState::settle_done`]) and asks for no slot, nor retires,
+//! until none is.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -202,6 +207,9 @@ pub(crate) struct KeyState {
     /// A slot is being reserved in, or given back to, a store elsewhere: the key waits for the
     /// answer before it asks again (never set with a ledger in this process).
     awaiting_store: bool,
+    /// Answers whose writes to the store (or the key's refresh) are still out: until none is, the
+    /// key reserves nothing and does not retire. At most one per call on the wire.
+    settling: usize,
     calls: CallCounts,
     returned: Vec<ReturnedJob>,
     /// Whether refused calls count, as configured or learned.
@@ -254,6 +262,7 @@ impl KeyState {
             held: None,
             epoch: 0,
             awaiting_store: false,
+            settling: 0,
             calls: CallCounts::default(),
             returned: Vec::new(),
             refusals: RefusalAccounting::new(start.refused_calls),
@@ -371,6 +380,7 @@ impl KeyState {
         self.lifecycle = Lifecycle::Retired;
         self.held = None;
         self.awaiting_store = false;
+        self.settling = 0;
         (self.take_all(), newly)
     }
 
@@ -383,14 +393,15 @@ impl KeyState {
         self.removal_over = true;
     }
 
-    /// Whether the key may retire: closed, nothing queued, on the wire, backing off or asked of a
-    /// store elsewhere.
+    /// Whether the key may retire: closed, nothing queued, on the wire, backing off, asked of a
+    /// store elsewhere or settling an answer.
     fn finished(&self) -> bool {
         self.is_closed()
             && !self.has_jobs()
             && self.in_flight == 0
             && self.backing_off == 0
             && !self.awaiting_store
+            && self.settling == 0
     }
 
     /// Records a job handed back; its outcome (`ShutDown`) is the caller's to send.
@@ -444,6 +455,7 @@ impl KeyState {
         let idle = !self.has_jobs()
             && self.held.is_none()
             && !self.awaiting_store
+            && self.settling == 0
             && self.in_flight < self.ramp
             && self.refusals.is_plain();
         // Only an idle key takes the addressing here (taken here otherwise, its reference count
@@ -473,12 +485,15 @@ impl KeyState {
     }
 
     /// Queues an admitted job. True if the key is to be served now (it neither waits for a held
-    /// slot or a store's answer nor has all its calls on the wire: then the slot or an answer
-    /// serves it).
+    /// slot, a store's answer or an answer to settle nor has all its calls on the wire: then the
+    /// slot or an answer serves it).
     pub(crate) fn queue(&mut self, job: Queued) -> bool {
         self.push_back(job);
         self.calls.submitted += 1;
-        self.held.is_none() && !self.awaiting_store && self.in_flight < self.ramp
+        self.held.is_none()
+            && !self.awaiting_store
+            && self.settling == 0
+            && self.in_flight < self.ramp
     }
 
     /// Reserves a slot at `now` in the key's in-process `ledger` only if it is due now (`Ok`);
@@ -548,9 +563,9 @@ impl KeyState {
     }
 
     /// After a call went, or a slot was given back or failed: the next step without a held slot
-    /// (none while a store elsewhere is still to answer the key).
+    /// (none while a store elsewhere is still to answer the key, or an answer to settle).
     pub(crate) fn want_slot(&mut self, now: impl FnOnce() -> Instant) -> Serve {
-        if self.awaiting_store {
+        if self.awaiting_store || self.settling > 0 {
             return Serve::Idle;
         }
         if self.finished() {
@@ -645,6 +660,18 @@ impl KeyState {
     /// again ([`KeyState::want_slot`]).
     pub(crate) fn store_refunded(&mut self) {
         self.awaiting_store = false;
+    }
+
+    /// An answer left something to wait for before the key reserves again (what it tells the
+    /// store, a refresh of the key): until [`KeyState::settle_done`], the key asks for no slot
+    /// and does not retire.
+    pub(crate) fn settle_started(&mut self) {
+        self.settling += 1;
+    }
+
+    /// What an answer left to wait for is in ([`KeyState::settle_started`]).
+    pub(crate) fn settle_done(&mut self) {
+        one_less(&mut self.settling);
     }
 
     /// Binds the highest-priority job to a due slot (none if the slot must be given back, `keep`

@@ -39,6 +39,7 @@ mod pacing;
 mod panics;
 mod refusals;
 mod server_limits;
+mod settle;
 mod shard;
 mod shard_link;
 mod slot_timers;

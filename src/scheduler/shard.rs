@@ -15,7 +15,10 @@
 //! key is carried on when its answer comes. Meanwhile the shard serves its other keys, and each of
 //! them has its own request out: one slow answer holds up only its own key, and a shard's keys
 //! do not reserve one round trip at a time. A key has at most one request of the store out, so
-//! its slots come in the order it asked for them.
+//! its slots come in the order it asked for them. What an answer tells such a store (a 429's
+//! pause, the server's window, a pace) and a key's refresh after a 401 are waited for the same way
+//! ([`super::settle`]): the key reserves again once they are in, its shard's other keys going on
+//! meanwhile.
 //!
 //! Serving a key: while it has jobs and room on the wire, reserve its next slot in the ledger; a
 //! slot that is due now takes the highest-priority job at once; a later one is held and the job is
@@ -52,6 +55,7 @@ use super::key_queue::{DueCall, KeyQueue, Ready, Shard};
 use super::key_state::{KeyState, Queued, Serve};
 use super::panics::panic_message;
 use super::refusals::ProbeVerdict;
+use super::settle::{carry, settled, Settle, Settled};
 use super::slot_timers::Timers;
 use super::wire::Wire;
 use super::Inner;
@@ -70,7 +74,8 @@ struct Held<'a> {
     rng: fastrand::Rng,
     wire: Wire,
     backoffs: FuturesUnordered<BackoffWait>,
-    /// Reservations and refunds asked of a store elsewhere, at most one per key.
+    /// Reservations and refunds asked of a store elsewhere, at most one per key, and what answers
+    /// wait for ([`Settle`]).
     asks: FuturesUnordered<StoreCall<'a>>,
     timers: Timers,
     sleep: Option<(Instant, Sleep)>,
@@ -143,8 +148,12 @@ fn fail_after_panic<S: LedgerStore>(
     for answer in held.others.drain(..) {
         fail(answer.into_job());
     }
-    // They hold no job; their keys are closed below.
-    held.asks = FuturesUnordered::new();
+    // Their keys are closed below; a job waiting for its key's refresh fails with the others.
+    for mut call in std::mem::take(&mut held.asks) {
+        if let Some(job) = call.job.take() {
+            fail(job);
+        }
+    }
     // The channel is emptied before the shard's keys are listed: a key that joined meanwhile and
     // asked (or started a call) is closed with the others, not left listed with no one to serve it.
     let mut asked_by: Vec<Arc<KeyQueue>> = Vec::new();
@@ -324,7 +333,7 @@ fn take_store_answers<'a, S: LedgerStore>(
     if held.asks.is_empty() {
         return;
     }
-    while let Some(Some(answer)) = held.asks.next().now_or_never() {
+    while let Some(Some((answer, job))) = held.asks.next().now_or_never() {
         let mut start = starter(inner, &mut held.wire);
         let mut driver = Driver {
             now,
@@ -332,7 +341,7 @@ fn take_store_answers<'a, S: LedgerStore>(
             start: &mut start,
             asks: &mut held.asks,
         };
-        store_answered(inner, answer, &mut driver);
+        store_answered(inner, answer, job, &mut driver);
     }
 }
 
@@ -375,14 +384,18 @@ async fn wait_turn<'a, S: LedgerStore>(
                 others.push(answer);
             }
         }), if !wire.is_empty() => {
-            for answer in others.drain(..) {
-                handle(inner, answer, backoffs, rng).await;
+            if !others.is_empty() {
+                let mut start = starter(inner, wire);
+                let mut driver = Driver { now: &mut None, timers, start: &mut start, asks };
+                for answer in others.drain(..) {
+                    handle(inner, answer, backoffs, rng, &mut driver);
+                }
             }
         }
-        Some(answer) = asks.next(), if !asks.is_empty() => {
+        Some((answer, job)) = asks.next(), if !asks.is_empty() => {
             let mut start = starter(inner, wire);
             let mut driver = Driver { now: &mut None, timers, start: &mut start, asks };
-            store_answered(inner, answer, &mut driver);
+            store_answered(inner, answer, job, &mut driver);
         }
         Some(backoff) = backoffs.next(), if !backoffs.is_empty() => requeue_after_backoff(backoff),
         Some(work) = ready.recv() => *asked = Some(work),
@@ -393,19 +406,23 @@ async fn wait_turn<'a, S: LedgerStore>(
 }
 
 /// Handles an answered call that is not a plain success; a transient failure's backoff joins
-/// `backoffs`.
-async fn handle<S: LedgerStore>(
-    inner: &Inner<S>,
+/// `backoffs`, and what the answer waits for the shard's requests of the store.
+fn handle<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
     answer: Answer,
     backoffs: &mut FuturesUnordered<BackoffWait>,
     rng: &mut fastrand::Rng,
+    driver: &mut Driver<'_, 'a>,
 ) {
-    // Boxed: the full handler is a large future, kept out of the shard's own.
-    if let Some(backoff) = Box::pin(on_answer(inner, answer, rng)).await {
+    let handled = on_answer(inner, answer, rng);
+    if let Some(backoff) = handled.backoff {
         backoffs.push(BackoffWait {
             sleep: inner.clock.sleep_until(backoff.until),
             backoff: Some(backoff),
         });
+    }
+    if let Some(settle) = handled.settle {
+        settle_answer(inner, settle, driver);
     }
 }
 
@@ -434,8 +451,22 @@ impl Future for BackoffWait {
 pub(crate) type Start<'s> =
     dyn FnMut(&Arc<KeyQueue>, Queued, Arc<Addressing>, Instant, Instant) + Send + 's;
 
-/// A request of a store elsewhere for one key, answered when its future is ready.
-type StoreCall<'a> = Pin<Box<dyn Future<Output = StoreAnswer> + Send + 'a>>;
+/// A request of a store elsewhere for one key (or a refresh of its API key), answered when its
+/// future is ready, with the job it holds if any (kept out of the future: after a panic in the
+/// shard, it is failed with the others).
+struct StoreCall<'a> {
+    answer: Pin<Box<dyn Future<Output = StoreAnswer> + Send + 'a>>,
+    job: Option<Queued>,
+}
+
+impl Future for StoreCall<'_> {
+    type Output = (StoreAnswer, Option<Queued>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let answer = std::task::ready!(self.answer.as_mut().poll(cx));
+        Poll::Ready((answer, self.job.take()))
+    }
+}
 
 /// What a store elsewhere was asked for a key ([`carry_out`] stops at it).
 enum StoreAsk {
@@ -458,6 +489,8 @@ enum StoreAnswered {
         slot: Result<Instant, StoreError>,
     },
     Refunded(Result<(), StoreError>),
+    /// What an answer waited for is in.
+    Settled(Settled),
 }
 
 /// What carrying out a key's decisions needs of its shard: the time of the turn (read once, if
@@ -621,7 +654,7 @@ fn want_slot<S: LedgerStore>(
 
 /// The future that asks the store elsewhere `ask` for `q`, and answers with its answer.
 fn ask_store<S: LedgerStore>(inner: &Inner<S>, q: Arc<KeyQueue>, ask: StoreAsk) -> StoreCall<'_> {
-    match ask {
+    let answer: Pin<Box<dyn Future<Output = StoreAnswer> + Send + '_>> = match ask {
         StoreAsk::Reserve { at, epoch } => Box::pin(async move {
             let slot = inner.store.reserve(&q.id, at).await;
             StoreAnswer {
@@ -636,13 +669,39 @@ fn ask_store<S: LedgerStore>(inner: &Inner<S>, q: Arc<KeyQueue>, ask: StoreAsk) 
                 answer: StoreAnswered::Refunded(refunded),
             }
         }),
+    };
+    StoreCall { answer, job: None }
+}
+
+/// Waits for what an answer left ([`Settle`]) beside the shard's other work; a store that answers
+/// at once (one in this process) is taken at once, in this turn.
+fn settle_answer<'a, S: LedgerStore>(
+    inner: &'a Inner<S>,
+    mut settle: Settle,
+    driver: &mut Driver<'_, 'a>,
+) {
+    let q = Arc::clone(&settle.q);
+    let job = settle.take_job();
+    let answer = Box::pin(async move {
+        let settled = carry(inner, settle).await;
+        StoreAnswer {
+            q,
+            answer: StoreAnswered::Settled(settled),
+        }
+    });
+    let mut call = StoreCall { answer, job };
+    match (&mut call).now_or_never() {
+        Some((answer, job)) => store_answered(inner, answer, job, driver),
+        None => driver.asks.push(call),
     }
 }
 
-/// A store elsewhere answered for a key: the key takes the answer and is carried on from it.
+/// A store elsewhere answered for a key (`job`: the one its request held): the key takes the
+/// answer and is carried on from it.
 fn store_answered<'a, S: LedgerStore>(
     inner: &'a Inner<S>,
     answer: StoreAnswer,
+    job: Option<Queued>,
     driver: &mut Driver<'_, 'a>,
 ) {
     let StoreAnswer { q, answer } = answer;
@@ -657,6 +716,14 @@ fn store_answered<'a, S: LedgerStore>(
             // No probe to settle: probes need the key's ledger in this process.
             q.lock().store_refunded();
             want_slot(inner, &q, driver)
+        }
+        StoreAnswered::Settled(done) => {
+            if let Some(more) = settled(done, job) {
+                return settle_answer(inner, more, driver);
+            }
+            // Served with the keys that asked, as after any answer (its other answers of the
+            // turn are taken in first).
+            return q.wake();
         }
     };
     carry_on(inner, &q, step, driver);

@@ -8,16 +8,9 @@ use crate::clock::Instant;
 use crate::ledger::{LedgerStore, StoreError};
 
 impl<S: LedgerStore> Inner<S> {
-    /// Gives back a slot of `q` whose call was never sent (or was refused and does not count).
-    pub(crate) async fn refund_slot(&self, q: &KeyQueue, slot: Instant) -> Result<(), StoreError> {
-        if self.refund_in_process(q, slot) {
-            return Ok(());
-        }
-        self.store.refund(&q.id, slot).await
-    }
-
-    /// Gives back a slot of `q` to its ledger if the ledger is in this process (true); false,
-    /// doing nothing, if the store keeps it elsewhere.
+    /// Gives back a slot of `q` whose call was never sent (or was refused and does not count) to
+    /// its ledger if the ledger is in this process (true); false, doing nothing, if the store
+    /// keeps it elsewhere (the shard asks it then, without waiting for it).
     pub(crate) fn refund_in_process(&self, q: &KeyQueue, slot: Instant) -> bool {
         match q.lock_ledger() {
             Some(mut ledger) => {
