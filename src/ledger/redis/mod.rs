@@ -162,7 +162,8 @@ impl RedisStoreConfig {
 /// writes them with one command each), where `FP` is the API key's fingerprint
 /// ([`ApiKey::fingerprint`](crate::ApiKey::fingerprint): 32 bits of its SHA-256, never the key)
 /// — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
-/// key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
+/// key's state in one Redis Cluster slot
+/// ([`connect_cluster`](Self::connect_cluster)). A limit of count N ≤ 1,024 keeps at most N + 2 entries,
 /// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
 /// late, never early): a Production key (600/1m + 10,000/1h) takes at most 16 KB in Redis
 /// (`MEMORY USAGE` of its three keys), plus about 30 bytes in the hash per process that wrote to
