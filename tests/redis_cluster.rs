@@ -29,7 +29,7 @@ async fn store_via(nodes: &[String]) -> RedisLedgerStore {
 async fn registered(nodes: &[String], quota: &Quota, id: &str) -> (RedisLedgerStore, KeyId) {
     let store = store_via(nodes).await;
     let key = KeyId::new(id);
-    store.bind_fingerprint(&key, &ApiKey::new(SECRET).unwrap().fingerprint());
+    store.bind_fingerprint(&key, ApiKey::new(SECRET).unwrap().fingerprint());
     let now = tokio::time::Instant::now();
     store
         .register(&key, quota, LedgerConfig::default(), now)
