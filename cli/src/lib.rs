@@ -140,8 +140,13 @@ async fn plan_cmd(o: &options::PlanOpts, ctx: &Context) -> Result<Exit, CliError
     }
     if let Some(url) = &o.redis {
         let api_key = ctx.key.resolve()?;
-        let shared =
-            store::describe_shared(url, o.redis_ca.as_deref(), &api_key, &quota, o.count).await?;
+        let shared = store::describe_shared(
+            store::RedisAt::new(url, o.redis_ca.as_deref(), o.redis_cluster),
+            &api_key,
+            &quota,
+            o.count,
+        )
+        .await?;
         // Kept out of the JSON on stdout.
         if o.json {
             eprint!("{shared}");

@@ -254,6 +254,11 @@ pub struct SendOpts {
     /// only when Redis is used.
     #[arg(long, value_name = "FILE", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
+    /// The `--redis` value names nodes of a Redis Cluster: one or more URLs, separated by commas
+    /// (the other nodes are found from them). Without the flag, `FABRAIX_REDIS_CLUSTER=1` says
+    /// so, read only when Redis is used.
+    #[arg(long, requires = "redis")]
+    pub redis_cluster: bool,
 }
 
 impl SendOpts {
@@ -372,6 +377,11 @@ pub struct PlanOpts {
     /// only when Redis is used.
     #[arg(long, value_name = "FILE", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
+    /// The `--redis` value names nodes of a Redis Cluster: one or more URLs, separated by commas
+    /// (the other nodes are found from them). Without the flag, `FABRAIX_REDIS_CLUSTER=1` says
+    /// so, read only when Redis is used.
+    #[arg(long, requires = "redis")]
+    pub redis_cluster: bool,
 }
 
 const PLAN_HELP: &str = "\

@@ -118,8 +118,12 @@ pub async fn send_report(opts: &SendOpts, ctx: &Context) -> Result<SendReport, C
         // Before the key is added: the key takes its metric handles from the recorder then.
         crate::metrics_endpoint::serve_metrics(addr)?;
     }
-    let store =
-        crate::store::CliStore::open(opts.redis.as_deref(), opts.redis_ca.as_deref()).await?;
+    let store = crate::store::CliStore::open(
+        opts.redis.as_deref(),
+        opts.redis_ca.as_deref(),
+        opts.redis_cluster,
+    )
+    .await?;
     let scheduler = Scheduler::builder()
         .store(store)
         .transport_config(opts.transport_config())

@@ -1,6 +1,7 @@
 //! Where the CLI keeps the key's ledger: in this process, or in Redis (`--redis URL`, or
 //! `FABRAIX_REDIS_URL`) when several processes or machines share the key; `--redis-ca FILE` (or
-//! `FABRAIX_REDIS_CA`) for a `rediss://` server whose certificate a private CA signed.
+//! `FABRAIX_REDIS_CA`) for a `rediss://` server whose certificate a private CA signed;
+//! `--redis-cluster` (or `FABRAIX_REDIS_CLUSTER=1`) when `--redis` lists nodes of a Redis Cluster.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,10 +25,17 @@ pub enum CliStore {
 impl CliStore {
     /// The store `--redis` asks for: Redis at `url` (its server's certificate checked against
     /// the CA certificate in the file `ca`, if given), else in memory.
-    pub async fn open(url: Option<&str>, ca: Option<&Path>) -> Result<Self, CliError> {
+    /// With `cluster`, `url` lists nodes of a Redis Cluster (see [`RedisAt`]).
+    pub async fn open(
+        url: Option<&str>,
+        ca: Option<&Path>,
+        cluster: bool,
+    ) -> Result<Self, CliError> {
         match url {
             None => Ok(CliStore::Memory(MemoryLedgerStore::new())),
-            Some(url) => connect(url, ca).await.map(CliStore::Redis),
+            Some(url) => connect(RedisAt::new(url, ca, cluster))
+                .await
+                .map(CliStore::Redis),
         }
     }
 
@@ -144,42 +152,90 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// Redis at `url`, checking its certificate against the CA certificate in the file `ca` if given.
-/// Errors name the flag (and the file, never the URL: it may hold a password).
-async fn connect(url: &str, ca: Option<&Path>) -> Result<RedisLedgerStore, CliError> {
+/// The environment variable that says `--redis` lists nodes of a Redis Cluster (`1` or `true`)
+/// when `--redis-cluster` is not given; read only where Redis is used.
+pub const REDIS_CLUSTER_ENV: &str = "FABRAIX_REDIS_CLUSTER";
+
+/// Where the flags say Redis is: `--redis` (a URL; with `--redis-cluster`, nodes of a cluster
+/// separated by commas) and `--redis-ca`.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisAt<'a> {
+    url: &'a str,
+    ca: Option<&'a Path>,
+    cluster: bool,
+}
+
+impl<'a> RedisAt<'a> {
+    /// `--redis`, `--redis-ca` and `--redis-cluster` as given (the environment's CA and cluster
+    /// switch are read when connecting).
+    pub fn new(url: &'a str, ca: Option<&'a Path>, cluster: bool) -> Self {
+        Self { url, ca, cluster }
+    }
+
+    fn cluster(&self) -> bool {
+        self.cluster
+            || std::env::var(REDIS_CLUSTER_ENV).is_ok_and(|v| {
+                matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")
+            })
+    }
+
+    /// The cluster's node URLs (checked: at least one, none empty).
+    fn nodes(&self) -> Result<Vec<&'a str>, CliError> {
+        let nodes: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        if nodes.iter().any(|n| n.is_empty()) {
+            return Err(CliError::new(
+                "--redis with --redis-cluster: an empty node URL in the comma-separated list",
+            ));
+        }
+        Ok(nodes)
+    }
+}
+
+/// Redis where `at` says, checking its certificate against the CA certificate in the file
+/// `--redis-ca` if given. Errors name the flag (and the file, never the URL: it may hold a
+/// password).
+async fn connect(at: RedisAt<'_>) -> Result<RedisLedgerStore, CliError> {
     // The environment's CA counts only where Redis is used (so that exporting it does not make
     // every other run ask for --redis).
     let from_env = std::env::var_os(REDIS_CA_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let Some(path) = ca.or(from_env.as_deref()) else {
-        return RedisLedgerStore::connect(url)
-            .await
-            .map_err(|e| CliError::new(format!("--redis: {e}")));
+    let cluster = at.cluster();
+    let nodes = if cluster { at.nodes()? } else { vec![at.url] };
+    let config = RedisStoreConfig::default();
+    let Some(path) = at.ca.or(from_env.as_deref()) else {
+        let store = if cluster {
+            RedisLedgerStore::connect_cluster(&nodes, config).await
+        } else {
+            RedisLedgerStore::connect(at.url).await
+        };
+        return store.map_err(|e| CliError::new(format!("--redis: {e}")));
     };
     let flag = |what: String| CliError::new(format!("--redis-ca {}: {what}", path.display()));
     let pem = read_bounded(path).map_err(|e| flag(format!("cannot read it: {e}")))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(flag("holds no PEM certificate".into()));
     }
-    if !url.starts_with("rediss://") {
+    if nodes.iter().any(|url| !url.starts_with("rediss://")) {
         return Err(flag("is for a rediss:// --redis URL (TLS)".into()));
     }
-    RedisLedgerStore::connect_with_ca(url, &pem, RedisStoreConfig::default())
-        .await
-        .map_err(|e| CliError::new(format!("--redis (with --redis-ca {}): {e}", path.display())))
+    let store = if cluster {
+        RedisLedgerStore::connect_cluster_with_ca(&nodes, &pem, config).await
+    } else {
+        RedisLedgerStore::connect_with_ca(at.url, &pem, config).await
+    };
+    store.map_err(|e| CliError::new(format!("--redis (with --redis-ca {}): {e}", path.display())))
 }
 
 /// `plan --redis`: the fleet's shared windows for the key (its API key from the environment),
 /// as Redis holds them now: when the next call and the `n`-th could go.
 pub async fn describe_shared(
-    url: &str,
-    ca: Option<&Path>,
+    at: RedisAt<'_>,
     api_key: &fabraix_scheduler::ApiKey,
     quota: &Quota,
     n: u64,
 ) -> Result<String, CliError> {
-    let store = connect(url, ca).await?;
+    let store = connect(at).await?;
     let key = KeyId::new("default");
     let clock = fabraix_scheduler::TokioClock::new();
     let now = fabraix_scheduler::Clock::now(&clock);

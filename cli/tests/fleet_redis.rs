@@ -145,3 +145,91 @@ async fn the_progress_line_of_a_send_through_redis_has_an_eta() {
         "{progress:?}"
     );
 }
+
+/// `send --redis-cluster`: two processes, each given one node of a Redis Cluster (one by the
+/// flag, one by `FABRAIX_REDIS_CLUSTER`), share the key without a 429; `plan` reads the fleet's
+/// windows through the cluster; an empty node in the list is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_processes_share_one_key_through_a_redis_cluster() {
+    let cluster = redis_support::cluster::RedisCluster::start();
+    let urls = cluster.urls();
+    let quota: Quota = QUOTA.parse().unwrap();
+    let server = MockServer::builder()
+        .key(KEY, KeyProfile::new(quota).label(LABEL))
+        .model(ServerModel::SlidingLog)
+        .count_refused(true)
+        .start()
+        .await
+        .unwrap();
+    let d = dir("fleet-redis-cluster");
+    let per_member = 35;
+    let mut children = Vec::new();
+    for (i, seed) in urls.iter().take(2).enumerate() {
+        let input = d.join(format!("in-{i}.jsonl"));
+        let output = d.join(format!("out-{i}.jsonl"));
+        write_events(&input, per_member);
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(&d)
+            .env("FABRAIX_API_KEY", KEY)
+            .env("FABRAIX_REDIS_URL", seed)
+            .args(["send", "--no-progress", "--quota", QUOTA, "--base-url"])
+            .arg(server.base_url())
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if i == 0 {
+            command.arg("--redis-cluster");
+        } else {
+            command.env("FABRAIX_REDIS_CLUSTER", "1");
+        }
+        children.push((command.spawn().unwrap(), output));
+    }
+    for (child, output) in children {
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let results = lines(&output);
+        assert_eq!(results.len(), per_member);
+        assert!(results.iter().all(|r| r["status"] == 200), "{results:?}");
+    }
+    assert_eq!(server.refused(), 0, "no call refused");
+    server.verify().expect("no window of the quota broken");
+    assert_eq!(server.record().len(), 2 * per_member);
+
+    let plan = |redis: String| {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(&d)
+            .env("FABRAIX_API_KEY", KEY)
+            .args([
+                "plan",
+                "--count",
+                "10",
+                "--quota",
+                QUOTA,
+                "--redis-cluster",
+                "--redis",
+            ])
+            .arg(redis);
+        command
+    };
+    let out = plan(urls.join(",")).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("shared windows of key key#"), "{text}");
+    assert!(text.contains("30/3s: "), "{text}");
+    let out = plan(format!("{},", urls[0])).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("an empty node URL"), "{stderr}");
+}

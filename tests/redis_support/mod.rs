@@ -2,6 +2,7 @@
 //! killed when dropped. A missing binary is a clear failure that names the fix, never a skip.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod pki;
 
 use std::net::TcpListener;
@@ -77,7 +78,7 @@ fn install_from_debian() {
     let _ = apt(&["install", "-y", "-qq", "redis-server"]);
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local addr").port()
 }
@@ -113,7 +114,7 @@ impl RedisServer {
         Self::start_with(free_port(), Some(tls_port), &args)
     }
 
-    fn start_with(port: u16, tls_port: Option<u16>, extra: &[String]) -> Self {
+    pub(crate) fn start_with(port: u16, tls_port: Option<u16>, extra: &[String]) -> Self {
         let bin = binary();
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

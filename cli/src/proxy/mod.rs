@@ -60,8 +60,12 @@ pub async fn proxy(
         // Installed before the key is added: its metric handles are taken then.
         crate::metrics_endpoint::serve_metrics(addr)?;
     }
-    let store =
-        crate::store::CliStore::open(opts.redis.as_deref(), opts.redis_ca.as_deref()).await?;
+    let store = crate::store::CliStore::open(
+        opts.redis.as_deref(),
+        opts.redis_ca.as_deref(),
+        opts.redis_cluster,
+    )
+    .await?;
     let scheduler = Scheduler::builder()
         .store(store)
         .transport(Arc::new(transport))

@@ -81,6 +81,11 @@ pub struct ProxyOpts {
     /// only when Redis is used.
     #[arg(long, value_name = "FILE", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
+    /// The `--redis` value names nodes of a Redis Cluster: one or more URLs, separated by commas
+    /// (the other nodes are found from them). Without the flag, `FABRAIX_REDIS_CLUSTER=1` says
+    /// so, read only when Redis is used.
+    #[arg(long, requires = "redis")]
+    pub redis_cluster: bool,
     /// Also serve the scheduler's own metrics (the `fabraix_scheduler_*` series) for Prometheus
     /// at `http://ADDR/metrics` (`127.0.0.1:9464`, say); the proxy's `/metrics` stays as it is.
     #[arg(long, value_name = "ADDR")]

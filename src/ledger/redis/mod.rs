@@ -1,5 +1,6 @@
 //! [`RedisLedgerStore`]: one key's ledger in Redis, shared by every process that uses the key.
 
+mod connection;
 mod fleet_block;
 mod own_calls;
 mod reply;
@@ -12,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
 use redis::Script;
 
+use self::connection::Connection;
 use self::fleet_block::FleetBlock;
 use self::own_calls::OwnCalls;
 use self::reply::{Done, Reply};
@@ -159,7 +162,8 @@ impl RedisStoreConfig {
 /// writes them with one command each), where `FP` is the API key's fingerprint
 /// ([`ApiKey::fingerprint`](crate::ApiKey::fingerprint): 32 bits of its SHA-256, never the key)
 /// — or, for a ledger registered without one, a hash of its [`KeyId`]. The braces put all of one
-/// key's state in one Redis Cluster slot. A limit of count N ≤ 1,024 keeps at most N + 2 entries,
+/// key's state in one Redis Cluster slot
+/// ([`connect_cluster`](Self::connect_cluster)). A limit of count N ≤ 1,024 keeps at most N + 2 entries,
 /// a larger one at most 1,033 (calls rounded up to W / 1,024: released up to 0.1 % of the window
 /// late, never early): a Production key (600/1m + 10,000/1h) takes at most 16 KB in Redis
 /// (`MEMORY USAGE` of its three keys), plus about 30 bytes in the hash per process that wrote to
@@ -198,7 +202,7 @@ impl RedisStoreConfig {
 ///   of the hash) is converted in place by this version's first call.
 #[derive(Clone)]
 pub struct RedisLedgerStore {
-    conn: ConnectionManager,
+    conn: Connection,
     script: Arc<Script>,
     clock: Arc<dyn Clock>,
     config: RedisStoreConfig,
@@ -209,9 +213,9 @@ pub struct RedisLedgerStore {
     outage: Arc<Mutex<Option<Instant>>>,
     /// Whether the task that checks the keys' states ([`RedisStoreConfig::reseed_watch`]) runs.
     watching: Arc<AtomicBool>,
-    /// The client the subscriber connection is made from (see `subscriber`); boxed, as it is
-    /// large and read once per store.
-    client: Arc<redis::Client>,
+    /// The clients the subscriber connection is made from, tried in turn (see `subscriber`):
+    /// the server, or each node of the cluster.
+    subscribe_via: Arc<[redis::Client]>,
     /// The subscriber task's feed of channels, once it runs.
     feed: subscriber::Feed,
 }
@@ -320,6 +324,84 @@ impl RedisLedgerStore {
         Self::from_client(client, config).await
     }
 
+    /// Connects to Redis Cluster through `nodes` (URLs of some of its nodes, `redis://` or
+    /// `rediss://`: the others are found from them), with `config`. Each key's state lives in one
+    /// slot (its Redis keys share a hash tag), so each reservation is still one script call, to
+    /// the node that holds the slot; the cluster's redirections (`MOVED`, `ASK`) are followed,
+    /// and a pause is heard from any node. Fails if a URL does not parse, there is none, or no
+    /// node answers.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use fabraix_scheduler::{RedisLedgerStore, RedisStoreConfig};
+    /// let nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"];
+    /// let store = RedisLedgerStore::connect_cluster(&nodes, RedisStoreConfig::default()).await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect_cluster(
+        nodes: &[&str],
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        Self::cluster(nodes, None, config).await
+    }
+
+    /// [`connect_cluster`](Self::connect_cluster) to `rediss://` nodes whose certificates chain
+    /// to the CA certificate `ca_pem` (PEM) instead of the system's roots.
+    pub async fn connect_cluster_with_ca(
+        nodes: &[&str],
+        ca_pem: &[u8],
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        if nodes.iter().any(|url| !url.starts_with("rediss://")) {
+            return Err(StoreError::InvalidConfig(
+                "a CA certificate is for rediss:// node URLs (TLS)".into(),
+            ));
+        }
+        Self::cluster(nodes, Some(ca_pem), config).await
+    }
+
+    async fn cluster(
+        nodes: &[&str],
+        ca_pem: Option<&[u8]>,
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        if nodes.is_empty() {
+            return Err(StoreError::InvalidConfig(
+                "no Redis Cluster node given".into(),
+            ));
+        }
+        let certificates = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca_pem.map(<[u8]>::to_vec),
+        };
+        let mut subscribe_via = Vec::with_capacity(nodes.len());
+        for url in nodes {
+            let client = match ca_pem {
+                Some(_) => redis::Client::build_with_tls(*url, certificates()),
+                None => redis::Client::open(*url),
+            };
+            subscribe_via.push(client.map_err(invalid_url)?);
+        }
+        let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+            .response_timeout(config.response_timeout)
+            .connection_timeout(config.response_timeout.max(Duration::from_secs(1)))
+            .retries(1)
+            .max_retry_wait(200);
+        if ca_pem.is_some() {
+            builder = builder.certs(certificates());
+        }
+        let client = builder.build().map_err(invalid_url)?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| cannot_connect(&e))?;
+        Ok(Self::with_connection(
+            Connection::Cluster(conn),
+            subscribe_via,
+            config,
+        ))
+    }
+
     async fn from_client(
         client: redis::Client,
         config: RedisStoreConfig,
@@ -331,14 +413,20 @@ impl RedisLedgerStore {
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
-            .map_err(|e| {
-                if e.kind() == redis::ErrorKind::InvalidClientConfig {
-                    invalid_url(e)
-                } else {
-                    StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(&e)))
-                }
-            })?;
-        Ok(Self {
+            .map_err(|e| cannot_connect(&e))?;
+        Ok(Self::with_connection(
+            Connection::Single(conn),
+            vec![client],
+            config,
+        ))
+    }
+
+    fn with_connection(
+        conn: Connection,
+        subscribe_via: Vec<redis::Client>,
+        config: RedisStoreConfig,
+    ) -> Self {
+        Self {
             conn,
             script: Arc::new(Script::new(SCRIPT)),
             clock: Arc::new(TokioClock::new()),
@@ -348,9 +436,9 @@ impl RedisLedgerStore {
             local_time: None,
             outage: Arc::default(),
             watching: Arc::default(),
-            client: Arc::new(client),
+            subscribe_via: subscribe_via.into(),
             feed: Arc::default(),
-        })
+        }
     }
 
     /// The clock slots are converted to (default: [`TokioClock`]); give the scheduler's.
@@ -1021,10 +1109,24 @@ fn id_fingerprint(key: &KeyId) -> String {
 /// A URL (or CA certificate) redis-rs refused. The URL may hold a password: it is never
 /// repeated.
 fn invalid_url(e: redis::RedisError) -> StoreError {
+    invalid_config(&e)
+}
+
+fn invalid_config(e: &redis::RedisError) -> StoreError {
     StoreError::InvalidConfig(format!(
         "invalid Redis URL or TLS certificate ({:?})",
         e.kind()
     ))
+}
+
+/// The first connection failed: a configuration the client refuses is the caller's to fix,
+/// anything else an outage.
+fn cannot_connect(e: &redis::RedisError) -> StoreError {
+    if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        invalid_config(e)
+    } else {
+        StoreError::Unavailable(format!("cannot connect to Redis: {}", describe(e)))
+    }
 }
 
 fn is_quota_conflict(e: &redis::RedisError) -> bool {

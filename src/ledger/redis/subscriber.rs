@@ -43,7 +43,7 @@ impl RedisLedgerStore {
             let (tx, rx) = mpsc::unbounded_channel();
             runtime.spawn(listen(
                 Arc::downgrade(&self.keys),
-                redis::Client::clone(&self.client),
+                Arc::clone(&self.subscribe_via),
                 Arc::clone(&self.clock),
                 self.config.response_timeout,
                 rx,
@@ -57,20 +57,24 @@ impl RedisLedgerStore {
 }
 
 /// The subscriber task: connects, subscribes to every registered key's channel (and to each new
-/// one as it comes), takes the messages in, and connects again when the connection is lost.
+/// one as it comes), takes the messages in, and connects again when the connection is lost (to
+/// the next of `via`, a cluster's nodes: each hears every node's messages).
 async fn listen(
     keys: Weak<Keys>,
-    client: redis::Client,
+    via: Arc<[redis::Client]>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
     mut added: mpsc::UnboundedReceiver<String>,
 ) {
     let mut pause = FIRST_PAUSE;
-    loop {
+    for turn in 0.. {
         let Some(channels) = keys.upgrade().map(|k| channels_of(&k)) else {
             return;
         };
-        match connect(&client, &channels, timeout).await {
+        let Some(client) = via.get(turn % via.len().max(1)) else {
+            return;
+        };
+        match connect(client, &channels, timeout).await {
             Ok(pubsub) => {
                 pause = FIRST_PAUSE;
                 let (mut sink, mut stream) = pubsub.split();
