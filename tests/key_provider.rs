@@ -224,3 +224,67 @@ async fn a_401_of_a_call_sent_before_a_rotation_is_sent_again_with_the_new_key()
         .await
         .unwrap();
 }
+
+/// A refresh that takes 10 s (on the test's paused clock) and gives the prod key; counts its calls.
+#[derive(Debug, Default)]
+struct SlowRefresh {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl fabraix_scheduler::KeyRefresh for SlowRefresh {
+    fn refresh<'a>(&'a self, _refused: &'a ApiKey) -> fabraix_scheduler::RefreshFuture<'a> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Some(ApiKey::new(TEST_PROD_KEY).unwrap())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_a_slow_refresh_runs_nothing_goes_with_the_refused_key_and_it_is_asked_once() {
+    let quota: Quota = "2/1s".parse().unwrap();
+    let server = MockServer::builder()
+        .key(TEST_DEV_KEY, KeyProfile::new(quota.clone()).label("old"))
+        .key(TEST_PROD_KEY, KeyProfile::new(quota.clone()).label("new"))
+        .start()
+        .await
+        .unwrap();
+    server.revoke_key(TEST_DEV_KEY);
+    let scheduler = Scheduler::builder()
+        .transport_config(patient_transport())
+        .seed(7)
+        .build()
+        .unwrap();
+    let key = KeyId::new("k");
+    let refresh = Arc::new(SlowRefresh::default());
+    let config = KeyConfig::new(
+        key.clone(),
+        ApiKey::new(TEST_DEV_KEY).unwrap(),
+        &server.base_url(),
+        quota,
+    )
+    .unwrap()
+    .max_in_flight(4)
+    .on_unauthorized(Arc::clone(&refresh) as Arc<dyn fabraix_scheduler::KeyRefresh>);
+    scheduler.add_key(config).await.unwrap();
+    // Two calls go at once with the revoked key; the third's slot, a second on, is held.
+    let mut tickets = Vec::new();
+    for i in 0..6 {
+        tickets.push(scheduler.submit(&key, event(i)).await.unwrap());
+    }
+    for t in tickets {
+        t.await.expect("sent again with the new key");
+    }
+    assert_eq!(
+        refresh.calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the source asked once"
+    );
+    assert_eq!(
+        server.unauthorized(),
+        2,
+        "only the two calls already on the wire were refused"
+    );
+    assert_eq!(server.arrivals("new").len(), 6);
+}

@@ -126,19 +126,24 @@ impl WindowLog {
         u64::from(self.count).saturating_sub(held)
     }
 
-    /// The calls recorded in `(t_ns − W, t_ns]` (later ones not counted; calls dropped because N
-    /// newer ones exist not counted either, so at most the truth).
+    /// The calls recorded in `(t_ns − W, t_ns]` (later ones not counted). Of the calls dropped
+    /// because N newer ones exist, the latest is counted if it is in that window (one call: so a
+    /// window that held N + 1 shows N + 1, though the log keeps N).
     pub(crate) fn held_through(&self, t_ns: u64) -> u64 {
         let since = t_ns.saturating_sub(self.window_ns);
         // (A call at `t_ns` is recorded at its tick, rounded up.)
         let through = t_ns
             .div_ceil(self.quantum_ns)
             .saturating_mul(self.quantum_ns);
-        self.entries
+        let in_window = |t: u64| t > since && t <= through;
+        let kept: u64 = self
+            .entries
             .iter()
-            .filter(|e| (since..=through).contains(&self.time_of(e)) && self.time_of(e) > since)
+            .filter(|e| in_window(self.time_of(e)))
             .map(|e| u64::from(e.calls))
-            .sum()
+            .sum();
+        let dropped = self.evicted_floor_ns.is_some_and(in_window);
+        kept + u64::from(dropped)
     }
 
     /// Records a call at `t_ns`; calls that left the window by `expiry_ns` go (the caller's now,
@@ -292,6 +297,26 @@ mod tests {
         assert!(log.forget(5));
         assert!(log.earliest_ns() < 1_000_000);
         assert!(!log.forget(5_000_000));
+    }
+
+    #[test]
+    fn a_window_over_its_limit_shows_though_the_log_keeps_n() {
+        let s = 1_000_000_000u64;
+        let mut log = WindowLog::new(10, 10 * s);
+        // One call at 0, nine from 9.0 s to 9.8 s, one at 11 s: (1 s, 11 s] holds ten.
+        let mut times = vec![0];
+        times.extend((0..9).map(|i| 9 * s + i * s / 10));
+        times.push(11 * s);
+        for &t in &times {
+            log.record(t, t);
+        }
+        assert_eq!(log.held_through(11 * s), 10);
+        // One more at 12 s, on its own tick: (2 s, 12 s] holds eleven, the log ten.
+        log.record(12 * s, 12 * s);
+        assert_eq!(log.entries.len(), 10);
+        assert_eq!(log.held_through(12 * s), 11);
+        // At 19.5 s the dropped call (9.0 s) is out of the window: 9.5 s to 9.8 s, 11 s, 12 s.
+        assert_eq!(log.held_through(19_500_000_000), 6);
     }
 
     #[test]

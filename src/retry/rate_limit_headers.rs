@@ -108,11 +108,13 @@ pub fn parse_rate_limit_headers(
         (announced, None)
     };
     // A policy may follow the count (`10, 10;w=1`): the leading number is the count.
+    // (The leading item may carry its own policy: `10;w=1`.)
     let mut limit_items = limit.map(|l| l.split(',')).into_iter().flatten();
-    let count: Option<u32> = limit_items
-        .next()
+    let first = limit_items.next();
+    let count: Option<u32> = first
         .and_then(|l| l.split(';').next())
-        .and_then(|l| l.trim().parse().ok());
+        .and_then(|l| digits(l.trim()));
+    let limit_items = first.into_iter().chain(limit_items);
     let policy = get(&[
         HeaderName::from_static("ratelimit-policy"),
         HeaderName::from_static("x-ratelimit-policy"),
@@ -135,15 +137,13 @@ pub fn parse_rate_limit_headers(
 /// both parse and the window is within bounds.
 fn policy_item(item: &str) -> Option<(u32, Duration)> {
     let mut parts = item.split(';').map(str::trim);
-    let mut count: Option<u32> = parts.next().and_then(|c| c.parse().ok());
+    let mut count: Option<u32> = parts.next().and_then(digits);
     let mut window = None;
     for part in parts {
         match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
-            Some(("q", v)) => count = v.parse().ok(),
+            Some(("q", v)) => count = digits(v),
             Some(("w", v)) => {
-                window = v
-                    .parse::<u64>()
-                    .ok()
+                window = digits::<u64>(v)
                     .filter(|&s| s >= 1)
                     .map(Duration::from_secs)
                     .filter(|&w| w <= MAX_POLICY_WINDOW);
@@ -152,6 +152,14 @@ fn policy_item(item: &str) -> Option<(u32, Duration)> {
         }
     }
     Some((count?, window?))
+}
+
+/// `text` as a number if it is only ASCII digits (a structured-field integer: no sign) and fits.
+fn digits<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// The limit named (`count`, or the only policy's if none is) and its window: the one window of
@@ -289,6 +297,12 @@ mod tests {
             parse(&[("ratelimit-limit", "10, 10;w=1, 1000;w=3600")]),
             (Some(10), Some(1))
         );
+        // The leading item's own policy.
+        assert_eq!(
+            parse(&[("ratelimit-limit", "10;w=60")]),
+            (Some(10), Some(60))
+        );
+        assert_eq!(parse(&[("ratelimit-limit", "+10")]), (None, None), "a sign");
         // The structured spelling (`q=`), and a lone policy naming the limit too.
         assert_eq!(
             parse(&[("ratelimit-policy", "\"default\";q=100;w=10")]),
@@ -301,6 +315,8 @@ mod tests {
             "10;w=31622401",
             "10;w=-1",
             "10;w=1.5",
+            "10;w=+1",
+            "+10;w=1",
             "10;w=",
             "10;w=99999999999999999999999",
             "10;w=1, 10;w=2",

@@ -404,20 +404,23 @@ fn on_unauthorized(
     response: HttpResponse,
     to: &Addressing,
 ) -> Option<Settle> {
-    let refused = {
+    let (refused, ask) = {
         let mut st = q.lock();
         let refused = (*st.api_key_header() == to.api_key).then(|| st.api_key().clone());
-        if refused.is_some() && q.key_refresh.is_some() {
-            // No call goes with the refused key while its source is asked for another.
-            st.settle_started();
-        }
-        refused
+        // No call goes with the refused key while its source is asked for another, and it is
+        // asked once: a 401 while it is asked waits for its answer.
+        let ask = refused.is_some() && q.key_refresh.is_some() && st.refresh_started();
+        (refused, ask)
     };
     let Some(refused) = refused else {
         requeue_front(q, job, false);
         return None;
     };
     if let Some(refresh) = &q.key_refresh {
+        if !ask {
+            requeue_front(q, job, false);
+            return None;
+        }
         let refresh = Arc::clone(refresh);
         return Some(Settle::refresh(q, refresh, refused, response, job));
     }

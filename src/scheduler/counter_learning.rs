@@ -295,15 +295,18 @@ pub(crate) fn read_headers(
         .enumerate()
         .rev()
         .find(|(_, l)| l.count() == count && window.window.is_none_or(|w| w == l.window()))?;
-    // A counter's reset is two windows from its first call at most (2W − elapsed). Beyond a
-    // quarter window past W (never a clock's skew) and within 2W: a reset in other units
-    // (milliseconds, a timestamp read wrong) or a lockout lies outside it.
+    // A counter's reset is two windows from its first call at most (2W − elapsed, in whole
+    // seconds rounded up). Beyond a quarter window past W (never a clock's skew) and within 2W
+    // rounded up: a reset in other units (milliseconds, a timestamp read wrong) or a lockout lies
+    // outside it. (For a window of a second or less the two meet: no reset shows a counter.)
     let w = limit.window();
     let past = w + (w / 4).max(RESET_ROUNDING);
+    let twice = w.saturating_mul(2);
+    let most = Duration::from_secs(twice.as_secs() + u64::from(twice.subsec_nanos() > 0));
     let reset_beyond_window = window.remaining < count
         && window.clamped_from.is_none()
         && window.reset_in > past
-        && window.reset_in <= 2 * w + RESET_ROUNDING;
+        && window.reset_in <= most;
     let at = sent_at.checked_sub(guard).unwrap_or(sent_at);
     Some(HeaderReading {
         reset_beyond_window,
@@ -417,6 +420,18 @@ mod tests {
         // The hour's limit may reset an hour on; a count the quota lacks names no window.
         assert!(!reset_shows_counter(&quota, &window(1000, 999, 3_600)));
         assert!(!reset_shows_counter(&quota, &window(7, 6, 120)));
+        // Past two windows, rounded up: not a counter's (nor, for a 1 s window, anything).
+        assert!(!reset_shows_counter(&quota, &window(60, 59, 121)));
+        let short: Quota = "5/1s".parse().unwrap();
+        for reset in [2, 3] {
+            assert!(
+                !reset_shows_counter(&short, &window(5, 4, reset)),
+                "{reset}"
+            );
+        }
+        let two: Quota = "5/2s".parse().unwrap();
+        assert!(reset_shows_counter(&two, &window(5, 4, 4)));
+        assert!(!reset_shows_counter(&two, &window(5, 4, 5)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -210,6 +210,9 @@ pub(crate) struct KeyState {
     /// Answers whose writes to the store (or the key's refresh) are still out: until none is, the
     /// key reserves nothing and does not retire. At most one per call on the wire.
     settling: usize,
+    /// A refresh of the key's API key is out (after a 401): a later 401 waits for its answer
+    /// rather than ask again.
+    refreshing: bool,
     calls: CallCounts,
     returned: Vec<ReturnedJob>,
     /// Whether refused calls count, as configured or learned.
@@ -263,6 +266,7 @@ impl KeyState {
             epoch: 0,
             awaiting_store: false,
             settling: 0,
+            refreshing: false,
             calls: CallCounts::default(),
             returned: Vec::new(),
             refusals: RefusalAccounting::new(start.refused_calls),
@@ -381,6 +385,7 @@ impl KeyState {
         self.held = None;
         self.awaiting_store = false;
         self.settling = 0;
+        self.refreshing = false;
         (self.take_all(), newly)
     }
 
@@ -672,6 +677,25 @@ impl KeyState {
     /// What an answer left to wait for is in ([`KeyState::settle_started`]).
     pub(crate) fn settle_done(&mut self) {
         one_less(&mut self.settling);
+    }
+
+    /// A 401 refused the key's API key: its source is to be asked for another, unless it is
+    /// being asked already (false: the 401's job waits for that answer). Until it answers
+    /// ([`KeyState::refresh_done`]) nothing goes with the refused key: the key settles, and the
+    /// slot it holds or is being given goes back.
+    pub(crate) fn refresh_started(&mut self) -> bool {
+        if self.refreshing {
+            return false;
+        }
+        self.refreshing = true;
+        self.settle_started();
+        self.reslot();
+        true
+    }
+
+    /// The key's source answered the refresh ([`KeyState::refresh_started`]).
+    pub(crate) fn refresh_done(&mut self) {
+        self.refreshing = false;
     }
 
     /// Binds the highest-priority job to a due slot (none if the slot must be given back, `keep`

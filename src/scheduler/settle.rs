@@ -241,6 +241,7 @@ pub(crate) fn settled(settled: Settled, job: Option<Queued>) -> Option<Settle> {
             response,
             new,
         } => {
+            q.lock().refresh_done();
             if let Some(job) = job {
                 refreshed(&q, job, &refused, response, new);
             }
