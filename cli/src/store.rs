@@ -152,8 +152,8 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// The environment variable that says `--redis` lists nodes of a Redis Cluster (`1` or `true`)
-/// when `--redis-cluster` is not given; read only where Redis is used.
+/// The environment variable that says `--redis` lists nodes of a Redis Cluster (`1`, `true` or
+/// `yes`) when `--redis-cluster` is not given; read only where Redis is used.
 pub const REDIS_CLUSTER_ENV: &str = "FABRAIX_REDIS_CLUSTER";
 
 /// Where the flags say Redis is: `--redis` (a URL; with `--redis-cluster`, nodes of a cluster

@@ -179,6 +179,14 @@ async fn write<S: LedgerStore>(
         pace,
     } = writes;
     let store = &inner.store;
+    // The pause first: a store shared with other processes tells them at once, and the refund
+    // that follows frees no slot for them before it. (The refund before the server's window:
+    // the window's remaining already leaves out the refused call.)
+    if let Some(until) = block {
+        if let Err(e) = store.block_until(&q.id, until).await {
+            tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
+        }
+    }
     if let Some(slot) = refund {
         if let Err(e) = store.refund(&q.id, slot).await {
             tracing::warn!(key = %q.id, error = %e, "could not refund a refused call");
@@ -187,11 +195,6 @@ async fn write<S: LedgerStore>(
     if let Some((remaining, reset_at)) = window {
         if let Err(e) = store.apply_server_window(&q.id, remaining, reset_at).await {
             tracing::warn!(key = %q.id, error = %e, "could not apply the server's rate-limit headers");
-        }
-    }
-    if let Some(until) = block {
-        if let Err(e) = store.block_until(&q.id, until).await {
-            tracing::warn!(key = %q.id, error = %e, "could not pause the key in the store");
         }
     }
     match pace {

@@ -742,7 +742,12 @@ fn slot_from_store<S: LedgerStore>(
     match reserved {
         Ok(slot) => {
             q.metrics.slot_reserved(slot.saturating_duration_since(at)); // [metrics]
+                                                                         // Reserved before a pause another process raised, and answered after it: given back.
+            let block = inner.store.shared_block(&q.id);
             let mut st = q.lock();
+            if block.is_some_and(|b| b.stops(slot, at, driver.now(inner))) {
+                st.reslot();
+            }
             // The call goes now, which may be long after the slot was asked for.
             let step = st.slot_given(slot, at, epoch, || driver.now(inner));
             decided(q, &mut st, step, driver.timers)

@@ -22,9 +22,12 @@ impl RedisCluster {
             free_port()
         ));
         std::fs::create_dir_all(&dir).expect("a directory for the cluster's files");
+        let mut buses = Vec::new();
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 let port = free_port();
+                let bus = free_port();
+                buses.push(bus);
                 let args = [
                     "--cluster-enabled".to_string(),
                     "yes".to_string(),
@@ -35,6 +38,10 @@ impl RedisCluster {
                         .to_string(),
                     "--cluster-node-timeout".to_string(),
                     "5000".to_string(),
+                    // Its own free port for the cluster bus (by default the port + 10,000, which
+                    // Redis refuses above 65,535 and which may be taken).
+                    "--cluster-port".to_string(),
+                    bus.to_string(),
                 ];
                 RedisServer::start_with(port, None, &args)
             })
@@ -54,11 +61,12 @@ impl RedisCluster {
                 .query(&mut node.conn())
                 .expect("CLUSTER ADDSLOTSRANGE");
         }
-        for other in &nodes[1..] {
+        for (other, bus) in nodes.iter().zip(&buses).skip(1) {
             let _: () = redis::cmd("CLUSTER")
                 .arg("MEET")
                 .arg("127.0.0.1")
                 .arg(other.port)
+                .arg(*bus)
                 .query(&mut nodes[0].conn())
                 .expect("CLUSTER MEET");
         }

@@ -464,11 +464,12 @@ end
 -- A block raised is told to the fleet at once, on the key's channel (in its hash tag: KEYS[1]
 -- less its ':h', then ':blocks'): '<epoch> <delay_ns>', the block's end as a delay from this
 -- script's now (the fleet's clocks never meet). Every 'ok' answer carries it too (ok_head).
+-- A PUBLISH the server refuses (an ACL without the channel) is left out: the answers tell it.
 local function block(until_ns)
   if until_ns <= st.bu then return end
   st.bu = until_ns
   local channel = string.sub(H, 1, #H - 2) .. ':blocks'
-  call('PUBLISH', channel, S.ep .. ' ' .. field(max(until_ns - now, 0)))
+  redis.pcall('PUBLISH', channel, S.ep .. ' ' .. field(max(until_ns - now, 0)))
 end
 
 -- A new state (Redis lost the old one) hands out no slot for settle_ns: every process of the

@@ -191,7 +191,10 @@ impl RedisStoreConfig {
 ///   to 2 s) when lost, and every answer of the script carries the pause too. A message is
 ///   checked (at most 64 bytes, an epoch and a delay in ns; anything else, or another epoch, is
 ///   ignored) and its delay capped at the quota's longest window plus a minute. The scheduler
-///   reads it through [`LedgerStore::shared_block`] before it sends a slot it held.
+///   reads it through [`LedgerStore::shared_block`] before it sends a slot it held. A Redis
+///   ACL that refuses the channel (`&fx:v1:*`) leaves only the answers to carry the pause:
+///   the script's `PUBLISH` is skipped, the refused subscription warned of once and tried
+///   again.
 /// * **`SCRIPT FLUSH` / a new server:** the script is loaded again on `NOSCRIPT`.
 /// * **A state 52 days old** (2^52 ns since its origin, a key never idle for a window in all
 ///   that time) is replaced as if Redis had lost it, and seeded again as above: its times stay
@@ -327,9 +330,10 @@ impl RedisLedgerStore {
     /// Connects to Redis Cluster through `nodes` (URLs of some of its nodes, `redis://` or
     /// `rediss://`: the others are found from them), with `config`. Each key's state lives in one
     /// slot (its Redis keys share a hash tag), so each reservation is still one script call, to
-    /// the node that holds the slot; the cluster's redirections (`MOVED`, `ASK`) are followed,
-    /// and a pause is heard from any node. Fails if a URL does not parse, there is none, or no
-    /// node answers.
+    /// the node that holds the slot; the cluster's redirections (`MOVED`, `ASK`) are followed.
+    /// Pauses are heard through one of `nodes` (the next one when it is lost): a cluster
+    /// carries every node's messages to each. Fails if a URL does not parse, there is none, or
+    /// no node answers.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,7 +2,7 @@
 //! blocks other processes raise reach this one as they are raised, not at its next call.
 //!
 //! The connection is made again whenever it is lost or does not answer within the response
-//! timeout, backing off from 50 ms to 2 s (on tokio's timer, like the client's own timeouts: the
+//! timeout (a quiet one is sent a `PING` every 5 s), backing off from 50 ms to 2 s (on tokio's timer, like the client's own timeouts: the
 //! store's clock, which quota time follows, is only read); while it is down, every answer of
 //! the script still carries the state's block. A message is parsed with checks
 //! ([`parse_message`]), its delay capped
@@ -23,6 +23,11 @@ use crate::key_id::KeyMap;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// How often a quiet subscription is asked whether it still answers (`PING`): a connection
+/// the network dropped without a word is made again within this and the response timeout.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// The least time given to open the connection (as the command connection's).
+const MIN_CONNECT: Duration = Duration::from_secs(1);
 
 type Keys = KeyMap<Arc<Mutex<KeyState>>>;
 
@@ -67,6 +72,7 @@ async fn listen(
     mut added: mpsc::UnboundedReceiver<String>,
 ) {
     let mut pause = FIRST_PAUSE;
+    let mut warned = false;
     for turn in 0.. {
         let Some(channels) = keys.upgrade().map(|k| channels_of(&k)) else {
             return;
@@ -78,12 +84,21 @@ async fn listen(
             Ok(pubsub) => {
                 pause = FIRST_PAUSE;
                 let (mut sink, mut stream) = pubsub.split();
+                let mut ping = tokio::time::interval(PING_EVERY);
+                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ping.tick().await;
                 loop {
                     tokio::select! {
                         message = stream.next() => match message {
                             Some(message) => take_message(&keys, clock.as_ref(), &message),
                             None => break,
                         },
+                        _ = ping.tick() => {
+                            let answered = within(timeout, sink.ping::<redis::Value>()).await;
+                            if !matches!(answered, Some(Ok(_))) {
+                                break;
+                            }
+                        }
                         channel = added.recv() => match channel {
                             Some(channel) => {
                                 let subscribed =
@@ -100,8 +115,13 @@ async fn listen(
                     "the subscription to the fleet's blocks was lost: subscribing again"
                 );
             }
+            Err(reason) if !warned => {
+                // Once: Redis may refuse for good (an ACL without the key's channels).
+                warned = true;
+                tracing::warn!(%reason, "cannot subscribe to the fleet's pauses (answers still carry them): trying again");
+            }
             Err(reason) => {
-                tracing::debug!(%reason, "cannot subscribe to the fleet's blocks: trying again");
+                tracing::debug!(%reason, "cannot subscribe to the fleet's pauses: trying again");
             }
         }
         // Channels added meanwhile are subscribed to with the others on the next connection.
@@ -130,7 +150,7 @@ async fn connect(
     channels: &[String],
     timeout: Duration,
 ) -> Result<redis::aio::PubSub, String> {
-    let mut pubsub = within(timeout, client.get_async_pubsub())
+    let mut pubsub = within(timeout.max(MIN_CONNECT), client.get_async_pubsub())
         .await
         .ok_or("no answer in time")?
         .map_err(|e| super::describe(&e))?;
