@@ -928,13 +928,18 @@ fn a_fleet_size_gives_each_process_its_share_while_redis_is_gone() {
 
 /// How many script calls the server has run.
 fn script_calls(server: &RedisServer) -> u64 {
+    command_calls(server, &["evalsha", "eval"])
+}
+
+/// How many times the server has run the commands `names` (lower case), together.
+fn command_calls(server: &RedisServer, names: &[&str]) -> u64 {
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut server.conn())
         .unwrap();
     stats
         .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter(|l| names.iter().any(|n| l.starts_with(&format!("cmdstat_{n}:"))))
         .filter_map(|l| {
             l.split("calls=")
                 .nth(1)?
@@ -944,6 +949,31 @@ fn script_calls(server: &RedisServer) -> u64 {
                 .ok()
         })
         .sum()
+}
+
+#[test]
+fn the_keys_expiry_is_extended_seconds_at_a_time_not_at_every_reservation() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let clock = ManualClock::new(t0);
+        let store = store_on(&server, &clock).await;
+        let key = KeyId::new("k");
+        // 100 calls a second: 50 reservations move the latest slot half a second.
+        let quota: Quota = "100/1s".parse().unwrap();
+        store
+            .register(&key, &quota, LedgerConfig::default(), t0)
+            .await
+            .unwrap();
+        store.reserve(&key, t0).await.unwrap();
+        let before = command_calls(&server, &["pexpire"]);
+        for _ in 0..50 {
+            store.reserve(&key, t0).await.unwrap();
+        }
+        let set = command_calls(&server, &["pexpire"]) - before;
+        // At most one extension of the hash and the ring (two keys).
+        assert!(set <= 2, "{set} PEXPIREs for 50 reservations");
+    });
 }
 
 #[test]

@@ -209,11 +209,13 @@ local function save()
   -- the guard, and a second. Extended two seconds at a time, so most calls set no expiry.
   local last = max(st.ls or 0, st.bu, st.cs or 0)
   local needed = last + horizon + 1000000000
-  -- Written before the expiry is set: the write may create ring 1 (a new state, a token
-  -- bucket's rings), and a key created after its PEXPIRE would never expire.
+  local extend = st.ex == nil or needed > st.ex
+  if extend then st.ex = needed + 2000000000 end
+  -- The scalars (the new expiry among them) are written before the expiry is set: the write
+  -- may create ring 1 (a new state, a token bucket's rings), and a key created after its
+  -- PEXPIRE would never expire.
   call('SETRANGE', lim[1].key, 0, packed())
-  if st.ex == nil or needed > st.ex or rings_written then
-    if st.ex == nil or needed > st.ex then st.ex = needed + 2000000000 end
+  if extend or rings_written then
     local ttl = floor((st.ex - now) / 1000000) + 1
     call('PEXPIRE', H, ttl)
     for i = 1, L do call('PEXPIRE', lim[i].key, ttl) end
