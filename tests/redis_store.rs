@@ -939,7 +939,11 @@ fn command_calls(server: &RedisServer, names: &[&str]) -> u64 {
         .unwrap();
     stats
         .lines()
-        .filter(|l| names.iter().any(|n| l.starts_with(&format!("cmdstat_{n}:"))))
+        .filter(|l| {
+            names
+                .iter()
+                .any(|n| l.starts_with(&format!("cmdstat_{n}:")))
+        })
         .filter_map(|l| {
             l.split("calls=")
                 .nth(1)?
